@@ -1,0 +1,172 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Safe glue over the PCI core, through the C shim: the driver registration
+//! and a view of one bound `struct pci_dev`.
+
+use kernel::ffi::{c_int, c_void};
+use core::ptr::NonNull;
+
+use kernel::error::to_result;
+use kernel::prelude::*;
+use kernel::str::CStr;
+
+use crate::shim::{self, PciDevRaw};
+
+/// The PCI driver (`warpq_pci_driver` in the shim) is registered while this
+/// value lives; probe and remove come back through `warpq_rs_probe` and
+/// `warpq_rs_remove`.
+pub(crate) struct DriverRegistration(());
+
+impl DriverRegistration {
+    /// Registers the driver; the PCI core probes matching devices before this
+    /// returns.
+    pub(crate) fn new() -> Result<Self> {
+        // SAFETY: no precondition; the shim's pci_driver is a static.
+        to_result(unsafe { shim::warpq_pci_register_driver() })?;
+        Ok(Self(()))
+    }
+}
+
+impl Drop for DriverRegistration {
+    fn drop(&mut self) {
+        // SAFETY: registered in `new`; unregistering removes every bound
+        // device (calling `warpq_rs_remove`) before it returns.
+        unsafe { shim::warpq_pci_unregister_driver() };
+    }
+}
+
+/// How the device's DMA addresses are translated.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum DmaTranslation {
+    /// No IOMMU: dma-direct, bus address = physical address.
+    Direct,
+    /// dma-iommu with a DMA domain, IOTLB flushed on every unmap.
+    IommuStrict,
+    /// dma-iommu with a flush queue: IOTLB flushes are deferred.
+    IommuLazy,
+    /// The IOMMU is in pass-through for this device.
+    IommuIdentity,
+    /// Some other domain type (unmanaged, blocked, ...).
+    IommuOther,
+}
+
+impl DmaTranslation {
+    /// The name the driver logs and reports.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Direct => "dma-direct",
+            Self::IommuStrict => "dma-iommu (strict)",
+            Self::IommuLazy => "dma-iommu (lazy, flush queue)",
+            Self::IommuIdentity => "iommu identity (pass-through)",
+            Self::IommuOther => "iommu (other domain type)",
+        }
+    }
+}
+
+/// A PCI device bound to this driver.
+///
+/// # Invariants
+///
+/// `raw` points to a `struct pci_dev` that stays valid and bound to this
+/// driver for as long as this value exists (it is created in probe and
+/// dropped at the latest in remove).
+pub(crate) struct PciDevice {
+    raw: NonNull<PciDevRaw>,
+}
+
+// SAFETY: a `struct pci_dev` may be used from any thread; the PCI core
+// serialises probe and remove, and the shim's accessors take no locks that
+// depend on the caller's context.
+unsafe impl Send for PciDevice {}
+// SAFETY: the accessors only read immutable identification fields or call
+// PCI/DMA functions that are safe to call concurrently.
+unsafe impl Sync for PciDevice {}
+
+impl PciDevice {
+    /// Wraps a device handed to probe.
+    ///
+    /// # Safety
+    ///
+    /// `raw` must be a valid `struct pci_dev` being bound to this driver, and
+    /// the returned value must not outlive the binding (drop it in remove at
+    /// the latest).
+    pub(crate) unsafe fn from_raw(raw: *mut PciDevRaw) -> Result<Self> {
+        let raw = NonNull::new(raw).ok_or(EINVAL)?;
+        // INVARIANT: by the safety requirements of this function.
+        Ok(Self { raw })
+    }
+
+    fn as_ptr(&self) -> *mut PciDevRaw {
+        self.raw.as_ptr()
+    }
+
+    /// The device's bus name, e.g. `0000:00:03.0`.
+    pub(crate) fn name(&self) -> &CStr {
+        // SAFETY: by the type invariant the device is valid; pci_name()
+        // returns the NUL-terminated name embedded in it, which lives as long
+        // as the device.
+        unsafe { CStr::from_char_ptr(shim::warpq_pci_name(self.as_ptr())) }
+    }
+
+    /// Vendor, device and revision IDs from configuration space.
+    pub(crate) fn ids(&self) -> (u16, u16, u8) {
+        let (mut vendor, mut device, mut revision) = (0u16, 0u16, 0u8);
+        // SAFETY: the device is valid (type invariant); the out-pointers
+        // point to locals.
+        unsafe { shim::warpq_pci_ids_of(self.as_ptr(), &mut vendor, &mut device, &mut revision) };
+        (vendor, device, revision)
+    }
+
+    /// Enables the device and makes it a bus master. Undo with [`Self::disable`].
+    pub(crate) fn enable(&self) -> Result {
+        // SAFETY: the device is valid (type invariant).
+        to_result(unsafe { shim::warpq_pci_enable(self.as_ptr()) })
+    }
+
+    /// Undoes [`Self::enable`].
+    pub(crate) fn disable(&self) {
+        // SAFETY: the device is valid (type invariant) and was enabled.
+        unsafe { shim::warpq_pci_disable(self.as_ptr()) };
+    }
+
+    /// Sets the streaming and coherent DMA masks to `bits` bits.
+    pub(crate) fn set_dma_mask(&self, bits: u32) -> Result {
+        // SAFETY: the device is valid (type invariant), so is its embedded
+        // `struct device`.
+        to_result(unsafe { shim::warpq_dma_set_mask(shim::warpq_pci_to_dev(self.as_ptr()), bits) })
+    }
+
+    /// The device's IOMMU group (if any) and how its DMA is translated.
+    pub(crate) fn dma_translation(&self) -> (Option<u32>, DmaTranslation) {
+        let mut group: c_int = -1;
+        // SAFETY: the device is valid (type invariant); `group` is a local.
+        let kind = unsafe { shim::warpq_iommu_describe(shim::warpq_pci_to_dev(self.as_ptr()), &mut group) };
+        let kind = match kind {
+            shim::dma_kind::DIRECT => DmaTranslation::Direct,
+            shim::dma_kind::IOMMU_STRICT => DmaTranslation::IommuStrict,
+            shim::dma_kind::IOMMU_LAZY => DmaTranslation::IommuLazy,
+            shim::dma_kind::IOMMU_IDENTITY => DmaTranslation::IommuIdentity,
+            _ => DmaTranslation::IommuOther,
+        };
+        (u32::try_from(group).ok(), kind)
+    }
+
+    /// Stores the driver's per-device data pointer.
+    pub(crate) fn set_drvdata(&self, data: *mut c_void) {
+        // SAFETY: the device is valid (type invariant).
+        unsafe { shim::warpq_pci_set_drvdata(self.as_ptr(), data) };
+    }
+}
+
+/// Takes back the driver data stored by [`PciDevice::set_drvdata`].
+///
+/// # Safety
+///
+/// `raw` must be a valid `struct pci_dev` bound to this driver.
+pub(crate) unsafe fn take_drvdata(raw: *mut PciDevRaw) -> *mut c_void {
+    // SAFETY: by the function's safety requirements.
+    let data = unsafe { shim::warpq_pci_get_drvdata(raw) };
+    // SAFETY: as above; clearing it makes a second take return null.
+    unsafe { shim::warpq_pci_set_drvdata(raw, core::ptr::null_mut()) };
+    data
+}

@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# Boot warpq's guest kernel in QEMU, run one command in it, power off, and
+# exit with the command's exit status — or non-zero, naming the line, when the
+# guest log shows a kernel splat or the guest does not finish in time.
+#
+#   vm/run.sh 'CMD'      run CMD (a shell command line) in the guest
+#   vm/run.sh --shell    interactive guest shell on this terminal
+#
+# Environment (the Makefile passes these through):
+#   VM_KERNEL=debug|perf  which kernel (default debug)
+#   VM_IOMMU=on|off       intel-iommu in the machine or not (default on)
+#   VM_ACCEL=auto|tcg|kvm auto uses KVM only after a probe boot succeeded
+#   VM_TIMEOUT=seconds    wall-clock limit for the whole boot (default 900)
+#   VM_EXTRA=dir          copied into the guest as /extra
+#   VM_NO_MODULE=1        do not load warpq.ko at boot
+#   VM_MODULE_ARGS='...'  parameters for insmod warpq.ko
+#   VM_OUT=dir            where console.log, dmesg.log and out.log go
+#                         (default target/vm)
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/.." && pwd)
+cache=${WARPQ_CACHE:-$HOME/.cache/warpq}
+flavour=${VM_KERNEL:-debug}
+iommu=${VM_IOMMU:-on}
+accel=${VM_ACCEL:-auto}
+timeout_s=${VM_TIMEOUT:-900}
+out=${VM_OUT:-$top/target/vm}
+
+shell=0
+if [ "${1:-}" = "--shell" ]; then shell=1; cmd="sh"; else cmd=${1:?usage: run.sh 'CMD' | --shell}; fi
+
+objdir=$("$here/kernel.sh" --dir "$flavour")
+kernel=$objdir/arch/x86/boot/bzImage
+base_initrd=$top/target/initramfs/base-$flavour.cpio.gz
+[ -f "$kernel" ] || { echo "vm: no $flavour kernel; run 'make kernel VM_KERNEL=$flavour'" >&2; exit 2; }
+[ -f "$base_initrd" ] || { echo "vm: no $base_initrd; run 'make initramfs'" >&2; exit 2; }
+
+mkdir -p "$out"
+rm -f "$out"/console.log "$out"/dmesg.log "$out"/out.log "$out"/verdict.log
+
+# The per-run part of the initramfs: the command, its options, VM_EXTRA.
+# The kernel unpacks concatenated cpio archives in order, so the large base
+# archive is built once and this small one is appended per run.
+run_dir=$(mktemp -d)
+trap 'rm -rf "$run_dir"' EXIT
+mkdir -p "$run_dir/root/warpq"
+printf '%s\n' "$cmd" > "$run_dir/root/warpq/cmd"
+{
+    echo "WARPQ_NO_MODULE=${VM_NO_MODULE:-0}"
+    echo "WARPQ_MODULE_ARGS='${VM_MODULE_ARGS:-}'"
+    echo "WARPQ_SHELL=$shell"
+} > "$run_dir/root/warpq/env"
+if [ -n "${VM_EXTRA:-}" ]; then
+    [ -d "$VM_EXTRA" ] || { echo "vm: VM_EXTRA=$VM_EXTRA is not a directory" >&2; exit 2; }
+    cp -a "$VM_EXTRA" "$run_dir/root/extra"
+fi
+(cd "$run_dir/root" && find . | cpio -o -H newc --quiet | gzip -1) > "$run_dir/run.cpio.gz"
+cat "$base_initrd" "$run_dir/run.cpio.gz" > "$run_dir/initrd.cpio.gz"
+
+qemu_args=(-machine q35 -smp 2 -m 2G -no-reboot -nodefaults -display none
+           -kernel "$kernel" -initrd "$run_dir/initrd.cpio.gz" -device edu)
+append="console=ttyS0 panic=-1 oops=panic loglevel=6 printk.devkmsg=on no_hash_pointers"
+if [ "$iommu" = on ]; then
+    qemu_args+=(-device intel-iommu,intremap=on)
+    append+=" intel_iommu=on"
+else
+    append+=" intel_iommu=off"
+fi
+
+# KVM boots were seen to hang on these machines before the kernel prints
+# anything: use KVM only when a short probe boot has printed the init banner.
+kvm_works() {
+    local probe=$cache/kvm-probe-$flavour
+    if [ ! -f "$probe" ]; then
+        local log; log=$(mktemp)
+        if [ -w /dev/kvm ] && timeout 30 qemu-system-x86_64 "${qemu_args[@]}" -accel kvm -cpu host \
+               -append "$append rdinit=/warpq/probe" -serial "file:$log" >/dev/null 2>&1 \
+           && grep -q "warpq-probe-ok" "$log"; then
+            echo yes > "$probe"
+        else
+            echo no > "$probe"
+        fi
+        rm -f "$log"
+    fi
+    [ "$(cat "$probe")" = yes ]
+}
+case "$accel" in
+    kvm) qemu_args+=(-accel kvm -cpu host) ;;
+    tcg) qemu_args+=(-accel tcg -cpu max) ;;
+    auto) if kvm_works; then qemu_args+=(-accel kvm -cpu host); else qemu_args+=(-accel tcg -cpu max); fi ;;
+    *) echo "vm: VM_ACCEL must be auto, tcg or kvm" >&2; exit 2 ;;
+esac
+
+if [ "$shell" = 1 ]; then
+    exec qemu-system-x86_64 "${qemu_args[@]}" -append "$append" -serial mon:stdio \
+        -serial "file:$out/dmesg.log"
+fi
+
+# ttyS0: kernel console and the command's output; ttyS1: full dmesg, the
+# kmemleak report and the exit status, written by init after the command.
+touch "$out/console.log"
+tail -n +1 -f "$out/console.log" &
+tail_pid=$!
+set +e
+timeout --kill-after=10 "$timeout_s" qemu-system-x86_64 "${qemu_args[@]}" -append "$append" \
+    -serial "file:$out/console.log" -serial "file:$out/out.log" </dev/null
+qemu_rc=$?
+set -e
+sleep 0.2; kill "$tail_pid" 2>/dev/null || true; wait "$tail_pid" 2>/dev/null || true
+
+verdict() { echo "vm: $*" | tee -a "$out/verdict.log" >&2; }
+
+# Split ttyS1 into the saved dmesg and the exit status.
+rc=""
+if [ -f "$out/out.log" ]; then
+    # The serial line ends lines with CR LF.
+    tr -d '\r' < "$out/out.log" > "$out/out.log.tmp" && mv "$out/out.log.tmp" "$out/out.log"
+    sed -n '/^==WARPQ-DMESG-BEGIN==$/,/^==WARPQ-DMESG-END==$/p' "$out/out.log" | sed '1d;$d' > "$out/dmesg.log"
+    rc=$(sed -n 's/^==WARPQ-EXIT \([0-9]*\)==$/\1/p' "$out/out.log" | tail -n 1)
+fi
+
+status=0
+if [ "$qemu_rc" = 124 ] || [ "$qemu_rc" = 137 ]; then
+    verdict "guest did not finish within VM_TIMEOUT=${timeout_s}s (last console lines below)"
+    tail -n 20 "$out/console.log" >&2
+    status=124
+fi
+
+# Kernel splats, matched in the kernel's own report formats (a clean debug
+# boot prints "RCU lockdep checking is enabled": bare words do not count).
+splat_re='(BUG: |WARNING: CPU: [0-9]+ PID: |WARNING: (possible|suspicious|inconsistent|bad unlock|lock held|held lock|nested lock|possible recursive|possible irq lock|possible circular)|WARNING: .* still has locks held|INFO: (task .* blocked for more than|possible recursive locking|trying to register non-static key|lockdep is turned off)|======================================================|general protection fault|Oops: |Kernel panic|kernel BUG at|rcu: INFO: .* detected stalls|rcu_.* self-detected stall|watchdog: BUG: soft lockup|UBSAN: |kmemleak: [0-9]+ new suspected memory leaks|unreferenced object 0x|DMAR: \[DMA (Read|Write)|DMAR: DRHD: handling fault)'
+offending=$(cat "$out/console.log" "$out/dmesg.log" 2>/dev/null | tr -d '\r' \
+    | grep -E '^\[ *[0-9]+\.[0-9]+\] ' | grep -E "$splat_re" | grep -v 'lockdep is turned off' | head -n 1 || true)
+# kmemleak's report itself (written by init to ttyS1) has no timestamp.
+leak=$(grep -m1 -E '^unreferenced object 0x' "$out/out.log" 2>/dev/null || true)
+if [ -n "$offending" ]; then
+    verdict "kernel log shows a splat: $offending"
+    [ "$status" != 0 ] || status=1
+elif [ -n "$leak" ]; then
+    verdict "kmemleak reports a leak: $leak"
+    [ "$status" != 0 ] || status=1
+fi
+
+if [ -z "$rc" ]; then
+    [ "$status" != 0 ] || verdict "guest ended without reporting the command's exit status (crash or panic?)"
+    [ "$status" != 0 ] || status=1
+elif [ "$status" = 0 ]; then
+    status=$rc
+    [ "$rc" = 0 ] || verdict "command exited with status $rc"
+fi
+echo "vm: logs in $out (console.log, dmesg.log, out.log)" >&2
+exit "$status"

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# warpq's test runner: host suites (cargo tests, loom models) and VM suites
+# (one boot each, on the debug kernel). Prints one line per suite and ends
+# with `N passed, N failed`; exits non-zero if anything failed.
+#
+#   vm/test.sh all     host + VM suites (what `make test` runs)
+#   vm/test.sh host    host suites only
+#   vm/test.sh vm      VM suites only (needs `make initramfs` first)
+set -uo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/.." && pwd)
+cd "$top"
+what=${1:-all}
+CARGO=${CARGO:-cargo}
+logs=$top/target/test
+mkdir -p "$logs"
+
+passed=0
+failed=0
+failures=()
+summary=()
+
+record() { # record NAME STATUS SECONDS [DETAIL]
+    local name=$1 status=$2 secs=$3 detail=${4:-}
+    if [ "$status" = 0 ]; then
+        passed=$((passed + 1)); summary+=("PASS  $name (${secs}s)${detail:+  $detail}")
+    else
+        failed=$((failed + 1)); failures+=("$name"); summary+=("FAIL  $name (${secs}s)${detail:+  $detail}")
+    fi
+    echo "=== ${summary[-1]}"
+}
+
+# host_suite NAME command...: output goes to the terminal and to a log.
+host_suite() {
+    local name=$1; shift
+    local start=$SECONDS
+    echo "=== host: $name"
+    "$@" 2>&1 | tee "$logs/$name.log"
+    record "host: $name" "${PIPESTATUS[0]}" $((SECONDS - start))
+}
+
+# vm_suite NAME [VAR=value...] -- 'guest command': one boot of the VM.
+vm_suite() {
+    local name=$1; shift
+    local env=()
+    while [ "$1" != "--" ]; do env+=("$1"); shift; done
+    shift
+    local start=$SECONDS
+    echo "=== vm: $name"
+    env "${env[@]}" VM_OUT="$top/target/vm/$name" "$here/run.sh" "$1" 2>&1 | tee "$logs/vm-$name.log"
+    record "vm: $name" "${PIPESTATUS[0]}" $((SECONDS - start))
+}
+
+# vm_expect_failure NAME PATTERN [VAR=value...] -- 'guest command': the
+# harness itself must fail this boot and say PATTERN.
+vm_expect_failure() {
+    local name=$1 pattern=$2; shift 2
+    local env=()
+    while [ "$1" != "--" ]; do env+=("$1"); shift; done
+    shift
+    local start=$SECONDS
+    echo "=== vm: $name (must fail)"
+    env "${env[@]}" VM_OUT="$top/target/vm/$name" "$here/run.sh" "$1" > "$logs/vm-$name.log" 2>&1
+    local rc=$?
+    local status=0
+    if [ "$rc" = 0 ]; then
+        echo "harness accepted a run it must reject"; status=1
+    elif ! grep -qE "$pattern" "$logs/vm-$name.log"; then
+        echo "harness failed the run (status $rc) but did not say: $pattern"; status=1
+    else
+        grep -E "$pattern" "$logs/vm-$name.log" | head -n 1
+    fi
+    record "vm: $name" "$status" $((SECONDS - start)) "(harness rejected it with status $rc)"
+}
+
+if [ "$what" = all ] || [ "$what" = host ]; then
+    host_suite "cargo test" "$CARGO" test --workspace
+    host_suite "loom models" env RUSTFLAGS="--cfg loom" "$CARGO" test -p warpq-notifier --release \
+        --target-dir "$top/target/loom"
+fi
+
+if [ "$what" = all ] || [ "$what" = vm ]; then
+    vm_suite driver-probe-iommu VM_IOMMU=on -- '/warpq/tests/driver-probe.sh on'
+    vm_suite driver-probe-no-iommu VM_IOMMU=off -- '/warpq/tests/driver-probe.sh off'
+    vm_suite hmm-tests VM_NO_MODULE=1 -- '/warpq/tests/hmm-tests.sh'
+    vm_expect_failure harness-exit-status 'command exited with status 1' -- 'false'
+    vm_expect_failure harness-splat 'splat: .*WARNING: CPU: 0 PID: 1 at test' \
+        -- 'echo "WARNING: CPU: 0 PID: 1 at test" > /dev/kmsg'
+fi
+
+echo
+echo "=== summary"
+printf '%s\n' "${summary[@]}"
+[ ${#failures[@]} -eq 0 ] || echo "failed: ${failures[*]}"
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]

@@ -1,0 +1,22 @@
+#!/bin/sh
+# warpq.ko binds the edu device, logs how its DMA is translated, and unloads
+# and reloads cleanly. Expects VM_IOMMU as the first argument (on|off).
+. /warpq/tests/lib.sh
+iommu=${1:-on}
+probe_re='warpq: [0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-9a-f]: bound 1234:11e8'
+check "probe line logged" sh -c "dmesg | grep -Eq '$probe_re'"
+check "edu device listed under the driver" sh -c "ls /sys/bus/pci/drivers/warpq | grep -Eq '^[0-9a-f]{4}:'"
+check "warpqctl list finds it" warpqctl list
+if [ "$iommu" = on ]; then
+    check "DMA goes through the IOMMU (dma-iommu, own group)" sh -c "dmesg | grep -E '$probe_re' | grep -q 'iommu group [0-9]*, dma-iommu'"
+else
+    check "DMA is dma-direct without an IOMMU" sh -c "dmesg | grep -E '$probe_re' | grep -q 'dma-direct'"
+fi
+for i in 1 2 3 4 5; do
+    rmmod warpq || fail "rmmod warpq (round $i)"
+    [ ! -e /sys/bus/pci/drivers/warpq ] || fail "driver still registered after rmmod (round $i)"
+    insmod /lib/modules/warpq.ko || fail "insmod warpq.ko (round $i)"
+done
+echo "ok: rmmod/insmod 5 times"
+check "bound again after reloads" sh -c "[ \$(dmesg | grep -Ec '$probe_re') -eq 6 ]"
+check "unbind logged on every rmmod" sh -c "[ \$(dmesg | grep -c 'warpq: .*: unbound') -eq 5 ]"
