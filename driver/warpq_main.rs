@@ -23,8 +23,26 @@ module! {
     license: "GPL",
 }
 
-/// The edu device addresses 28 bits of DMA.
+/// The edu device's DMA engine addresses 28 bits.
 const EDU_DMA_BITS: u32 = 28;
+
+/// The software command engine reaches any bus address.
+const ENGINE_DMA_BITS: u32 = 64;
+
+/// The DMA mask for a device whose DMA is translated as `translation`.
+///
+/// Behind an IOMMU the 28-bit IOVA space (256 MiB) is what both the software
+/// engine and the edu DMA engine see, so the edu limit applies. Without one
+/// (dma-direct), a 28-bit mask would bounce every page above 256 MiB through
+/// swiotlb, and the device would work on copies of the user's pages instead
+/// of the pages themselves; there the software engine's 64-bit reach is used
+/// and edu DMA is refused for addresses it cannot reach.
+fn dma_mask_bits(translation: DmaTranslation) -> u32 {
+    match translation {
+        DmaTranslation::Direct | DmaTranslation::IommuIdentity => ENGINE_DMA_BITS,
+        _ => EDU_DMA_BITS,
+    }
+}
 
 /// One bound device.
 struct WarpqDevice {
@@ -37,21 +55,18 @@ impl WarpqDevice {
         // From here on, dropping `Self` (also when the allocation fails and
         // `KBox::new` drops its argument) disables the device again.
         let dev = KBox::new(Self { pdev }, GFP_KERNEL)?;
-        dev.pdev.set_dma_mask(EDU_DMA_BITS)?;
         let (vendor, device, revision) = dev.pdev.ids();
         let (group, translation) = dev.pdev.dma_translation();
-        match (group, translation) {
-            (Some(group), DmaTranslation::Direct) => pr_info!(
-                "{}: bound {:04x}:{:04x} rev {}, dma mask {} bits, iommu group {} without a DMA domain: dma-direct\n",
-                dev.pdev.name(), vendor, device, revision, EDU_DMA_BITS, group
-            ),
-            (Some(group), translation) => pr_info!(
+        let mask_bits = dma_mask_bits(translation);
+        dev.pdev.set_dma_mask(mask_bits)?;
+        match group {
+            Some(group) => pr_info!(
                 "{}: bound {:04x}:{:04x} rev {}, dma mask {} bits, iommu group {}, {}\n",
-                dev.pdev.name(), vendor, device, revision, EDU_DMA_BITS, group, translation.name()
+                dev.pdev.name(), vendor, device, revision, mask_bits, group, translation.name()
             ),
-            (None, _) => pr_info!(
-                "{}: bound {:04x}:{:04x} rev {}, dma mask {} bits, no iommu: dma-direct\n",
-                dev.pdev.name(), vendor, device, revision, EDU_DMA_BITS
+            None => pr_info!(
+                "{}: bound {:04x}:{:04x} rev {}, dma mask {} bits, no iommu: {}\n",
+                dev.pdev.name(), vendor, device, revision, mask_bits, translation.name()
             ),
         }
         Ok(dev)
