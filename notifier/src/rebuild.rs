@@ -1,0 +1,248 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The fault-side rebuild with the collision-retry rule: [`rebuild`].
+//!
+//! Runs in the queue's `->fault` handler (under `mmap_read_lock` of the
+//! faulting mm, after the context was looked up by `vmf->vma->vm_mm`) or in
+//! an ioctl of the owning mm. For each region with nothing pinned:
+//!
+//! 1. `seq = read_begin()` without `L` (may sleep);
+//! 2. pin and DMA-map without `L` (may sleep and allocate);
+//! 3. take `L`; if `read_retry(seq)`: drop `L`, undo, retry (bounded);
+//! 4. else pause and drain the gate, publish `Mapped { seq }`, and clear the
+//!    stale state if no region needs a rebuild any more; drop `L`.
+
+use super::context::{Config, ContextLock, MmContext};
+use super::platform::{PinError, Platform};
+use super::region::{RegionDesc, RegionHandle, StateKind};
+
+/// Counters of one [`rebuild`] call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RebuildReport {
+    /// Regions pinned and published.
+    pub mapped: u32,
+    /// Regions found unpinnable and marked dead.
+    pub dead: u32,
+    /// Collisions: an invalidation ran between `read_begin` and the check.
+    pub retries: u32,
+    /// Regions another rebuild published (or that changed) first; our pin
+    /// was undone.
+    pub lost_races: u32,
+    /// Pages pinned by the published mappings.
+    pub pages_pinned: u64,
+    /// The queue is running at the end (wake the engine).
+    pub running: bool,
+}
+
+/// Why [`rebuild`] stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RebuildError {
+    /// The lock does not guard this context's key (driver bug).
+    WrongLock,
+    /// The context was released.
+    Released,
+    /// A transient pin or DMA-map failure on this region; it stays unmapped.
+    PinFailed(RegionHandle),
+    /// More than `max_retries` collisions.
+    RetriesExhausted {
+        /// Collisions seen.
+        retries: u32,
+    },
+    /// The gate did not drain in time (should not happen: the queue is
+    /// stale while a region needs a rebuild).
+    Busy,
+}
+
+enum Step {
+    Resolved,
+    Collision,
+}
+
+/// Rebuilds every armed region that has nothing pinned; resumes the queue
+/// when none is left. Takes and drops `L` itself; call without `L`.
+///
+/// On error the queue may stay stale: a zap is then queued, so that the next
+/// touch of the queue faults and tries again (the caller may be an ioctl,
+/// with the queue still mapped).
+pub fn rebuild<P, L, const N: usize>(
+    ctx: &MmContext<P::Mapping, N>,
+    lock: &L,
+    platform: &P,
+    config: &Config,
+) -> Result<RebuildReport, RebuildError>
+where
+    P: Platform,
+    L: ContextLock,
+{
+    let result = rebuild_all(ctx, lock, platform, config);
+    if result.is_err() && ctx.zap_needed() && !ctx.is_released() {
+        platform.schedule_zap();
+    }
+    result
+}
+
+fn rebuild_all<P, L, const N: usize>(
+    ctx: &MmContext<P::Mapping, N>,
+    lock: &L,
+    platform: &P,
+    config: &Config,
+) -> Result<RebuildReport, RebuildError>
+where
+    P: Platform,
+    L: ContextLock,
+{
+    let mut report = RebuildReport::default();
+    // Each round resolves one region or spends one retry, but regions can be
+    // invalidated again between rounds: bound the rounds too.
+    let rounds = N
+        .saturating_add(config.max_retries as usize)
+        .saturating_add(1);
+    for _ in 0..rounds {
+        let next = {
+            let key = lock.lock();
+            if !ctx.owns_key(&key) {
+                return Err(RebuildError::WrongLock);
+            }
+            if ctx.is_released() {
+                return Err(RebuildError::Released);
+            }
+            // SAFETY: `key` proves `L` is held.
+            let next = unsafe { ctx.table().first_unmapped() };
+            // SAFETY: `key` proves `L` is held.
+            let pending = unsafe { ctx.table().any_needing_rebuild() };
+            if next.is_none() && !pending && ctx.gate().is_stale() {
+                // Stale with nothing to rebuild: a region died or went away
+                // without a refresh. Reopen.
+                let paused = ctx.gate().pause();
+                let drained = MmContext::<P::Mapping, N>::drain_bounded(&paused, platform, config)
+                    .map_err(|_| RebuildError::Busy)?;
+                // SAFETY: `L` is held; `drained` is about this gate.
+                unsafe { ctx.refresh_stale(&paused, &drained) };
+            }
+            next
+        };
+        let Some(desc) = next else {
+            report.running = ctx.gate().is_running();
+            return Ok(report);
+        };
+        loop {
+            match rebuild_one(ctx, lock, platform, config, &desc, &mut report)? {
+                Step::Resolved => break,
+                Step::Collision => {
+                    report.retries = report.retries.saturating_add(1);
+                    if report.retries > config.max_retries {
+                        return Err(RebuildError::RetriesExhausted {
+                            retries: report.retries,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    Err(RebuildError::RetriesExhausted {
+        retries: report.retries,
+    })
+}
+
+/// One attempt at one region.
+fn rebuild_one<P, L, const N: usize>(
+    ctx: &MmContext<P::Mapping, N>,
+    lock: &L,
+    platform: &P,
+    config: &Config,
+    desc: &RegionDesc,
+    report: &mut RebuildReport,
+) -> Result<Step, RebuildError>
+where
+    P: Platform,
+    L: ContextLock,
+{
+    let seq = platform.read_begin(desc);
+    let pinned = platform.pin_and_map(desc);
+    if let Err(PinError::Transient) = pinned {
+        return Err(RebuildError::PinFailed(desc.handle));
+    }
+
+    let key = lock.lock();
+    let undo = |mapping: Result<P::Mapping, PinError>| {
+        if let Ok(mapping) = mapping {
+            // Never used by the device: nothing to mark dirty.
+            platform.unmap_and_unpin(mapping, false);
+        }
+    };
+    if !ctx.owns_key(&key) {
+        drop(key);
+        undo(pinned);
+        return Err(RebuildError::WrongLock);
+    }
+    if ctx.is_released() {
+        drop(key);
+        undo(pinned);
+        return Err(RebuildError::Released);
+    }
+    // SAFETY: `key` proves `L` is held.
+    let still_unmapped = matches!(
+        unsafe { ctx.table().info(desc.handle) }.map(|info| info.state),
+        Some(StateKind::Unmapped)
+    );
+    if !still_unmapped {
+        // Another rebuild published it, or it was unregistered (its notifier
+        // may be gone: the sequence is meaningless then).
+        drop(key);
+        undo(pinned);
+        report.lost_races = report.lost_races.saturating_add(1);
+        return Ok(Step::Resolved);
+    }
+    if platform.read_retry(desc, seq) {
+        // An invalidation ran since `read_begin`: the pages (or the failure)
+        // may be stale.
+        drop(key);
+        undo(pinned);
+        return Ok(Step::Collision);
+    }
+
+    let paused = ctx.gate().pause();
+    let drained = match MmContext::<P::Mapping, N>::drain_bounded(&paused, platform, config) {
+        Ok(drained) => drained,
+        Err(_) => {
+            drop(paused);
+            drop(key);
+            undo(pinned);
+            return Err(RebuildError::Busy);
+        }
+    };
+    let leftover = match pinned {
+        Ok(mapping) => {
+            // SAFETY: `key` proves `L` is held and `drained` that the gate is
+            // paused and drained.
+            match unsafe { ctx.table().publish(desc.handle, seq, mapping) } {
+                Ok(pages) => {
+                    report.mapped = report.mapped.saturating_add(1);
+                    report.pages_pinned = report.pages_pinned.saturating_add(pages);
+                    None
+                }
+                Err(mapping) => {
+                    report.lost_races = report.lost_races.saturating_add(1);
+                    Some(mapping)
+                }
+            }
+        }
+        Err(_gone) => {
+            // SAFETY: as above.
+            if unsafe { ctx.table().mark_dead(desc.handle) } {
+                report.dead = report.dead.saturating_add(1);
+            } else {
+                report.lost_races = report.lost_races.saturating_add(1);
+            }
+            None
+        }
+    };
+    // SAFETY: `L` is held; `drained` is about this context's gate.
+    unsafe { ctx.refresh_stale(&paused, &drained) };
+    drop(paused);
+    drop(key);
+    if let Some(mapping) = leftover {
+        platform.unmap_and_unpin(mapping, false);
+    }
+    Ok(Step::Resolved)
+}

@@ -1,0 +1,873 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! loom models of the races the protocol must survive.
+//!
+//! Run: `RUSTFLAGS="--cfg loom" cargo test --manifest-path notifier/Cargo.toml --release --test loom`
+//!
+//! The double models the kernel's side faithfully where it matters for the
+//! races: `mmu_interval_read_begin()` waits while an invalidation of its
+//! notifier runs (subscriptions lock + wait queue), `set_seq`/`read_retry`
+//! are plain `WRITE_ONCE`/`READ_ONCE` (relaxed atomics: only `L` orders
+//! them), the kernel changes the pages after the callbacks returned, drain
+//! waits are a condition variable. Bookkeeping (pins, page epochs) is in a
+//! std mutex that is never held across a loom operation, so it adds no
+//! interleavings; its assertions see the schedule's order.
+//!
+//! Each model asserts the real invariant: the engine never touches a
+//! mapping that is unpinned or whose pages changed; no mapping is published
+//! with stale pages; pins balance at the end; the child never translates
+//! through the parent's regions; a stale queue never keeps its ring mapped
+//! without a zap to come; every command completes exactly once.
+
+#![cfg(loom)]
+
+use std::cell::Cell;
+use std::sync::{Arc, Mutex as StdMutex, MutexGuard as StdGuard};
+use std::time::Instant;
+
+use loom::sync::{Condvar, Mutex, MutexGuard};
+use loom::thread;
+
+use warpq_notifier::context::{
+    Config, ContextLock, ContextTable, CreateError, DrainReport, LockKey, MmContext, ReleaseError,
+    ReleaseOutcome,
+};
+use warpq_notifier::gate::EngineExit;
+use warpq_notifier::platform::{Mapping, PinError, Platform, Waiter};
+use warpq_notifier::policy::{Event, Policy};
+use warpq_notifier::rebuild::rebuild;
+use warpq_notifier::region::{Access, RegionDesc, RegionHandle, StateKind, XlateFault};
+use warpq_notifier::sync::{AtomicBool, AtomicU64, Ordering};
+use warpq_notifier::teardown::{invalidate, InvalidateOutcome, InvalidateReport, Invalidation};
+
+const SLOTS: usize = 2;
+const PAGE: u64 = 4096;
+const PARENT_MM: usize = 0x1000;
+const CHILD_MM: usize = 0x2000;
+
+loom::thread_local! {
+    /// Set while this (loom) thread runs a non-blocking invalidation.
+    static NON_BLOCKING: Cell<bool> = Cell::new(false);
+}
+
+#[derive(Debug)]
+struct LMapping {
+    id: u64,
+    mm: usize,
+    region: RegionHandle,
+    /// The range that was pinned.
+    start: u64,
+    slot: usize,
+    page_epoch: u64,
+}
+
+impl Mapping for LMapping {
+    fn page_count(&self) -> u64 {
+        1
+    }
+}
+
+#[derive(Default)]
+struct Book {
+    next_id: u64,
+    live: Vec<u64>,
+    pins: u64,
+    unpins: u64,
+    page_epoch: [u64; SLOTS],
+    completions: Vec<(u64, &'static str)>,
+}
+
+struct LoomPlatform {
+    mm: usize,
+    /// `subscriptions->invalidate_seq` and `active_invalidate_ranges`, under
+    /// `subscriptions->lock`.
+    mm_seq: Mutex<(u64, u32)>,
+    /// `subscriptions->wq`.
+    mm_seq_changed: Condvar,
+    /// `interval_sub->invalidate_seq` of each region's notifier.
+    notifier_seq: [AtomicU64; SLOTS],
+    /// The drain's wait queue.
+    wait_lock: Mutex<()>,
+    wait_queue: Condvar,
+    /// Bounded waits give up at once (the deadline is modeled as "now").
+    timeouts: bool,
+    /// The zap work item is queued.
+    zap_pending: AtomicBool,
+    book: StdMutex<Book>,
+}
+
+impl LoomPlatform {
+    fn new(mm: usize, timeouts: bool) -> Self {
+        Self {
+            mm,
+            // As after `mmu_interval_notifier_insert()` while idle: the mm
+            // sequence is even and each notifier's is one less (odd).
+            mm_seq: Mutex::new((2, 0)),
+            mm_seq_changed: Condvar::new(),
+            notifier_seq: [AtomicU64::new(1), AtomicU64::new(1)],
+            wait_lock: Mutex::new(()),
+            wait_queue: Condvar::new(),
+            timeouts,
+            zap_pending: AtomicBool::new(false),
+            book: StdMutex::new(Book::default()),
+        }
+    }
+
+    fn book(&self) -> StdGuard<'_, Book> {
+        self.book.lock().unwrap()
+    }
+
+    /// `mn_itree_inv_start_range()`: returns `cur_seq` (odd; shared by
+    /// overlapping invalidations).
+    fn invalidate_start(&self) -> u64 {
+        let mut guard = self.mm_seq.lock().unwrap();
+        let (seq, active) = &mut *guard;
+        *active += 1;
+        *seq |= 1;
+        *seq
+    }
+
+    /// `mn_itree_inv_end()`: the last one makes the sequence even and wakes
+    /// `read_begin()` waiters.
+    fn invalidate_end(&self) {
+        let mut guard = self.mm_seq.lock().unwrap();
+        let (seq, active) = &mut *guard;
+        *active -= 1;
+        if *active == 0 && *seq % 2 == 1 {
+            *seq += 1;
+            drop(guard);
+            self.mm_seq_changed.notify_all();
+        }
+    }
+
+    /// The kernel changes the page tables (after the callbacks).
+    fn change_pages(&self, slot: usize) {
+        self.book().page_epoch[slot] += 1;
+    }
+
+    /// The engine touches memory through `mapping`.
+    fn touch(&self, mapping: &LMapping) {
+        let book = self.book();
+        assert_eq!(
+            mapping.mm, self.mm,
+            "engine of mm {:#x} used mm {:#x}'s pages",
+            self.mm, mapping.mm
+        );
+        assert!(
+            book.live.contains(&mapping.id),
+            "engine touched unpinned mapping {}",
+            mapping.id
+        );
+        assert_eq!(
+            mapping.page_epoch, book.page_epoch[mapping.slot],
+            "engine touched pages that were replaced"
+        );
+    }
+
+    fn complete(&self, cmd: u64, status: &'static str) {
+        self.book().completions.push((cmd, status));
+    }
+
+    /// The zap worker, if queued: zaps the ring PTE when the queue is stale.
+    fn run_zap_worker(&self, ctx: &MmContext<LMapping, SLOTS>, ring_pte: &Mutex<bool>) {
+        if self.zap_pending.swap(false, Ordering::AcqRel) && ctx.zap_needed() {
+            *ring_pte.lock().unwrap() = false;
+        }
+    }
+}
+
+impl Waiter for LoomPlatform {
+    fn now_ns(&self) -> u64 {
+        0
+    }
+
+    fn wait_until(&self, done: &dyn Fn() -> bool, deadline_ns: u64) -> bool {
+        assert!(
+            !NON_BLOCKING.with(Cell::get),
+            "a non-blocking invalidation waited"
+        );
+        if done() {
+            return true;
+        }
+        if self.timeouts && deadline_ns != u64::MAX {
+            return false;
+        }
+        let mut guard = self.wait_lock.lock().unwrap();
+        loop {
+            if done() {
+                return true;
+            }
+            guard = self.wait_queue.wait(guard).unwrap();
+        }
+    }
+
+    fn wake(&self) {
+        let _guard = self.wait_lock.lock().unwrap();
+        self.wait_queue.notify_all();
+    }
+}
+
+impl Platform for LoomPlatform {
+    type Mapping = LMapping;
+
+    fn read_begin(&self, region: &RegionDesc) -> u64 {
+        let slot = region.handle.slot();
+        let mut mm_seq = self.mm_seq.lock().unwrap();
+        let seq = self.notifier_seq[slot].load(Ordering::Relaxed);
+        // This notifier is being invalidated: wait for the end.
+        while mm_seq.0 == seq {
+            mm_seq = self.mm_seq_changed.wait(mm_seq).unwrap();
+        }
+        seq
+    }
+
+    fn read_retry(&self, region: &RegionDesc, seq: u64) -> bool {
+        self.notifier_seq[region.handle.slot()].load(Ordering::Relaxed) != seq
+    }
+
+    fn set_seq(&self, region: &RegionDesc, cur_seq: u64) {
+        self.notifier_seq[region.handle.slot()].store(cur_seq, Ordering::Relaxed);
+    }
+
+    fn pin_and_map(&self, region: &RegionDesc) -> Result<LMapping, PinError> {
+        let slot = region.handle.slot();
+        let mut book = self.book();
+        book.next_id += 1;
+        let id = book.next_id;
+        book.live.push(id);
+        book.pins += 1;
+        Ok(LMapping {
+            id,
+            mm: self.mm,
+            region: region.handle,
+            start: region.start,
+            slot,
+            page_epoch: book.page_epoch[slot],
+        })
+    }
+
+    fn unmap_and_unpin(&self, mapping: LMapping, _dirty: bool) {
+        let mut book = self.book();
+        let index = book
+            .live
+            .iter()
+            .position(|&id| id == mapping.id)
+            .expect("double unpin");
+        book.live.swap_remove(index);
+        book.unpins += 1;
+    }
+
+    fn schedule_zap(&self) {
+        self.zap_pending.store(true, Ordering::Release);
+    }
+}
+
+struct LoomLock(Mutex<LockKey>);
+
+impl ContextLock for LoomLock {
+    type Guard<'a> = MutexGuard<'a, LockKey>;
+
+    fn lock(&self) -> MutexGuard<'_, LockKey> {
+        self.0.lock().unwrap()
+    }
+
+    fn try_lock(&self) -> Option<MutexGuard<'_, LockKey>> {
+        self.0.try_lock().ok()
+    }
+}
+
+struct World {
+    ctx: MmContext<LMapping, SLOTS>,
+    lock: LoomLock,
+    p: LoomPlatform,
+    cfg: Config,
+    regions: Vec<RegionDesc>,
+}
+
+impl World {
+    /// A context with `regions` read-write regions, armed; pinned if
+    /// `mapped` (then the queue is running), else unmapped (stale).
+    fn new(mm: usize, regions: usize, mapped: bool, timeouts: bool) -> Arc<World> {
+        let (ctx, key) = MmContext::new(mm);
+        let mut world = World {
+            ctx,
+            lock: LoomLock(Mutex::new(key)),
+            p: LoomPlatform::new(mm, timeouts),
+            cfg: Config {
+                policy: Policy::Strict,
+                drain_timeout_ns: 1_000_000,
+                max_retries: 2,
+            },
+            regions: Vec::new(),
+        };
+        for i in 0..regions as u64 {
+            world.regions.push(world.register(0x10000 * (i + 1), PAGE));
+        }
+        if mapped {
+            assert!(world.rebuild().unwrap().running);
+        }
+        Arc::new(world)
+    }
+
+    fn register(&self, start: u64, len: u64) -> RegionDesc {
+        let mut key = self.lock.lock();
+        let desc = self
+            .ctx
+            .register(&mut key, &self.p, &self.cfg, start, len, Access::READ_WRITE)
+            .unwrap();
+        self.ctx
+            .arm(&mut key, &self.p, &self.cfg, desc.handle)
+            .unwrap();
+        desc
+    }
+
+    fn rebuild(
+        &self,
+    ) -> Result<warpq_notifier::rebuild::RebuildReport, warpq_notifier::rebuild::RebuildError> {
+        rebuild(&self.ctx, &self.lock, &self.p, &self.cfg)
+    }
+
+    /// What the kernel does for one notifier: start, callback, change the
+    /// pages if the event does and the callback did not refuse, end.
+    fn kernel_invalidate(&self, index: usize, event: Event, blockable: bool) -> InvalidateReport {
+        let region = self.regions[index];
+        let cur_seq = self.p.invalidate_start();
+        NON_BLOCKING.with(|flag| flag.set(!blockable));
+        let report = invalidate(
+            &self.ctx,
+            &self.lock,
+            &self.p,
+            &self.cfg,
+            &Invalidation {
+                region,
+                cur_seq,
+                start: region.start,
+                end: region.end(),
+                event,
+                blockable,
+                owner_is_us: false,
+            },
+        );
+        NON_BLOCKING.with(|flag| flag.set(false));
+        if report.callback_result() && matches!(event, Event::Unmap | Event::Clear) {
+            self.p.change_pages(region.handle.slot());
+        }
+        self.p.invalidate_end();
+        report
+    }
+
+    /// One engine command on region `index`: two touches with a scheduling
+    /// point between them (a command takes time). `None` if the gate is shut.
+    fn engine_command(&self, index: usize) -> Option<EngineExit> {
+        let region = self.regions[index];
+        let engine = self.ctx.enter(&self.p)?;
+        if let Ok(t) = engine.translate(region.start, 8, Access::WRITE) {
+            self.p.touch(t.mapping);
+            let _ = engine.is_abandoned();
+            self.p.touch(t.mapping);
+        }
+        Some(engine.finish())
+    }
+
+    fn state(&self, index: usize) -> StateKind {
+        self.ctx
+            .region(&self.lock.lock(), self.regions[index].handle)
+            .unwrap()
+            .state
+    }
+
+    /// Pins balance with what is mapped; nothing mapped holds replaced pages;
+    /// the gate is idle; stale means "a region needs a rebuild".
+    fn check_end(&self) {
+        let key = self.lock.lock();
+        let book = self.p.book();
+        let mut mapped = 0;
+        for info in self.ctx.regions(&key) {
+            if let StateKind::Mapped { .. } = info.state {
+                mapped += 1;
+                let mapping = self.ctx.mapping(&key, info.desc.handle).unwrap();
+                assert_eq!(
+                    mapping.region, info.desc.handle,
+                    "a pin published into another region"
+                );
+                assert_eq!(
+                    mapping.start, info.desc.start,
+                    "pages of another range published"
+                );
+                assert!(book.live.contains(&mapping.id), "mapped region without pin");
+                assert_eq!(
+                    mapping.page_epoch, book.page_epoch[mapping.slot],
+                    "a mapping of replaced pages was published"
+                );
+            }
+        }
+        assert_eq!(
+            book.live.len(),
+            mapped,
+            "pins not balanced with mapped regions"
+        );
+        assert_eq!(book.pins - book.unpins, mapped as u64);
+        let gate = self.ctx.gate().snapshot();
+        assert_eq!((gate.pauses, gate.in_flight, gate.abandoned), (0, 0, 0));
+        if !gate.closed {
+            assert_eq!(gate.stale, self.ctx.needs_rebuild(&key));
+        }
+    }
+}
+
+fn model(name: &str, preemptions: usize, f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    // Set here, not only from LOOM_MAX_PREEMPTIONS; the env may raise it.
+    let from_env = std::env::var("LOOM_MAX_PREEMPTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    builder.preemption_bound = Some(from_env.unwrap_or(preemptions).max(preemptions));
+    let started = Instant::now();
+    let iterations = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = iterations.clone();
+    builder.check(move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        f()
+    });
+    eprintln!(
+        "loom model {name}: ok, {} interleavings in {:.1?} (preemption bound {:?})",
+        iterations.load(std::sync::atomic::Ordering::Relaxed),
+        started.elapsed(),
+        builder.preemption_bound
+    );
+}
+
+/// (1) A fault rebuilds while the region is invalidated twice (two
+/// overlapping invalidations, as the kernel allows): the rebuild's
+/// `read_begin`/pin may straddle them; it must retry rather than publish the
+/// replaced pages.
+#[test]
+fn m1_invalidate_vs_fault_rebuild() {
+    model("1 invalidate vs fault rebuild", 3, || {
+        let w = World::new(PARENT_MM, 1, false, false);
+        let fault = {
+            let w = w.clone();
+            thread::spawn(move || {
+                let report = w
+                    .rebuild()
+                    .expect("two invalidations are within the retry budget");
+                assert!(report.retries <= 2);
+            })
+        };
+        let second = {
+            let w = w.clone();
+            thread::spawn(move || {
+                assert!(w.kernel_invalidate(0, Event::Unmap, true).callback_result());
+            })
+        };
+        let report = w.kernel_invalidate(0, Event::Clear, true);
+        assert!(report.callback_result());
+        fault.join().unwrap();
+        second.join().unwrap();
+        w.check_end();
+    });
+}
+
+/// (1b) One invalidation against a fault, with a higher preemption bound.
+#[test]
+fn m1b_invalidate_vs_fault_rebuild_deep() {
+    model("1b invalidate vs fault rebuild (deep)", 3, || {
+        let w = World::new(PARENT_MM, 1, false, false);
+        let fault = {
+            let w = w.clone();
+            thread::spawn(move || {
+                let report = w
+                    .rebuild()
+                    .expect("one invalidation is within the retry budget");
+                assert!(report.retries <= 1);
+            })
+        };
+        let report = w.kernel_invalidate(0, Event::Clear, true);
+        assert!(report.callback_result());
+        fault.join().unwrap();
+        w.check_end();
+    });
+}
+
+/// (2) The engine runs a command while the region is invalidated: once the
+/// callback drained the gate nothing may be touched until the rebuild.
+#[test]
+fn m2_invalidate_vs_engine_in_flight() {
+    model("2 invalidate vs engine in flight", 3, || {
+        let w = World::new(PARENT_MM, 1, true, false);
+        let engine = {
+            let w = w.clone();
+            thread::spawn(move || {
+                if let Some(exit) = w.engine_command(0) {
+                    assert_eq!(exit, EngineExit::Completed, "no reset without timeouts");
+                }
+            })
+        };
+        let report = w.kernel_invalidate(0, Event::Clear, true);
+        assert!(matches!(
+            report.outcome,
+            InvalidateOutcome::TornDown {
+                drain: DrainReport::Drained,
+                ..
+            }
+        ));
+        // Teardown returned: the engine must be out and shut out.
+        assert!(w.ctx.enter(&w.p).is_none());
+        engine.join().unwrap();
+        assert_eq!(w.state(0), StateKind::Unmapped);
+        w.check_end();
+    });
+}
+
+/// (2c) The engine runs two commands while the region is invalidated and a
+/// fault rebuilds and resumes the queue: every touch is of pinned, current
+/// pages.
+#[test]
+fn m2c_engine_vs_invalidate_vs_rebuild() {
+    model("2c engine vs invalidate vs rebuild", 3, || {
+        let w = World::new(PARENT_MM, 1, true, false);
+        let engine = {
+            let w = w.clone();
+            thread::spawn(move || {
+                for _ in 0..2 {
+                    if let Some(exit) = w.engine_command(0) {
+                        assert_eq!(exit, EngineExit::Completed);
+                    }
+                }
+            })
+        };
+        let fault = {
+            let w = w.clone();
+            thread::spawn(move || {
+                w.rebuild().unwrap();
+            })
+        };
+        w.kernel_invalidate(0, Event::Clear, true);
+        engine.join().unwrap();
+        fault.join().unwrap();
+        w.check_end();
+    });
+}
+
+/// (2b) Same with drain timeouts: the queue may be reset; the command then
+/// completes exactly once (error by the resetter, or success by the engine),
+/// and nothing is unpinned while the engine is still inside.
+#[test]
+fn m2b_drain_timeout_reset_completes_exactly_once() {
+    model("2b drain timeout reset, exactly-once completion", 3, || {
+        let w = World::new(PARENT_MM, 1, true, true);
+        let current_cmd = Arc::new(AtomicU64::new(0));
+        let engine = {
+            let (w, current_cmd) = (w.clone(), current_cmd.clone());
+            thread::spawn(move || {
+                // Publish the command before entering (the reset reads it).
+                current_cmd.store(7, Ordering::Relaxed);
+                match w.engine_command(0) {
+                    Some(EngineExit::Completed) => w.p.complete(7, "ok"),
+                    Some(EngineExit::Abandoned) => {}
+                    None => w.p.complete(7, "still queued"),
+                }
+            })
+        };
+        let report = w.kernel_invalidate(0, Event::Clear, true);
+        if let InvalidateOutcome::TornDown {
+            drain: DrainReport::Reset { abandoned, .. },
+            ..
+        } = report.outcome
+        {
+            // The driver completes the abandoned commands with an error.
+            if abandoned == 1 {
+                w.p.complete(current_cmd.load(Ordering::Relaxed), "error");
+            }
+        }
+        engine.join().unwrap();
+        let book = w.p.book();
+        assert_eq!(
+            book.completions.len(),
+            1,
+            "completions {:?}",
+            book.completions
+        );
+        assert_eq!(book.completions[0].0, 7);
+        drop(book);
+        w.check_end();
+    });
+}
+
+/// (3) Two faults rebuild the same context at once: one mapping wins, the
+/// other pin is undone; the queue runs.
+#[test]
+fn m3_two_racing_faults() {
+    model("3 two racing faults", 3, || {
+        let w = World::new(PARENT_MM, 2, false, false);
+        let other = {
+            let w = w.clone();
+            thread::spawn(move || {
+                w.rebuild().unwrap();
+            })
+        };
+        let mine = w.rebuild().unwrap();
+        other.join().unwrap();
+        assert!(matches!(w.state(0), StateKind::Mapped { .. }));
+        assert!(matches!(w.state(1), StateKind::Mapped { .. }));
+        assert!(w.ctx.gate().is_running());
+        assert_eq!(w.p.book().live.len(), 2);
+        assert!(mine.lost_races <= 2);
+        w.check_end();
+    });
+}
+
+/// (4) The mm exits (RELEASE → context release) while a fault rebuilds and
+/// then the file is closed (a second, racing release): exactly one release
+/// does the work; nothing stays pinned; the mm never gets a context again.
+#[test]
+fn m4_release_vs_fault() {
+    model("4 release vs fault", 3, || {
+        let dir = Arc::new(Mutex::new(ContextTable::<2>::new()));
+        let (id, created) = dir.lock().unwrap().get_or_create(PARENT_MM).unwrap();
+        assert!(created);
+        let w = World::new(PARENT_MM, 1, false, false);
+        let releases = Arc::new(AtomicU64::new(0));
+
+        let release = move |dir: &Mutex<ContextTable<2>>, w: &World, releases: &AtomicU64| {
+            let outcome = dir.lock().unwrap().release(PARENT_MM);
+            match outcome {
+                ReleaseOutcome::Released(released) => {
+                    assert_eq!(released, id);
+                    w.ctx.release(&mut w.lock.lock(), &w.p, &w.cfg).unwrap();
+                    releases.fetch_add(1, Ordering::Relaxed);
+                }
+                ReleaseOutcome::AlreadyReleased(_) => {}
+                ReleaseOutcome::NotFound => panic!("context vanished"),
+            }
+        };
+
+        let fault = {
+            let (dir, w, releases) = (dir.clone(), w.clone(), releases.clone());
+            thread::spawn(move || {
+                let found = dir.lock().unwrap().get_or_create(PARENT_MM);
+                match found {
+                    Ok((found, false)) => {
+                        assert_eq!(found, id);
+                        let _ = w.rebuild();
+                    }
+                    Err(CreateError::Released(_)) => {}
+                    other => panic!("fault got {other:?}"),
+                }
+                // File close.
+                release(&dir, &w, &releases);
+            })
+        };
+        release(&dir, &w, &releases);
+        fault.join().unwrap();
+
+        assert_eq!(releases.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            dir.lock().unwrap().release(PARENT_MM),
+            ReleaseOutcome::AlreadyReleased(id)
+        );
+        assert_eq!(
+            w.ctx.release(&mut w.lock.lock(), &w.p, &w.cfg),
+            Err(ReleaseError::AlreadyReleased)
+        );
+        assert!(matches!(
+            dir.lock().unwrap().get_or_create(PARENT_MM),
+            Err(CreateError::Released(_))
+        ));
+        assert!(w.p.book().live.is_empty(), "pins leaked past release");
+        assert_eq!(w.state(0), StateKind::Dead);
+        w.check_end();
+    });
+}
+
+/// (5) The OOM reaper's non-blocking invalidation while the engine runs: it
+/// must refuse (the region is mapped) without ever waiting.
+#[test]
+fn m5_non_blocking_invalidate_vs_engine() {
+    model("5 non-blocking invalidate vs engine", 3, || {
+        let w = World::new(PARENT_MM, 1, true, false);
+        let engine = {
+            let w = w.clone();
+            thread::spawn(move || {
+                w.engine_command(0);
+            })
+        };
+        let report = w.kernel_invalidate(0, Event::Unmap, false);
+        assert_eq!(report.outcome, InvalidateOutcome::CannotProceed);
+        engine.join().unwrap();
+        assert!(matches!(w.state(0), StateKind::Mapped { .. }));
+        w.check_end();
+    });
+}
+
+/// (5c) The OOM reaper (non-blocking) races a blocking invalidation (munmap)
+/// while the engine runs: the reaper refuses while the region is mapped or
+/// `L` is busy, never waits, and when it proceeds the engine is already
+/// drained by the blocking teardown.
+#[test]
+fn m5c_non_blocking_vs_blocking_invalidate_vs_engine() {
+    model(
+        "5c non-blocking vs blocking invalidate vs engine",
+        3,
+        || {
+            let w = World::new(PARENT_MM, 1, true, false);
+            let engine = {
+                let w = w.clone();
+                thread::spawn(move || {
+                    w.engine_command(0);
+                })
+            };
+            let munmap = {
+                let w = w.clone();
+                thread::spawn(move || {
+                    assert!(w.kernel_invalidate(0, Event::Clear, true).callback_result());
+                })
+            };
+            let report = w.kernel_invalidate(0, Event::Unmap, false);
+            assert!(matches!(
+                report.outcome,
+                InvalidateOutcome::CannotProceed | InvalidateOutcome::NothingMapped
+            ));
+            engine.join().unwrap();
+            munmap.join().unwrap();
+            assert_eq!(w.state(0), StateKind::Unmapped);
+            w.check_end();
+        },
+    );
+}
+
+/// (5b) The OOM reaper's non-blocking invalidation while a fault rebuilds:
+/// if it proceeds (nothing mapped yet), the reaper zaps the pages, and the
+/// rebuild must not publish the old ones (`set_seq` even when non-blocking).
+#[test]
+fn m5b_non_blocking_invalidate_vs_rebuild() {
+    model("5b non-blocking invalidate vs rebuild", 3, || {
+        let w = World::new(PARENT_MM, 1, false, false);
+        let fault = {
+            let w = w.clone();
+            thread::spawn(move || {
+                let _ = w.rebuild().unwrap();
+            })
+        };
+        let report = w.kernel_invalidate(0, Event::Unmap, false);
+        assert!(matches!(
+            report.outcome,
+            InvalidateOutcome::CannotProceed | InvalidateOutcome::NothingMapped
+        ));
+        fault.join().unwrap();
+        w.check_end();
+    });
+}
+
+/// (6) After fork the child's first fault creates its own context while the
+/// parent's region is invalidated (fork's COW write-protect, strict policy)
+/// and the parent's engine runs: the child never translates through the
+/// parent's regions; its own region at the same address maps its own pages.
+#[test]
+fn m6_fork_child_vs_parent_invalidation() {
+    model("6 fork child vs parent invalidation", 3, || {
+        let dir = Arc::new(Mutex::new(ContextTable::<2>::new()));
+        let (parent_id, _) = dir.lock().unwrap().get_or_create(PARENT_MM).unwrap();
+        let parent = World::new(PARENT_MM, 1, true, false);
+        let child = World::new(CHILD_MM, 0, false, false);
+        let parent_va = parent.regions[0].start;
+
+        let child_thread = {
+            let (dir, child) = (dir.clone(), child.clone());
+            thread::spawn(move || {
+                let (id, created) = dir.lock().unwrap().get_or_create(CHILD_MM).unwrap();
+                assert!(
+                    created && id != parent_id,
+                    "the child must get its own context"
+                );
+                let engine = child.ctx.enter(&child.p).expect("empty child queue runs");
+                assert_eq!(
+                    engine.translate(parent_va, 8, Access::READ).unwrap_err(),
+                    XlateFault::NotRegistered
+                );
+                drop(engine);
+                // The child registers its own buffer at the same address.
+                let desc = child.register(parent_va, PAGE);
+                child.rebuild().unwrap();
+                let engine = child.ctx.enter(&child.p).unwrap();
+                let t = engine.translate(parent_va, 8, Access::WRITE).unwrap();
+                assert_eq!(t.region, desc.handle);
+                child.p.touch(t.mapping);
+            })
+        };
+        let report = parent.kernel_invalidate(0, Event::ProtectionPage, true);
+        assert!(report.callback_result());
+        // The parent's next fault looks its context up by its own mm.
+        assert_eq!(
+            dir.lock().unwrap().get_or_create(PARENT_MM),
+            Ok((parent_id, false))
+        );
+        parent.rebuild().unwrap();
+        if let Some(exit) = parent.engine_command(0) {
+            assert_eq!(exit, EngineExit::Completed);
+        }
+        child_thread.join().unwrap();
+        assert!(matches!(
+            dir.lock().unwrap().lookup(CHILD_MM),
+            warpq_notifier::context::Lookup::Live(_)
+        ));
+        parent.check_end();
+        child.check_end();
+    });
+}
+
+/// (8) An unregister ioctl removes the region a fault is rebuilding, and a
+/// new region reuses the slot: the fault's pin never lands in the new
+/// region (slot generation), and no pin leaks.
+#[test]
+fn m8_unregister_vs_fault_rebuild() {
+    model("8 unregister vs fault rebuild", 3, || {
+        let w = World::new(PARENT_MM, 1, false, false);
+        let fault = {
+            let w = w.clone();
+            thread::spawn(move || {
+                let _ = w.rebuild().unwrap();
+            })
+        };
+        let old = w.regions[0];
+        w.ctx
+            .unregister(&mut w.lock.lock(), &w.p, &w.cfg, old.handle)
+            .unwrap();
+        let new = w.register(0x80000, PAGE);
+        assert_eq!(new.handle.slot(), old.handle.slot());
+        fault.join().unwrap();
+        w.check_end();
+    });
+}
+
+/// (7) The zap worker races a fault that rebuilds and maps the ring page:
+/// a stale queue must never be left with its ring mapped and no zap to come.
+#[test]
+fn m7_zap_worker_vs_rebuild() {
+    model("7 zap worker vs rebuild", 3, || {
+        let w = World::new(PARENT_MM, 1, true, false);
+        // The ring PTE, under its page-table lock.
+        let ring_pte = Arc::new(Mutex::new(true));
+        let fault = {
+            let (w, ring_pte) = (w.clone(), ring_pte.clone());
+            thread::spawn(move || {
+                if w.rebuild().is_ok() {
+                    *ring_pte.lock().unwrap() = true;
+                    w.ctx.ring_mapped(&w.p);
+                }
+            })
+        };
+        w.kernel_invalidate(0, Event::Clear, true);
+        // The zap work item runs after it was queued.
+        w.p.run_zap_worker(&w.ctx, &ring_pte);
+        fault.join().unwrap();
+        // Work queued meanwhile runs eventually.
+        w.p.run_zap_worker(&w.ctx, &ring_pte);
+        let mapped = *ring_pte.lock().unwrap();
+        assert!(
+            !(w.ctx.gate().is_stale() && mapped),
+            "stale queue with its ring mapped and no zap to come"
+        );
+        w.check_end();
+    });
+}

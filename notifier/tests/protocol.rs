@@ -1,0 +1,659 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Scenario tests of the whole protocol against the recording double.
+//! The random state machine is in `random.rs`.
+
+#![cfg(not(loom))]
+
+mod common;
+
+use common::{Call, StdLock, TestMapping, TestPlatform};
+use warpq_notifier::context::{Config, ContextLock, DrainReport, MmContext, ReleaseError};
+use warpq_notifier::gate::EngineExit;
+use warpq_notifier::platform::PinError;
+use warpq_notifier::policy::{Decision, Event, IgnoreReason, Policy, TearDownReason};
+use warpq_notifier::rebuild::{rebuild, RebuildError, RebuildReport};
+use warpq_notifier::region::{
+    Access, RegionDesc, RegionError, RegionHandle, StateKind, XlateFault,
+};
+use warpq_notifier::teardown::{invalidate, InvalidateOutcome, InvalidateReport, Invalidation};
+
+const PAGE: u64 = 4096;
+
+struct World {
+    ctx: MmContext<TestMapping, 4>,
+    lock: StdLock,
+    p: TestPlatform,
+    cfg: Config,
+}
+
+impl World {
+    fn new(mm: usize, policy: Policy) -> Self {
+        let (ctx, key) = MmContext::new(mm);
+        Self {
+            ctx,
+            lock: StdLock::new(key),
+            p: TestPlatform::new(mm),
+            cfg: Config {
+                policy,
+                drain_timeout_ns: 1_000_000,
+                max_retries: 3,
+            },
+        }
+    }
+
+    /// Register + (driver inserts the notifier) + arm.
+    fn register(&self, start: u64, len: u64, access: Access) -> RegionDesc {
+        let mut key = self.lock.lock();
+        let desc = self
+            .ctx
+            .register(&mut key, &self.p, &self.cfg, start, len, access)
+            .unwrap();
+        self.ctx
+            .arm(&mut key, &self.p, &self.cfg, desc.handle)
+            .unwrap();
+        desc
+    }
+
+    fn rebuild(&self) -> Result<RebuildReport, RebuildError> {
+        rebuild(&self.ctx, &self.lock, &self.p, &self.cfg)
+    }
+
+    fn state(&self, handle: RegionHandle) -> Result<StateKind, RegionError> {
+        self.ctx
+            .region(&self.lock.lock(), handle)
+            .map(|info| info.state)
+    }
+
+    /// What the kernel does around the callback of one notifier.
+    fn kernel_invalidate(
+        &self,
+        desc: &RegionDesc,
+        event: Event,
+        blockable: bool,
+    ) -> InvalidateReport {
+        let cur_seq = self.p.invalidate_start();
+        let report = invalidate(
+            &self.ctx,
+            &self.lock,
+            &self.p,
+            &self.cfg,
+            &Invalidation {
+                region: *desc,
+                cur_seq,
+                start: desc.start,
+                end: desc.end(),
+                event,
+                blockable,
+                owner_is_us: false,
+            },
+        );
+        if report.callback_result() && matches!(event, Event::Unmap | Event::Clear) {
+            self.p.change_pages(desc.handle);
+        }
+        self.p.invalidate_end();
+        report
+    }
+
+    /// Pins in the double match the mapped regions.
+    fn check_pins(&self) {
+        let key = self.lock.lock();
+        let mut mapped = std::collections::BTreeSet::new();
+        for info in self.ctx.regions(&key) {
+            if let StateKind::Mapped { .. } = info.state {
+                mapped.insert(self.ctx.mapping(&key, info.desc.handle).unwrap().id);
+            }
+        }
+        assert_eq!(
+            mapped,
+            self.p.live_ids(),
+            "pins do not match mapped regions"
+        );
+    }
+}
+
+#[test]
+fn register_rebuild_translate() {
+    let w = World::new(0x1000, Policy::Strict);
+    let rw = w.register(0x10000, 4 * PAGE, Access::READ_WRITE);
+    let _ro = w.register(0x20000, PAGE, Access::READ);
+    assert_eq!(w.state(rw.handle), Ok(StateKind::Unmapped));
+    assert!(
+        w.ctx.gate().is_stale(),
+        "a new region keeps the queue shut until pinned"
+    );
+    assert!(w.ctx.enter(&w.p).is_none());
+
+    let report = w.rebuild().unwrap();
+    assert_eq!(report.mapped, 2);
+    assert_eq!(report.pages_pinned, 5);
+    assert!(report.running);
+    w.check_pins();
+
+    let engine = w.ctx.enter(&w.p).expect("running");
+    let t = engine.translate(0x10000 + 100, 64, Access::WRITE).unwrap();
+    assert_eq!((t.region, t.offset), (rw.handle, 100));
+    assert_eq!(t.mapping.region, rw.handle);
+    assert_eq!(
+        engine.translate(0x20000, 8, Access::WRITE).unwrap_err(),
+        XlateFault::AccessDenied
+    );
+    assert_eq!(
+        engine
+            .translate(0x10000 + 4 * PAGE - 8, 16, Access::READ)
+            .unwrap_err(),
+        XlateFault::CrossesEnd
+    );
+    assert_eq!(
+        engine
+            .translate(0x10000, u64::MAX, Access::READ)
+            .unwrap_err(),
+        XlateFault::CrossesEnd
+    );
+    assert_eq!(
+        engine.translate(0x30000, 8, Access::READ).unwrap_err(),
+        XlateFault::NotRegistered
+    );
+    assert_eq!(engine.finish(), EngineExit::Completed);
+}
+
+#[test]
+fn register_rejects_bad_ranges() {
+    let w = World::new(0x1000, Policy::Strict);
+    let a = w.register(0x10000, PAGE, Access::READ);
+    let mut key = w.lock.lock();
+    let mut reg = |start, len, access| w.ctx.register(&mut key, &w.p, &w.cfg, start, len, access);
+    assert_eq!(reg(0x20000, 0, Access::READ), Err(RegionError::ZeroLength));
+    assert_eq!(
+        reg(u64::MAX - 10, 100, Access::READ),
+        Err(RegionError::Overflow)
+    );
+    assert_eq!(
+        reg(0x20000, PAGE, Access::NONE),
+        Err(RegionError::InvalidAccess)
+    );
+    assert_eq!(
+        reg(0x10000 + PAGE - 1, 10, Access::READ),
+        Err(RegionError::Overlaps(a.handle))
+    );
+    assert_eq!(
+        reg(0x10000 - 10, 11, Access::READ),
+        Err(RegionError::Overlaps(a.handle))
+    );
+    // Adjacent is fine.
+    assert!(reg(0x10000 + PAGE, PAGE, Access::READ).is_ok());
+    assert!(reg(0x30000, PAGE, Access::READ).is_ok());
+    assert!(reg(0x40000, PAGE, Access::READ).is_ok());
+    assert_eq!(
+        reg(0x50000, PAGE, Access::READ),
+        Err(RegionError::TableFull)
+    );
+    drop(key);
+
+    let (other, mut other_key) = MmContext::<TestMapping, 4>::new(0x2000);
+    assert_eq!(
+        w.ctx
+            .register(&mut other_key, &w.p, &w.cfg, 0x90000, PAGE, Access::READ),
+        Err(RegionError::WrongLock)
+    );
+    assert!(other.regions(&w.lock.lock()).next().is_none());
+}
+
+#[test]
+fn pending_region_is_not_pinned_until_armed() {
+    let w = World::new(0x1000, Policy::Strict);
+    let desc = {
+        let mut key = w.lock.lock();
+        w.ctx
+            .register(&mut key, &w.p, &w.cfg, 0x10000, PAGE, Access::READ)
+            .unwrap()
+    };
+    let report = w.rebuild().unwrap();
+    assert_eq!(report.mapped, 0);
+    assert!(!report.running, "pending region keeps the queue stale");
+    assert!(w.p.live_ids().is_empty());
+    w.ctx
+        .arm(&mut w.lock.lock(), &w.p, &w.cfg, desc.handle)
+        .unwrap();
+    assert_eq!(
+        w.ctx.arm(&mut w.lock.lock(), &w.p, &w.cfg, desc.handle),
+        Err(RegionError::InvalidState)
+    );
+    assert!(w.rebuild().unwrap().running);
+}
+
+#[test]
+fn invalidate_tears_down_in_order() {
+    let w = World::new(0x1000, Policy::Strict);
+    let desc = w.register(0x10000, 2 * PAGE, Access::READ_WRITE);
+    w.rebuild().unwrap();
+    w.p.clear_calls();
+
+    let report = w.kernel_invalidate(&desc, Event::Clear, true);
+    assert_eq!(report.decision, Decision::TearDown(TearDownReason::Strict));
+    assert_eq!(
+        report.outcome,
+        InvalidateOutcome::TornDown {
+            pages_unpinned: 2,
+            drain: DrainReport::Drained
+        }
+    );
+    assert!(report.callback_result());
+    let calls = w.p.calls();
+    let unpin_id = match calls.as_slice() {
+        [Call::SetSeq { slot: 0, .. }, Call::Unpin { id, dirty: true }, Call::ScheduleZap] => *id,
+        other => panic!("unexpected call order {other:?}"),
+    };
+    assert!(unpin_id > 0);
+    assert_eq!(w.state(desc.handle), Ok(StateKind::Unmapped));
+    assert!(w.ctx.gate().is_stale());
+    assert!(w.ctx.zap_needed());
+    assert!(w.ctx.enter(&w.p).is_none(), "no entry until the rebuild");
+    w.check_pins();
+
+    let report = w.rebuild().unwrap();
+    assert!(report.running);
+    assert!(!w.ctx.zap_needed());
+    let engine = w.ctx.enter(&w.p).unwrap();
+    let t = engine.translate(0x10000, 8, Access::WRITE).unwrap();
+    w.p.check_touch(t.mapping, true).unwrap();
+}
+
+#[test]
+fn read_only_regions_unpin_clean() {
+    let w = World::new(0x1000, Policy::Strict);
+    let desc = w.register(0x10000, PAGE, Access::READ);
+    w.rebuild().unwrap();
+    w.p.clear_calls();
+    w.kernel_invalidate(&desc, Event::Unmap, true);
+    assert!(w
+        .p
+        .calls()
+        .iter()
+        .any(|c| matches!(c, Call::Unpin { dirty: false, .. })));
+}
+
+#[test]
+fn filtered_policy_skips_without_touching_anything() {
+    let w = World::new(0x1000, Policy::Filtered);
+    let rw = w.register(0x10000, PAGE, Access::READ_WRITE);
+    let ro = w.register(0x20000, PAGE, Access::READ);
+    w.rebuild().unwrap();
+    w.p.clear_calls();
+
+    for (desc, event, reason) in [
+        (rw, Event::ProtectionPage, IgnoreReason::WriteProtectOnly),
+        (rw, Event::SoftDirty, IgnoreReason::SoftDirtyOnly),
+        (
+            ro,
+            Event::ProtectionVma,
+            IgnoreReason::ReadOnlyProtectionChange,
+        ),
+    ] {
+        let report = w.kernel_invalidate(&desc, event, true);
+        assert_eq!(report.outcome, InvalidateOutcome::Ignored(reason));
+        assert!(report.callback_result());
+    }
+    assert!(
+        w.p.calls().is_empty(),
+        "ignored events must not even set the sequence"
+    );
+    assert!(w.ctx.gate().is_running());
+
+    let report = w.kernel_invalidate(&rw, Event::ProtectionVma, true);
+    assert_eq!(
+        report.decision,
+        Decision::TearDown(TearDownReason::WriteRightMayShrink)
+    );
+    assert!(matches!(report.outcome, InvalidateOutcome::TornDown { .. }));
+}
+
+#[test]
+fn range_outside_the_region_is_ignored() {
+    let w = World::new(0x1000, Policy::Strict);
+    let desc = w.register(0x10000, PAGE, Access::READ);
+    w.rebuild().unwrap();
+    let report = invalidate(
+        &w.ctx,
+        &w.lock,
+        &w.p,
+        &w.cfg,
+        &Invalidation {
+            region: desc,
+            cur_seq: 1,
+            start: desc.end(),
+            end: desc.end() + PAGE,
+            event: Event::Unmap,
+            blockable: true,
+            owner_is_us: false,
+        },
+    );
+    assert_eq!(
+        report.outcome,
+        InvalidateOutcome::Ignored(IgnoreReason::NoOverlap)
+    );
+}
+
+#[test]
+fn non_blocking_never_waits_and_refuses_only_when_mapped() {
+    let w = World::new(0x1000, Policy::Strict);
+    let desc = w.register(0x10000, PAGE, Access::READ_WRITE);
+    w.p.clear_calls();
+    // Unmapped (never pinned): may proceed, but the sequence is still set.
+    let report = w.kernel_invalidate(&desc, Event::Unmap, false);
+    assert_eq!(report.outcome, InvalidateOutcome::NothingMapped);
+    assert!(report.callback_result());
+    assert!(matches!(w.p.calls().as_slice(), [Call::SetSeq { .. }]));
+
+    w.rebuild().unwrap();
+    // An engine is inside: a blocking call would wait; this one must not.
+    let engine = w.ctx.enter(&w.p).unwrap();
+    w.p.clear_calls();
+    let report = w.kernel_invalidate(&desc, Event::Unmap, false);
+    assert_eq!(report.outcome, InvalidateOutcome::CannotProceed);
+    assert!(!report.callback_result());
+    assert!(
+        matches!(w.p.calls().as_slice(), [Call::SetSeq { .. }]),
+        "no wait, no unpin"
+    );
+    assert!(matches!(w.state(desc.handle), Ok(StateKind::Mapped { .. })));
+    let t = engine.translate(0x10000, 8, Access::READ).unwrap();
+    w.p.check_touch(t.mapping, false).unwrap();
+    drop(engine);
+
+    // Contended lock: refuse without waiting.
+    let held = w.lock.lock();
+    let report = invalidate(
+        &w.ctx,
+        &w.lock,
+        &w.p,
+        &w.cfg,
+        &Invalidation {
+            region: desc,
+            cur_seq: 99,
+            start: desc.start,
+            end: desc.end(),
+            event: Event::Unmap,
+            blockable: false,
+            owner_is_us: false,
+        },
+    );
+    drop(held);
+    assert_eq!(report.outcome, InvalidateOutcome::CannotProceed);
+}
+
+#[test]
+fn collision_retries_then_publishes_fresh_pages() {
+    let w = World::new(0x1000, Policy::Strict);
+    let desc = w.register(0x10000, PAGE, Access::READ_WRITE);
+    w.p.state().inject_collisions = 2;
+    let report = w.rebuild().unwrap();
+    assert_eq!(report.retries, 2);
+    assert_eq!(report.mapped, 1);
+    w.check_pins();
+    let engine = w.ctx.enter(&w.p).unwrap();
+    let t = engine.translate(desc.start, 8, Access::WRITE).unwrap();
+    w.p.check_touch(t.mapping, true).unwrap();
+    let s = w.p.state();
+    assert_eq!(s.pins, 3);
+    assert_eq!(s.unpins, 2, "the colliding pins were undone");
+}
+
+#[test]
+fn collisions_beyond_the_budget_give_up_cleanly() {
+    let w = World::new(0x1000, Policy::Strict);
+    let desc = w.register(0x10000, PAGE, Access::READ);
+    w.p.state().inject_collisions = 10;
+    assert_eq!(
+        w.rebuild(),
+        Err(RebuildError::RetriesExhausted { retries: 4 })
+    );
+    assert_eq!(w.state(desc.handle), Ok(StateKind::Unmapped));
+    assert!(w.ctx.gate().is_stale());
+    w.check_pins();
+    w.p.state().inject_collisions = 0;
+    assert!(w.rebuild().unwrap().running);
+}
+
+#[test]
+fn pin_failures_kill_or_keep_the_region() {
+    let w = World::new(0x1000, Policy::Strict);
+    let a = w.register(0x10000, PAGE, Access::READ);
+    let b = w.register(0x20000, PAGE, Access::READ_WRITE);
+    w.p.state().inject_pin = vec![PinError::Transient];
+    assert_eq!(w.rebuild(), Err(RebuildError::PinFailed(a.handle)));
+    assert_eq!(w.state(a.handle), Ok(StateKind::Unmapped));
+    assert!(w.ctx.gate().is_stale());
+
+    w.p.make_gone(a.handle);
+    let report = w.rebuild().unwrap();
+    assert_eq!((report.dead, report.mapped), (1, 1));
+    assert!(report.running, "a dead region does not hold the queue");
+    let engine = w.ctx.enter(&w.p).unwrap();
+    assert_eq!(
+        engine.translate(0x10000, 8, Access::READ).unwrap_err(),
+        XlateFault::Dead
+    );
+    assert!(engine.translate(0x20000, 8, Access::READ).is_ok());
+    drop(engine);
+    assert_eq!(
+        w.state(b.handle)
+            .map(|s| matches!(s, StateKind::Mapped { .. })),
+        Ok(true)
+    );
+    w.check_pins();
+}
+
+#[test]
+fn unregister_unpins_and_stale_handles_never_match() {
+    let w = World::new(0x1000, Policy::Strict);
+    let a = w.register(0x10000, PAGE, Access::READ_WRITE);
+    w.rebuild().unwrap();
+    w.p.clear_calls();
+    let report = w
+        .ctx
+        .unregister(&mut w.lock.lock(), &w.p, &w.cfg, a.handle)
+        .unwrap();
+    assert_eq!(report.pages_unpinned, 1);
+    assert!(matches!(
+        w.p.calls().as_slice(),
+        [Call::Unpin { dirty: true, .. }]
+    ));
+    assert_eq!(
+        w.ctx.unregister(&mut w.lock.lock(), &w.p, &w.cfg, a.handle),
+        Err(RegionError::NoSuchRegion)
+    );
+    // The slot is reused with a new generation.
+    let b = w.register(0x10000, PAGE, Access::READ);
+    assert_eq!(b.handle.slot(), a.handle.slot());
+    assert_ne!(b.handle, a.handle);
+    w.rebuild().unwrap();
+    // A late callback of the old notifier finds nothing (sequence still set).
+    let report = w.kernel_invalidate(&a, Event::Clear, true);
+    assert_eq!(report.outcome, InvalidateOutcome::NothingMapped);
+    assert!(matches!(w.state(b.handle), Ok(StateKind::Mapped { .. })));
+    assert_eq!(RegionHandle::from_raw(b.handle.to_raw()), Some(b.handle));
+    assert_eq!(RegionHandle::from_raw(0), None);
+    w.check_pins();
+}
+
+#[test]
+fn unregistering_the_last_stale_region_reopens_the_queue() {
+    let w = World::new(0x1000, Policy::Strict);
+    let a = w.register(0x10000, PAGE, Access::READ);
+    let b = w.register(0x20000, PAGE, Access::READ);
+    w.rebuild().unwrap();
+    w.kernel_invalidate(&a, Event::Unmap, true);
+    assert!(w.ctx.gate().is_stale());
+    w.ctx
+        .unregister(&mut w.lock.lock(), &w.p, &w.cfg, a.handle)
+        .unwrap();
+    assert!(w.ctx.gate().is_running());
+    assert!(matches!(w.state(b.handle), Ok(StateKind::Mapped { .. })));
+}
+
+#[test]
+fn release_is_final_and_once() {
+    let w = World::new(0x1000, Policy::Strict);
+    let a = w.register(0x10000, 2 * PAGE, Access::READ_WRITE);
+    let _b = w.register(0x20000, PAGE, Access::READ);
+    w.rebuild().unwrap();
+    let report = w.ctx.release(&mut w.lock.lock(), &w.p, &w.cfg).unwrap();
+    assert_eq!((report.regions, report.pages_unpinned), (2, 3));
+    assert_eq!(report.drain, DrainReport::Drained);
+    assert!(w.p.live_ids().is_empty());
+    assert_eq!(
+        w.ctx.release(&mut w.lock.lock(), &w.p, &w.cfg),
+        Err(ReleaseError::AlreadyReleased)
+    );
+    assert!(w.ctx.enter(&w.p).is_none());
+    assert_eq!(w.rebuild(), Err(RebuildError::Released));
+    assert_eq!(
+        w.ctx.register(
+            &mut w.lock.lock(),
+            &w.p,
+            &w.cfg,
+            0x90000,
+            PAGE,
+            Access::READ
+        ),
+        Err(RegionError::Released)
+    );
+    assert_eq!(w.state(a.handle), Ok(StateKind::Dead));
+    let report = w.kernel_invalidate(&a, Event::Release, true);
+    assert_eq!(report.outcome, InvalidateOutcome::NothingMapped);
+    // The driver may still unregister the dead regions.
+    assert!(w
+        .ctx
+        .unregister(&mut w.lock.lock(), &w.p, &w.cfg, a.handle)
+        .is_ok());
+}
+
+#[test]
+fn wrong_lock_is_refused_everywhere() {
+    let w = World::new(0x1000, Policy::Strict);
+    let desc = w.register(0x10000, PAGE, Access::READ);
+    let (_other, other_key) = MmContext::<TestMapping, 4>::new(0x2000);
+    let other_lock = StdLock::new(other_key);
+    assert_eq!(
+        rebuild(&w.ctx, &other_lock, &w.p, &w.cfg),
+        Err(RebuildError::WrongLock)
+    );
+    let report = invalidate(
+        &w.ctx,
+        &other_lock,
+        &w.p,
+        &w.cfg,
+        &Invalidation {
+            region: desc,
+            cur_seq: 1,
+            start: desc.start,
+            end: desc.end(),
+            event: Event::Unmap,
+            blockable: true,
+            owner_is_us: false,
+        },
+    );
+    assert_eq!(report.outcome, InvalidateOutcome::WrongLock);
+    assert_eq!(
+        w.ctx.release(&mut other_lock.lock(), &w.p, &w.cfg),
+        Err(ReleaseError::WrongLock)
+    );
+}
+
+#[test]
+fn ring_mapped_while_stale_requeues_the_zap() {
+    let w = World::new(0x1000, Policy::Strict);
+    let desc = w.register(0x10000, PAGE, Access::READ);
+    w.rebuild().unwrap();
+    w.ctx.ring_mapped(&w.p);
+    assert_eq!(w.p.state().zaps_scheduled, 0);
+    w.kernel_invalidate(&desc, Event::Clear, true);
+    assert_eq!(w.p.state().zaps_scheduled, 1);
+    w.ctx.ring_mapped(&w.p);
+    assert_eq!(w.p.state().zaps_scheduled, 2);
+}
+
+/// The drain times out while the engine is inside: the queue is reset, the
+/// engine's entry is abandoned (its result discarded), and the teardown
+/// still waits for it to leave before unpinning.
+#[test]
+fn drain_timeout_resets_and_waits_for_the_engine() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Barrier;
+
+    let w = World::new(0x1000, Policy::Strict);
+    let w = World {
+        cfg: Config {
+            drain_timeout_ns: 2_000_000,
+            ..w.cfg
+        },
+        ..w
+    };
+    let desc = w.register(0x10000, PAGE, Access::READ_WRITE);
+    w.rebuild().unwrap();
+    w.p.state().real_time = true;
+    let entered = Barrier::new(2);
+    let engine_done = AtomicBool::new(false);
+
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let engine = w.ctx.enter(&w.p).unwrap();
+            let t = engine.translate(desc.start, 8, Access::WRITE).unwrap();
+            entered.wait();
+            // A slow command: longer than the drain timeout.
+            while !engine.is_abandoned() {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            w.p.check_touch(t.mapping, true)
+                .expect("still pinned while inside");
+            engine_done.store(true, Ordering::SeqCst);
+            assert_eq!(engine.finish(), EngineExit::Abandoned);
+        });
+        entered.wait();
+        let report = w.kernel_invalidate(&desc, Event::Clear, true);
+        assert!(
+            engine_done.load(Ordering::SeqCst),
+            "returned while the engine was inside"
+        );
+        assert_eq!(
+            report.outcome,
+            InvalidateOutcome::TornDown {
+                pages_unpinned: 1,
+                drain: DrainReport::Reset {
+                    abandoned: 1,
+                    generation: 1
+                }
+            }
+        );
+    });
+    assert_eq!(w.p.state().engine_resets, 1);
+    w.check_pins();
+    w.p.state().real_time = false;
+    w.rebuild().unwrap();
+    let engine = w.ctx.enter(&w.p).unwrap();
+    assert_eq!(engine.generation(), 1);
+    assert_eq!(engine.finish(), EngineExit::Completed);
+}
+
+#[test]
+fn register_times_out_as_busy_without_changes() {
+    let w = World::new(0x1000, Policy::Strict);
+    let _a = w.register(0x10000, PAGE, Access::READ);
+    w.rebuild().unwrap();
+    let engine = w.ctx.enter(&w.p).unwrap();
+    assert_eq!(
+        w.ctx.register(
+            &mut w.lock.lock(),
+            &w.p,
+            &w.cfg,
+            0x20000,
+            PAGE,
+            Access::READ
+        ),
+        Err(RegionError::Busy)
+    );
+    drop(engine);
+    assert_eq!(w.ctx.regions(&w.lock.lock()).count(), 1);
+    assert!(w.ctx.gate().is_running());
+}
