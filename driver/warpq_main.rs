@@ -3,17 +3,51 @@
 //! warpq: user-mapped accelerator queues for devices without SVA.
 //!
 //! The driver binds QEMU's `edu` PCI device (1234:11e8), the stand-in for a
-//! non-SVA accelerator behind an IOMMU. See `docs/` in the warpq tree.
+//! non-SVA accelerator behind an IOMMU, and gives each (open file, mm) pair
+//! a queue whose ring user space maps. See `docs/` in the warpq tree.
+//!
+//! Layout: `glue/` wraps the kernel APIs (PCI, misc device, mm, locks);
+//! `device.rs`, `file.rs`, `queue.rs`, `ring.rs` are the driver; the
+//! protocol core comes from `notifier/` as [`protocol`], unchanged.
 
-use kernel::ffi::c_int;
+use core::ptr::NonNull;
 
+use kernel::bindings;
+use kernel::ffi::{c_int, c_long, c_uint, c_ulong, c_void};
 use kernel::prelude::*;
+use kernel::sync::{Arc, ArcBorrow};
+use kernel::uaccess::UserSlice;
 
-mod pci;
+mod device;
+mod file;
+mod queue;
+mod ring;
 mod shim;
+mod uapi;
 
-use pci::{DmaTranslation, PciDevice};
-use shim::PciDevRaw;
+mod glue {
+    pub(crate) mod misc;
+    pub(crate) mod mm;
+    pub(crate) mod pci;
+}
+
+/// The invalidation protocol core, compiled from `notifier/src` as is.
+#[path = "../notifier/src"]
+pub mod protocol {
+    pub mod context;
+    pub mod gate;
+    pub mod platform;
+    pub mod policy;
+    pub mod rebuild;
+    pub mod region;
+    pub mod sync;
+    pub mod teardown;
+}
+
+use device::{DeviceCore, WarpqDevice};
+use file::QueueFile;
+use glue::pci::{self, PciDevice};
+use shim::{FileRaw, MmRaw, PageRaw, PciDevRaw, VmaRaw};
 
 module! {
     type: Warpq,
@@ -23,68 +57,10 @@ module! {
     license: "GPL",
 }
 
-/// The edu device's DMA engine addresses 28 bits.
-const EDU_DMA_BITS: u32 = 28;
-
-/// The software command engine reaches any bus address.
-const ENGINE_DMA_BITS: u32 = 64;
-
-/// The DMA mask for a device whose DMA is translated as `translation`.
-///
-/// Behind an IOMMU the 28-bit IOVA space (256 MiB) is what both the software
-/// engine and the edu DMA engine see, so the edu limit applies. Without one
-/// (dma-direct), a 28-bit mask would bounce every page above 256 MiB through
-/// swiotlb, and the device would work on copies of the user's pages instead
-/// of the pages themselves; there the software engine's 64-bit reach is used
-/// and edu DMA is refused for addresses it cannot reach.
-fn dma_mask_bits(translation: DmaTranslation) -> u32 {
-    match translation {
-        DmaTranslation::Direct | DmaTranslation::IommuIdentity => ENGINE_DMA_BITS,
-        _ => EDU_DMA_BITS,
-    }
-}
-
-/// One bound device.
-struct WarpqDevice {
-    pdev: PciDevice,
-}
-
-impl WarpqDevice {
-    fn probe(pdev: PciDevice) -> Result<KBox<Self>> {
-        pdev.enable()?;
-        // From here on, dropping `Self` (also when the allocation fails and
-        // `KBox::new` drops its argument) disables the device again.
-        let dev = KBox::new(Self { pdev }, GFP_KERNEL)?;
-        let (vendor, device, revision) = dev.pdev.ids();
-        let (group, translation) = dev.pdev.dma_translation();
-        let mask_bits = dma_mask_bits(translation);
-        dev.pdev.set_dma_mask(mask_bits)?;
-        match group {
-            Some(group) => pr_info!(
-                "{}: bound {:04x}:{:04x} rev {}, dma mask {} bits, iommu group {}, {}\n",
-                dev.pdev.name(), vendor, device, revision, mask_bits, group, translation.name()
-            ),
-            None => pr_info!(
-                "{}: bound {:04x}:{:04x} rev {}, dma mask {} bits, no iommu: {}\n",
-                dev.pdev.name(), vendor, device, revision, mask_bits, translation.name()
-            ),
-        }
-        Ok(dev)
-    }
-}
-
-impl Drop for WarpqDevice {
-    fn drop(&mut self) {
-        self.pdev.disable();
-        pr_info!("{}: unbound\n", self.pdev.name());
-    }
-}
-
 /// Called by the shim's `pci_driver.probe`.
 #[no_mangle]
 extern "C" fn warpq_rs_probe(raw: *mut PciDevRaw) -> c_int {
-    // SAFETY: the PCI core calls probe with a valid device that stays bound
-    // until remove, where the `WarpqDevice` owning this view is dropped.
+    // SAFETY: the PCI core calls probe with a valid device.
     let pdev = match unsafe { PciDevice::from_raw(raw) } {
         Ok(pdev) => pdev,
         Err(e) => return e.to_errno(),
@@ -92,9 +68,9 @@ extern "C" fn warpq_rs_probe(raw: *mut PciDevRaw) -> c_int {
     match WarpqDevice::probe(pdev) {
         Ok(dev) => {
             let dev = KBox::into_raw(dev);
-            // SAFETY: `dev` was just made from a live box; `warpq_rs_remove`
-            // turns it back into one.
-            unsafe { &(*dev).pdev }.set_drvdata(dev.cast());
+            // SAFETY: `raw` is the device being probed; `warpq_rs_remove`
+            // takes the pointer back.
+            unsafe { pci::set_drvdata(raw, dev.cast()) };
             0
         }
         Err(e) => e.to_errno(),
@@ -112,6 +88,125 @@ extern "C" fn warpq_rs_remove(raw: *mut PciDevRaw) {
         drop(unsafe { KBox::from_raw(dev) });
     }
 }
+
+/// The `QueueFile` behind a file's `private_data`.
+///
+/// # Safety
+///
+/// `private` must be the `private_data` set by `warpq_rs_open` of a file
+/// that has not been released.
+unsafe fn queue_file<'a>(private: *mut c_void) -> ArcBorrow<'a, QueueFile> {
+    // SAFETY: open stored `Arc::into_raw`; release gives it back only after
+    // the last user of the file (the caller's contract).
+    unsafe { ArcBorrow::from_raw(private.cast::<QueueFile>()) }
+}
+
+/// `open` of `/dev/warpqN`.
+#[no_mangle]
+extern "C" fn warpq_rs_open(owner: *mut c_void, file: *mut FileRaw) -> c_int {
+    // SAFETY: `owner` is the `DeviceCore` the misc device was registered
+    // with; it stays alive while registered, and misc_open() runs under the
+    // misc lock that deregistration takes.
+    let dev: Arc<DeviceCore> = unsafe { ArcBorrow::from_raw(owner.cast::<DeviceCore>()) }.into();
+    match QueueFile::new(dev) {
+        Ok(qf) => {
+            // SAFETY: `file` is the file being opened.
+            unsafe { shim::warpq_file_set_private(file, Arc::into_raw(qf) as *mut c_void) };
+            0
+        }
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// `release` of `/dev/warpqN`: the last reference to the file is gone.
+#[no_mangle]
+extern "C" fn warpq_rs_release(private: *mut c_void) {
+    // SAFETY: `private` came from `Arc::into_raw` in open; release runs once.
+    let qf = unsafe { Arc::from_raw(private.cast::<QueueFile>()) };
+    qf.release_all();
+}
+
+/// `unlocked_ioctl` of `/dev/warpqN`.
+#[no_mangle]
+extern "C" fn warpq_rs_ioctl(private: *mut c_void, cmd: c_uint, arg: c_ulong) -> c_long {
+    // SAFETY: called on an open file.
+    let qf = unsafe { queue_file(private) };
+    match ioctl(&qf, cmd, arg as usize) {
+        Ok(()) => 0,
+        Err(e) => e.to_errno() as c_long,
+    }
+}
+
+fn ioctl(qf: &QueueFile, cmd: u32, arg: usize) -> Result {
+    match cmd {
+        uapi::IOC_INFO => {
+            let (mut reader, mut writer) = UserSlice::new(arg, core::mem::size_of::<uapi::Info>()).reader_writer();
+            let size: u32 = reader.read()?;
+            if (size as usize) < core::mem::size_of::<uapi::Info>() {
+                return Err(EINVAL);
+            }
+            let info = uapi::Info {
+                size: core::mem::size_of::<uapi::Info>() as u32,
+                version: uapi::VERSION,
+                capabilities: uapi::CAP_RING | uapi::CAP_FORK_QUEUE,
+                sq_entries: uapi::SQ_ENTRIES,
+                cq_entries: uapi::CQ_ENTRIES,
+                ring_size: uapi::RING_SIZE as u32,
+                max_regions: 0,
+                max_region_bytes: 0,
+                policy: 0,
+                dma_translation: qf.dev.translation as u32,
+            };
+            writer.write(&info)
+        }
+        _ => Err(ENOTTY),
+    }
+}
+
+/// `mmap` of `/dev/warpqN`: the queue's ring.
+#[no_mangle]
+extern "C" fn warpq_rs_mmap(private: *mut c_void, vma: *mut VmaRaw) -> c_int {
+    // SAFETY: `vma` is the new mapping, set up under the mmap write lock.
+    let ret = unsafe { shim::warpq_vma_setup(vma, uapi::RING_SIZE as c_ulong, private) };
+    if ret != 0 {
+        return ret;
+    }
+    0
+}
+
+/// `vm_operations_struct.fault` of a queue mapping: maps the ring page of
+/// the faulting mm's queue, creating that queue on first touch.
+#[no_mangle]
+extern "C" fn warpq_rs_fault(private: *mut c_void, mm: *mut MmRaw, pgoff: c_ulong, page: *mut *mut PageRaw) -> c_uint {
+    // SAFETY: the vma holds a reference on the file, so it is not released.
+    let qf = unsafe { queue_file(private) };
+    let Some(mm) = NonNull::new(mm) else {
+        return bindings::vm_fault_reason_VM_FAULT_SIGBUS;
+    };
+    // SAFETY: the fault path holds the mmap lock of `mm`, which keeps it valid.
+    let queue = match unsafe { qf.queue_for(mm) } {
+        Ok(queue) => queue,
+        Err(e) if e == ENOMEM => return bindings::vm_fault_reason_VM_FAULT_OOM,
+        Err(_) => return bindings::vm_fault_reason_VM_FAULT_SIGBUS,
+    };
+    match queue.ring_page(pgoff as usize) {
+        Some(p) => {
+            // SAFETY: `page` is the shim's out-parameter.
+            unsafe { *page = p.as_ptr() };
+            0
+        }
+        None => bindings::vm_fault_reason_VM_FAULT_SIGBUS,
+    }
+}
+
+/// `vm_operations_struct.open`: a queue mapping was duplicated (fork) or
+/// split off. Nothing to do yet: the child's first touch builds its queue.
+#[no_mangle]
+extern "C" fn warpq_rs_vma_open(_private: *mut c_void, _mm: *mut MmRaw) {}
+
+/// `vm_operations_struct.close`.
+#[no_mangle]
+extern "C" fn warpq_rs_vma_close(_private: *mut c_void, _mm: *mut MmRaw) {}
 
 struct Warpq {
     _driver: pci::DriverRegistration,

@@ -14,6 +14,19 @@
 #include <linux/pci.h>
 #include <linux/iommu.h>
 #include <linux/dma-mapping.h>
+#include <linux/dma-direct.h>
+#include <linux/miscdevice.h>
+#include <linux/fs.h>
+#include <linux/mm.h>
+#include <linux/mmap_lock.h>
+#include <linux/sched/mm.h>
+#include <linux/mmu_notifier.h>
+#include <linux/slab.h>
+#include <linux/highmem.h>
+#include <linux/kthread.h>
+#include <linux/wait.h>
+#include <linux/mutex.h>
+#include <linux/vmalloc.h>
 
 #include "warpq_shim.h"
 
@@ -49,6 +62,16 @@ int warpq_pci_register_driver(void)
 void warpq_pci_unregister_driver(void)
 {
 	pci_unregister_driver(&warpq_pci_driver);
+}
+
+struct pci_dev *warpq_pci_dev_get(struct pci_dev *pdev)
+{
+	return pci_dev_get(pdev);
+}
+
+void warpq_pci_dev_put(struct pci_dev *pdev)
+{
+	pci_dev_put(pdev);
 }
 
 struct device *warpq_pci_to_dev(struct pci_dev *pdev)
@@ -127,4 +150,362 @@ int warpq_iommu_describe(struct device *dev, int *group_id)
 	default:
 		return WARPQ_DMA_IOMMU_OTHER;
 	}
+}
+
+/* ---- character device ---------------------------------------------------- */
+
+/*
+ * The file operations live here because .owner must be THIS_MODULE (a
+ * macro): an open file then holds a reference on the module, so rmmod is
+ * refused while any queue is open.
+ */
+struct warpq_misc {
+	struct miscdevice misc;
+	void *owner;		/* the Rust device, handed back to open */
+	char name[16];
+};
+
+static int warpq_fop_open(struct inode *inode, struct file *file)
+{
+	/* misc_open() stored the struct miscdevice in private_data. */
+	struct warpq_misc *wm = container_of(file->private_data, struct warpq_misc, misc);
+
+	return warpq_rs_open(wm->owner, file);
+}
+
+static int warpq_fop_release(struct inode *inode, struct file *file)
+{
+	warpq_rs_release(file->private_data);
+	return 0;
+}
+
+static long warpq_fop_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
+{
+	return warpq_rs_ioctl(file->private_data, cmd, arg);
+}
+
+static int warpq_fop_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	return warpq_rs_mmap(file->private_data, vma);
+}
+
+static const struct file_operations warpq_fops = {
+	.owner = THIS_MODULE,
+	.open = warpq_fop_open,
+	.release = warpq_fop_release,
+	.unlocked_ioctl = warpq_fop_ioctl,
+	.compat_ioctl = compat_ptr_ioctl,
+	.mmap = warpq_fop_mmap,
+	.llseek = noop_llseek,
+};
+
+void *warpq_misc_register(unsigned int index, struct device *parent, void *owner, int *err)
+{
+	struct warpq_misc *wm = kzalloc(sizeof(*wm), GFP_KERNEL);
+
+	if (!wm) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	snprintf(wm->name, sizeof(wm->name), "warpq%u", index);
+	wm->misc.minor = MISC_DYNAMIC_MINOR;
+	wm->misc.name = wm->name;
+	wm->misc.fops = &warpq_fops;
+	wm->misc.parent = parent;
+	wm->misc.mode = 0666;
+	wm->owner = owner;
+	*err = misc_register(&wm->misc);
+	if (*err) {
+		kfree(wm);
+		return NULL;
+	}
+	return wm;
+}
+
+void warpq_misc_deregister(void *handle)
+{
+	struct warpq_misc *wm = handle;
+
+	misc_deregister(&wm->misc);
+	kfree(wm);
+}
+
+void warpq_file_set_private(struct file *file, void *data)
+{
+	file->private_data = data;
+}
+
+/* ---- the queue's vma ------------------------------------------------------- */
+
+static vm_fault_t warpq_vm_fault(struct vm_fault *vmf)
+{
+	struct page *page = NULL;
+	vm_fault_t ret = warpq_rs_fault(vmf->vma->vm_private_data, vmf->vma->vm_mm,
+					vmf->pgoff, &page);
+
+	if (ret)
+		return ret;
+	/* The PTE gets its own reference: the page outlives the queue if need be. */
+	get_page(page);
+	vmf->page = page;
+	return 0;
+}
+
+static void warpq_vm_open(struct vm_area_struct *vma)
+{
+	warpq_rs_vma_open(vma->vm_private_data, vma->vm_mm);
+}
+
+static void warpq_vm_close(struct vm_area_struct *vma)
+{
+	warpq_rs_vma_close(vma->vm_private_data, vma->vm_mm);
+}
+
+/* A queue mapping moves or splits only as a whole: refuse both. */
+static int warpq_vm_may_split(struct vm_area_struct *vma, unsigned long addr)
+{
+	return -EINVAL;
+}
+
+static int warpq_vm_mremap(struct vm_area_struct *vma)
+{
+	return -EINVAL;
+}
+
+static const struct vm_operations_struct warpq_vm_ops = {
+	.open = warpq_vm_open,
+	.close = warpq_vm_close,
+	.may_split = warpq_vm_may_split,
+	.mremap = warpq_vm_mremap,
+	.fault = warpq_vm_fault,
+};
+
+/*
+ * Checks the mapping request and sets the vma up for warpq_vm_ops:
+ * MAP_SHARED only (the pages are the kernel's ring, a private COW copy would
+ * detach user space from it), never executable, never expanded, not dumped.
+ * Page-backed through ->fault, not VM_PFNMAP/VM_MIXEDMAP: fork does not copy
+ * the PTEs of such a shared mapping, so a child's first touch faults and
+ * gets its own queue.
+ */
+int warpq_vma_setup(struct vm_area_struct *vma, unsigned long size, void *private)
+{
+	if (!(vma->vm_flags & VM_SHARED))
+		return -EINVAL;
+	if (vma->vm_flags & VM_EXEC)
+		return -EPERM;
+	if (vma->vm_pgoff != 0 || vma->vm_end - vma->vm_start != size)
+		return -EINVAL;
+	vm_flags_set(vma, VM_DONTEXPAND | VM_DONTDUMP);
+	vm_flags_clear(vma, VM_MAYEXEC);
+	vma->vm_ops = &warpq_vm_ops;
+	vma->vm_private_data = private;
+	return 0;
+}
+
+struct mm_struct *warpq_vma_mm(struct vm_area_struct *vma)
+{
+	return vma->vm_mm;
+}
+
+unsigned long warpq_vma_start(struct vm_area_struct *vma)
+{
+	return vma->vm_start;
+}
+
+/*
+ * Zaps the queue mapping at @addr in @mm if it is still ours, so that the
+ * next touch faults. Runs in a worker, never inside an invalidate callback
+ * (zapping starts a nested invalidation and takes i_mmap_rwsem).
+ */
+void warpq_zap_queue_mapping(struct mm_struct *mm, unsigned long addr, void *private)
+{
+	struct vm_area_struct *vma;
+
+	if (!mmget_not_zero(mm))
+		return;
+	mmap_read_lock(mm);
+	vma = vma_lookup(mm, addr);
+	if (vma && vma->vm_ops == &warpq_vm_ops && vma->vm_private_data == private)
+		zap_page_range_single(vma, vma->vm_start, vma->vm_end - vma->vm_start, NULL);
+	mmap_read_unlock(mm);
+	mmput(mm);
+}
+
+/* ---- mm references and locks --------------------------------------------- */
+
+struct mm_struct *warpq_current_mm(void)
+{
+	return current->mm;
+}
+
+void warpq_mmgrab(struct mm_struct *mm)
+{
+	mmgrab(mm);
+}
+
+void warpq_mmdrop(struct mm_struct *mm)
+{
+	mmdrop(mm);
+}
+
+bool warpq_mmget_not_zero(struct mm_struct *mm)
+{
+	return mmget_not_zero(mm);
+}
+
+void warpq_mmput(struct mm_struct *mm)
+{
+	mmput(mm);
+}
+
+void warpq_mmap_read_lock(struct mm_struct *mm)
+{
+	mmap_read_lock(mm);
+}
+
+void warpq_mmap_read_unlock(struct mm_struct *mm)
+{
+	mmap_read_unlock(mm);
+}
+
+/* ---- interval notifiers --------------------------------------------------- */
+
+bool warpq_range_blockable(const struct mmu_notifier_range *range)
+{
+	return mmu_notifier_range_blockable(range);
+}
+
+void warpq_range_info(const struct mmu_notifier_range *range, unsigned long *start,
+		      unsigned long *end, unsigned int *event)
+{
+	*start = range->start;
+	*end = range->end;
+	*event = range->event;
+}
+
+bool warpq_interval_read_retry(struct mmu_interval_notifier *sub, unsigned long seq)
+{
+	return mmu_interval_read_retry(sub, seq);
+}
+
+void warpq_interval_set_seq(struct mmu_interval_notifier *sub, unsigned long cur_seq)
+{
+	mmu_interval_set_seq(sub, cur_seq);
+}
+
+/* ---- DMA ------------------------------------------------------------------ */
+
+dma_addr_t warpq_dma_map_page(struct device *dev, struct page *page, bool device_writes, int *err)
+{
+	dma_addr_t addr = dma_map_page(dev, page, 0, PAGE_SIZE,
+				       device_writes ? DMA_BIDIRECTIONAL : DMA_TO_DEVICE);
+
+	*err = dma_mapping_error(dev, addr);
+	return addr;
+}
+
+void warpq_dma_unmap_page(struct device *dev, dma_addr_t addr, bool device_writes)
+{
+	dma_unmap_page(dev, addr, PAGE_SIZE, device_writes ? DMA_BIDIRECTIONAL : DMA_TO_DEVICE);
+}
+
+/*
+ * What the device reaches at bus address @addr, as a kernel pointer, or NULL
+ * if nothing: the IOMMU domain's translation when there is one (an unmapped
+ * IOVA translates to nothing, even before the lazy IOTLB flush), else
+ * dma-direct's. This is how the software engine touches memory "the way a
+ * device would".
+ */
+void *warpq_dma_to_kernel(struct device *dev, dma_addr_t addr)
+{
+	struct iommu_domain *domain = iommu_get_domain_for_dev(dev);
+	phys_addr_t phys;
+
+	if (domain && domain->type != IOMMU_DOMAIN_IDENTITY)
+		phys = iommu_iova_to_phys(domain, addr);
+	else
+		phys = dma_to_phys(dev, addr);
+	if (!phys || !pfn_valid(PHYS_PFN(phys)))
+		return NULL;
+	return phys_to_virt(phys);
+}
+
+void warpq_set_page_dirty(struct page *page)
+{
+	set_page_dirty(page);
+}
+
+/* ---- locks, wait queues, threads (macros with a lockdep key per call site) - */
+
+void warpq_mutex_init(struct mutex *lock)
+{
+	mutex_init(lock);
+}
+
+void warpq_waitqueue_init(struct wait_queue_head *wq)
+{
+	init_waitqueue_head(wq);
+}
+
+void warpq_wake_up_all(struct wait_queue_head *wq)
+{
+	wake_up_all(wq);
+}
+
+/*
+ * Sleeps (uninterruptibly) until cond(arg) or @timeout_ns elapsed; returns
+ * the last value of cond(arg). wait_event_timeout() registers as a waiter
+ * before each test of the condition, so no wake-up is lost.
+ */
+bool warpq_wait_until(struct wait_queue_head *wq, bool (*cond)(const void *), const void *arg,
+		      u64 timeout_ns)
+{
+	long jiffies_left;
+
+	if (timeout_ns == U64_MAX) {
+		wait_event(*wq, cond(arg));
+		return true;
+	}
+	jiffies_left = nsecs_to_jiffies(timeout_ns);
+	return wait_event_timeout(*wq, cond(arg), max(jiffies_left, 1L)) > 0 || cond(arg);
+}
+
+/*
+ * The engine thread's idle sleep: until cond(arg), kthread_should_stop() or a
+ * signal-free interruption. Returns 0, or -ERESTARTSYS.
+ */
+int warpq_wait_event_interruptible(struct wait_queue_head *wq, bool (*cond)(const void *),
+				   const void *arg)
+{
+	return wait_event_interruptible(*wq, cond(arg) || kthread_should_stop());
+}
+
+struct task_struct *warpq_kthread_run(int (*fn)(void *), void *data, const char *name, int *err)
+{
+	struct task_struct *task = kthread_run(fn, data, "%s", name);
+
+	if (IS_ERR(task)) {
+		*err = PTR_ERR(task);
+		return NULL;
+	}
+	*err = 0;
+	return task;
+}
+
+u64 warpq_ktime_ns(void)
+{
+	return ktime_get_ns();
+}
+
+/* ---- ring memory ------------------------------------------------------------ */
+
+void *warpq_ring_alloc(size_t size)
+{
+	return vmalloc_user(size);	/* zeroed, page-granular, for user mapping */
+}
+
+void warpq_ring_free(void *ring)
+{
+	vfree(ring);
 }

@@ -20,9 +20,27 @@ enum warpq_dma_kind {
 	WARPQ_DMA_IOMMU_OTHER = 4,
 };
 
+struct file;
+struct vm_area_struct;
+struct mm_struct;
+struct page;
+struct mmu_notifier_range;
+struct mmu_interval_notifier;
+struct mutex;
+struct wait_queue_head;
+struct task_struct;
+
 /* Implemented in Rust (warpq_main.rs). */
 int warpq_rs_probe(struct pci_dev *pdev);
 void warpq_rs_remove(struct pci_dev *pdev);
+int warpq_rs_open(void *owner, struct file *file);
+void warpq_rs_release(void *private);
+long warpq_rs_ioctl(void *private, unsigned int cmd, unsigned long arg);
+int warpq_rs_mmap(void *private, struct vm_area_struct *vma);
+unsigned int warpq_rs_fault(void *private, struct mm_struct *mm, unsigned long pgoff,
+			    struct page **page);
+void warpq_rs_vma_open(void *private, struct mm_struct *mm);
+void warpq_rs_vma_close(void *private, struct mm_struct *mm);
 
 /* Implemented in warpq_shim.c. */
 int warpq_pci_register_driver(void);
@@ -36,5 +54,40 @@ void warpq_pci_set_drvdata(struct pci_dev *pdev, void *data);
 void *warpq_pci_get_drvdata(struct pci_dev *pdev);
 int warpq_dma_set_mask(struct device *dev, unsigned int bits);
 int warpq_iommu_describe(struct device *dev, int *group_id);
+struct pci_dev *warpq_pci_dev_get(struct pci_dev *pdev);
+void warpq_pci_dev_put(struct pci_dev *pdev);
+void *warpq_misc_register(unsigned int index, struct device *parent, void *owner, int *err);
+void warpq_misc_deregister(void *handle);
+void warpq_file_set_private(struct file *file, void *data);
+int warpq_vma_setup(struct vm_area_struct *vma, unsigned long size, void *private);
+struct mm_struct *warpq_vma_mm(struct vm_area_struct *vma);
+unsigned long warpq_vma_start(struct vm_area_struct *vma);
+void warpq_zap_queue_mapping(struct mm_struct *mm, unsigned long addr, void *private);
+struct mm_struct *warpq_current_mm(void);
+void warpq_mmgrab(struct mm_struct *mm);
+void warpq_mmdrop(struct mm_struct *mm);
+bool warpq_mmget_not_zero(struct mm_struct *mm);
+void warpq_mmput(struct mm_struct *mm);
+void warpq_mmap_read_lock(struct mm_struct *mm);
+void warpq_mmap_read_unlock(struct mm_struct *mm);
+bool warpq_range_blockable(const struct mmu_notifier_range *range);
+void warpq_range_info(const struct mmu_notifier_range *range, unsigned long *start, unsigned long *end, unsigned int *event);
+bool warpq_interval_read_retry(struct mmu_interval_notifier *sub, unsigned long seq);
+void warpq_interval_set_seq(struct mmu_interval_notifier *sub, unsigned long cur_seq);
+dma_addr_t warpq_dma_map_page(struct device *dev, struct page *page, bool device_writes, int *err);
+void warpq_dma_unmap_page(struct device *dev, dma_addr_t addr, bool device_writes);
+void *warpq_dma_to_kernel(struct device *dev, dma_addr_t addr);
+void warpq_set_page_dirty(struct page *page);
+void warpq_mutex_init(struct mutex *lock);
+void warpq_waitqueue_init(struct wait_queue_head *wq);
+void warpq_wake_up_all(struct wait_queue_head *wq);
+bool warpq_wait_until(struct wait_queue_head *wq, bool (*cond)(const void *), const void *arg,
+		      u64 timeout_ns);
+int warpq_wait_event_interruptible(struct wait_queue_head *wq, bool (*cond)(const void *),
+				   const void *arg);
+struct task_struct *warpq_kthread_run(int (*fn)(void *), void *data, const char *name, int *err);
+u64 warpq_ktime_ns(void);
+void *warpq_ring_alloc(size_t size);
+void warpq_ring_free(void *ring);
 
 #endif /* WARPQ_SHIM_H */

@@ -67,9 +67,8 @@ impl DmaTranslation {
 ///
 /// # Invariants
 ///
-/// `raw` points to a `struct pci_dev` that stays valid and bound to this
-/// driver for as long as this value exists (it is created in probe and
-/// dropped at the latest in remove).
+/// `raw` points to a `struct pci_dev` on which this value holds a reference
+/// (`pci_dev_get()`), so the structure stays valid as long as this value.
 pub(crate) struct PciDevice {
     raw: NonNull<PciDevRaw>,
 }
@@ -83,17 +82,24 @@ unsafe impl Send for PciDevice {}
 unsafe impl Sync for PciDevice {}
 
 impl PciDevice {
-    /// Wraps a device handed to probe.
+    /// Wraps a device handed to probe, taking a reference on it.
     ///
     /// # Safety
     ///
-    /// `raw` must be a valid `struct pci_dev` being bound to this driver, and
-    /// the returned value must not outlive the binding (drop it in remove at
-    /// the latest).
+    /// `raw` must be null or a valid `struct pci_dev`.
     pub(crate) unsafe fn from_raw(raw: *mut PciDevRaw) -> Result<Self> {
         let raw = NonNull::new(raw).ok_or(EINVAL)?;
-        // INVARIANT: by the safety requirements of this function.
+        // SAFETY: `raw` is a valid device (this function's contract); the
+        // reference taken here is dropped in `Drop`.
+        unsafe { shim::warpq_pci_dev_get(raw.as_ptr()) };
+        // INVARIANT: we hold a reference, so the `struct pci_dev` stays valid.
         Ok(Self { raw })
+    }
+
+    /// The `struct device` embedded in the PCI device.
+    pub(crate) fn as_dev(&self) -> *mut shim::DeviceRaw {
+        // SAFETY: the device is valid (type invariant).
+        unsafe { shim::warpq_pci_to_dev(self.as_ptr()) }
     }
 
     fn as_ptr(&self) -> *mut PciDevRaw {
@@ -151,10 +157,22 @@ impl PciDevice {
         (u32::try_from(group).ok(), kind)
     }
 
-    /// Stores the driver's per-device data pointer.
-    pub(crate) fn set_drvdata(&self, data: *mut c_void) {
-        // SAFETY: the device is valid (type invariant).
-        unsafe { shim::warpq_pci_set_drvdata(self.as_ptr(), data) };
+}
+
+/// Stores the driver's per-device data pointer.
+///
+/// # Safety
+///
+/// `raw` must be a valid `struct pci_dev` bound to this driver.
+pub(crate) unsafe fn set_drvdata(raw: *mut PciDevRaw, data: *mut c_void) {
+    // SAFETY: by the function's safety requirements.
+    unsafe { shim::warpq_pci_set_drvdata(raw, data) };
+}
+
+impl Drop for PciDevice {
+    fn drop(&mut self) {
+        // SAFETY: the reference taken in `from_raw` (type invariant).
+        unsafe { shim::warpq_pci_dev_put(self.as_ptr()) };
     }
 }
 

@@ -1,12 +1,18 @@
 //! warpq: drive a warpq accelerator queue from user space.
 //!
-//! This crate grows with the driver; today it finds the devices the driver
-//! has bound.
+//! This crate grows with the driver. Today: finding the devices the driver
+//! bound ([`devices`]), opening one ([`Device::open`]), asking what it offers
+//! ([`Device::info`]) and mapping its queue ([`Device::map_queue`]).
 
 #![warn(missing_docs)]
 
+use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+
+pub mod sys;
 
 /// Where the PCI core lists the devices bound to the warpq driver.
 pub const SYSFS_DRIVER_DIR: &str = "/sys/bus/pci/drivers/warpq";
@@ -55,6 +61,98 @@ fn is_pci_address(name: &str) -> bool {
         && b.iter().enumerate().all(|(i, c)| matches!(i, 4 | 7 | 10) || c.is_ascii_hexdigit())
 }
 
+/// An open warpq device (`/dev/warpqN`).
+#[derive(Debug)]
+pub struct Device {
+    file: File,
+}
+
+impl Device {
+    /// Opens a warpq device and checks that it speaks this crate's ABI.
+    ///
+    /// Opening a file that is not a warpq device fails with `ENOTTY`
+    /// (it does not answer `WARPQ_IOC_INFO`).
+    pub fn open(path: impl AsRef<Path>) -> io::Result<Self> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let dev = Self { file };
+        let info = dev.info()?;
+        if info.version != sys::WARPQ_UAPI_VERSION {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("warpq ABI version {} (this crate speaks {})", info.version, sys::WARPQ_UAPI_VERSION),
+            ));
+        }
+        Ok(dev)
+    }
+
+    /// What the device and driver offer.
+    pub fn info(&self) -> io::Result<sys::warpq_info> {
+        let mut info = sys::warpq_info { size: std::mem::size_of::<sys::warpq_info>() as u32, ..Default::default() };
+        // SAFETY: WARPQ_IOC_INFO reads and writes one `warpq_info`, which
+        // `info` is, with its size filled in.
+        let ret = unsafe { libc::ioctl(self.file.as_raw_fd(), sys::WARPQ_IOC_INFO, &mut info) };
+        if ret < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(info)
+    }
+
+    /// Maps this process's queue ring (`WARPQ_RING_SIZE` bytes, shared).
+    pub fn map_queue(&self) -> io::Result<QueueMapping> {
+        // SAFETY: a fresh mapping at an address the kernel picks; nothing
+        // else refers to it yet.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                sys::WARPQ_RING_SIZE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                self.file.as_raw_fd(),
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = NonNull::new(addr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(QueueMapping { base })
+    }
+
+    /// The underlying file.
+    pub fn as_file(&self) -> &File {
+        &self.file
+    }
+}
+
+/// A mapped queue ring. Unmapped on drop.
+#[derive(Debug)]
+pub struct QueueMapping {
+    base: NonNull<u8>,
+}
+
+impl QueueMapping {
+    /// The ring's header as it is now (a racy snapshot of the kernel-written
+    /// fields, good for identification and statistics).
+    pub fn header(&self) -> sys::warpq_ring_header {
+        // SAFETY: the mapping is at least a header long, page aligned, and
+        // lives as long as `self`; a volatile read copes with the kernel
+        // changing it.
+        unsafe { std::ptr::read_volatile(self.base.as_ptr().cast::<sys::warpq_ring_header>()) }
+    }
+
+    /// The first byte of the mapping.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+}
+
+impl Drop for QueueMapping {
+    fn drop(&mut self) {
+        // SAFETY: `base` is our mapping of WARPQ_RING_SIZE bytes.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), sys::WARPQ_RING_SIZE) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,5 +184,11 @@ mod tests {
     fn missing_driver_dir_is_an_error_for_devices_in() {
         let err = devices_in(Path::new("/nonexistent/warpq")).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn opening_a_file_that_is_not_a_warpq_device_says_so() {
+        let err = Device::open("/dev/null").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOTTY));
     }
 }

@@ -7,6 +7,7 @@ probe_re='warpq: [0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-9a-f]: bound 1234:11e8'
 check "probe line logged" sh -c "dmesg | grep -Eq '$probe_re'"
 check "edu device listed under the driver" sh -c "ls /sys/bus/pci/drivers/warpq | grep -Eq '^[0-9a-f]{4}:'"
 check "warpqctl list finds it" warpqctl list
+check "/dev/warpq0 is a character device" test -c /dev/warpq0
 if [ "$iommu" = on ]; then
     check "DMA goes through the IOMMU (dma-iommu, own group)" sh -c "dmesg | grep -E '$probe_re' | grep -q 'iommu group [0-9]*, dma-iommu'"
 else

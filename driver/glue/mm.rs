@@ -1,0 +1,52 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! References to an `mm_struct`.
+
+use core::ptr::NonNull;
+
+use crate::shim::{self, MmRaw};
+
+/// The identity of an mm as the protocol core knows it (its address). Only
+/// meaningful while some reference keeps the `mm_struct` allocated.
+pub(crate) fn mm_id(mm: NonNull<MmRaw>) -> usize {
+    mm.as_ptr() as usize
+}
+
+/// A long-term reference on an `mm_struct` (`mmgrab()`): keeps the
+/// structure, not the address space, alive. Use `mmget_not_zero()` around
+/// any use of the address space itself.
+///
+/// # Invariants
+///
+/// `mm` is a valid `mm_struct` on which this value holds an mmgrab reference.
+pub(crate) struct MmGrab {
+    mm: NonNull<MmRaw>,
+}
+
+// SAFETY: mm references may be taken and dropped on any thread.
+unsafe impl Send for MmGrab {}
+// SAFETY: only the (immutable) pointer is shared.
+unsafe impl Sync for MmGrab {}
+
+impl MmGrab {
+    /// Takes a reference on `mm`.
+    ///
+    /// # Safety
+    ///
+    /// `mm` must be valid for the duration of the call (for example the
+    /// faulting vma's `vm_mm`, or `current->mm`).
+    pub(crate) unsafe fn new(mm: NonNull<MmRaw>) -> Self {
+        // SAFETY: `mm` is valid (this function's contract).
+        unsafe { shim::warpq_mmgrab(mm.as_ptr()) };
+        // INVARIANT: the reference was just taken.
+        Self { mm }
+    }
+
+}
+
+impl Drop for MmGrab {
+    fn drop(&mut self) {
+        // SAFETY: the reference taken in `new` (type invariant).
+        unsafe { shim::warpq_mmdrop(self.mm.as_ptr()) };
+    }
+}

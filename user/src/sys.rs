@@ -1,0 +1,65 @@
+//! The kernel ABI of `driver/uapi/warpq.h`, mirrored by hand. A test in
+//! `tests/uapi_layout.rs` compiles the C header and checks that the two agree.
+
+#![allow(missing_docs)]
+
+pub const WARPQ_UAPI_VERSION: u32 = 1;
+pub const WARPQ_IOC_MAGIC: u32 = 0xb7;
+
+pub const WARPQ_RING_MAGIC: u32 = 0x5150_5257;
+pub const WARPQ_SQ_ENTRIES: u32 = 256;
+pub const WARPQ_CQ_ENTRIES: u32 = 512;
+pub const WARPQ_RING_HEADER_SIZE: usize = 4096;
+pub const WARPQ_RING_SQ_OFFSET: usize = WARPQ_RING_HEADER_SIZE;
+pub const WARPQ_RING_CQ_OFFSET: usize = WARPQ_RING_SQ_OFFSET + WARPQ_SQ_ENTRIES as usize * 64;
+pub const WARPQ_RING_SIZE: usize = WARPQ_RING_CQ_OFFSET + WARPQ_CQ_ENTRIES as usize * 32;
+
+pub const WARPQ_CAP_RING: u64 = 1 << 0;
+pub const WARPQ_CAP_SUBMIT_IOCTL: u64 = 1 << 1;
+pub const WARPQ_CAP_EDU_DMA: u64 = 1 << 2;
+pub const WARPQ_CAP_FORK_QUEUE: u64 = 1 << 3;
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct warpq_ring_header {
+    pub magic: u32,
+    pub version: u32,
+    pub sq_entries: u32,
+    pub cq_entries: u32,
+    pub sq_offset: u32,
+    pub cq_offset: u32,
+    pub owner_id: u64,
+    pub pad0: [u8; 32],
+    pub sq_head: u32,
+    pub pad1: [u8; 60],
+    pub sq_tail: u32,
+    pub pad2: [u8; 60],
+    pub cq_head: u32,
+    pub pad3: [u8; 60],
+    pub cq_tail: u32,
+    pub pad4: [u8; 60],
+    pub flags: u32,
+    pub pad5: u32,
+    pub sq_invalid: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct warpq_info {
+    pub size: u32,
+    pub version: u32,
+    pub capabilities: u64,
+    pub sq_entries: u32,
+    pub cq_entries: u32,
+    pub ring_size: u32,
+    pub max_regions: u32,
+    pub max_region_bytes: u64,
+    pub policy: u32,
+    pub dma_translation: u32,
+}
+
+const fn iowr(nr: u32, size: usize) -> libc::c_ulong {
+    ((3u32 << 30) | ((size as u32) << 16) | (WARPQ_IOC_MAGIC << 8) | nr) as libc::c_ulong
+}
+
+pub const WARPQ_IOC_INFO: libc::c_ulong = iowr(0x00, std::mem::size_of::<warpq_info>());
