@@ -58,8 +58,10 @@ impl QueueFile {
             return Ok(queue);
         }
         // Build outside D (see the lock order above), then publish.
-        // SAFETY: `mm` is valid (this function's contract).
-        let fresh = Arc::new(unsafe { Queue::new(mm) }?, GFP_KERNEL)?;
+        let private = self as *const Self as *mut core::ffi::c_void;
+        // SAFETY: `mm` is valid (this function's contract); `private` is this
+        // file's `private_data` (the `Arc<QueueFile>` data pointer).
+        let fresh = unsafe { Queue::new(self.dev.clone(), mm, private) }?;
         let mut dir = self.dir.lock();
         match dir.table.get_or_create(id) {
             Ok((slot, true)) => {

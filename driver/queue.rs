@@ -1,45 +1,762 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! One queue: the state of one (device file, mm) pair — its shared ring and
-//! a reference on its mm. Created by the first fault or ioctl of that mm, so
-//! that after fork the child gets a queue of its own and never the parent's.
+//! One queue: the state of one (device file, mm) pair — its shared ring, its
+//! registered regions with their interval notifiers, its engine thread, and
+//! the protocol core's context that keeps all of that consistent.
+//!
+//! Created by the first fault or ioctl of that mm, so that after fork the
+//! child gets a queue of its own and never the parent's.
+//!
+//! Lock order (file.rs owns D):
+//!   mmap_lock → D (`QueueFile::dir`) → L (`Queue::lock`).
+//! L is the invalidation lock of DESIGN.md: the interval-notifier callback
+//! takes it. Nothing allocates, pins or takes the mmap lock with L held; the
+//! engine never takes L (it synchronises through the protocol's gate).
 
+use core::cell::UnsafeCell;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 
+use kernel::bindings;
+use kernel::ffi::{c_int, c_ulong, c_void};
 use kernel::prelude::*;
+use kernel::sync::Arc;
+use kernel::types::Opaque;
 
+use crate::device::DeviceCore;
+use crate::engine;
 use crate::glue::mm::MmGrab;
+use crate::glue::mutex::{KMutex, KMutexGuard};
+use crate::protocol::context::{Config, ContextLock, LockKey, MmContext};
+use crate::protocol::platform::{Mapping, PinError, Platform, Waiter};
+use crate::protocol::policy::{Event, Policy};
+use crate::protocol::rebuild::{rebuild, RebuildError, RebuildReport};
+use crate::protocol::region::{Access, RegionDesc, RegionError, RegionHandle};
+use crate::protocol::teardown::{invalidate, Invalidation};
 use crate::ring::Ring;
-use crate::shim::{MmRaw, PageRaw};
+use crate::shim::{self, DeviceRaw, IntervalRaw, MmRaw, PageRaw, RangeRaw, TaskRaw};
+use crate::uapi;
+
+/// Registered buffers per queue.
+pub(crate) const MAX_REGIONS: usize = 16;
+/// Largest registered buffer.
+pub(crate) const MAX_REGION_BYTES: u64 = 64 << 20;
+/// Queue mappings per mm whose PTEs the zap worker knows about. A process
+/// mapping its queue more often than this still gets a correct queue (the
+/// gate keeps the engine out); only the extra mappings do not fault on the
+/// next touch and rebuild lazily — an ioctl does.
+const MAX_RING_MAPPINGS: usize = 4;
+
+const PAGE_SIZE: u64 = kernel::page::PAGE_SIZE as u64;
 
 /// Queue identities as seen by user space (`owner_id` in the ring header):
 /// never reused while the module is loaded.
 static NEXT_OWNER_ID: AtomicU64 = AtomicU64::new(1);
 
+type Context = MmContext<DmaMapping, MAX_REGIONS>;
+
+/// The pinned pages of one region and their DMA addresses.
+pub(crate) struct DmaMapping {
+    pages: KVec<*mut PageRaw>,
+    dma: KVec<u64>,
+}
+
+// SAFETY: page pointers and bus addresses are plain values usable from any
+// thread; the pages are pinned for the mapping's lifetime.
+unsafe impl Send for DmaMapping {}
+// SAFETY: as above; shared access only reads them.
+unsafe impl Sync for DmaMapping {}
+
+impl DmaMapping {
+    /// The bus address of each page, in order.
+    pub(crate) fn dma_addresses(&self) -> &[u64] {
+        &self.dma
+    }
+}
+
+impl Mapping for DmaMapping {
+    fn page_count(&self) -> u64 {
+        self.pages.len() as u64
+    }
+}
+
+/// Counters of one queue.
+#[derive(Default)]
+pub(crate) struct QueueStats {
+    pub(crate) commands_ok: AtomicU64,
+    pub(crate) commands_failed: AtomicU64,
+    pub(crate) invalidations: AtomicU64,
+    pub(crate) ignored_by_policy: AtomicU64,
+    pub(crate) teardowns: AtomicU64,
+    pub(crate) drain_timeouts: AtomicU64,
+    pub(crate) rebuilds: AtomicU64,
+    pub(crate) rebuild_retries: AtomicU64,
+    pub(crate) pages_pinned: AtomicU64,
+    pub(crate) faults: AtomicU64,
+    pub(crate) zaps: AtomicU64,
+}
+
+fn bump(c: &AtomicU64, by: u64) {
+    c.fetch_add(by, Ordering::Relaxed);
+}
+
+/// The interval notifier of one region slot.
+struct RegionSlot {
+    /// Handed to `mmu_interval_notifier_insert()`; initialised by it.
+    sub: Opaque<bindings::mmu_interval_notifier>,
+    /// This slot's index in `Queue::slots`, to find the queue back.
+    index: usize,
+    /// The region the notifier watches. Written before insertion and read by
+    /// the callback; insertion and removal order the accesses.
+    desc: UnsafeCell<Option<RegionDesc>>,
+    /// The notifier is in the interval tree.
+    inserted: AtomicBool,
+    /// `sub` was initialised by an insertion at least once (so it may be
+    /// read by `mmu_interval_read_begin()` even after removal).
+    ever_inserted: AtomicBool,
+}
+
+impl RegionSlot {
+    fn new(index: usize) -> Self {
+        Self {
+            sub: Opaque::uninit(),
+            index,
+            desc: UnsafeCell::new(None),
+            inserted: AtomicBool::new(false),
+            ever_inserted: AtomicBool::new(false),
+        }
+    }
+}
+
+#[pin_data(PinnedDrop)]
 pub(crate) struct Queue {
-    /// Keeps the `mm_struct` (not the address space) alive for the queue's
-    /// lifetime, so its address stays a unique key in the file's directory.
-    _mm: MmGrab,
+    dev: Arc<DeviceCore>,
+    /// Keeps the `mm_struct` (not the address space) alive: its address is
+    /// this queue's key, and the notifiers' and the zap worker's mm.
+    mm: MmGrab,
+    /// `file->private_data` of the file this queue belongs to (the queue
+    /// vma's `vm_private_data`), to recognise its mappings.
+    file_private: *mut c_void,
     ring: Ring,
+    config: Config,
+    ctx: Context,
+    #[pin]
+    lock: KMutex<LockKey>,
+    /// Waiters: drains, the idle engine, WAIT.
+    #[pin]
+    wq: Opaque<bindings::wait_queue_head>,
+    #[pin]
+    zap_work: Opaque<bindings::work_struct>,
+    slots: [RegionSlot; MAX_REGIONS],
+    ring_mappings: [AtomicU64; MAX_RING_MAPPINGS],
+    engine: AtomicPtr<TaskRaw>,
+    pub(crate) stats: QueueStats,
+}
+
+// SAFETY: the raw pointers are identities (`file_private`) or used through
+// the kernel's own synchronisation (`engine`, notifier slots written before
+// insertion); everything else is Send + Sync.
+unsafe impl Send for Queue {}
+// SAFETY: as above.
+unsafe impl Sync for Queue {}
+
+impl ContextLock for KMutex<LockKey> {
+    type Guard<'a> = KMutexGuard<'a, LockKey>;
+    fn lock(&self) -> Self::Guard<'_> {
+        KMutex::lock(self)
+    }
+    fn try_lock(&self) -> Option<Self::Guard<'_>> {
+        KMutex::try_lock(self)
+    }
+}
+
+/// The module parameter `policy` (strict by default until the filtered
+/// policy's VM tests exist).
+pub(crate) fn current_policy() -> Policy {
+    Policy::Strict
 }
 
 impl Queue {
-    /// A queue for `mm`.
+    /// A queue for `mm`, with its engine thread running.
     ///
     /// # Safety
     ///
-    /// `mm` must be valid for the duration of the call.
-    pub(crate) unsafe fn new(mm: NonNull<MmRaw>) -> Result<Self> {
+    /// `mm` must be valid for the duration of the call; `file_private` is the
+    /// owning file's `private_data`.
+    pub(crate) unsafe fn new(dev: Arc<DeviceCore>, mm: NonNull<MmRaw>, file_private: *mut c_void) -> Result<Arc<Self>> {
         let owner_id = NEXT_OWNER_ID.fetch_add(1, Ordering::Relaxed);
         let ring = Ring::new(owner_id)?;
         // SAFETY: `mm` is valid (this function's contract).
         let mm = unsafe { MmGrab::new(mm) };
-        Ok(Self { _mm: mm, ring })
+        let (ctx, key) = MmContext::new(mm.id());
+        let config = Config { policy: current_policy(), ..Config::DEFAULT };
+        let queue = Arc::pin_init(
+            pin_init!(Self {
+                dev,
+                mm,
+                file_private,
+                ring,
+                config,
+                ctx,
+                lock <- KMutex::new(key),
+                // SAFETY: `slot` is pinned memory for a wait queue head.
+                wq <- Opaque::ffi_init(|slot| unsafe { shim::warpq_waitqueue_init(slot) }),
+                // SAFETY: `slot` is pinned memory for a work item.
+                zap_work <- Opaque::ffi_init(|slot| unsafe { shim::warpq_work_init(slot, zap_work_fn) }),
+                slots: core::array::from_fn(RegionSlot::new),
+                ring_mappings: [const { AtomicU64::new(0) }; MAX_RING_MAPPINGS],
+                engine: AtomicPtr::new(core::ptr::null_mut()),
+                stats: QueueStats::default(),
+            }),
+            GFP_KERNEL,
+        )?;
+        queue.start_engine()?;
+        Ok(queue)
     }
 
-    /// The page to map at page `index` of the queue mapping.
-    pub(crate) fn ring_page(&self, index: usize) -> Option<NonNull<PageRaw>> {
-        self.ring.page(index)
+    fn start_engine(&self) -> Result {
+        let mut err: c_int = 0;
+        // SAFETY: the queue outlives the thread: `PinnedDrop` stops it
+        // before the memory goes away. The name is a NUL-terminated literal.
+        let task = unsafe {
+            shim::warpq_kthread_run(engine_thread, self as *const Self as *mut c_void, c"warpq-engine".as_ptr().cast(), &mut err)
+        };
+        if task.is_null() {
+            return Err(kernel::error::Error::from_errno(err));
+        }
+        self.engine.store(task, Ordering::Release);
+        Ok(())
     }
+
+    fn platform(&self, mmap_locked: bool) -> QueuePlatform<'_> {
+        QueuePlatform { q: self, mmap_locked }
+    }
+
+    fn wq(&self) -> *mut bindings::wait_queue_head {
+        self.wq.get()
+    }
+
+    fn wake_all(&self) {
+        // SAFETY: the wait queue head was initialised in `new`.
+        unsafe { shim::warpq_wake_up_all(self.wq()) };
+    }
+
+    /// The page to map at page `index` of a queue mapping at `vm_start` in
+    /// this queue's mm, rebuilding what invalidations tore down first.
+    /// Called from `->fault` with the mmap lock held.
+    pub(crate) fn fault(&self, vm_start: u64, index: usize) -> core::result::Result<NonNull<PageRaw>, u32> {
+        bump(&self.stats.faults, 1);
+        let page = self.ring.page(index).ok_or(bindings::vm_fault_reason_VM_FAULT_SIGBUS)?;
+        self.remember_mapping(vm_start);
+        let platform = self.platform(true);
+        if self.ctx.gate().is_stale() {
+            match self.rebuild(&platform) {
+                Ok(_) | Err(RebuildError::Released) => {}
+                Err(RebuildError::PinFailed(_)) => return Err(bindings::vm_fault_reason_VM_FAULT_OOM),
+                // Collisions or a busy queue: let the access fault again.
+                Err(_) => return Err(bindings::vm_fault_reason_VM_FAULT_NOPAGE),
+            }
+        }
+        // The zap scheduled by a teardown may have run before this page is
+        // mapped: re-check and re-queue it (its worker waits for our mmap lock).
+        self.ctx.ring_mapped(&platform);
+        Ok(page)
+    }
+
+    fn remember_mapping(&self, vm_start: u64) {
+        if self.ring_mappings.iter().any(|m| m.load(Ordering::Relaxed) == vm_start) {
+            return;
+        }
+        for m in &self.ring_mappings {
+            if m.compare_exchange(0, vm_start, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+                return;
+            }
+        }
+    }
+
+    fn rebuild(&self, platform: &QueuePlatform<'_>) -> core::result::Result<RebuildReport, RebuildError> {
+        let report = rebuild(&self.ctx, &self.lock, platform, &self.config);
+        if let Ok(r) = &report {
+            bump(&self.stats.rebuilds, u64::from(r.mapped));
+            bump(&self.stats.rebuild_retries, u64::from(r.retries));
+            if r.running {
+                self.wake_all();
+            }
+        }
+        report
+    }
+
+    /// From an ioctl of this queue's own mm: rebuild if an invalidation tore
+    /// something down, so that a caller that never touches the ring (WAIT)
+    /// still makes progress.
+    pub(crate) fn rebuild_if_stale(&self) -> Result {
+        if !self.ctx.gate().is_stale() {
+            return Ok(());
+        }
+        match self.rebuild(&self.platform(false)) {
+            Ok(_) | Err(RebuildError::Released) => Ok(()),
+            Err(RebuildError::PinFailed(_)) => Err(ENOMEM),
+            Err(_) => Err(EAGAIN),
+        }
+    }
+
+    /// REGISTER: `[addr, addr + len)` with `access`, pinned and mapped before
+    /// this returns. Called from an ioctl of the queue's mm, without the
+    /// mmap lock (inserting the notifier takes it).
+    pub(crate) fn register(&self, addr: u64, len: u64, access: u32) -> Result<u64> {
+        if addr % PAGE_SIZE != 0 || len % PAGE_SIZE != 0 {
+            return Err(EINVAL);
+        }
+        if len == 0 || len > MAX_REGION_BYTES || addr.checked_add(len).is_none() {
+            return Err(EINVAL);
+        }
+        let mut bits = 0u8;
+        if access & uapi::ACCESS_READ != 0 {
+            bits |= Access::READ.bits();
+        }
+        if access & uapi::ACCESS_WRITE != 0 {
+            bits |= Access::WRITE.bits();
+        }
+        if access & !(uapi::ACCESS_READ | uapi::ACCESS_WRITE) != 0 || bits == 0 {
+            return Err(EINVAL);
+        }
+        let access = Access::from_bits(bits).ok_or(EINVAL)?;
+        let platform = self.platform(false);
+        let desc = {
+            let mut key = self.lock.lock();
+            self.ctx.register(&mut key, &platform, &self.config, addr, len, access).map_err(region_errno)?
+        };
+        let slot = &self.slots[desc.handle.slot()];
+        // SAFETY: the slot is free (the region table just handed it out and
+        // its previous notifier was removed before that); nothing reads
+        // `desc` until the notifier is inserted below.
+        unsafe { *slot.desc.get() = Some(desc) };
+        // SAFETY: `sub` is this slot's notifier storage, not in any tree;
+        // the queue (and so `sub`) outlives the insertion (removed in
+        // `unregister` or `PinnedDrop`); the mm is held by `self.mm` and
+        // has users (this is its own ioctl).
+        let ret = unsafe { shim::warpq_interval_insert(slot.sub.get().cast(), self.mm.as_ptr(), addr as c_ulong, len as c_ulong) };
+        if ret != 0 {
+            let mut key = self.lock.lock();
+            let _ = self.ctx.unregister(&mut key, &platform, &self.config, desc.handle);
+            return Err(kernel::error::Error::from_errno(ret));
+        }
+        slot.ever_inserted.store(true, Ordering::Release);
+        slot.inserted.store(true, Ordering::Release);
+        let armed = {
+            let mut key = self.lock.lock();
+            self.ctx.arm(&mut key, &platform, &self.config, desc.handle)
+        };
+        let result = armed.map_err(region_errno).and_then(|()| match self.rebuild(&platform) {
+            Ok(_) => Ok(()),
+            Err(RebuildError::PinFailed(_)) => Err(ENOMEM),
+            Err(_) => Err(EAGAIN),
+        });
+        // A region that could not be pinned (unmapped, read-only for a
+        // device-writable registration, VM_IO...) is dead: refuse it.
+        let state = {
+            let key = self.lock.lock();
+            self.ctx.region(&key, desc.handle).map(|info| info.state)
+        };
+        let dead = matches!(state, Ok(crate::protocol::region::StateKind::Dead));
+        if result.is_err() || dead {
+            let _ = self.unregister(desc.handle.to_raw());
+            return Err(result.err().unwrap_or(EFAULT));
+        }
+        Ok(desc.handle.to_raw())
+    }
+
+    /// UNREGISTER: drains the engine, unpins, removes the notifier.
+    pub(crate) fn unregister(&self, raw: u64) -> Result {
+        let handle = RegionHandle::from_raw(raw).ok_or(EINVAL)?;
+        let slot = self.slots.get(handle.slot()).ok_or(EINVAL)?;
+        let report = {
+            let mut key = self.lock.lock();
+            self.ctx.unregister(&mut key, &self.platform(false), &self.config, handle).map_err(region_errno)?
+        };
+        // SAFETY: the callback may still read `desc`; removing the notifier
+        // below waits for it. The region is gone from the table, so the
+        // callback finds nothing to do.
+        if slot.inserted.swap(false, Ordering::AcqRel) {
+            // SAFETY: inserted by `register`; removal waits for running
+            // callbacks and is not done from one.
+            unsafe { shim::warpq_interval_remove(slot.sub.get().cast()) };
+        }
+        let _ = report;
+        Ok(())
+    }
+
+    /// WAIT: until `min_ready` completions are in the ring, the timeout, or
+    /// a signal.
+    pub(crate) fn wait(&self, min_ready: u32, timeout_ns: i64) -> Result<u32> {
+        self.rebuild_if_stale()?;
+        self.wake_all();
+        let min_ready = min_ready.min(uapi::CQ_ENTRIES);
+        let cond = || self.ring.cq_ready() >= min_ready || self.ctx.is_released();
+        let cond: &dyn Fn() -> bool = &cond;
+        let timeout = if timeout_ns < 0 { u64::MAX } else { timeout_ns as u64 };
+        // SAFETY: the wait queue was initialised in `new`; `cond` outlives
+        // the call.
+        let ret = unsafe {
+            shim::warpq_wait_interruptible_timeout(self.wq(), call_cond, &cond as *const &dyn Fn() -> bool as *const c_void, timeout)
+        };
+        if ret < 0 {
+            return Err(ERESTARTSYS);
+        }
+        Ok(self.ring.cq_ready())
+    }
+
+    /// WAKE: the engine may be asleep (`WARPQ_RING_NEED_WAKEUP`).
+    pub(crate) fn wake(&self) -> Result {
+        self.rebuild_if_stale()?;
+        self.wake_all();
+        Ok(())
+    }
+
+    fn engine_has_work(&self) -> bool {
+        self.ctx.gate().is_running() && self.ring.sq_pending() > 0 && self.ring.cq_space() > 0
+    }
+
+    /// The engine thread's body.
+    fn engine_loop(&self) {
+        let platform = self.platform(false);
+        loop {
+            self.engine_idle();
+            // SAFETY: called from the kthread itself.
+            if unsafe { bindings::kthread_should_stop() } {
+                break;
+            }
+            self.engine_run(&platform);
+        }
+        self.abort_pending();
+    }
+
+    /// Sleeps until there is work or the thread must stop, advertising the
+    /// sleep in the ring (need-wakeup) as io_uring's SQPOLL thread does.
+    fn engine_idle(&self) {
+        if self.engine_has_work() {
+            return;
+        }
+        self.ring.set_flag(uapi::RING_NEED_WAKEUP, true);
+        // `set_flag` is SeqCst: a submitter that publishes its tail and then
+        // (after its own SeqCst fence) reads no flag is seen by this check.
+        if !self.engine_has_work() {
+            let cond = || self.engine_has_work();
+            let cond: &dyn Fn() -> bool = &cond;
+            // SAFETY: the wait queue was initialised in `new`; `cond`
+            // outlives the call. kthread_stop() wakes the thread and the
+            // shim's condition includes kthread_should_stop().
+            unsafe { shim::warpq_wait_event_interruptible(self.wq(), call_cond, &cond as *const &dyn Fn() -> bool as *const c_void) };
+        }
+        self.ring.set_flag(uapi::RING_NEED_WAKEUP, false);
+    }
+
+    /// Executes submissions while the gate lets the engine in.
+    fn engine_run(&self, platform: &QueuePlatform<'_>) {
+        while self.ring.cq_space() > 0 {
+            let Some(sqe) = self.ring.peek_sqe() else { break };
+            let Some(guard) = self.ctx.enter(platform) else { break };
+            let outcome = engine::execute(&guard, self.dev.pdev.as_dev(), &sqe);
+            let status = match guard.finish() {
+                crate::protocol::gate::EngineExit::Completed => outcome.status,
+                // A drain timed out and reset the queue while this command
+                // ran: its result is void; report that, never drop it.
+                crate::protocol::gate::EngineExit::Abandoned => uapi::STATUS_ABORTED,
+            };
+            let result = if status == uapi::STATUS_OK { outcome.result } else { 0 };
+            self.ring.complete(sqe.user_data, status, result);
+            if status == uapi::STATUS_OK {
+                bump(&self.stats.commands_ok, 1);
+            } else {
+                bump(&self.stats.commands_failed, 1);
+            }
+            self.wake_all();
+        }
+    }
+
+    /// At shutdown: every submission still in the ring completes as aborted.
+    fn abort_pending(&self) {
+        while self.ring.cq_space() > 0 {
+            let Some(sqe) = self.ring.peek_sqe() else { break };
+            self.ring.complete(sqe.user_data, uapi::STATUS_ABORTED, 0);
+            bump(&self.stats.commands_failed, 1);
+        }
+        self.wake_all();
+    }
+
+    /// The zap worker: makes the next touch of the queue's mappings fault.
+    fn zap(&self) {
+        if !self.ctx.zap_needed() {
+            return;
+        }
+        bump(&self.stats.zaps, 1);
+        for m in &self.ring_mappings {
+            let addr = m.load(Ordering::Relaxed);
+            if addr != 0 {
+                // SAFETY: the mm is held by `self.mm`; the shim takes a user
+                // reference and the mmap lock, and zaps only a vma that is
+                // still a queue mapping of our file.
+                unsafe { shim::warpq_zap_queue_mapping(self.mm.as_ptr(), addr as c_ulong, self.file_private) };
+            }
+        }
+    }
+
+    /// The interval notifier callback of `slot`.
+    fn invalidate(&self, slot: &RegionSlot, range: *const RangeRaw, cur_seq: u64) -> bool {
+        // SAFETY: written before the notifier was inserted; not changed
+        // until it is removed (which waits for this callback).
+        let Some(region) = (unsafe { *slot.desc.get() }) else {
+            return true;
+        };
+        let (mut start, mut end, mut event) = (0, 0, 0);
+        // SAFETY: `range` is the callback's valid range.
+        let blockable = unsafe {
+            shim::warpq_range_info(range, &mut start, &mut end, &mut event);
+            shim::warpq_range_blockable(range)
+        };
+        let inv = Invalidation {
+            region,
+            cur_seq,
+            start: start as u64,
+            end: end as u64,
+            event: Event::from_raw(event),
+            blockable,
+            owner_is_us: false,
+        };
+        let report = invalidate(&self.ctx, &self.lock, &self.platform(false), &self.config, &inv);
+        bump(&self.stats.invalidations, 1);
+        match report.outcome {
+            crate::protocol::teardown::InvalidateOutcome::Ignored(_) => bump(&self.stats.ignored_by_policy, 1),
+            crate::protocol::teardown::InvalidateOutcome::TornDown { drain, .. } => {
+                bump(&self.stats.teardowns, 1);
+                if matches!(drain, crate::protocol::context::DrainReport::Reset { .. }) {
+                    bump(&self.stats.drain_timeouts, 1);
+                }
+            }
+            _ => {}
+        }
+        report.callback_result()
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for Queue {
+    fn drop(self: Pin<&mut Self>) {
+        // 1. Drain, unpin everything, close the gate for good.
+        {
+            let mut key = self.lock.lock();
+            let _ = self.ctx.release(&mut key, &self.platform(false), &self.config);
+        }
+        // 2. Remove the notifiers (waits for running callbacks; never from one).
+        for slot in &self.slots {
+            if slot.inserted.swap(false, Ordering::AcqRel) {
+                // SAFETY: inserted by `register`, not removed since.
+                unsafe { shim::warpq_interval_remove(slot.sub.get().cast()) };
+            }
+        }
+        // 3. Stop the engine: it completes what is left in the ring as aborted.
+        let task = self.engine.swap(core::ptr::null_mut(), Ordering::AcqRel);
+        if !task.is_null() {
+            // SAFETY: our running kthread; kthread_stop() waits for it to exit.
+            unsafe { bindings::kthread_stop(task.cast()) };
+        }
+        // 4. No zap may run after this.
+        // SAFETY: initialised in `new`.
+        unsafe { shim::warpq_work_cancel_sync(self.zap_work.get()) };
+    }
+}
+
+fn region_errno(e: RegionError) -> kernel::error::Error {
+    match e {
+        RegionError::Busy => EBUSY,
+        RegionError::NoSuchRegion => ENOENT,
+        RegionError::Overlaps(_) => EEXIST,
+        RegionError::TableFull => ENOSPC,
+        RegionError::Released => ESRCH,
+        _ => EINVAL,
+    }
+}
+
+/// Trampoline for the shim's wait helpers: `arg` points to a `&dyn Fn() -> bool`.
+unsafe extern "C" fn call_cond(arg: *const c_void) -> bool {
+    // SAFETY: the callers pass a pointer to a live `&dyn Fn() -> bool`.
+    let cond = unsafe { &*(arg as *const &dyn Fn() -> bool) };
+    cond()
+}
+
+unsafe extern "C" fn engine_thread(data: *mut c_void) -> c_int {
+    // SAFETY: `start_engine` passed the queue, which outlives the thread.
+    let queue = unsafe { &*(data as *const Queue) };
+    queue.engine_loop();
+    0
+}
+
+unsafe extern "C" fn zap_work_fn(work: *mut bindings::work_struct) {
+    // SAFETY: `work` is the `zap_work` field of a live queue (the queue
+    // cancels the work before it is freed).
+    let queue = unsafe { &*kernel::container_of!(work.cast::<Opaque<bindings::work_struct>>(), Queue, zap_work) };
+    queue.zap();
+}
+
+/// The interval-notifier callback (through the shim's ops).
+#[no_mangle]
+extern "C" fn warpq_rs_invalidate(sub: *mut IntervalRaw, range: *const RangeRaw, cur_seq: c_ulong) -> bool {
+    // SAFETY: `sub` is the `sub` field of a `RegionSlot` of a live queue:
+    // notifiers are removed before their queue is freed.
+    let slot = unsafe { &*kernel::container_of!(sub.cast::<Opaque<bindings::mmu_interval_notifier>>(), RegionSlot, sub) };
+    // SAFETY: slot `index` of the queue's `slots` array is `slot`, so going
+    // back `index` slots gives the array, a field of the queue.
+    let queue = unsafe {
+        let first = (slot as *const RegionSlot).sub(slot.index);
+        &*kernel::container_of!(first.cast::<[RegionSlot; MAX_REGIONS]>(), Queue, slots)
+    };
+    queue.invalidate(slot, range, cur_seq as u64)
+}
+
+/// The kernel services for the protocol core, as seen from one queue.
+struct QueuePlatform<'a> {
+    q: &'a Queue,
+    /// The caller holds the mm's mmap lock (the fault path).
+    mmap_locked: bool,
+}
+
+impl QueuePlatform<'_> {
+    fn sub(&self, region: &RegionDesc) -> Option<*mut IntervalRaw> {
+        let slot = self.q.slots.get(region.handle.slot())?;
+        if slot.ever_inserted.load(Ordering::Acquire) {
+            Some(slot.sub.get().cast())
+        } else {
+            None
+        }
+    }
+
+    fn dev(&self) -> *mut DeviceRaw {
+        self.q.dev.pdev.as_dev()
+    }
+}
+
+impl Waiter for QueuePlatform<'_> {
+    fn now_ns(&self) -> u64 {
+        // SAFETY: no precondition.
+        unsafe { shim::warpq_ktime_ns() }
+    }
+
+    fn wait_until(&self, done: &dyn Fn() -> bool, deadline_ns: u64) -> bool {
+        let timeout = if deadline_ns == u64::MAX { u64::MAX } else { deadline_ns.saturating_sub(self.now_ns()) };
+        // SAFETY: the wait queue was initialised in `Queue::new`; `done`
+        // outlives the call.
+        unsafe { shim::warpq_wait_until(self.q.wq(), call_cond, &done as *const &dyn Fn() -> bool as *const c_void, timeout) }
+    }
+
+    fn wake(&self) {
+        self.q.wake_all();
+    }
+}
+
+impl Platform for QueuePlatform<'_> {
+    type Mapping = DmaMapping;
+
+    fn read_begin(&self, region: &RegionDesc) -> u64 {
+        match self.sub(region) {
+            // SAFETY: the notifier was initialised by an insertion and its mm
+            // is held by the queue; after a removal the value is stale and
+            // the core discards the rebuild (the region's generation changed).
+            Some(sub) => unsafe { shim::warpq_interval_read_begin(sub) as u64 },
+            None => 0,
+        }
+    }
+
+    fn read_retry(&self, region: &RegionDesc, seq: u64) -> bool {
+        match self.sub(region) {
+            // SAFETY: as in `read_begin`.
+            Some(sub) => unsafe { shim::warpq_interval_read_retry(sub, seq as c_ulong) },
+            None => true,
+        }
+    }
+
+    fn set_seq(&self, region: &RegionDesc, cur_seq: u64) {
+        if let Some(sub) = self.sub(region) {
+            // SAFETY: called from this notifier's callback with L held.
+            unsafe { shim::warpq_interval_set_seq(sub, cur_seq as c_ulong) };
+        }
+    }
+
+    fn pin_and_map(&self, region: &RegionDesc) -> core::result::Result<DmaMapping, PinError> {
+        let npages = usize::try_from(region.len / PAGE_SIZE).map_err(|_| PinError::Gone)?;
+        let writes = region.access.device_writes();
+        let mut pages = KVec::with_capacity(npages, GFP_KERNEL).map_err(|_| PinError::Transient)?;
+        let mut dma = KVec::with_capacity(npages, GFP_KERNEL).map_err(|_| PinError::Transient)?;
+        // SAFETY: `pages` has room for `npages` pointers; the mm is held by
+        // the queue; `mmap_locked` says whether this thread holds its lock.
+        let pinned = unsafe {
+            shim::warpq_pin_pages(self.q.mm.as_ptr(), region.start as c_ulong, npages as c_ulong, writes, self.mmap_locked, pages.as_mut_ptr())
+        };
+        let pinned_count = if pinned > 0 { pinned as usize } else { 0 };
+        // SAFETY: the kernel wrote `pinned_count <= npages` page pointers.
+        unsafe { pages.set_len(pinned_count) };
+        if pinned_count != npages {
+            unpin(&mut pages);
+            return Err(match pinned {
+                p if p == -(bindings::ENOMEM as core::ffi::c_long) || p == -(bindings::EINTR as core::ffi::c_long)
+                    || p == -(bindings::EAGAIN as core::ffi::c_long) => PinError::Transient,
+                _ => PinError::Gone,
+            });
+        }
+        for &page in pages.iter() {
+            let mut err = 0;
+            // SAFETY: `page` is pinned; the device is bound.
+            let addr = unsafe { shim::warpq_dma_map_page(self.dev(), page, writes, &mut err) };
+            if err != 0 || dma.push(addr, GFP_KERNEL).is_err() {
+                if err == 0 {
+                    // SAFETY: mapped just above.
+                    unsafe { shim::warpq_dma_unmap_page(self.dev(), addr, writes) };
+                }
+                for &a in dma.iter() {
+                    // SAFETY: mapped above with the same direction.
+                    unsafe { shim::warpq_dma_unmap_page(self.dev(), a, writes) };
+                }
+                unpin(&mut pages);
+                return Err(PinError::Transient);
+            }
+        }
+        bump(&self.q.stats.pages_pinned, npages as u64);
+        Ok(DmaMapping { pages, dma })
+    }
+
+    fn unmap_and_unpin(&self, mut mapping: DmaMapping, dirty: bool) {
+        for &a in mapping.dma.iter() {
+            // SAFETY: mapped by `pin_and_map` with this direction; the engine
+            // is drained (the core's contract), so the device no longer uses it.
+            unsafe { shim::warpq_dma_unmap_page(self.dev(), a, dirty) };
+        }
+        if dirty {
+            for &page in mapping.pages.iter() {
+                // SAFETY: pinned by us. set_page_dirty() rather than the
+                // _lock variant: the caller may hold the folio lock.
+                unsafe { shim::warpq_set_page_dirty(page) };
+            }
+        }
+        let n = mapping.pages.len() as u64;
+        unpin(&mut mapping.pages);
+        self.q.stats.pages_pinned.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    fn schedule_zap(&self) {
+        // SAFETY: initialised in `Queue::new`; cancelled before the queue goes.
+        unsafe { shim::warpq_work_schedule(self.q.zap_work.get()) };
+    }
+
+    fn engine_reset(&self) {
+        self.q.wake_all();
+    }
+}
+
+/// Unpins and forgets `pages`.
+fn unpin(pages: &mut KVec<*mut PageRaw>) {
+    if !pages.is_empty() {
+        // SAFETY: every entry was pinned by pin_user_pages and not unpinned.
+        unsafe { bindings::unpin_user_pages(pages.as_mut_ptr().cast(), pages.len() as c_ulong) };
+    }
+    // SAFETY: the entries are plain pointers (nothing to drop), now unpinned.
+    unsafe { pages.set_len(0) };
 }

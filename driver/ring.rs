@@ -60,6 +60,90 @@ impl Ring {
         unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(offset).cast()) }
     }
 
+    /// One submission entry, copied out of the ring. User space may be
+    /// writing it concurrently: the copy is validated, never trusted.
+    fn read_sqe(&self, index: u32) -> Sqe {
+        let slot = (index & (uapi::SQ_ENTRIES - 1)) as usize;
+        let p = self.base.as_ptr().wrapping_add(uapi::RING_SQ_OFFSET + slot * 64).cast::<[u64; 8]>();
+        // SAFETY: the slot lies inside the ring (type invariant, masked
+        // index); a volatile read of plain integers copes with concurrent
+        // user writes (a torn entry is just an invalid or odd command).
+        let w = unsafe { core::ptr::read_volatile(p) };
+        Sqe {
+            opcode: (w[0] & 0xff) as u8,
+            flags: ((w[0] >> 8) & 0xff) as u8,
+            reserved: (w[0] >> 16) != 0 || w[6] != 0 || w[7] != 0,
+            user_data: w[1],
+            src: w[2],
+            dst: w[3],
+            len: w[4],
+            value: w[5],
+        }
+    }
+
+    /// The next submission to execute, if any, with its index. A tail that
+    /// runs more than a ring ahead of the head is corrupt: nothing is taken.
+    pub(crate) fn peek_sqe(&self) -> Option<Sqe> {
+        let head = self.word(hdr::SQ_HEAD).load(Ordering::Relaxed);
+        // Acquire: pairs with user space's store-release of the tail after
+        // writing the entries.
+        let tail = self.word(hdr::SQ_TAIL).load(Ordering::Acquire);
+        let pending = tail.wrapping_sub(head);
+        if pending == 0 || pending > uapi::SQ_ENTRIES {
+            return None;
+        }
+        Some(self.read_sqe(head))
+    }
+
+    /// Submissions published and not yet taken (0 if the tail is corrupt).
+    pub(crate) fn sq_pending(&self) -> u32 {
+        let head = self.word(hdr::SQ_HEAD).load(Ordering::Relaxed);
+        let tail = self.word(hdr::SQ_TAIL).load(Ordering::Acquire);
+        let pending = tail.wrapping_sub(head);
+        if pending > uapi::SQ_ENTRIES { 0 } else { pending }
+    }
+
+    /// Free completion slots (0 if user space's head is corrupt).
+    pub(crate) fn cq_space(&self) -> u32 {
+        let tail = self.word(hdr::CQ_TAIL).load(Ordering::Relaxed);
+        // Acquire: user space released the slots it consumed.
+        let head = self.word(hdr::CQ_HEAD).load(Ordering::Acquire);
+        let used = tail.wrapping_sub(head);
+        if used > uapi::CQ_ENTRIES { 0 } else { uapi::CQ_ENTRIES - used }
+    }
+
+    /// Completions posted and not yet consumed by user space.
+    pub(crate) fn cq_ready(&self) -> u32 {
+        let tail = self.word(hdr::CQ_TAIL).load(Ordering::Acquire);
+        let head = self.word(hdr::CQ_HEAD).load(Ordering::Acquire);
+        tail.wrapping_sub(head).min(uapi::CQ_ENTRIES)
+    }
+
+    /// Posts a completion and retires the submission it answers. The engine
+    /// is the only producer of completions and the only consumer of
+    /// submissions; the caller checked [`Ring::cq_space`].
+    pub(crate) fn complete(&self, user_data: u64, status: u32, result: u64) {
+        let tail = self.word(hdr::CQ_TAIL).load(Ordering::Relaxed);
+        let slot = (tail & (uapi::CQ_ENTRIES - 1)) as usize;
+        let p = self.base.as_ptr().wrapping_add(uapi::RING_CQ_OFFSET + slot * 32).cast::<[u64; 4]>();
+        // SAFETY: the slot lies inside the ring (type invariant, masked
+        // index); user space does not read it until the tail moves past it.
+        unsafe { core::ptr::write_volatile(p, [user_data, u64::from(status), result, 0]) };
+        // Release: the entry is visible before the tail that publishes it.
+        self.word(hdr::CQ_TAIL).store(tail.wrapping_add(1), Ordering::Release);
+        let head = self.word(hdr::SQ_HEAD).load(Ordering::Relaxed);
+        self.word(hdr::SQ_HEAD).store(head.wrapping_add(1), Ordering::Release);
+    }
+
+    /// Sets or clears kernel-owned flags in the header.
+    pub(crate) fn set_flag(&self, flag: u32, on: bool) {
+        if on {
+            self.word(hdr::FLAGS).fetch_or(flag, Ordering::SeqCst);
+        } else {
+            self.word(hdr::FLAGS).fetch_and(!flag, Ordering::SeqCst);
+        }
+    }
+
     /// The page backing page `index` of the mapping, if in range.
     pub(crate) fn page(&self, index: usize) -> Option<NonNull<PageRaw>> {
         if index >= uapi::RING_SIZE.div_ceil(kernel::page::PAGE_SIZE) {
@@ -77,4 +161,18 @@ impl Drop for Ring {
         // still mapped in user space keep their own references.
         unsafe { shim::warpq_ring_free(self.base.as_ptr()) };
     }
+}
+
+/// A submission entry as the engine sees it (`struct warpq_sqe`).
+#[derive(Clone, Copy)]
+pub(crate) struct Sqe {
+    pub(crate) opcode: u8,
+    pub(crate) flags: u8,
+    /// Some reserved field is not zero.
+    pub(crate) reserved: bool,
+    pub(crate) user_data: u64,
+    pub(crate) src: u64,
+    pub(crate) dst: u64,
+    pub(crate) len: u64,
+    pub(crate) value: u64,
 }

@@ -5,6 +5,7 @@
 //!
 //! Nothing outside the safe wrappers in `glue/` calls these directly.
 
+use kernel::bindings;
 use kernel::ffi::{c_char, c_int, c_uint, c_ulong, c_void};
 
 /// Declares zero-sized stand-ins for C structures that Rust only passes by
@@ -34,6 +35,12 @@ opaque_c_types! {
     FileRaw;
     /// Opaque `struct vm_area_struct`.
     VmaRaw;
+    /// Opaque `struct mmu_notifier_range`.
+    RangeRaw;
+    /// Opaque `struct mmu_interval_notifier` (storage: `bindings::mmu_interval_notifier`).
+    IntervalRaw;
+    /// Opaque `struct task_struct`.
+    TaskRaw;
 }
 
 /// `enum warpq_dma_kind` values returned by [`warpq_iommu_describe`].
@@ -68,9 +75,63 @@ extern "C" {
     // The queue's vma (more to come: the zap worker).
     pub(crate) fn warpq_vma_setup(vma: *mut VmaRaw, size: c_ulong, private: *mut c_void) -> c_int;
 
+    // The zap worker's target.
+    pub(crate) fn warpq_zap_queue_mapping(mm: *mut MmRaw, addr: c_ulong, private: *mut c_void);
+
     // mm references.
+    pub(crate) fn warpq_current_mm() -> *mut MmRaw;
     pub(crate) fn warpq_mmgrab(mm: *mut MmRaw);
     pub(crate) fn warpq_mmdrop(mm: *mut MmRaw);
+
+    // Locks, wait queues, time.
+    pub(crate) fn warpq_mutex_init(lock: *mut bindings::mutex);
+    pub(crate) fn warpq_waitqueue_init(wq: *mut bindings::wait_queue_head);
+    pub(crate) fn warpq_wake_up_all(wq: *mut bindings::wait_queue_head);
+    pub(crate) fn warpq_wait_until(
+        wq: *mut bindings::wait_queue_head,
+        cond: unsafe extern "C" fn(*const c_void) -> bool,
+        arg: *const c_void,
+        timeout_ns: u64,
+    ) -> bool;
+    pub(crate) fn warpq_wait_event_interruptible(
+        wq: *mut bindings::wait_queue_head,
+        cond: unsafe extern "C" fn(*const c_void) -> bool,
+        arg: *const c_void,
+    ) -> c_int;
+    pub(crate) fn warpq_wait_interruptible_timeout(
+        wq: *mut bindings::wait_queue_head,
+        cond: unsafe extern "C" fn(*const c_void) -> bool,
+        arg: *const c_void,
+        timeout_ns: u64,
+    ) -> core::ffi::c_long;
+    pub(crate) fn warpq_kthread_run(
+        f: unsafe extern "C" fn(*mut c_void) -> c_int,
+        data: *mut c_void,
+        name: *const c_char,
+        err: *mut c_int,
+    ) -> *mut TaskRaw;
+    pub(crate) fn warpq_ktime_ns() -> u64;
+
+    // Work items.
+    pub(crate) fn warpq_work_init(work: *mut bindings::work_struct, f: unsafe extern "C" fn(*mut bindings::work_struct));
+    pub(crate) fn warpq_work_schedule(work: *mut bindings::work_struct);
+    pub(crate) fn warpq_work_cancel_sync(work: *mut bindings::work_struct);
+
+    // Interval notifiers.
+    pub(crate) fn warpq_interval_insert(sub: *mut IntervalRaw, mm: *mut MmRaw, start: c_ulong, length: c_ulong) -> c_int;
+    pub(crate) fn warpq_interval_remove(sub: *mut IntervalRaw);
+    pub(crate) fn warpq_interval_read_begin(sub: *mut IntervalRaw) -> c_ulong;
+    pub(crate) fn warpq_interval_read_retry(sub: *mut IntervalRaw, seq: c_ulong) -> bool;
+    pub(crate) fn warpq_interval_set_seq(sub: *mut IntervalRaw, cur_seq: c_ulong);
+    pub(crate) fn warpq_range_blockable(range: *const RangeRaw) -> bool;
+    pub(crate) fn warpq_range_info(range: *const RangeRaw, start: *mut c_ulong, end: *mut c_ulong, event: *mut c_uint);
+
+    // Pinning and DMA.
+    pub(crate) fn warpq_pin_pages(mm: *mut MmRaw, start: c_ulong, nr: c_ulong, write: bool, mmap_locked: bool, pages: *mut *mut PageRaw) -> core::ffi::c_long;
+    pub(crate) fn warpq_dma_map_page(dev: *mut DeviceRaw, page: *mut PageRaw, device_writes: bool, err: *mut c_int) -> u64;
+    pub(crate) fn warpq_dma_unmap_page(dev: *mut DeviceRaw, addr: u64, device_writes: bool);
+    pub(crate) fn warpq_dma_to_kernel(dev: *mut DeviceRaw, addr: u64) -> *mut u8;
+    pub(crate) fn warpq_set_page_dirty(page: *mut PageRaw);
 
     // Ring memory.
     pub(crate) fn warpq_ring_alloc(size: usize) -> *mut u8;

@@ -29,7 +29,35 @@ pub(crate) mod hdr {
     pub(crate) const SQ_OFFSET: usize = 16;
     pub(crate) const CQ_OFFSET: usize = 20;
     pub(crate) const OWNER_ID: usize = 24;
+    pub(crate) const SQ_HEAD: usize = 64;
+    pub(crate) const SQ_TAIL: usize = 128;
+    pub(crate) const CQ_HEAD: usize = 192;
+    pub(crate) const CQ_TAIL: usize = 256;
+    pub(crate) const FLAGS: usize = 320;
 }
+
+/// `WARPQ_RING_*` flags.
+pub(crate) const RING_NEED_WAKEUP: u32 = 1 << 0;
+
+/// `WARPQ_OP_*`.
+pub(crate) const OP_NOP: u8 = 0;
+pub(crate) const OP_COPY: u8 = 1;
+pub(crate) const OP_FILL: u8 = 2;
+pub(crate) const OP_CRC32C: u8 = 3;
+
+/// `WARPQ_STATUS_*`.
+pub(crate) const STATUS_OK: u32 = 0;
+pub(crate) const STATUS_INVALID: u32 = 1;
+pub(crate) const STATUS_FAULT_UNREGISTERED: u32 = 2;
+pub(crate) const STATUS_FAULT_BOUNDS: u32 = 3;
+pub(crate) const STATUS_FAULT_ACCESS: u32 = 4;
+pub(crate) const STATUS_FAULT_UNMAPPED: u32 = 5;
+pub(crate) const STATUS_FAULT_IOMMU: u32 = 6;
+pub(crate) const STATUS_ABORTED: u32 = 7;
+
+/// `WARPQ_ACCESS_*`.
+pub(crate) const ACCESS_READ: u32 = 1 << 0;
+pub(crate) const ACCESS_WRITE: u32 = 1 << 1;
 
 /// `WARPQ_CAP_*`.
 pub(crate) const CAP_RING: u64 = 1 << 0;
@@ -61,5 +89,70 @@ const fn iowr(nr: u32, size: usize) -> u32 {
     (3 << 30) | ((size as u32) << 16) | (IOC_MAGIC << 8) | nr
 }
 
+/// `struct warpq_register`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Register {
+    pub(crate) size: u32,
+    pub(crate) access: u32,
+    pub(crate) addr: u64,
+    pub(crate) len: u64,
+    pub(crate) handle: u64,
+}
+
+/// `struct warpq_unregister`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Unregister {
+    pub(crate) size: u32,
+    pub(crate) rsvd: u32,
+    pub(crate) handle: u64,
+}
+
+/// `struct warpq_wait`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Wait {
+    pub(crate) size: u32,
+    pub(crate) rsvd: u32,
+    pub(crate) min_ready: u32,
+    pub(crate) ready: u32,
+    pub(crate) timeout_ns: i64,
+}
+
+/// `struct warpq_wake`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Wake {
+    pub(crate) size: u32,
+    pub(crate) rsvd: u32,
+}
+
+// SAFETY (all four): `repr(C)`, only integer fields, no padding (sizes
+// checked below), so every byte pattern is valid and every byte initialised.
+unsafe impl kernel::types::AsBytes for Register {}
+// SAFETY: see above.
+unsafe impl kernel::types::FromBytes for Register {}
+// SAFETY: see above.
+unsafe impl kernel::types::FromBytes for Unregister {}
+// SAFETY: see above.
+unsafe impl kernel::types::AsBytes for Wait {}
+// SAFETY: see above.
+unsafe impl kernel::types::FromBytes for Wait {}
+// SAFETY: see above.
+unsafe impl kernel::types::FromBytes for Wake {}
+const _: () = assert!(core::mem::size_of::<Register>() == 32);
+const _: () = assert!(core::mem::size_of::<Unregister>() == 16);
+const _: () = assert!(core::mem::size_of::<Wait>() == 24);
+const _: () = assert!(core::mem::size_of::<Wake>() == 8);
+
 /// `WARPQ_IOC_INFO`.
 pub(crate) const IOC_INFO: u32 = iowr(0x00, core::mem::size_of::<Info>());
+/// `WARPQ_IOC_REGISTER`.
+pub(crate) const IOC_REGISTER: u32 = iowr(0x01, core::mem::size_of::<Register>());
+/// `WARPQ_IOC_UNREGISTER`.
+pub(crate) const IOC_UNREGISTER: u32 = iowr(0x02, core::mem::size_of::<Unregister>());
+/// `WARPQ_IOC_WAIT`.
+pub(crate) const IOC_WAIT: u32 = iowr(0x04, core::mem::size_of::<Wait>());
+/// `WARPQ_IOC_WAKE`.
+pub(crate) const IOC_WAKE: u32 = iowr(0x05, core::mem::size_of::<Wake>());

@@ -19,6 +19,7 @@ use kernel::sync::{Arc, ArcBorrow};
 use kernel::uaccess::UserSlice;
 
 mod device;
+mod engine;
 mod file;
 mod queue;
 mod ring;
@@ -28,6 +29,7 @@ mod uapi;
 mod glue {
     pub(crate) mod misc;
     pub(crate) mod mm;
+    pub(crate) mod mutex;
     pub(crate) mod pci;
 }
 
@@ -137,6 +139,28 @@ extern "C" fn warpq_rs_ioctl(private: *mut c_void, cmd: c_uint, arg: c_ulong) ->
     }
 }
 
+/// Reads an ioctl argument whose first field is its size: accepts any size
+/// at least the version-1 size (newer callers), copies what we know.
+fn read_arg<T: kernel::types::FromBytes>(arg: usize) -> Result<T> {
+    let mut size_reader = UserSlice::new(arg, 4).reader();
+    let size: u32 = size_reader.read()?;
+    if (size as usize) < core::mem::size_of::<T>() {
+        return Err(EINVAL);
+    }
+    UserSlice::new(arg, core::mem::size_of::<T>()).reader().read()
+}
+
+fn write_arg<T: kernel::types::AsBytes>(arg: usize, value: &T) -> Result {
+    UserSlice::new(arg, core::mem::size_of::<T>()).writer().write(value)
+}
+
+/// The calling process's queue on this file (created on first use).
+fn own_queue(qf: &QueueFile) -> Result<Arc<queue::Queue>> {
+    let mm = glue::mm::current_mm().ok_or(EINVAL)?;
+    // SAFETY: `current->mm` is valid while the task runs this ioctl.
+    unsafe { qf.queue_for(mm) }
+}
+
 fn ioctl(qf: &QueueFile, cmd: u32, arg: usize) -> Result {
     match cmd {
         uapi::IOC_INFO => {
@@ -152,12 +176,30 @@ fn ioctl(qf: &QueueFile, cmd: u32, arg: usize) -> Result {
                 sq_entries: uapi::SQ_ENTRIES,
                 cq_entries: uapi::CQ_ENTRIES,
                 ring_size: uapi::RING_SIZE as u32,
-                max_regions: 0,
-                max_region_bytes: 0,
-                policy: 0,
+                max_regions: queue::MAX_REGIONS as u32,
+                max_region_bytes: queue::MAX_REGION_BYTES,
+                policy: queue::current_policy() as u32,
                 dma_translation: qf.dev.translation as u32,
             };
             writer.write(&info)
+        }
+        uapi::IOC_REGISTER => {
+            let mut req: uapi::Register = read_arg(arg)?;
+            req.handle = own_queue(qf)?.register(req.addr, req.len, req.access)?;
+            write_arg(arg, &req)
+        }
+        uapi::IOC_UNREGISTER => {
+            let req: uapi::Unregister = read_arg(arg)?;
+            own_queue(qf)?.unregister(req.handle)
+        }
+        uapi::IOC_WAIT => {
+            let mut req: uapi::Wait = read_arg(arg)?;
+            req.ready = own_queue(qf)?.wait(req.min_ready, req.timeout_ns)?;
+            write_arg(arg, &req)
+        }
+        uapi::IOC_WAKE => {
+            let _req: uapi::Wake = read_arg(arg)?;
+            own_queue(qf)?.wake()
         }
         _ => Err(ENOTTY),
     }
@@ -177,7 +219,7 @@ extern "C" fn warpq_rs_mmap(private: *mut c_void, vma: *mut VmaRaw) -> c_int {
 /// `vm_operations_struct.fault` of a queue mapping: maps the ring page of
 /// the faulting mm's queue, creating that queue on first touch.
 #[no_mangle]
-extern "C" fn warpq_rs_fault(private: *mut c_void, mm: *mut MmRaw, pgoff: c_ulong, page: *mut *mut PageRaw) -> c_uint {
+extern "C" fn warpq_rs_fault(private: *mut c_void, mm: *mut MmRaw, vm_start: c_ulong, pgoff: c_ulong, page: *mut *mut PageRaw) -> c_uint {
     // SAFETY: the vma holds a reference on the file, so it is not released.
     let qf = unsafe { queue_file(private) };
     let Some(mm) = NonNull::new(mm) else {
@@ -189,13 +231,13 @@ extern "C" fn warpq_rs_fault(private: *mut c_void, mm: *mut MmRaw, pgoff: c_ulon
         Err(e) if e == ENOMEM => return bindings::vm_fault_reason_VM_FAULT_OOM,
         Err(_) => return bindings::vm_fault_reason_VM_FAULT_SIGBUS,
     };
-    match queue.ring_page(pgoff as usize) {
-        Some(p) => {
+    match queue.fault(vm_start as u64, pgoff as usize) {
+        Ok(p) => {
             // SAFETY: `page` is the shim's out-parameter.
             unsafe { *page = p.as_ptr() };
             0
         }
-        None => bindings::vm_fault_reason_VM_FAULT_SIGBUS,
+        Err(reason) => reason,
     }
 }
 

@@ -27,6 +27,7 @@
 #include <linux/wait.h>
 #include <linux/mutex.h>
 #include <linux/vmalloc.h>
+#include <linux/workqueue.h>
 
 #include "warpq_shim.h"
 
@@ -241,7 +242,7 @@ static vm_fault_t warpq_vm_fault(struct vm_fault *vmf)
 {
 	struct page *page = NULL;
 	vm_fault_t ret = warpq_rs_fault(vmf->vma->vm_private_data, vmf->vma->vm_mm,
-					vmf->pgoff, &page);
+					vmf->vma->vm_start, vmf->pgoff, &page);
 
 	if (ret)
 		return ret;
@@ -481,6 +482,21 @@ int warpq_wait_event_interruptible(struct wait_queue_head *wq, bool (*cond)(cons
 	return wait_event_interruptible(*wq, cond(arg) || kthread_should_stop());
 }
 
+/*
+ * WAIT: sleeps until cond(arg), @timeout_ns (U64_MAX: none) or a signal.
+ * Returns > 0 if cond(arg) holds, 0 on timeout, -ERESTARTSYS on a signal.
+ */
+long warpq_wait_interruptible_timeout(struct wait_queue_head *wq, bool (*cond)(const void *),
+				      const void *arg, u64 timeout_ns)
+{
+	long jiffies_left;
+
+	if (timeout_ns == U64_MAX)
+		return wait_event_interruptible(*wq, cond(arg)) ?: 1;
+	jiffies_left = max_t(long, nsecs_to_jiffies(timeout_ns), 1);
+	return wait_event_interruptible_timeout(*wq, cond(arg), jiffies_left);
+}
+
 struct task_struct *warpq_kthread_run(int (*fn)(void *), void *data, const char *name, int *err)
 {
 	struct task_struct *task = kthread_run(fn, data, "%s", name);
@@ -508,4 +524,76 @@ void *warpq_ring_alloc(size_t size)
 void warpq_ring_free(void *ring)
 {
 	vfree(ring);
+}
+
+/* ---- interval notifiers ----------------------------------------------------- */
+
+static bool warpq_interval_invalidate(struct mmu_interval_notifier *sub,
+				      const struct mmu_notifier_range *range,
+				      unsigned long cur_seq)
+{
+	return warpq_rs_invalidate(sub, range, cur_seq);
+}
+
+static const struct mmu_interval_notifier_ops warpq_interval_ops = {
+	.invalidate = warpq_interval_invalidate,
+};
+
+/* Takes the mmap lock itself: never call with it held (not from ->fault). */
+int warpq_interval_insert(struct mmu_interval_notifier *sub, struct mm_struct *mm,
+			  unsigned long start, unsigned long length)
+{
+	return mmu_interval_notifier_insert(sub, mm, start, length, &warpq_interval_ops);
+}
+
+void warpq_interval_remove(struct mmu_interval_notifier *sub)
+{
+	mmu_interval_notifier_remove(sub);
+}
+
+unsigned long warpq_interval_read_begin(struct mmu_interval_notifier *sub)
+{
+	return mmu_interval_read_begin(sub);
+}
+
+/* ---- pinning ---------------------------------------------------------------- */
+
+/*
+ * Pins @nr pages of @mm at @start for long-term device access. The fault
+ * path already holds @mm's mmap lock (@mmap_locked); ioctls do not. Returns
+ * the number of pages pinned or a negative errno.
+ */
+long warpq_pin_pages(struct mm_struct *mm, unsigned long start, unsigned long nr, bool write,
+		     bool mmap_locked, struct page **pages)
+{
+	long ret;
+
+	if (!mmget_not_zero(mm))
+		return -ESRCH;
+	if (!mmap_locked)
+		mmap_read_lock(mm);
+	ret = pin_user_pages_remote(mm, start, nr, FOLL_LONGTERM | (write ? FOLL_WRITE : 0),
+				    pages, NULL);
+	if (!mmap_locked)
+		mmap_read_unlock(mm);
+	/* Not the last user: the caller's task (fault) or the ioctl's file user holds one. */
+	mmput(mm);
+	return ret;
+}
+
+/* ---- work items ------------------------------------------------------------- */
+
+void warpq_work_init(struct work_struct *work, void (*fn)(struct work_struct *))
+{
+	INIT_WORK(work, fn);
+}
+
+void warpq_work_schedule(struct work_struct *work)
+{
+	schedule_work(work);
+}
+
+void warpq_work_cancel_sync(struct work_struct *work)
+{
+	cancel_work_sync(work);
 }

@@ -29,6 +29,7 @@ struct mmu_interval_notifier;
 struct mutex;
 struct wait_queue_head;
 struct task_struct;
+struct work_struct;
 
 /* Implemented in Rust (warpq_main.rs). */
 int warpq_rs_probe(struct pci_dev *pdev);
@@ -37,10 +38,12 @@ int warpq_rs_open(void *owner, struct file *file);
 void warpq_rs_release(void *private);
 long warpq_rs_ioctl(void *private, unsigned int cmd, unsigned long arg);
 int warpq_rs_mmap(void *private, struct vm_area_struct *vma);
-unsigned int warpq_rs_fault(void *private, struct mm_struct *mm, unsigned long pgoff,
-			    struct page **page);
+unsigned int warpq_rs_fault(void *private, struct mm_struct *mm, unsigned long vm_start,
+			    unsigned long pgoff, struct page **page);
 void warpq_rs_vma_open(void *private, struct mm_struct *mm);
 void warpq_rs_vma_close(void *private, struct mm_struct *mm);
+bool warpq_rs_invalidate(struct mmu_interval_notifier *sub, const struct mmu_notifier_range *range,
+			 unsigned long cur_seq);
 
 /* Implemented in warpq_shim.c. */
 int warpq_pci_register_driver(void);
@@ -85,9 +88,20 @@ bool warpq_wait_until(struct wait_queue_head *wq, bool (*cond)(const void *), co
 		      u64 timeout_ns);
 int warpq_wait_event_interruptible(struct wait_queue_head *wq, bool (*cond)(const void *),
 				   const void *arg);
+long warpq_wait_interruptible_timeout(struct wait_queue_head *wq, bool (*cond)(const void *),
+				      const void *arg, u64 timeout_ns);
 struct task_struct *warpq_kthread_run(int (*fn)(void *), void *data, const char *name, int *err);
 u64 warpq_ktime_ns(void);
 void *warpq_ring_alloc(size_t size);
+int warpq_interval_insert(struct mmu_interval_notifier *sub, struct mm_struct *mm,
+			  unsigned long start, unsigned long length);
+void warpq_interval_remove(struct mmu_interval_notifier *sub);
+unsigned long warpq_interval_read_begin(struct mmu_interval_notifier *sub);
+long warpq_pin_pages(struct mm_struct *mm, unsigned long start, unsigned long nr, bool write,
+		     bool mmap_locked, struct page **pages);
+void warpq_work_init(struct work_struct *work, void (*fn)(struct work_struct *));
+void warpq_work_schedule(struct work_struct *work);
+void warpq_work_cancel_sync(struct work_struct *work);
 void warpq_ring_free(void *ring);
 
 #endif /* WARPQ_SHIM_H */

@@ -12,6 +12,12 @@ pub(crate) fn mm_id(mm: NonNull<MmRaw>) -> usize {
     mm.as_ptr() as usize
 }
 
+/// The calling task's mm, if it has one (kernel threads do not).
+pub(crate) fn current_mm() -> Option<NonNull<MmRaw>> {
+    // SAFETY: reading `current->mm` of the running task is always allowed.
+    NonNull::new(unsafe { shim::warpq_current_mm() })
+}
+
 /// A long-term reference on an `mm_struct` (`mmgrab()`): keeps the
 /// structure, not the address space, alive. Use `mmget_not_zero()` around
 /// any use of the address space itself.
@@ -42,6 +48,18 @@ impl MmGrab {
         Self { mm }
     }
 
+}
+
+impl MmGrab {
+    /// The raw pointer, valid while `self` lives.
+    pub(crate) fn as_ptr(&self) -> *mut MmRaw {
+        self.mm.as_ptr()
+    }
+
+    /// The mm's identity for the protocol core.
+    pub(crate) fn id(&self) -> usize {
+        mm_id(self.mm)
+    }
 }
 
 impl Drop for MmGrab {

@@ -12,7 +12,10 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 
+mod queue;
 pub mod sys;
+
+pub use queue::{PushError, Queue};
 
 /// Where the PCI core lists the devices bound to the warpq driver.
 pub const SYSFS_DRIVER_DIR: &str = "/sys/bus/pci/drivers/warpq";
@@ -88,12 +91,7 @@ impl Device {
     /// What the device and driver offer.
     pub fn info(&self) -> io::Result<sys::warpq_info> {
         let mut info = sys::warpq_info { size: std::mem::size_of::<sys::warpq_info>() as u32, ..Default::default() };
-        // SAFETY: WARPQ_IOC_INFO reads and writes one `warpq_info`, which
-        // `info` is, with its size filled in.
-        let ret = unsafe { libc::ioctl(self.file.as_raw_fd(), sys::WARPQ_IOC_INFO, &mut info) };
-        if ret < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        self.ioctl(sys::WARPQ_IOC_INFO, &mut info)?;
         Ok(info)
     }
 
@@ -116,6 +114,70 @@ impl Device {
         }
         let base = NonNull::new(addr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
         Ok(QueueMapping { base })
+    }
+
+    /// Maps this process's queue and returns its ring API.
+    pub fn queue(&self) -> io::Result<Queue<'_>> {
+        Ok(Queue::new(self, self.map_queue()?))
+    }
+
+    /// Registers `len` bytes at `addr` for device access (`sys::WARPQ_ACCESS_*`).
+    ///
+    /// # Safety
+    ///
+    /// The device may read (and, with `WARPQ_ACCESS_WRITE`, write) this
+    /// memory asynchronously until [`Device::unregister`]: it must stay valid
+    /// and must not be memory that Rust code holds references to.
+    pub unsafe fn register_raw(&self, addr: *mut u8, len: usize, access: u32) -> io::Result<u64> {
+        let mut req = sys::warpq_register {
+            size: std::mem::size_of::<sys::warpq_register>() as u32,
+            access,
+            addr: addr as u64,
+            len: len as u64,
+            handle: 0,
+        };
+        self.ioctl(sys::WARPQ_IOC_REGISTER, &mut req)?;
+        Ok(req.handle)
+    }
+
+    /// Unregisters a buffer: when this returns the device no longer touches it.
+    pub fn unregister(&self, handle: u64) -> io::Result<()> {
+        let mut req = sys::warpq_unregister {
+            size: std::mem::size_of::<sys::warpq_unregister>() as u32,
+            rsvd: 0,
+            handle,
+        };
+        self.ioctl(sys::WARPQ_IOC_UNREGISTER, &mut req)
+    }
+
+    /// Waits for completions on this process's queue; see [`Queue::wait`].
+    pub fn wait(&self, min_ready: u32, timeout: Option<std::time::Duration>) -> io::Result<u32> {
+        let mut req = sys::warpq_wait {
+            size: std::mem::size_of::<sys::warpq_wait>() as u32,
+            rsvd: 0,
+            min_ready,
+            ready: 0,
+            timeout_ns: timeout.map_or(-1, |t| t.as_nanos().min(i64::MAX as u128) as i64),
+        };
+        self.ioctl(sys::WARPQ_IOC_WAIT, &mut req)?;
+        Ok(req.ready)
+    }
+
+    /// Wakes this process's engine (needed only when the ring says need-wakeup).
+    pub fn wake(&self) -> io::Result<()> {
+        let mut req = sys::warpq_wake { size: std::mem::size_of::<sys::warpq_wake>() as u32, rsvd: 0 };
+        self.ioctl(sys::WARPQ_IOC_WAKE, &mut req)
+    }
+
+    fn ioctl<T>(&self, request: libc::c_ulong, arg: &mut T) -> io::Result<()> {
+        // SAFETY: every warpq ioctl reads and writes exactly one `T`, which
+        // `arg` is, with its size field filled in by the caller.
+        let ret = unsafe { libc::ioctl(self.file.as_raw_fd(), request, arg as *mut T) };
+        if ret < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
     }
 
     /// The underlying file.
@@ -190,5 +252,28 @@ mod tests {
     fn opening_a_file_that_is_not_a_warpq_device_says_so() {
         let err = Device::open("/dev/null").unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::ENOTTY));
+    }
+}
+
+/// CRC-32C (Castagnoli) as the device computes it for `WARPQ_OP_CRC32C`
+/// with `value` as the seed (0 for the standard checksum).
+pub fn crc32c(seed: u32, data: &[u8]) -> u32 {
+    let mut crc = !seed;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82f6_3b78 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+#[cfg(test)]
+mod crc_tests {
+    #[test]
+    fn crc32c_check_value() {
+        // The standard check value of CRC-32C.
+        assert_eq!(super::crc32c(0, b"123456789"), 0xe306_9283);
+        assert_eq!(super::crc32c(0, b""), 0);
     }
 }

@@ -14,6 +14,90 @@ pub const WARPQ_RING_SQ_OFFSET: usize = WARPQ_RING_HEADER_SIZE;
 pub const WARPQ_RING_CQ_OFFSET: usize = WARPQ_RING_SQ_OFFSET + WARPQ_SQ_ENTRIES as usize * 64;
 pub const WARPQ_RING_SIZE: usize = WARPQ_RING_CQ_OFFSET + WARPQ_CQ_ENTRIES as usize * 32;
 
+pub const WARPQ_RING_NEED_WAKEUP: u32 = 1 << 0;
+pub const WARPQ_RING_PAUSED: u32 = 1 << 1;
+pub const WARPQ_RING_STALE: u32 = 1 << 2;
+pub const WARPQ_RING_DEAD: u32 = 1 << 3;
+
+pub const WARPQ_OP_NOP: u8 = 0;
+pub const WARPQ_OP_COPY: u8 = 1;
+pub const WARPQ_OP_FILL: u8 = 2;
+pub const WARPQ_OP_CRC32C: u8 = 3;
+pub const WARPQ_SQE_EDU_DMA: u8 = 1 << 0;
+
+pub const WARPQ_STATUS_OK: u32 = 0;
+pub const WARPQ_STATUS_INVALID: u32 = 1;
+pub const WARPQ_STATUS_FAULT_UNREGISTERED: u32 = 2;
+pub const WARPQ_STATUS_FAULT_BOUNDS: u32 = 3;
+pub const WARPQ_STATUS_FAULT_ACCESS: u32 = 4;
+pub const WARPQ_STATUS_FAULT_UNMAPPED: u32 = 5;
+pub const WARPQ_STATUS_FAULT_IOMMU: u32 = 6;
+pub const WARPQ_STATUS_ABORTED: u32 = 7;
+pub const WARPQ_STATUS_DEVICE_ERROR: u32 = 8;
+
+pub const WARPQ_ACCESS_READ: u32 = 1 << 0;
+pub const WARPQ_ACCESS_WRITE: u32 = 1 << 1;
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct warpq_sqe {
+    pub opcode: u8,
+    pub flags: u8,
+    pub rsvd0: u16,
+    pub rsvd1: u32,
+    pub user_data: u64,
+    pub src: u64,
+    pub dst: u64,
+    pub len: u64,
+    pub value: u64,
+    pub rsvd2: [u64; 2],
+}
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct warpq_cqe {
+    pub user_data: u64,
+    pub status: u32,
+    pub rsvd: u32,
+    pub result: u64,
+    pub rsvd2: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct warpq_register {
+    pub size: u32,
+    pub access: u32,
+    pub addr: u64,
+    pub len: u64,
+    pub handle: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct warpq_unregister {
+    pub size: u32,
+    pub rsvd: u32,
+    pub handle: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct warpq_wait {
+    pub size: u32,
+    pub rsvd: u32,
+    pub min_ready: u32,
+    pub ready: u32,
+    pub timeout_ns: i64,
+}
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct warpq_wake {
+    pub size: u32,
+    pub rsvd: u32,
+}
+
 pub const WARPQ_CAP_RING: u64 = 1 << 0;
 pub const WARPQ_CAP_SUBMIT_IOCTL: u64 = 1 << 1;
 pub const WARPQ_CAP_EDU_DMA: u64 = 1 << 2;
@@ -63,3 +147,7 @@ const fn iowr(nr: u32, size: usize) -> libc::c_ulong {
 }
 
 pub const WARPQ_IOC_INFO: libc::c_ulong = iowr(0x00, std::mem::size_of::<warpq_info>());
+pub const WARPQ_IOC_REGISTER: libc::c_ulong = iowr(0x01, std::mem::size_of::<warpq_register>());
+pub const WARPQ_IOC_UNREGISTER: libc::c_ulong = iowr(0x02, std::mem::size_of::<warpq_unregister>());
+pub const WARPQ_IOC_WAIT: libc::c_ulong = iowr(0x04, std::mem::size_of::<warpq_wait>());
+pub const WARPQ_IOC_WAKE: libc::c_ulong = iowr(0x05, std::mem::size_of::<warpq_wake>());

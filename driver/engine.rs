@@ -1,0 +1,196 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The software command engine: executes one submission entry the way a
+//! device would. Every byte it touches is reached through the queue's device
+//! translation (user address → registered region → DMA address of the page)
+//! and then the DMA translation the hardware would use (the IOMMU domain, or
+//! dma-direct). An address that does not translate completes the command
+//! with a fault status and touches nothing.
+
+use crate::protocol::context::EngineGuard;
+use crate::protocol::platform::Waiter;
+use crate::protocol::region::{Access, XlateFault};
+use crate::queue::DmaMapping;
+use crate::ring::Sqe;
+use crate::shim::{self, DeviceRaw};
+use crate::uapi;
+
+/// Longest COPY, FILL or CRC32C: bounds how long one command keeps an
+/// invalidation waiting.
+pub(crate) const MAX_COMMAND_BYTES: u64 = 4 << 20;
+
+const PAGE_SIZE: u64 = kernel::page::PAGE_SIZE as u64;
+
+/// How a command ended: a `WARPQ_STATUS_*` and the result field.
+pub(crate) struct Outcome {
+    pub(crate) status: u32,
+    pub(crate) result: u64,
+}
+
+impl Outcome {
+    fn ok(result: u64) -> Self {
+        Self { status: uapi::STATUS_OK, result }
+    }
+    fn fail(status: u32) -> Self {
+        Self { status, result: 0 }
+    }
+}
+
+fn fault_status(fault: XlateFault) -> u32 {
+    match fault {
+        XlateFault::NotRegistered => uapi::STATUS_FAULT_UNREGISTERED,
+        XlateFault::CrossesEnd => uapi::STATUS_FAULT_BOUNDS,
+        XlateFault::AccessDenied => uapi::STATUS_FAULT_ACCESS,
+        XlateFault::NotMapped | XlateFault::Dead => uapi::STATUS_FAULT_UNMAPPED,
+    }
+}
+
+/// A byte range of one region as the device reaches it.
+struct DeviceRange<'a> {
+    dev: *mut DeviceRaw,
+    mapping: &'a DmaMapping,
+    /// Offset of the first byte in the region.
+    offset: u64,
+}
+
+impl DeviceRange<'_> {
+    /// Kernel pointer to byte `at` of the range, and how many bytes follow
+    /// it in the same page; `None` if the DMA address does not translate.
+    fn chunk(&self, at: u64) -> Option<(*mut u8, u64)> {
+        let pos = self.offset.checked_add(at)?;
+        let page = usize::try_from(pos / PAGE_SIZE).ok()?;
+        let in_page = pos % PAGE_SIZE;
+        let dma = *self.mapping.dma_addresses().get(page)?;
+        // SAFETY: `dev` is the bound device (its `DeviceCore` outlives the
+        // queue); asking the DMA layer what an address maps to has no other
+        // precondition.
+        let ptr = unsafe { shim::warpq_dma_to_kernel(self.dev, dma + in_page) };
+        if ptr.is_null() {
+            None
+        } else {
+            Some((ptr, PAGE_SIZE - in_page))
+        }
+    }
+}
+
+/// Executes `sqe`; the caller is inside the gate (`guard`) for the whole call.
+pub(crate) fn execute<W: Waiter + ?Sized, const N: usize>(
+    guard: &EngineGuard<'_, DmaMapping, N, W>,
+    dev: *mut DeviceRaw,
+    sqe: &Sqe,
+) -> Outcome {
+    if sqe.reserved || sqe.flags != 0 {
+        return Outcome::fail(uapi::STATUS_INVALID);
+    }
+    if sqe.opcode == uapi::OP_NOP {
+        return Outcome::ok(0);
+    }
+    if sqe.len == 0 || sqe.len > MAX_COMMAND_BYTES {
+        return Outcome::fail(uapi::STATUS_INVALID);
+    }
+    let range = |va: u64, access: Access| -> Result<DeviceRange<'_>, u32> {
+        let t = guard.translate(va, sqe.len, access).map_err(fault_status)?;
+        Ok(DeviceRange { dev, mapping: t.mapping, offset: t.offset })
+    };
+    let result = match sqe.opcode {
+        uapi::OP_COPY => range(sqe.src, Access::READ)
+            .and_then(|src| Ok((src, range(sqe.dst, Access::WRITE)?)))
+            .and_then(|(src, dst)| copy(guard, &src, &dst, sqe.len)),
+        uapi::OP_FILL => range(sqe.dst, Access::WRITE).and_then(|dst| fill(guard, &dst, sqe.len, sqe.value as u8)),
+        uapi::OP_CRC32C => range(sqe.src, Access::READ).and_then(|src| crc32c(guard, &src, sqe.len, sqe.value as u32)),
+        _ => Err(uapi::STATUS_INVALID),
+    };
+    match result {
+        Ok(r) => Outcome::ok(r),
+        Err(status) => Outcome::fail(status),
+    }
+}
+
+/// Stops a long command early once a reset abandoned it.
+fn abandoned<W: Waiter + ?Sized, const N: usize>(guard: &EngineGuard<'_, DmaMapping, N, W>) -> Result<(), u32> {
+    if guard.is_abandoned() {
+        Err(uapi::STATUS_ABORTED)
+    } else {
+        Ok(())
+    }
+}
+
+fn copy<W: Waiter + ?Sized, const N: usize>(
+    guard: &EngineGuard<'_, DmaMapping, N, W>,
+    src: &DeviceRange<'_>,
+    dst: &DeviceRange<'_>,
+    len: u64,
+) -> Result<u64, u32> {
+    let mut done = 0;
+    while done < len {
+        abandoned(guard)?;
+        let (s, s_left) = src.chunk(done).ok_or(uapi::STATUS_FAULT_IOMMU)?;
+        let (d, d_left) = dst.chunk(done).ok_or(uapi::STATUS_FAULT_IOMMU)?;
+        let n = (len - done).min(s_left).min(d_left);
+        // SAFETY: both pointers address `n` bytes inside pages pinned and
+        // DMA-mapped for this region (the guard keeps them so); the ranges
+        // may overlap (same buffer), hence `copy`, not `copy_nonoverlapping`.
+        unsafe { core::ptr::copy(s, d, n as usize) };
+        done += n;
+    }
+    Ok(len)
+}
+
+fn fill<W: Waiter + ?Sized, const N: usize>(
+    guard: &EngineGuard<'_, DmaMapping, N, W>,
+    dst: &DeviceRange<'_>,
+    len: u64,
+    byte: u8,
+) -> Result<u64, u32> {
+    let mut done = 0;
+    while done < len {
+        abandoned(guard)?;
+        let (d, d_left) = dst.chunk(done).ok_or(uapi::STATUS_FAULT_IOMMU)?;
+        let n = (len - done).min(d_left);
+        // SAFETY: `d` addresses `n` bytes of a page pinned and mapped for
+        // device writes (the guard keeps it so).
+        unsafe { core::ptr::write_bytes(d, byte, n as usize) };
+        done += n;
+    }
+    Ok(len)
+}
+
+fn crc32c<W: Waiter + ?Sized, const N: usize>(
+    guard: &EngineGuard<'_, DmaMapping, N, W>,
+    src: &DeviceRange<'_>,
+    len: u64,
+    seed: u32,
+) -> Result<u64, u32> {
+    let mut crc = !seed;
+    let mut done = 0;
+    while done < len {
+        abandoned(guard)?;
+        let (s, s_left) = src.chunk(done).ok_or(uapi::STATUS_FAULT_IOMMU)?;
+        let n = (len - done).min(s_left) as usize;
+        for i in 0..n {
+            // SAFETY: `s` addresses `n` readable bytes of a pinned, mapped
+            // page; a volatile read copes with user space writing it.
+            let b = unsafe { core::ptr::read_volatile(s.add(i)) };
+            crc = CRC32C_TABLE[((crc ^ u32::from(b)) & 0xff) as usize] ^ (crc >> 8);
+        }
+        done += n as u64;
+    }
+    Ok(u64::from(!crc))
+}
+
+/// CRC-32C (Castagnoli, reflected polynomial 0x82f63b78), one byte a step.
+static CRC32C_TABLE: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 { (c >> 1) ^ 0x82f6_3b78 } else { c >> 1 };
+            k += 1;
+        }
+        table[i] = c;
+        i += 1;
+    }
+    table
+};
