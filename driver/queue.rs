@@ -88,10 +88,12 @@ pub(crate) struct QueueStats {
     pub(crate) invalidations: AtomicU64,
     pub(crate) ignored_by_policy: AtomicU64,
     pub(crate) teardowns: AtomicU64,
+    pub(crate) drains: AtomicU64,
     pub(crate) drain_timeouts: AtomicU64,
     pub(crate) rebuilds: AtomicU64,
     pub(crate) rebuild_retries: AtomicU64,
     pub(crate) pages_pinned: AtomicU64,
+    pub(crate) pages_pinned_peak: AtomicU64,
     pub(crate) faults: AtomicU64,
     pub(crate) zaps: AtomicU64,
 }
@@ -170,10 +172,21 @@ impl ContextLock for KMutex<LockKey> {
     }
 }
 
-/// The module parameter `policy` (strict by default until the filtered
-/// policy's VM tests exist).
+/// The module parameter `policy` (`filtered` by default), read when a
+/// queue is created.
 pub(crate) fn current_policy() -> Policy {
-    Policy::Strict
+    // SAFETY: reads a module parameter; no precondition.
+    match unsafe { shim::warpq_param_policy() } {
+        0 => Policy::Strict,
+        _ => Policy::Filtered,
+    }
+}
+
+/// The protocol's tunables for a new queue, from the module parameters.
+fn current_config() -> Config {
+    // SAFETY: reads a module parameter; no precondition.
+    let drain_ms = unsafe { shim::warpq_param_drain_timeout_ms() };
+    Config { policy: current_policy(), drain_timeout_ns: u64::from(drain_ms.max(1)) * 1_000_000, ..Config::DEFAULT }
 }
 
 impl Queue {
@@ -189,7 +202,7 @@ impl Queue {
         // SAFETY: `mm` is valid (this function's contract).
         let mm = unsafe { MmGrab::new(mm) };
         let (ctx, key) = MmContext::new(mm.id());
-        let config = Config { policy: current_policy(), ..Config::DEFAULT };
+        let config = current_config();
         let queue = Arc::pin_init(
             pin_init!(Self {
                 dev,
@@ -406,6 +419,29 @@ impl Queue {
         Ok(self.ring.cq_ready())
     }
 
+    /// STATS: this queue's counters.
+    pub(crate) fn stats(&self) -> uapi::Stats {
+        let s = &self.stats;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        uapi::Stats {
+            size: core::mem::size_of::<uapi::Stats>() as u32,
+            rsvd: 0,
+            commands_ok: get(&s.commands_ok),
+            commands_failed: get(&s.commands_failed),
+            invalidations: get(&s.invalidations),
+            ignored_by_policy: get(&s.ignored_by_policy),
+            teardowns: get(&s.teardowns),
+            drains: get(&s.drains),
+            drain_timeouts: get(&s.drain_timeouts),
+            rebuilds: get(&s.rebuilds),
+            rebuild_retries: get(&s.rebuild_retries),
+            pages_pinned: get(&s.pages_pinned),
+            pages_pinned_peak: get(&s.pages_pinned_peak),
+            faults: get(&s.faults),
+            zaps: get(&s.zaps),
+        }
+    }
+
     /// WAKE: the engine may be asleep (`WARPQ_RING_NEED_WAKEUP`).
     pub(crate) fn wake(&self) -> Result {
         self.rebuild_if_stale()?;
@@ -529,6 +565,7 @@ impl Queue {
             crate::protocol::teardown::InvalidateOutcome::Ignored(_) => bump(&self.stats.ignored_by_policy, 1),
             crate::protocol::teardown::InvalidateOutcome::TornDown { drain, .. } => {
                 bump(&self.stats.teardowns, 1);
+                bump(&self.stats.drains, 1);
                 if matches!(drain, crate::protocol::context::DrainReport::Reset { .. }) {
                     bump(&self.stats.drain_timeouts, 1);
                 }
@@ -719,7 +756,8 @@ impl Platform for QueuePlatform<'_> {
                 return Err(PinError::Transient);
             }
         }
-        bump(&self.q.stats.pages_pinned, npages as u64);
+        let now = self.q.stats.pages_pinned.fetch_add(npages as u64, Ordering::Relaxed) + npages as u64;
+        self.q.stats.pages_pinned_peak.fetch_max(now, Ordering::Relaxed);
         Ok(DmaMapping { pages, dma })
     }
 

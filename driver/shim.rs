@@ -52,6 +52,10 @@ pub(crate) mod dma_kind {
 }
 
 extern "C" {
+    // Module parameters.
+    pub(crate) fn warpq_param_policy() -> c_int;
+    pub(crate) fn warpq_param_drain_timeout_ms() -> c_uint;
+
     // PCI.
     pub(crate) fn warpq_pci_register_driver() -> c_int;
     pub(crate) fn warpq_pci_unregister_driver();

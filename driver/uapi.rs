@@ -146,6 +146,33 @@ const _: () = assert!(core::mem::size_of::<Unregister>() == 16);
 const _: () = assert!(core::mem::size_of::<Wait>() == 24);
 const _: () = assert!(core::mem::size_of::<Wake>() == 8);
 
+/// `struct warpq_stats`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Stats {
+    pub(crate) size: u32,
+    pub(crate) rsvd: u32,
+    pub(crate) commands_ok: u64,
+    pub(crate) commands_failed: u64,
+    pub(crate) invalidations: u64,
+    pub(crate) ignored_by_policy: u64,
+    pub(crate) teardowns: u64,
+    pub(crate) drains: u64,
+    pub(crate) drain_timeouts: u64,
+    pub(crate) rebuilds: u64,
+    pub(crate) rebuild_retries: u64,
+    pub(crate) pages_pinned: u64,
+    pub(crate) pages_pinned_peak: u64,
+    pub(crate) faults: u64,
+    pub(crate) zaps: u64,
+}
+
+// SAFETY: see above (integers only, no padding).
+unsafe impl kernel::types::AsBytes for Stats {}
+// SAFETY: see above.
+unsafe impl kernel::types::FromBytes for Stats {}
+const _: () = assert!(core::mem::size_of::<Stats>() == 112);
+
 /// `WARPQ_IOC_INFO`.
 pub(crate) const IOC_INFO: u32 = iowr(0x00, core::mem::size_of::<Info>());
 /// `WARPQ_IOC_REGISTER`.
@@ -154,5 +181,7 @@ pub(crate) const IOC_REGISTER: u32 = iowr(0x01, core::mem::size_of::<Register>()
 pub(crate) const IOC_UNREGISTER: u32 = iowr(0x02, core::mem::size_of::<Unregister>());
 /// `WARPQ_IOC_WAIT`.
 pub(crate) const IOC_WAIT: u32 = iowr(0x04, core::mem::size_of::<Wait>());
+/// `WARPQ_IOC_STATS`.
+pub(crate) const IOC_STATS: u32 = iowr(0x06, core::mem::size_of::<Stats>());
 /// `WARPQ_IOC_WAKE`.
 pub(crate) const IOC_WAKE: u32 = iowr(0x05, core::mem::size_of::<Wake>());

@@ -201,6 +201,10 @@ fn ioctl(qf: &QueueFile, cmd: u32, arg: usize) -> Result {
             let _req: uapi::Wake = read_arg(arg)?;
             own_queue(qf)?.wake()
         }
+        uapi::IOC_STATS => {
+            let _req: uapi::Stats = read_arg(arg)?;
+            write_arg(arg, &own_queue(qf)?.stats())
+        }
         _ => Err(ENOTTY),
     }
 }

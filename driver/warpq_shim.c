@@ -29,7 +29,56 @@
 #include <linux/vmalloc.h>
 #include <linux/workqueue.h>
 
+#include <linux/moduleparam.h>
+#include <linux/sysfs.h>
+#include <linux/string.h>
+
 #include "warpq_shim.h"
+
+/* ---- module parameters (module_param_cb and friends are macros) ---------- */
+
+#define WARPQ_POLICY_STRICT	0
+#define WARPQ_POLICY_FILTERED	1
+
+static int warpq_policy = WARPQ_POLICY_FILTERED;
+
+static int warpq_policy_set(const char *val, const struct kernel_param *kp)
+{
+	if (sysfs_streq(val, "strict"))
+		WRITE_ONCE(warpq_policy, WARPQ_POLICY_STRICT);
+	else if (sysfs_streq(val, "filtered"))
+		WRITE_ONCE(warpq_policy, WARPQ_POLICY_FILTERED);
+	else
+		return -EINVAL;
+	return 0;
+}
+
+static int warpq_policy_get(char *buf, const struct kernel_param *kp)
+{
+	return sysfs_emit(buf, "%s\n",
+			  READ_ONCE(warpq_policy) == WARPQ_POLICY_STRICT ? "strict" : "filtered");
+}
+
+static const struct kernel_param_ops warpq_policy_ops = {
+	.set = warpq_policy_set,
+	.get = warpq_policy_get,
+};
+module_param_cb(policy, &warpq_policy_ops, NULL, 0644);
+MODULE_PARM_DESC(policy, "invalidation policy for new queues: strict (tear down on every event) or filtered (default)");
+
+static unsigned int drain_timeout_ms = 1000;
+module_param(drain_timeout_ms, uint, 0644);
+MODULE_PARM_DESC(drain_timeout_ms, "how long an invalidation waits for the engine before resetting the queue");
+
+int warpq_param_policy(void)
+{
+	return READ_ONCE(warpq_policy);
+}
+
+unsigned int warpq_param_drain_timeout_ms(void)
+{
+	return READ_ONCE(drain_timeout_ms);
+}
 
 /* QEMU's educational PCI device: the stand-in for a non-SVA accelerator. */
 static const struct pci_device_id warpq_pci_ids[] = {

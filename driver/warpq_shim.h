@@ -46,6 +46,8 @@ bool warpq_rs_invalidate(struct mmu_interval_notifier *sub, const struct mmu_not
 			 unsigned long cur_seq);
 
 /* Implemented in warpq_shim.c. */
+int warpq_param_policy(void);
+unsigned int warpq_param_drain_timeout_ms(void);
 int warpq_pci_register_driver(void);
 void warpq_pci_unregister_driver(void);
 struct device *warpq_pci_to_dev(struct pci_dev *pdev);

@@ -163,6 +163,13 @@ impl Device {
         Ok(req.ready)
     }
 
+    /// This process's queue counters.
+    pub fn stats(&self) -> io::Result<sys::warpq_stats> {
+        let mut st = sys::warpq_stats { size: std::mem::size_of::<sys::warpq_stats>() as u32, ..Default::default() };
+        self.ioctl(sys::WARPQ_IOC_STATS, &mut st)?;
+        Ok(st)
+    }
+
     /// Wakes this process's engine (needed only when the ring says need-wakeup).
     pub fn wake(&self) -> io::Result<()> {
         let mut req = sys::warpq_wake { size: std::mem::size_of::<sys::warpq_wake>() as u32, rsvd: 0 };

@@ -98,6 +98,26 @@ pub struct warpq_wake {
     pub rsvd: u32,
 }
 
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct warpq_stats {
+    pub size: u32,
+    pub rsvd: u32,
+    pub commands_ok: u64,
+    pub commands_failed: u64,
+    pub invalidations: u64,
+    pub ignored_by_policy: u64,
+    pub teardowns: u64,
+    pub drains: u64,
+    pub drain_timeouts: u64,
+    pub rebuilds: u64,
+    pub rebuild_retries: u64,
+    pub pages_pinned: u64,
+    pub pages_pinned_peak: u64,
+    pub faults: u64,
+    pub zaps: u64,
+}
+
 pub const WARPQ_CAP_RING: u64 = 1 << 0;
 pub const WARPQ_CAP_SUBMIT_IOCTL: u64 = 1 << 1;
 pub const WARPQ_CAP_EDU_DMA: u64 = 1 << 2;
@@ -150,4 +170,5 @@ pub const WARPQ_IOC_INFO: libc::c_ulong = iowr(0x00, std::mem::size_of::<warpq_i
 pub const WARPQ_IOC_REGISTER: libc::c_ulong = iowr(0x01, std::mem::size_of::<warpq_register>());
 pub const WARPQ_IOC_UNREGISTER: libc::c_ulong = iowr(0x02, std::mem::size_of::<warpq_unregister>());
 pub const WARPQ_IOC_WAIT: libc::c_ulong = iowr(0x04, std::mem::size_of::<warpq_wait>());
+pub const WARPQ_IOC_STATS: libc::c_ulong = iowr(0x06, std::mem::size_of::<warpq_stats>());
 pub const WARPQ_IOC_WAKE: libc::c_ulong = iowr(0x05, std::mem::size_of::<warpq_wake>());

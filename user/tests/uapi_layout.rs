@@ -32,7 +32,13 @@ int main(void) {
     P("info_size", sizeof(struct warpq_info));
     P("info.max_region_bytes", offsetof(struct warpq_info, max_region_bytes));
     P("info.dma_translation", offsetof(struct warpq_info, dma_translation));
-    P("ioc_info", WARPQ_IOC_INFO);
+    P("ioc_info", WARPQ_IOC_INFO); P("ioc_register", WARPQ_IOC_REGISTER); P("ioc_unregister", WARPQ_IOC_UNREGISTER);
+    P("ioc_wait", WARPQ_IOC_WAIT); P("ioc_wake", WARPQ_IOC_WAKE); P("ioc_stats", WARPQ_IOC_STATS);
+    P("sqe_size", sizeof(struct warpq_sqe)); P("cqe_size", sizeof(struct warpq_cqe));
+    P("sqe.user_data", offsetof(struct warpq_sqe, user_data)); P("sqe.value", offsetof(struct warpq_sqe, value));
+    P("cqe.status", offsetof(struct warpq_cqe, status)); P("cqe.result", offsetof(struct warpq_cqe, result));
+    P("stats_size", sizeof(struct warpq_stats)); P("stats.zaps", offsetof(struct warpq_stats, zaps));
+    P("wait.timeout_ns", offsetof(struct warpq_wait, timeout_ns)); P("register.handle", offsetof(struct warpq_register, handle));
     return 0;
 }
 "#,
@@ -66,4 +72,19 @@ int main(void) {
     assert_eq!(c("info.max_region_bytes"), offset_of!(warpq_info, max_region_bytes) as u64);
     assert_eq!(c("info.dma_translation"), offset_of!(warpq_info, dma_translation) as u64);
     assert_eq!(c("ioc_info"), WARPQ_IOC_INFO as u64);
+    assert_eq!(c("ioc_register"), WARPQ_IOC_REGISTER as u64);
+    assert_eq!(c("ioc_unregister"), WARPQ_IOC_UNREGISTER as u64);
+    assert_eq!(c("ioc_wait"), WARPQ_IOC_WAIT as u64);
+    assert_eq!(c("ioc_wake"), WARPQ_IOC_WAKE as u64);
+    assert_eq!(c("ioc_stats"), WARPQ_IOC_STATS as u64);
+    assert_eq!(c("sqe_size"), size_of::<warpq_sqe>() as u64);
+    assert_eq!(c("cqe_size"), size_of::<warpq_cqe>() as u64);
+    assert_eq!(c("sqe.user_data"), offset_of!(warpq_sqe, user_data) as u64);
+    assert_eq!(c("sqe.value"), offset_of!(warpq_sqe, value) as u64);
+    assert_eq!(c("cqe.status"), offset_of!(warpq_cqe, status) as u64);
+    assert_eq!(c("cqe.result"), offset_of!(warpq_cqe, result) as u64);
+    assert_eq!(c("stats_size"), size_of::<warpq_stats>() as u64);
+    assert_eq!(c("stats.zaps"), offset_of!(warpq_stats, zaps) as u64);
+    assert_eq!(c("wait.timeout_ns"), offset_of!(warpq_wait, timeout_ns) as u64);
+    assert_eq!(c("register.handle"), offset_of!(warpq_register, handle) as u64);
 }

@@ -13,49 +13,9 @@ use std::time::Duration;
 
 use warpq::sys::*;
 use warpq::{crc32c, Device, Queue};
+use warpq_stress::{Anon, Rng};
 
 const BUF: usize = 1 << 20;
-
-struct Anon {
-    ptr: *mut u8,
-    len: usize,
-}
-
-impl Anon {
-    fn new(len: usize) -> Anon {
-        // SAFETY: a fresh private anonymous mapping.
-        let p = unsafe {
-            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
-        };
-        assert_ne!(p, libc::MAP_FAILED, "mmap {len} bytes");
-        Anon { ptr: p.cast(), len }
-    }
-    fn addr(&self, off: usize) -> u64 {
-        self.ptr as u64 + off as u64
-    }
-    fn bytes(&self) -> Vec<u8> {
-        // SAFETY: `len` readable bytes; a copy taken while the device is idle.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }.to_vec()
-    }
-    fn write(&self, data: &[u8]) {
-        // SAFETY: in bounds; the device is idle.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr, data.len()) };
-    }
-}
-
-/// xorshift64*: reproducible, no dependency.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 struct Expect {
     status: u32,
@@ -99,18 +59,18 @@ fn run() -> Result<String, String> {
     let mut rng = Rng(0x5eed_1234_abcd_0001);
     let mut pattern = vec![0u8; BUF];
     for (i, x) in pattern.iter_mut().enumerate() {
-        *x = (i as u64).wrapping_mul(2654435761).to_le_bytes()[1] ^ (rng.next() as u8);
+        *x = (i as u64).wrapping_mul(2654435761).to_le_bytes()[1] ^ (rng.next_u64() as u8);
     }
     a.write(&pattern);
     b.write(&vec![0u8; BUF]);
     let rw = WARPQ_ACCESS_READ | WARPQ_ACCESS_WRITE;
     // SAFETY: the buffers stay mapped until after UNREGISTER below and only
     // raw pointers refer to them.
-    let ha = unsafe { dev.register_raw(a.ptr, BUF, rw) }.map_err(|e| format!("register A: {e}"))?;
+    let ha = unsafe { dev.register_raw(a.ptr(), BUF, rw) }.map_err(|e| format!("register A: {e}"))?;
     // SAFETY: as above.
-    let hb = unsafe { dev.register_raw(b.ptr, BUF, rw) }.map_err(|e| format!("register B: {e}"))?;
+    let hb = unsafe { dev.register_raw(b.ptr(), BUF, rw) }.map_err(|e| format!("register B: {e}"))?;
     // SAFETY: as above; read-only device access.
-    let hro = unsafe { dev.register_raw(ro.ptr, 4096, WARPQ_ACCESS_READ) }.map_err(|e| format!("register RO: {e}"))?;
+    let hro = unsafe { dev.register_raw(ro.ptr(), 4096, WARPQ_ACCESS_READ) }.map_err(|e| format!("register RO: {e}"))?;
     println!("ok: registered two 1 MiB buffers and a read-only page");
 
     // The model of B as the device will leave it, updated in submission order.
@@ -147,12 +107,12 @@ fn run() -> Result<String, String> {
                     (sqe(WARPQ_OP_COPY, next, a.addr(so), b.addr(d), len as u64, 0), Expect { status: 0, result: Some(len as u64) })
                 }
                 1 => {
-                    let v = rng.next() as u8;
+                    let v = rng.next_u64() as u8;
                     model_b[d..d + len].fill(v);
                     (sqe(WARPQ_OP_FILL, next, 0, b.addr(d), len as u64, u64::from(v)), Expect { status: 0, result: Some(len as u64) })
                 }
                 _ => {
-                    let seed = rng.next() as u32;
+                    let seed = rng.next_u64() as u32;
                     let crc = crc32c(seed, &model_b[d..d + len]);
                     (sqe(WARPQ_OP_CRC32C, next, b.addr(d), 0, len as u64, u64::from(seed)), Expect { status: 0, result: Some(u64::from(crc)) })
                 }

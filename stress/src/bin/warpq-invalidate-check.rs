@@ -1,0 +1,324 @@
+//! warpq-invalidate-check: invalidations with commands in flight.
+//!
+//! `warpq-invalidate-check munmap|fork [DEVICE]`
+//!
+//! - `munmap`: a registered buffer is unmapped while FILL commands into it
+//!   are queued and running. Every command completes, with success (it ran
+//!   before) or a fault/abort status; none is lost; the queue counts the
+//!   teardown; the queue keeps working afterwards.
+//! - `fork`: the parent forks while COPY and FILL commands into its buffer
+//!   are in flight. The parent's results land in the parent's pages (checked
+//!   byte for byte against a model), while the child writes different data
+//!   into its copy of the same buffer at the same time and checks the
+//!   device never touches it; the child cannot reach the parent's buffers
+//!   through the device; the child then uses the device itself, with its own
+//!   queue and registrations, concurrently with the parent, verified too.
+
+use std::collections::VecDeque;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use warpq::sys::*;
+use warpq::{crc32c, Device, Queue};
+use warpq_stress::{Anon, Rng};
+
+const PAGE: usize = 4096;
+
+fn sqe(op: u8, user_data: u64, src: u64, dst: u64, len: u64, value: u64) -> warpq_sqe {
+    warpq_sqe { opcode: op, user_data, src, dst, len, value, ..Default::default() }
+}
+
+/// Reaps one completion: polls, then sleeps in WAIT (which also lets the
+/// driver rebuild what an invalidation tore down).
+fn reap(q: &mut Queue<'_>) -> Result<warpq_cqe, String> {
+    for _ in 0..1000 {
+        if let Some(c) = q.pop() {
+            return Ok(c);
+        }
+        std::hint::spin_loop();
+    }
+    for _ in 0..100 {
+        if let Some(c) = q.pop() {
+            return Ok(c);
+        }
+        q.wait(1, Some(Duration::from_millis(200))).map_err(|e| format!("WAIT: {e}"))?;
+    }
+    Err("no completion within 20 s".into())
+}
+
+fn push_all(q: &mut Queue<'_>, sqes: &[warpq_sqe]) -> Result<(), String> {
+    for s in sqes {
+        while q.push(s).is_err() {
+            q.submit().map_err(|e| format!("submit: {e}"))?;
+            std::thread::yield_now();
+        }
+    }
+    q.submit().map_err(|e| format!("submit: {e}"))?;
+    Ok(())
+}
+
+fn munmap_in_flight(dev: &Device) -> Result<String, String> {
+    let mut q = dev.queue().map_err(|e| format!("map queue: {e}"))?;
+    let pages = 64;
+    let mut buf = Anon::new(pages * PAGE);
+    let other = Anon::new(16 * PAGE);
+    let rw = WARPQ_ACCESS_READ | WARPQ_ACCESS_WRITE;
+    // SAFETY: only raw pointers refer to the buffers; `buf` is unmapped
+    // under the device on purpose (the point of this test).
+    let h = unsafe { dev.register_raw(buf.ptr(), buf.len(), rw) }.map_err(|e| format!("register: {e}"))?;
+    // SAFETY: as above.
+    let h2 = unsafe { dev.register_raw(other.ptr(), other.len(), rw) }.map_err(|e| format!("register other: {e}"))?;
+    let before = dev.stats().map_err(|e| format!("STATS: {e}"))?;
+    let n = 240u64;
+    let cmds: Vec<_> = (0..n)
+        .map(|i| {
+            let off = (i as usize * 4 * PAGE) % (buf.len() - 16 * PAGE);
+            sqe(WARPQ_OP_FILL, i, 0, buf.addr(off), 16 * PAGE as u64, i & 0xff)
+        })
+        .collect();
+    push_all(&mut q, &cmds[..200])?;
+    buf.unmap();
+    // More after the unmap: they must fault, not touch anything.
+    push_all(&mut q, &cmds[200..])?;
+    let (mut ok, mut fault, mut aborted) = (0, 0, 0);
+    for i in 0..n {
+        let c = reap(&mut q)?;
+        if c.user_data != i {
+            return Err(format!("completion {} out of order (expected {i})", c.user_data));
+        }
+        match c.status {
+            WARPQ_STATUS_OK => ok += 1,
+            WARPQ_STATUS_FAULT_UNMAPPED | WARPQ_STATUS_FAULT_UNREGISTERED => fault += 1,
+            WARPQ_STATUS_ABORTED => aborted += 1,
+            s => return Err(format!("command {i}: unexpected status {s}")),
+        }
+        if c.status == WARPQ_STATUS_OK && i >= 200 {
+            return Err(format!("command {i}, queued after munmap, succeeded"));
+        }
+    }
+    let after = dev.stats().map_err(|e| format!("STATS: {e}"))?;
+    if after.teardowns <= before.teardowns {
+        return Err("the counters show no teardown".into());
+    }
+    // The queue still works on the other buffer.
+    push_all(&mut q, &[sqe(WARPQ_OP_FILL, 9999, 0, other.addr(0), 4096, 0x5a)])?;
+    let c = reap(&mut q)?;
+    if c.status != WARPQ_STATUS_OK || other.bytes()[..4096].iter().any(|&b| b != 0x5a) {
+        return Err(format!("the queue does not work after the munmap (status {})", c.status));
+    }
+    dev.unregister(h2).map_err(|e| format!("unregister other: {e}"))?;
+    // The dead registration can still be dropped.
+    dev.unregister(h).map_err(|e| format!("unregister the unmapped buffer: {e}"))?;
+    Ok(format!(
+        "{n} commands: {ok} done before the unmap, {fault} faulted, {aborted} aborted; teardowns {} -> {}, rebuilds {} -> {}",
+        before.teardowns, after.teardowns, before.rebuilds, after.rebuilds
+    ))
+}
+
+/// A stream of COPY/FILL/CRC commands into `dst` with the CPU's model of
+/// `dst` kept in step; verifies every completion and, at the end, `dst`.
+struct Stream<'a> {
+    src: &'a Anon,
+    src_pattern: Vec<u8>,
+    dst: &'a Anon,
+    model: Vec<u8>,
+    rng: Rng,
+    expected: VecDeque<(u64, u32, u64)>,
+    next: u64,
+    verified: u64,
+}
+
+impl<'a> Stream<'a> {
+    fn new(src: &'a Anon, dst: &'a Anon, seed: u64) -> Self {
+        let src_pattern = src.bytes();
+        let model = dst.bytes();
+        Stream { src, src_pattern, dst, model, rng: Rng(seed), expected: VecDeque::new(), next: 0, verified: 0 }
+    }
+
+    fn push(&mut self, q: &mut Queue<'_>, count: u64) -> Result<(), String> {
+        let mut batch = Vec::new();
+        for _ in 0..count {
+            let len = 1 + self.rng.below(2 * PAGE as u64) as usize;
+            let so = self.rng.below((self.src.len() - len) as u64) as usize;
+            let d = self.rng.below((self.dst.len() - len) as u64) as usize;
+            let id = self.next;
+            self.next += 1;
+            match self.rng.below(3) {
+                0 => {
+                    self.model[d..d + len].copy_from_slice(&self.src_pattern[so..so + len]);
+                    batch.push(sqe(WARPQ_OP_COPY, id, self.src.addr(so), self.dst.addr(d), len as u64, 0));
+                    self.expected.push_back((id, WARPQ_STATUS_OK, len as u64));
+                }
+                1 => {
+                    let v = self.rng.next_u64() as u8;
+                    self.model[d..d + len].fill(v);
+                    batch.push(sqe(WARPQ_OP_FILL, id, 0, self.dst.addr(d), len as u64, u64::from(v)));
+                    self.expected.push_back((id, WARPQ_STATUS_OK, len as u64));
+                }
+                _ => {
+                    let crc = crc32c(0, &self.model[d..d + len]);
+                    batch.push(sqe(WARPQ_OP_CRC32C, id, self.dst.addr(d), 0, len as u64, 0));
+                    self.expected.push_back((id, WARPQ_STATUS_OK, u64::from(crc)));
+                }
+            }
+        }
+        push_all(q, &batch)
+    }
+
+    fn reap_all(&mut self, q: &mut Queue<'_>) -> Result<(), String> {
+        while let Some((id, status, result)) = self.expected.pop_front() {
+            let c = reap(q)?;
+            if c.user_data != id || c.status != status || c.result != result {
+                return Err(format!(
+                    "command {id}: got id {} status {} result {:#x}, expected status {status} result {result:#x}",
+                    c.user_data, c.status, c.result
+                ));
+            }
+            self.verified += 1;
+        }
+        Ok(())
+    }
+
+    fn verify_dst(&self, who: &str) -> Result<(), String> {
+        let got = self.dst.bytes();
+        match got.iter().zip(&self.model).position(|(a, b)| a != b) {
+            None => Ok(()),
+            Some(i) => Err(format!("{who}: buffer differs from its model at byte {i}")),
+        }
+    }
+}
+
+fn child_main(dev: &Device, src: &Anon, dst: &Anon, parent_dst_model_hint: usize) -> Result<String, String> {
+    // 1. Write our own data into our copy of the parent's buffer while the
+    //    parent's commands keep running, and check nothing else writes it.
+    let mine: Vec<u8> = (0..dst.len()).map(|i| (i as u8) ^ 0xc3).collect();
+    dst.write(&mine);
+    std::thread::sleep(Duration::from_millis(300));
+    if dst.bytes() != mine {
+        return Err("child: the device wrote into the child's copy of the buffer".into());
+    }
+    // 2. Our own queue: the inherited mapping now shows a fresh queue with
+    //    no registrations; the parent's buffers are unreachable.
+    let mut q = dev.queue().map_err(|e| format!("child: map queue: {e}"))?;
+    push_all(&mut q, &[sqe(WARPQ_OP_FILL, 1, 0, dst.addr(0), 64, 0xee)])?;
+    let c = reap(&mut q)?;
+    if c.status != WARPQ_STATUS_FAULT_UNREGISTERED {
+        return Err(format!("child: reached the parent's buffer through the device (status {})", c.status));
+    }
+    push_all(&mut q, &[sqe(WARPQ_OP_CRC32C, 2, src.addr(0), 0, 64, 0)])?;
+    let c = reap(&mut q)?;
+    if c.status != WARPQ_STATUS_FAULT_UNREGISTERED {
+        return Err(format!("child: read the parent's buffer through the device (status {})", c.status));
+    }
+    if dst.bytes() != mine {
+        return Err("child: a refused command changed the child's buffer".into());
+    }
+    // 3. Register our own copies and run verified commands of our own,
+    //    concurrently with the parent.
+    let rw = WARPQ_ACCESS_READ | WARPQ_ACCESS_WRITE;
+    // SAFETY: the child's copies stay mapped until the child exits.
+    let hs = unsafe { dev.register_raw(src.ptr(), src.len(), WARPQ_ACCESS_READ) }.map_err(|e| format!("child: register src: {e}"))?;
+    // SAFETY: as above.
+    let hd = unsafe { dev.register_raw(dst.ptr(), dst.len(), rw) }.map_err(|e| format!("child: register dst: {e}"))?;
+    let mut stream = Stream::new(src, dst, 0xc41d + parent_dst_model_hint as u64);
+    for _ in 0..4 {
+        stream.push(&mut q, 100)?;
+        stream.reap_all(&mut q)?;
+    }
+    stream.verify_dst("child")?;
+    dev.unregister(hs).map_err(|e| format!("child: unregister: {e}"))?;
+    dev.unregister(hd).map_err(|e| format!("child: unregister: {e}"))?;
+    Ok(format!("child: {} own commands verified, its copy untouched by the parent's", stream.verified))
+}
+
+fn fork_in_flight(dev: &Device) -> Result<String, String> {
+    let mut q = dev.queue().map_err(|e| format!("map queue: {e}"))?;
+    let src = Anon::new(256 * PAGE);
+    let dst = Anon::new(256 * PAGE);
+    let pattern: Vec<u8> = (0..src.len()).map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[2]).collect();
+    src.write(&pattern);
+    let rw = WARPQ_ACCESS_READ | WARPQ_ACCESS_WRITE;
+    // SAFETY: only raw pointers refer to the buffers; they outlive the
+    // registrations.
+    let hs = unsafe { dev.register_raw(src.ptr(), src.len(), WARPQ_ACCESS_READ) }.map_err(|e| format!("register src: {e}"))?;
+    // SAFETY: as above.
+    let hd = unsafe { dev.register_raw(dst.ptr(), dst.len(), rw) }.map_err(|e| format!("register dst: {e}"))?;
+    let before = dev.stats().map_err(|e| format!("STATS: {e}"))?;
+    let mut stream = Stream::new(&src, &dst, 0x9a7e);
+    stream.push(&mut q, 250)?;
+    // Fork with those in flight.
+    // SAFETY: the child runs `child_main` and leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let code = match child_main(dev, &src, &dst, 1) {
+            Ok(msg) => {
+                println!("ok: {msg}");
+                0
+            }
+            Err(e) => {
+                println!("FAIL: {e}");
+                1
+            }
+        };
+        // SAFETY: leave the child without unwinding into the parent's state.
+        unsafe { libc::_exit(code) };
+    }
+    if pid < 0 {
+        return Err("fork failed".into());
+    }
+    // The parent keeps going, concurrently with the child.
+    stream.push(&mut q, 250)?;
+    stream.reap_all(&mut q)?;
+    for _ in 0..4 {
+        stream.push(&mut q, 100)?;
+        stream.reap_all(&mut q)?;
+    }
+    stream.verify_dst("parent")?;
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        return Err(format!("child failed (wait status {status:#x})"));
+    }
+    // The parent's buffer is still the parent's: the child's writes did not land.
+    stream.verify_dst("parent after the child exited")?;
+    let after = dev.stats().map_err(|e| format!("STATS: {e}"))?;
+    dev.unregister(hs).map_err(|e| format!("unregister: {e}"))?;
+    dev.unregister(hd).map_err(|e| format!("unregister: {e}"))?;
+    Ok(format!(
+        "parent: {} commands verified across fork; invalidations {} -> {}, teardowns {} -> {}, ignored {} -> {}, rebuilds {} -> {}",
+        stream.verified, before.invalidations, after.invalidations, before.teardowns, after.teardowns,
+        before.ignored_by_policy, after.ignored_by_policy, before.rebuilds, after.rebuilds
+    ))
+}
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let what = args.next().unwrap_or_default();
+    let path = args.next().unwrap_or_else(|| "/dev/warpq0".into());
+    let dev = match Device::open(&path) {
+        Ok(d) => d,
+        Err(e) => {
+            println!("FAIL: open {path}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match what.as_str() {
+        "munmap" => munmap_in_flight(&dev),
+        "fork" => fork_in_flight(&dev),
+        _ => {
+            eprintln!("usage: warpq-invalidate-check munmap|fork [DEVICE]");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(msg) => {
+            println!("ok: {what}: {msg}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("FAIL: {what}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
