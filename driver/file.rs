@@ -33,6 +33,28 @@ pub(crate) struct QueueFile {
     dir: Mutex<Directory>,
 }
 
+impl Directory {
+    /// Moves the queues whose process is gone (exit, exec) out of the
+    /// directory into `out`: a file shared by many short-lived children
+    /// (fork storms) does not fill up. Their pins were already released by
+    /// the mm's own teardown (RELEASE/UNMAP invalidations).
+    fn reap_orphans(&mut self, out: &mut [Option<Arc<Queue>>; MAX_QUEUES_PER_FILE]) {
+        let Self { table, queues } = self;
+        for (slot, out) in queues.iter_mut().zip(out.iter_mut()) {
+            if slot.as_ref().is_some_and(|q| q.is_orphaned()) {
+                if let Some(q) = slot.take() {
+                    let mm = q.mm_id();
+                    table.release(mm);
+                    if let crate::protocol::context::Lookup::Released(id) = table.lookup(mm) {
+                        let _ = table.reap(id);
+                    }
+                    *out = Some(q);
+                }
+            }
+        }
+    }
+}
+
 impl QueueFile {
     pub(crate) fn new(dev: Arc<DeviceCore>) -> Result<Arc<Self>> {
         Arc::pin_init(
@@ -62,7 +84,10 @@ impl QueueFile {
         // SAFETY: `mm` is valid (this function's contract); `private` is this
         // file's `private_data` (the `Arc<QueueFile>` data pointer).
         let fresh = unsafe { Queue::new(self.dev.clone(), mm, private) }?;
+        // Queues of processes that exited are dropped outside D, after this.
+        let mut orphans = [const { None }; MAX_QUEUES_PER_FILE];
         let mut dir = self.dir.lock();
+        dir.reap_orphans(&mut orphans);
         match dir.table.get_or_create(id) {
             Ok((slot, true)) => {
                 dir.queues[slot.slot()] = Some(fresh.clone());

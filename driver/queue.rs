@@ -241,6 +241,16 @@ impl Queue {
         Ok(())
     }
 
+    /// The queue's mm identity (its directory key).
+    pub(crate) fn mm_id(&self) -> usize {
+        self.mm.id()
+    }
+
+    /// The queue's process exited (or exec'd): nothing can use it any more.
+    pub(crate) fn is_orphaned(&self) -> bool {
+        !self.mm.has_users()
+    }
+
     fn platform(&self, mmap_locked: bool) -> QueuePlatform<'_> {
         QueuePlatform { q: self, mmap_locked }
     }

@@ -84,6 +84,7 @@ extern "C" {
 
     // mm references.
     pub(crate) fn warpq_current_mm() -> *mut MmRaw;
+    pub(crate) fn warpq_mm_has_users(mm: *mut MmRaw) -> bool;
     pub(crate) fn warpq_mmgrab(mm: *mut MmRaw);
     pub(crate) fn warpq_mmdrop(mm: *mut MmRaw);
 

@@ -389,6 +389,12 @@ struct mm_struct *warpq_current_mm(void)
 	return current->mm;
 }
 
+/* Whether the address space still has users (has not exited). */
+bool warpq_mm_has_users(struct mm_struct *mm)
+{
+	return atomic_read(&mm->mm_users) > 0;
+}
+
 void warpq_mmgrab(struct mm_struct *mm)
 {
 	mmgrab(mm);

@@ -69,6 +69,7 @@ struct mm_struct *warpq_vma_mm(struct vm_area_struct *vma);
 unsigned long warpq_vma_start(struct vm_area_struct *vma);
 void warpq_zap_queue_mapping(struct mm_struct *mm, unsigned long addr, void *private);
 struct mm_struct *warpq_current_mm(void);
+bool warpq_mm_has_users(struct mm_struct *mm);
 void warpq_mmgrab(struct mm_struct *mm);
 void warpq_mmdrop(struct mm_struct *mm);
 bool warpq_mmget_not_zero(struct mm_struct *mm);

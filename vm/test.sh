@@ -90,6 +90,8 @@ if [ "$what" = all ] || [ "$what" = vm ]; then
         vm_suite "invalidate-$policy" VM_MODULE_ARGS="policy=$policy" -- \
             'warpq-invalidate-check munmap && warpq-invalidate-check fork && warpq-check pins'
     done
+    vm_suite fork-storm -- 'warpq-invalidate-check forkstorm 150 && warpq-check pins'
+
     vm_suite hmm-tests VM_NO_MODULE=1 -- '/warpq/tests/hmm-tests.sh'
     vm_expect_failure harness-exit-status 'command exited with status 1' -- 'false'
     vm_expect_failure harness-splat 'splat: .*WARNING: CPU: 0 PID: 1 at test' \

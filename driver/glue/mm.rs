@@ -56,6 +56,13 @@ impl MmGrab {
         self.mm.as_ptr()
     }
 
+    /// Whether the address space is still in use (the process has not
+    /// exited or exec'd away from it).
+    pub(crate) fn has_users(&self) -> bool {
+        // SAFETY: the structure is valid (type invariant).
+        unsafe { shim::warpq_mm_has_users(self.mm.as_ptr()) }
+    }
+
     /// The mm's identity for the protocol core.
     pub(crate) fn id(&self) -> usize {
         mm_id(self.mm)

@@ -1,6 +1,6 @@
 //! warpq-invalidate-check: invalidations with commands in flight.
 //!
-//! `warpq-invalidate-check munmap|fork [DEVICE]`
+//! `warpq-invalidate-check munmap|fork [DEVICE]`, `warpq-invalidate-check forkstorm [COUNT]`
 //!
 //! - `munmap`: a registered buffer is unmapped while FILL commands into it
 //!   are queued and running. Every command completes, with success (it ran
@@ -292,10 +292,90 @@ fn fork_in_flight(dev: &Device) -> Result<String, String> {
     ))
 }
 
+/// `count` children in sequence share the parent's file: each gets its own
+/// queue, registers its own buffer, verifies a FILL and a CRC through the
+/// device, and exits — every tenth after exec'ing (the old mm goes away
+/// under the driver). The parent's queue keeps working throughout, and the
+/// file's queue directory (64 entries) never fills up.
+fn fork_storm(dev: &Device, count: u32) -> Result<String, String> {
+    let mut q = dev.queue().map_err(|e| format!("map queue: {e}"))?;
+    let mine = Anon::new(4 * PAGE);
+    let rw = WARPQ_ACCESS_READ | WARPQ_ACCESS_WRITE;
+    // SAFETY: only raw pointers refer to the buffer; it outlives the registration.
+    let h = unsafe { dev.register_raw(mine.ptr(), mine.len(), rw) }.map_err(|e| format!("register: {e}"))?;
+    let mut execs = 0;
+    for i in 0..count {
+        let exec = i % 10 == 9;
+        // SAFETY: the child only uses its own copies and leaves with _exit or exec.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let code = (|| -> Result<(), String> {
+                let mut cq = dev.queue().map_err(|e| format!("child map: {e}"))?;
+                let buf = Anon::new(4 * PAGE);
+                // SAFETY: as in the parent.
+                let ch = unsafe { dev.register_raw(buf.ptr(), buf.len(), rw) }.map_err(|e| format!("child register: {e}"))?;
+                let v = (i % 251) as u8;
+                push_all(&mut cq, &[
+                    sqe(WARPQ_OP_FILL, 1, 0, buf.addr(0), buf.len() as u64, u64::from(v)),
+                    sqe(WARPQ_OP_CRC32C, 2, buf.addr(0), 0, buf.len() as u64, 0),
+                ])?;
+                let (a, b) = (reap(&mut cq)?, reap(&mut cq)?);
+                let want = crc32c(0, &vec![v; buf.len()]);
+                if a.status != 0 || b.status != 0 || b.result != u64::from(want) || buf.bytes().iter().any(|&x| x != v) {
+                    return Err(format!("child {i}: statuses {} {} crc {:#x}", a.status, b.status, b.result));
+                }
+                if !exec {
+                    dev.unregister(ch).map_err(|e| format!("child unregister: {e}"))?;
+                }
+                Ok(())
+            })();
+            if let Err(e) = code {
+                println!("FAIL: {e}");
+                // SAFETY: leave the child.
+                unsafe { libc::_exit(1) };
+            }
+            if exec {
+                // Exec with the registration and queue still live: the old
+                // mm's teardown must release them.
+                let prog = c"/bin/true";
+                let argv = [prog.as_ptr(), std::ptr::null()];
+                // SAFETY: valid NUL-terminated argv; on failure fall through.
+                unsafe { libc::execv(prog.as_ptr(), argv.as_ptr()) };
+                // SAFETY: leave the child.
+                unsafe { libc::_exit(3) };
+            }
+            // SAFETY: leave the child (registration dropped above).
+            unsafe { libc::_exit(0) };
+        }
+        if pid < 0 {
+            return Err(format!("fork {i} failed"));
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+            return Err(format!("child {i} failed (wait status {status:#x})"));
+        }
+        if exec {
+            execs += 1;
+        }
+        if i % 16 == 0 {
+            // The parent's own queue still works.
+            push_all(&mut q, &[sqe(WARPQ_OP_FILL, u64::from(i), 0, mine.addr(0), 64, u64::from(i & 0xff))])?;
+            let c = reap(&mut q)?;
+            if c.status != 0 || mine.bytes()[0] != (i & 0xff) as u8 {
+                return Err(format!("parent's queue after child {i}: status {}", c.status));
+            }
+        }
+    }
+    dev.unregister(h).map_err(|e| format!("unregister: {e}"))?;
+    Ok(format!("{count} children ({execs} exec'd with live registrations), each with its own verified queue"))
+}
+
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let what = args.next().unwrap_or_default();
-    let path = args.next().unwrap_or_else(|| "/dev/warpq0".into());
+    let path = if what == "forkstorm" { "/dev/warpq0".into() } else { args.next().unwrap_or_else(|| "/dev/warpq0".into()) };
     let dev = match Device::open(&path) {
         Ok(d) => d,
         Err(e) => {
@@ -306,8 +386,9 @@ fn main() -> ExitCode {
     let result = match what.as_str() {
         "munmap" => munmap_in_flight(&dev),
         "fork" => fork_in_flight(&dev),
+        "forkstorm" => fork_storm(&dev, args.next().and_then(|n| n.parse().ok()).unwrap_or(200)),
         _ => {
-            eprintln!("usage: warpq-invalidate-check munmap|fork [DEVICE]");
+            eprintln!("usage: warpq-invalidate-check munmap|fork [DEVICE] | forkstorm [COUNT]");
             return ExitCode::from(2);
         }
     };
