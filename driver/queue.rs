@@ -8,7 +8,8 @@
 //! child gets a queue of its own and never the parent's.
 //!
 //! Lock order (file.rs owns D):
-//!   mmap_lock → D (`QueueFile::dir`) → L (`Queue::lock`).
+//!   mmap_lock → D (`QueueFile::dir`) → L (`Queue::lock`);
+//!   S (`Queue::submit_lock`) → mmap_lock (SUBMIT reads user memory).
 //! L is the invalidation lock of DESIGN.md: the interval-notifier callback
 //! takes it. Nothing allocates, pins or takes the mmap lock with L held; the
 //! engine never takes L (it synchronises through the protocol's gate).
@@ -20,7 +21,8 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use kernel::bindings;
 use kernel::ffi::{c_int, c_ulong, c_void};
 use kernel::prelude::*;
-use kernel::sync::Arc;
+use kernel::new_mutex;
+use kernel::sync::{Arc, Mutex};
 use kernel::types::Opaque;
 
 use crate::device::DeviceCore;
@@ -144,6 +146,10 @@ pub(crate) struct Queue {
     ctx: Context,
     #[pin]
     lock: KMutex<LockKey>,
+    /// Serialises SUBMIT ioctls (they produce into the SQ). Taken before
+    /// reading user memory, never with L.
+    #[pin]
+    submit_lock: Mutex<()>,
     /// Waiters: drains, the idle engine, WAIT.
     #[pin]
     wq: Opaque<bindings::wait_queue_head>,
@@ -212,6 +218,7 @@ impl Queue {
                 config,
                 ctx,
                 lock <- KMutex::new(key),
+                submit_lock <- new_mutex!(()),
                 // SAFETY: `slot` is pinned memory for a wait queue head.
                 wq <- Opaque::ffi_init(|slot| unsafe { shim::warpq_waitqueue_init(slot) }),
                 // SAFETY: `slot` is pinned memory for a work item.
@@ -427,6 +434,38 @@ impl Queue {
             return Err(ERESTARTSYS);
         }
         Ok(self.ring.cq_ready())
+    }
+
+    /// SUBMIT: queues `count` entries read from user memory at `sqes` and
+    /// wakes the engine. Returns how many were queued (fewer when the ring
+    /// fills up).
+    pub(crate) fn submit(&self, sqes: usize, count: u32) -> Result<u32> {
+        const CHUNK: usize = 32;
+        self.rebuild_if_stale()?;
+        let _serial = self.submit_lock.lock();
+        let total = count as usize;
+        let mut reader = kernel::uaccess::UserSlice::new(sqes, total.checked_mul(64).ok_or(EINVAL)?).reader();
+        let mut done = 0usize;
+        let mut buf = [[0u64; 8]; CHUNK];
+        while done < total {
+            let n = (total - done).min(CHUNK);
+            for e in buf.iter_mut().take(n) {
+                let mut bytes = [0u8; 64];
+                reader.read_slice(&mut bytes)?;
+                for (w, chunk) in e.iter_mut().zip(bytes.chunks_exact(8)) {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(chunk);
+                    *w = u64::from_ne_bytes(b);
+                }
+            }
+            let pushed = self.ring.push_sqes(&buf[..n]);
+            done += pushed;
+            if pushed < n {
+                break;
+            }
+        }
+        self.wake_all();
+        Ok(done as u32)
     }
 
     /// STATS: this queue's counters.

@@ -135,6 +135,31 @@ impl Ring {
         self.word(hdr::SQ_HEAD).store(head.wrapping_add(1), Ordering::Release);
     }
 
+    /// SUBMIT: appends entries on the caller's behalf, as the SQ producer
+    /// (the caller then does not produce through the mapping at the same
+    /// time; concurrent SUBMITs are serialised by the queue). Returns how
+    /// many fit.
+    pub(crate) fn push_sqes(&self, entries: &[[u64; 8]]) -> usize {
+        let tail = self.word(hdr::SQ_TAIL).load(Ordering::Relaxed);
+        let head = self.word(hdr::SQ_HEAD).load(Ordering::Acquire);
+        let used = tail.wrapping_sub(head);
+        if used > uapi::SQ_ENTRIES {
+            return 0;
+        }
+        let room = (uapi::SQ_ENTRIES - used) as usize;
+        let n = entries.len().min(room);
+        for (i, e) in entries.iter().take(n).enumerate() {
+            let slot = (tail.wrapping_add(i as u32) & (uapi::SQ_ENTRIES - 1)) as usize;
+            let p = self.base.as_ptr().wrapping_add(uapi::RING_SQ_OFFSET + slot * 64).cast::<[u64; 8]>();
+            // SAFETY: the slot lies inside the ring (type invariant, masked
+            // index) and is free (between tail and head + entries).
+            unsafe { core::ptr::write_volatile(p, *e) };
+        }
+        // Release: the entries before the tail that publishes them.
+        self.word(hdr::SQ_TAIL).store(tail.wrapping_add(n as u32), Ordering::Release);
+        n
+    }
+
     /// Sets or clears kernel-owned flags in the header.
     pub(crate) fn set_flag(&self, flag: u32, on: bool) {
         if on {

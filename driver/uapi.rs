@@ -61,6 +61,7 @@ pub(crate) const ACCESS_WRITE: u32 = 1 << 1;
 
 /// `WARPQ_CAP_*`.
 pub(crate) const CAP_RING: u64 = 1 << 0;
+pub(crate) const CAP_SUBMIT_IOCTL: u64 = 1 << 1;
 pub(crate) const CAP_FORK_QUEUE: u64 = 1 << 3;
 
 /// `struct warpq_info`.
@@ -108,6 +109,23 @@ pub(crate) struct Unregister {
     pub(crate) rsvd: u32,
     pub(crate) handle: u64,
 }
+
+/// `struct warpq_submit`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Submit {
+    pub(crate) size: u32,
+    pub(crate) count: u32,
+    pub(crate) sqes: u64,
+    pub(crate) submitted: u32,
+    pub(crate) rsvd: u32,
+}
+
+// SAFETY: integers only, no padding (checked below).
+unsafe impl kernel::types::AsBytes for Submit {}
+// SAFETY: as above.
+unsafe impl kernel::types::FromBytes for Submit {}
+const _: () = assert!(core::mem::size_of::<Submit>() == 24);
 
 /// `struct warpq_wait`.
 #[repr(C)]
@@ -179,6 +197,8 @@ pub(crate) const IOC_INFO: u32 = iowr(0x00, core::mem::size_of::<Info>());
 pub(crate) const IOC_REGISTER: u32 = iowr(0x01, core::mem::size_of::<Register>());
 /// `WARPQ_IOC_UNREGISTER`.
 pub(crate) const IOC_UNREGISTER: u32 = iowr(0x02, core::mem::size_of::<Unregister>());
+/// `WARPQ_IOC_SUBMIT`.
+pub(crate) const IOC_SUBMIT: u32 = iowr(0x03, core::mem::size_of::<Submit>());
 /// `WARPQ_IOC_WAIT`.
 pub(crate) const IOC_WAIT: u32 = iowr(0x04, core::mem::size_of::<Wait>());
 /// `WARPQ_IOC_STATS`.

@@ -172,7 +172,7 @@ fn ioctl(qf: &QueueFile, cmd: u32, arg: usize) -> Result {
             let info = uapi::Info {
                 size: core::mem::size_of::<uapi::Info>() as u32,
                 version: uapi::VERSION,
-                capabilities: uapi::CAP_RING | uapi::CAP_FORK_QUEUE,
+                capabilities: uapi::CAP_RING | uapi::CAP_SUBMIT_IOCTL | uapi::CAP_FORK_QUEUE,
                 sq_entries: uapi::SQ_ENTRIES,
                 cq_entries: uapi::CQ_ENTRIES,
                 ring_size: uapi::RING_SIZE as u32,
@@ -191,6 +191,11 @@ fn ioctl(qf: &QueueFile, cmd: u32, arg: usize) -> Result {
         uapi::IOC_UNREGISTER => {
             let req: uapi::Unregister = read_arg(arg)?;
             own_queue(qf)?.unregister(req.handle)
+        }
+        uapi::IOC_SUBMIT => {
+            let mut req: uapi::Submit = read_arg(arg)?;
+            req.submitted = own_queue(qf)?.submit(req.sqes as usize, req.count)?;
+            write_arg(arg, &req)
         }
         uapi::IOC_WAIT => {
             let mut req: uapi::Wait = read_arg(arg)?;

@@ -494,9 +494,12 @@ void warpq_set_page_dirty(struct page *page)
 
 /* ---- locks, wait queues, threads (macros with a lockdep key per call site) - */
 
+/* The queue lock L (queue.rs): one lockdep class for all queues. */
 void warpq_mutex_init(struct mutex *lock)
 {
-	mutex_init(lock);
+	static struct lock_class_key warpq_queue_lock_key;
+
+	__mutex_init(lock, "warpq_queue_lock", &warpq_queue_lock_key);
 }
 
 void warpq_waitqueue_init(struct wait_queue_head *wq)

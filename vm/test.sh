@@ -86,6 +86,7 @@ if [ "$what" = all ] || [ "$what" = vm ]; then
     vm_suite queue-mapping VM_IOMMU=on -- 'warpq-queue-check /dev/warpq0'
     vm_suite copy-iommu VM_IOMMU=on -- 'warpq-copy-check 10000 && warpq-check pins'
     vm_suite copy-no-iommu VM_IOMMU=off -- 'warpq-copy-check 10000 && warpq-check pins'
+    vm_suite copy-submit-ioctl -- 'warpq-copy-check --ioctl 3000 && warpq-check pins'
     for policy in filtered strict; do
         vm_suite "invalidate-$policy" VM_MODULE_ARGS="policy=$policy" -- \
             'warpq-invalidate-check munmap && warpq-invalidate-check fork && warpq-check pins'

@@ -4,8 +4,9 @@
 //!
 //! 6.12's `kernel::sync::Mutex` has no `try_lock`, which the invalidate
 //! callback needs when it must not sleep (the OOM reaper's non-blockable
-//! invalidations). All locks of this type share one lockdep class, created by
-//! the shim's `mutex_init()` call site.
+//! invalidations). All locks of this type share one lockdep class,
+//! "warpq_queue_lock", made by the shim: use it for the queue lock L only,
+//! and `kernel::sync::Mutex` for anything else.
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};

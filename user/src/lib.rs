@@ -150,6 +150,21 @@ impl Device {
         self.ioctl(sys::WARPQ_IOC_UNREGISTER, &mut req)
     }
 
+    /// The system-call path: queues `sqes` through `WARPQ_IOC_SUBMIT` (one
+    /// call for the whole batch) and wakes the engine. Returns how many were
+    /// queued. Do not also push through a [`Queue`] at the same time.
+    pub fn submit_batch(&self, sqes: &[sys::warpq_sqe]) -> io::Result<u32> {
+        let mut req = sys::warpq_submit {
+            size: std::mem::size_of::<sys::warpq_submit>() as u32,
+            count: u32::try_from(sqes.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
+            sqes: sqes.as_ptr() as u64,
+            submitted: 0,
+            rsvd: 0,
+        };
+        self.ioctl(sys::WARPQ_IOC_SUBMIT, &mut req)?;
+        Ok(req.submitted)
+    }
+
     /// Waits for completions on this process's queue; see [`Queue::wait`].
     pub fn wait(&self, min_ready: u32, timeout: Option<std::time::Duration>) -> io::Result<u32> {
         let mut req = sys::warpq_wait {

@@ -83,6 +83,16 @@ pub struct warpq_unregister {
 
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy)]
+pub struct warpq_submit {
+    pub size: u32,
+    pub count: u32,
+    pub sqes: u64,
+    pub submitted: u32,
+    pub rsvd: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
 pub struct warpq_wait {
     pub size: u32,
     pub rsvd: u32,
@@ -169,6 +179,7 @@ const fn iowr(nr: u32, size: usize) -> libc::c_ulong {
 pub const WARPQ_IOC_INFO: libc::c_ulong = iowr(0x00, std::mem::size_of::<warpq_info>());
 pub const WARPQ_IOC_REGISTER: libc::c_ulong = iowr(0x01, std::mem::size_of::<warpq_register>());
 pub const WARPQ_IOC_UNREGISTER: libc::c_ulong = iowr(0x02, std::mem::size_of::<warpq_unregister>());
+pub const WARPQ_IOC_SUBMIT: libc::c_ulong = iowr(0x03, std::mem::size_of::<warpq_submit>());
 pub const WARPQ_IOC_WAIT: libc::c_ulong = iowr(0x04, std::mem::size_of::<warpq_wait>());
 pub const WARPQ_IOC_STATS: libc::c_ulong = iowr(0x06, std::mem::size_of::<warpq_stats>());
 pub const WARPQ_IOC_WAKE: libc::c_ulong = iowr(0x05, std::mem::size_of::<warpq_wake>());

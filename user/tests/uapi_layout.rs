@@ -33,7 +33,7 @@ int main(void) {
     P("info.max_region_bytes", offsetof(struct warpq_info, max_region_bytes));
     P("info.dma_translation", offsetof(struct warpq_info, dma_translation));
     P("ioc_info", WARPQ_IOC_INFO); P("ioc_register", WARPQ_IOC_REGISTER); P("ioc_unregister", WARPQ_IOC_UNREGISTER);
-    P("ioc_wait", WARPQ_IOC_WAIT); P("ioc_wake", WARPQ_IOC_WAKE); P("ioc_stats", WARPQ_IOC_STATS);
+    P("ioc_wait", WARPQ_IOC_WAIT); P("ioc_wake", WARPQ_IOC_WAKE); P("ioc_stats", WARPQ_IOC_STATS); P("ioc_submit", WARPQ_IOC_SUBMIT);
     P("sqe_size", sizeof(struct warpq_sqe)); P("cqe_size", sizeof(struct warpq_cqe));
     P("sqe.user_data", offsetof(struct warpq_sqe, user_data)); P("sqe.value", offsetof(struct warpq_sqe, value));
     P("cqe.status", offsetof(struct warpq_cqe, status)); P("cqe.result", offsetof(struct warpq_cqe, result));
@@ -77,6 +77,7 @@ int main(void) {
     assert_eq!(c("ioc_wait"), WARPQ_IOC_WAIT as u64);
     assert_eq!(c("ioc_wake"), WARPQ_IOC_WAKE as u64);
     assert_eq!(c("ioc_stats"), WARPQ_IOC_STATS as u64);
+    assert_eq!(c("ioc_submit"), WARPQ_IOC_SUBMIT as u64);
     assert_eq!(c("sqe_size"), size_of::<warpq_sqe>() as u64);
     assert_eq!(c("cqe_size"), size_of::<warpq_cqe>() as u64);
     assert_eq!(c("sqe.user_data"), offset_of!(warpq_sqe, user_data) as u64);

@@ -1,10 +1,11 @@
 //! warpq-copy-check: COPY, FILL and CRC32C through the mapped ring, every
 //! result verified against a model kept by the CPU.
 //!
-//! `warpq-copy-check [COMMANDS] [DEVICE]` (default 10000, /dev/warpq0):
+//! `warpq-copy-check [--ioctl] [COMMANDS] [DEVICE]` (default 10000, /dev/warpq0):
 //! registers two 1 MiB buffers, submits COMMANDS commands with no system
 //! call on the submit path except need-wakeup, checks every completion
-//! (status, CRC value), then every byte of the destination buffer. Then the
+//! (status, CRC value), then every byte of the destination buffer. With
+//! `--ioctl` the commands go through WARPQ_IOC_SUBMIT instead. Then the
 //! fault statuses: unregistered, crossing a buffer's end, read-only buffer
 //! written, invalid opcode.
 
@@ -47,7 +48,11 @@ fn reap(q: &mut Queue<'_>) -> Result<warpq_cqe, String> {
 }
 
 fn run() -> Result<String, String> {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    let via_ioctl = args.peek().is_some_and(|a| a == "--ioctl");
+    if via_ioctl {
+        args.next();
+    }
     let commands: u64 = args.next().map(|s| s.parse().unwrap_or(10_000)).unwrap_or(10_000);
     let path = args.next().unwrap_or_else(|| "/dev/warpq0".into());
     let dev = Device::open(&path).map_err(|e| format!("open {path}: {e}"))?;
@@ -78,6 +83,7 @@ fn run() -> Result<String, String> {
     let mut expected: std::collections::VecDeque<(u64, Expect)> = Default::default();
     let (mut wakes, mut submits, mut verified) = (0u64, 0u64, 0u64);
     let mut next = 0u64;
+    let mut ioctl_batch = Vec::new();
     let check = |c: warpq_cqe, want: (u64, Expect)| -> Result<(), String> {
         let (id, e) = want;
         if c.user_data != id {
@@ -117,14 +123,23 @@ fn run() -> Result<String, String> {
                     (sqe(WARPQ_OP_CRC32C, next, b.addr(d), 0, len as u64, u64::from(seed)), Expect { status: 0, result: Some(u64::from(crc)) })
                 }
             };
-            if q.push(&s).is_err() {
+            if via_ioctl {
+                ioctl_batch.push(s);
+            } else if q.push(&s).is_err() {
                 break;
             }
             expected.push_back((next, e));
             next += 1;
             pushed += 1;
         }
-        if pushed > 0 {
+        if pushed > 0 && via_ioctl {
+            submits += 1;
+            let n = dev.submit_batch(&ioctl_batch).map_err(|e| format!("SUBMIT: {e}"))?;
+            if n as usize != ioctl_batch.len() {
+                return Err(format!("SUBMIT queued {n} of {}", ioctl_batch.len()));
+            }
+            ioctl_batch.clear();
+        } else if pushed > 0 {
             submits += 1;
             if q.submit().map_err(|e| format!("submit: {e}"))? {
                 wakes += 1;
@@ -149,7 +164,11 @@ fn run() -> Result<String, String> {
         let first = b.bytes().iter().zip(&model_b).position(|(x, y)| x != y).unwrap_or(0);
         return Err(format!("destination buffer differs from the model at byte {first}"));
     }
-    println!("ok: {commands} commands verified ({submits} submits, {wakes} need-wakeup system calls), destination buffer matches byte for byte");
+    if via_ioctl {
+        println!("ok: {commands} commands verified through WARPQ_IOC_SUBMIT ({submits} ioctls), destination buffer matches byte for byte");
+    } else {
+        println!("ok: {commands} commands verified ({submits} submits, {wakes} need-wakeup system calls), destination buffer matches byte for byte");
+    }
 
     // Fault statuses: each completes with its status and touches nothing.
     let before = b.bytes();
@@ -161,9 +180,19 @@ fn run() -> Result<String, String> {
         (sqe(9, 1_000_004, 0, b.addr(0), 64, 0), WARPQ_STATUS_INVALID, "invalid opcode"),
         (sqe(WARPQ_OP_COPY, 1_000_005, a.addr(0), b.addr(0), 0, 0), WARPQ_STATUS_INVALID, "zero length"),
     ];
+    let send = |q: &mut Queue<'_>, s: &warpq_sqe| -> Result<(), String> {
+        if via_ioctl {
+            match dev.submit_batch(std::slice::from_ref(s)) {
+                Ok(1) => Ok(()),
+                other => Err(format!("SUBMIT: {other:?}")),
+            }
+        } else {
+            q.push(s).map_err(|_| "ring full".to_string())?;
+            q.submit().map(|_| ()).map_err(|e| format!("submit: {e}"))
+        }
+    };
     for (s, status, what) in faults {
-        q.push(&s).map_err(|_| "ring full")?;
-        q.submit().map_err(|e| format!("submit: {e}"))?;
+        send(&mut q, &s)?;
         let c = reap(&mut q)?;
         if c.user_data != s.user_data || c.status != status {
             return Err(format!("{what}: status {} (expected {status})", c.status));
@@ -178,8 +207,7 @@ fn run() -> Result<String, String> {
         dev.unregister(h).map_err(|e| format!("unregister: {e}"))?;
     }
     let gone = sqe(WARPQ_OP_FILL, 2_000_000, 0, b.addr(0), 64, 1);
-    q.push(&gone).map_err(|_| "ring full")?;
-    q.submit().map_err(|e| format!("submit: {e}"))?;
+    send(&mut q, &gone)?;
     let c = reap(&mut q)?;
     if c.status != WARPQ_STATUS_FAULT_UNREGISTERED {
         return Err(format!("after UNREGISTER: status {}", c.status));
