@@ -8,6 +8,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use kernel::prelude::*;
 use kernel::sync::Arc;
 
+use crate::edu::EduDma;
 use crate::glue::misc::MiscRegistration;
 use crate::glue::pci::{DmaTranslation, PciDevice};
 
@@ -37,7 +38,11 @@ fn dma_mask_bits(translation: DmaTranslation) -> u32 {
 
 /// What the queues of a device share; outlives the binding while files are
 /// open (they hold an `Arc`).
+#[pin_data(PinnedDrop)]
 pub(crate) struct DeviceCore {
+    /// The device's DMA engine (BAR 0); dropped before `pdev`.
+    #[pin]
+    pub(crate) edu: EduDma,
     pub(crate) pdev: PciDevice,
     pub(crate) index: u32,
     pub(crate) translation: DmaTranslation,
@@ -45,8 +50,9 @@ pub(crate) struct DeviceCore {
 
 /// One bound device (the PCI driver data).
 pub(crate) struct WarpqDevice {
-    core: Arc<DeviceCore>,
+    /// Declared (so dropped) first: no open can start once it is gone.
     _misc: MiscRegistration,
+    core: Arc<DeviceCore>,
 }
 
 impl WarpqDevice {
@@ -59,29 +65,38 @@ impl WarpqDevice {
             pdev.disable();
             return Err(e);
         }
-        let index = NEXT_INDEX.fetch_add(1, Ordering::Relaxed);
-        let core = match Arc::new(DeviceCore { pdev, index, translation }, GFP_KERNEL) {
-            Ok(core) => core,
-            Err(e) => return Err(e.into()),
+        let bar = match pdev.map_bar0() {
+            Ok(bar) => bar,
+            Err(e) => {
+                pdev.disable();
+                return Err(e);
+            }
         };
+        let index = NEXT_INDEX.fetch_add(1, Ordering::Relaxed);
+        let core = Arc::pin_init(
+            pin_init!(DeviceCore { edu <- EduDma::new(bar), pdev, index, translation }),
+            GFP_KERNEL,
+        )?;
         // From here on, dropping `core` (its last reference) disables the device.
         let misc = MiscRegistration::register(index, &core)?;
+        let id = core.edu.id();
         match group {
             Some(group) => pr_info!(
-                "{}: bound {:04x}:{:04x} rev {}, dma mask {} bits, iommu group {}, {}, /dev/warpq{}\n",
-                core.pdev.name(), vendor, device, revision, mask_bits, group, translation.name(), index
+                "{}: bound {:04x}:{:04x} rev {} (edu id {:#010x}), dma mask {} bits, iommu group {}, {}, /dev/warpq{}\n",
+                core.pdev.name(), vendor, device, revision, id, mask_bits, group, translation.name(), index
             ),
             None => pr_info!(
-                "{}: bound {:04x}:{:04x} rev {}, dma mask {} bits, no iommu: {}, /dev/warpq{}\n",
-                core.pdev.name(), vendor, device, revision, mask_bits, translation.name(), index
+                "{}: bound {:04x}:{:04x} rev {} (edu id {:#010x}), dma mask {} bits, no iommu: {}, /dev/warpq{}\n",
+                core.pdev.name(), vendor, device, revision, id, mask_bits, translation.name(), index
             ),
         }
-        Ok(KBox::new(Self { core, _misc: misc }, GFP_KERNEL)?)
+        Ok(KBox::new(Self { _misc: misc, core }, GFP_KERNEL)?)
     }
 }
 
-impl Drop for DeviceCore {
-    fn drop(&mut self) {
+#[pinned_drop]
+impl PinnedDrop for DeviceCore {
+    fn drop(self: Pin<&mut Self>) {
         self.pdev.disable();
         pr_info!("{}: unbound\n", self.pdev.name());
     }

@@ -7,6 +7,8 @@
 //! dma-direct). An address that does not translate completes the command
 //! with a fault status and touches nothing.
 
+use crate::device::DeviceCore;
+use crate::edu::{EduDma, EduError, EDU_BUFFER_BYTES};
 use crate::protocol::context::EngineGuard;
 use crate::protocol::platform::Waiter;
 use crate::protocol::region::{Access, XlateFault};
@@ -54,6 +56,16 @@ struct DeviceRange<'a> {
 }
 
 impl DeviceRange<'_> {
+    /// Bus address of byte `at` of the range, and how many bytes follow it
+    /// in the same page (for a real device's DMA).
+    fn bus_chunk(&self, at: u64) -> Option<(u64, u64)> {
+        let pos = self.offset.checked_add(at)?;
+        let page = usize::try_from(pos / PAGE_SIZE).ok()?;
+        let in_page = pos % PAGE_SIZE;
+        let dma = *self.mapping.dma_addresses().get(page)?;
+        Some((dma + in_page, PAGE_SIZE - in_page))
+    }
+
     /// Kernel pointer to byte `at` of the range, and how many bytes follow
     /// it in the same page; `None` if the DMA address does not translate.
     fn chunk(&self, at: u64) -> Option<(*mut u8, u64)> {
@@ -76,10 +88,15 @@ impl DeviceRange<'_> {
 /// Executes `sqe`; the caller is inside the gate (`guard`) for the whole call.
 pub(crate) fn execute<W: Waiter + ?Sized, const N: usize>(
     guard: &EngineGuard<'_, DmaMapping, N, W>,
-    dev: *mut DeviceRaw,
+    device: &DeviceCore,
     sqe: &Sqe,
 ) -> Outcome {
-    if sqe.reserved || sqe.flags != 0 {
+    let dev = device.pdev.as_dev();
+    let edu_dma = sqe.flags == uapi::SQE_EDU_DMA;
+    if sqe.reserved || (sqe.flags != 0 && !edu_dma) || (edu_dma && sqe.opcode != uapi::OP_COPY) {
+        return Outcome::fail(uapi::STATUS_INVALID);
+    }
+    if edu_dma && sqe.len > EDU_BUFFER_BYTES {
         return Outcome::fail(uapi::STATUS_INVALID);
     }
     if sqe.opcode == uapi::OP_NOP {
@@ -93,6 +110,9 @@ pub(crate) fn execute<W: Waiter + ?Sized, const N: usize>(
         Ok(DeviceRange { dev, mapping: t.mapping, offset: t.offset })
     };
     let result = match sqe.opcode {
+        uapi::OP_COPY if edu_dma => range(sqe.src, Access::READ)
+            .and_then(|src| Ok((src, range(sqe.dst, Access::WRITE)?)))
+            .and_then(|(src, dst)| copy_with_edu(guard, &device.edu, &src, &dst, sqe.len)),
         uapi::OP_COPY => range(sqe.src, Access::READ)
             .and_then(|src| Ok((src, range(sqe.dst, Access::WRITE)?)))
             .and_then(|(src, dst)| copy(guard, &src, &dst, sqe.len)),
@@ -131,6 +151,30 @@ fn copy<W: Waiter + ?Sized, const N: usize>(
         // DMA-mapped for this region (the guard keeps them so); the ranges
         // may overlap (same buffer), hence `copy`, not `copy_nonoverlapping`.
         unsafe { core::ptr::copy(s, d, n as usize) };
+        done += n;
+    }
+    Ok(len)
+}
+
+/// COPY by the edu device's own DMA engine, piece by piece so that no
+/// piece crosses a page of either side (bus addresses are per page).
+fn copy_with_edu<W: Waiter + ?Sized, const N: usize>(
+    guard: &EngineGuard<'_, DmaMapping, N, W>,
+    edu: &EduDma,
+    src: &DeviceRange<'_>,
+    dst: &DeviceRange<'_>,
+    len: u64,
+) -> Result<u64, u32> {
+    let mut done = 0;
+    while done < len {
+        abandoned(guard)?;
+        let (s, s_left) = src.bus_chunk(done).ok_or(uapi::STATUS_FAULT_IOMMU)?;
+        let (d, d_left) = dst.bus_chunk(done).ok_or(uapi::STATUS_FAULT_IOMMU)?;
+        let n = (len - done).min(s_left).min(d_left);
+        edu.copy(s, d, n).map_err(|e| match e {
+            EduError::Unreachable => uapi::STATUS_FAULT_IOMMU,
+            EduError::Timeout => uapi::STATUS_DEVICE_ERROR,
+        })?;
         done += n;
     }
     Ok(len)

@@ -541,7 +541,7 @@ impl Queue {
         while self.ring.cq_space() > 0 {
             let Some(sqe) = self.ring.peek_sqe() else { break };
             let Some(guard) = self.ctx.enter(platform) else { break };
-            let outcome = engine::execute(&guard, self.dev.pdev.as_dev(), &sqe);
+            let outcome = engine::execute(&guard, &self.dev, &sqe);
             let status = match guard.finish() {
                 crate::protocol::gate::EngineExit::Completed => outcome.status,
                 // A drain timed out and reset the queue while this command

@@ -66,6 +66,11 @@ extern "C" {
     pub(crate) fn warpq_pci_ids_of(pdev: *mut PciDevRaw, vendor: *mut u16, device: *mut u16, revision: *mut u8);
     pub(crate) fn warpq_pci_enable(pdev: *mut PciDevRaw) -> c_int;
     pub(crate) fn warpq_pci_disable(pdev: *mut PciDevRaw);
+    pub(crate) fn warpq_pci_map_bar0(pdev: *mut PciDevRaw, err: *mut c_int) -> *mut c_void;
+    pub(crate) fn warpq_pci_unmap_bar0(pdev: *mut PciDevRaw, bar: *mut c_void);
+    pub(crate) fn warpq_readl(bar: *mut c_void, off: c_ulong) -> u32;
+    pub(crate) fn warpq_writel(bar: *mut c_void, off: c_ulong, val: u32);
+    pub(crate) fn warpq_writeq(bar: *mut c_void, off: c_ulong, val: u64);
     pub(crate) fn warpq_pci_set_drvdata(pdev: *mut PciDevRaw, data: *mut c_void);
     pub(crate) fn warpq_pci_get_drvdata(pdev: *mut PciDevRaw) -> *mut c_void;
     pub(crate) fn warpq_dma_set_mask(dev: *mut DeviceRaw, bits: c_uint) -> c_int;

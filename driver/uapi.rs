@@ -45,6 +45,9 @@ pub(crate) const OP_COPY: u8 = 1;
 pub(crate) const OP_FILL: u8 = 2;
 pub(crate) const OP_CRC32C: u8 = 3;
 
+/// `WARPQ_SQE_EDU_DMA`.
+pub(crate) const SQE_EDU_DMA: u8 = 1 << 0;
+
 /// `WARPQ_STATUS_*`.
 pub(crate) const STATUS_OK: u32 = 0;
 pub(crate) const STATUS_INVALID: u32 = 1;
@@ -54,6 +57,7 @@ pub(crate) const STATUS_FAULT_ACCESS: u32 = 4;
 pub(crate) const STATUS_FAULT_UNMAPPED: u32 = 5;
 pub(crate) const STATUS_FAULT_IOMMU: u32 = 6;
 pub(crate) const STATUS_ABORTED: u32 = 7;
+pub(crate) const STATUS_DEVICE_ERROR: u32 = 8;
 
 /// `WARPQ_ACCESS_*`.
 pub(crate) const ACCESS_READ: u32 = 1 << 0;
@@ -62,6 +66,7 @@ pub(crate) const ACCESS_WRITE: u32 = 1 << 1;
 /// `WARPQ_CAP_*`.
 pub(crate) const CAP_RING: u64 = 1 << 0;
 pub(crate) const CAP_SUBMIT_IOCTL: u64 = 1 << 1;
+pub(crate) const CAP_EDU_DMA: u64 = 1 << 2;
 pub(crate) const CAP_FORK_QUEUE: u64 = 1 << 3;
 
 /// `struct warpq_info`.

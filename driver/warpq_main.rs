@@ -19,6 +19,7 @@ use kernel::sync::{Arc, ArcBorrow};
 use kernel::uaccess::UserSlice;
 
 mod device;
+mod edu;
 mod engine;
 mod file;
 mod queue;
@@ -172,7 +173,7 @@ fn ioctl(qf: &QueueFile, cmd: u32, arg: usize) -> Result {
             let info = uapi::Info {
                 size: core::mem::size_of::<uapi::Info>() as u32,
                 version: uapi::VERSION,
-                capabilities: uapi::CAP_RING | uapi::CAP_SUBMIT_IOCTL | uapi::CAP_FORK_QUEUE,
+                capabilities: uapi::CAP_RING | uapi::CAP_SUBMIT_IOCTL | uapi::CAP_EDU_DMA | uapi::CAP_FORK_QUEUE,
                 sq_entries: uapi::SQ_ENTRIES,
                 cq_entries: uapi::CQ_ENTRIES,
                 ring_size: uapi::RING_SIZE as u32,

@@ -157,6 +157,43 @@ void warpq_pci_disable(struct pci_dev *pdev)
 	pci_disable_device(pdev);
 }
 
+/* BAR 0 of the edu device: its registers and DMA engine. */
+void __iomem *warpq_pci_map_bar0(struct pci_dev *pdev, int *err)
+{
+	void __iomem *bar;
+
+	*err = pci_request_region(pdev, 0, "warpq");
+	if (*err)
+		return NULL;
+	bar = pci_iomap(pdev, 0, 0);
+	if (!bar) {
+		pci_release_region(pdev, 0);
+		*err = -ENOMEM;
+	}
+	return bar;
+}
+
+void warpq_pci_unmap_bar0(struct pci_dev *pdev, void __iomem *bar)
+{
+	pci_iounmap(pdev, bar);
+	pci_release_region(pdev, 0);
+}
+
+u32 warpq_readl(void __iomem *bar, unsigned long off)
+{
+	return readl(bar + off);
+}
+
+void warpq_writel(void __iomem *bar, unsigned long off, u32 val)
+{
+	writel(val, bar + off);
+}
+
+void warpq_writeq(void __iomem *bar, unsigned long off, u64 val)
+{
+	writeq(val, bar + off);
+}
+
 void warpq_pci_set_drvdata(struct pci_dev *pdev, void *data)
 {
 	pci_set_drvdata(pdev, data);

@@ -92,6 +92,8 @@ if [ "$what" = all ] || [ "$what" = vm ]; then
             'warpq-invalidate-check munmap && warpq-invalidate-check fork && warpq-check pins'
     done
     vm_suite fork-storm -- 'warpq-invalidate-check forkstorm 150 && warpq-check pins'
+    vm_suite process-death -- 'warpq-invalidate-check death && warpq-check pins'
+    vm_suite edu-dma -- 'warpq-copy-check --edu 20 && warpq-check pins'
 
     vm_suite hmm-tests VM_NO_MODULE=1 -- '/warpq/tests/hmm-tests.sh'
     vm_expect_failure harness-exit-status 'command exited with status 1' -- 'false'

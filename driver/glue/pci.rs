@@ -129,6 +129,16 @@ impl PciDevice {
         to_result(unsafe { shim::warpq_pci_enable(self.as_ptr()) })
     }
 
+    /// Requests and maps BAR 0. Drop the result before the device.
+    pub(crate) fn map_bar0(&self) -> Result<Bar0> {
+        let mut err = 0;
+        // SAFETY: the device is valid (type invariant).
+        let ptr = unsafe { shim::warpq_pci_map_bar0(self.as_ptr(), &mut err) };
+        let ptr = NonNull::new(ptr).ok_or_else(|| kernel::error::Error::from_errno(err))?;
+        // INVARIANT: just requested and mapped.
+        Ok(Bar0 { pdev: self.raw, ptr })
+    }
+
     /// Undoes [`Self::enable`].
     pub(crate) fn disable(&self) {
         // SAFETY: the device is valid (type invariant) and was enabled.
@@ -167,6 +177,47 @@ impl PciDevice {
 pub(crate) unsafe fn set_drvdata(raw: *mut PciDevRaw, data: *mut c_void) {
     // SAFETY: by the function's safety requirements.
     unsafe { shim::warpq_pci_set_drvdata(raw, data) };
+}
+
+/// BAR 0 of a device, requested and mapped; released on drop.
+///
+/// # Invariants
+///
+/// `ptr` is the `pci_iomap()` of BAR 0 of `pdev`, whose region we requested.
+pub(crate) struct Bar0 {
+    pdev: NonNull<PciDevRaw>,
+    ptr: NonNull<c_void>,
+}
+
+// SAFETY: MMIO accessors may be used from any thread.
+unsafe impl Send for Bar0 {}
+// SAFETY: as above; callers serialise what must be serialised (the edu DMA).
+unsafe impl Sync for Bar0 {}
+
+impl Bar0 {
+    /// Offsets must be 4-byte aligned registers inside the BAR.
+    pub(crate) fn read32(&self, off: usize) -> u32 {
+        // SAFETY: a register of the mapped BAR (type invariant).
+        unsafe { shim::warpq_readl(self.ptr.as_ptr(), off as _) }
+    }
+
+    pub(crate) fn write32(&self, off: usize, val: u32) {
+        // SAFETY: a register of the mapped BAR (type invariant).
+        unsafe { shim::warpq_writel(self.ptr.as_ptr(), off as _, val) };
+    }
+
+    pub(crate) fn write64(&self, off: usize, val: u64) {
+        // SAFETY: an 8-byte register of the mapped BAR (type invariant).
+        unsafe { shim::warpq_writeq(self.ptr.as_ptr(), off as _, val) };
+    }
+}
+
+impl Drop for Bar0 {
+    fn drop(&mut self) {
+        // SAFETY: mapped and requested in `PciDevice::map_bar0` (type
+        // invariant); the device outlives this (the owner drops it first).
+        unsafe { shim::warpq_pci_unmap_bar0(self.pdev.as_ptr(), self.ptr.as_ptr()) };
+    }
 }
 
 impl Drop for PciDevice {

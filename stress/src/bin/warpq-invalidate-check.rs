@@ -372,6 +372,64 @@ fn fork_storm(dev: &Device, count: u32) -> Result<String, String> {
     Ok(format!("{count} children ({execs} exec'd with live registrations), each with its own verified queue"))
 }
 
+/// Process death with work in flight: a child with registered buffers and a
+/// full ring of long FILLs is SIGKILLed mid-way; another thread's close of
+/// the fd while a thread blocks in WAIT. The driver must release every pin
+/// (checked afterwards by `warpq-check pins`), leak nothing and not splat.
+fn death(dev: &Device) -> Result<String, String> {
+    // SAFETY: the child only uses its own copies and is killed.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let run = || -> Result<(), String> {
+            let mut q = dev.queue().map_err(|e| format!("child map: {e}"))?;
+            let buf = Anon::new(4 << 20);
+            let rw = WARPQ_ACCESS_READ | WARPQ_ACCESS_WRITE;
+            // SAFETY: as elsewhere; the process dies with it registered.
+            unsafe { dev.register_raw(buf.ptr(), buf.len(), rw) }.map_err(|e| format!("child register: {e}"))?;
+            let cmds: Vec<_> = (0..200).map(|i| sqe(WARPQ_OP_FILL, i, 0, buf.addr(0), buf.len() as u64, i)).collect();
+            push_all(&mut q, &cmds)?;
+            loop {
+                std::hint::spin_loop();
+            }
+        };
+        if let Err(e) = run() {
+            println!("FAIL: {e}");
+        }
+        // SAFETY: leave the child.
+        unsafe { libc::_exit(1) };
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: our child.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let mut status = 0;
+    // SAFETY: our child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    if !libc::WIFSIGNALED(status) {
+        return Err(format!("child was not killed (status {status:#x})"));
+    }
+    // Close from one thread while another blocks in WAIT on the same file.
+    let file = std::fs::OpenOptions::new().read(true).write(true).open("/dev/warpq0").map_err(|e| e.to_string())?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+    let waiter = std::thread::spawn(move || {
+        let mut req = warpq_wait {
+            size: std::mem::size_of::<warpq_wait>() as u32,
+            min_ready: 1,
+            timeout_ns: 2_000_000_000,
+            ..Default::default()
+        };
+        // SAFETY: WAIT reads and writes one warpq_wait.
+        let r = unsafe { libc::ioctl(fd, WARPQ_IOC_WAIT, &mut req) };
+        (r, req.ready)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    drop(file);
+    let (r, ready) = waiter.join().map_err(|_| "waiter panicked")?;
+    if r != 0 || ready != 0 {
+        return Err(format!("WAIT after a concurrent close returned {r} with {ready} ready"));
+    }
+    Ok("SIGKILL with 200 long commands in flight; close while another thread waits: WAIT timed out cleanly".into())
+}
+
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let what = args.next().unwrap_or_default();
@@ -386,9 +444,10 @@ fn main() -> ExitCode {
     let result = match what.as_str() {
         "munmap" => munmap_in_flight(&dev),
         "fork" => fork_in_flight(&dev),
+        "death" => death(&dev),
         "forkstorm" => fork_storm(&dev, args.next().and_then(|n| n.parse().ok()).unwrap_or(200)),
         _ => {
-            eprintln!("usage: warpq-invalidate-check munmap|fork [DEVICE] | forkstorm [COUNT]");
+            eprintln!("usage: warpq-invalidate-check munmap|fork|death [DEVICE] | forkstorm [COUNT]");
             return ExitCode::from(2);
         }
     };
