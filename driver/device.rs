@@ -9,6 +9,7 @@ use kernel::prelude::*;
 use kernel::sync::Arc;
 
 use crate::edu::EduDma;
+use crate::stats::Counters;
 use crate::glue::misc::MiscRegistration;
 use crate::glue::pci::{DmaTranslation, PciDevice};
 
@@ -46,6 +47,8 @@ pub(crate) struct DeviceCore {
     pub(crate) pdev: PciDevice,
     pub(crate) index: u32,
     pub(crate) translation: DmaTranslation,
+    /// The sum over the device's queues, past and present.
+    pub(crate) stats: Counters,
 }
 
 /// One bound device (the PCI driver data).
@@ -74,7 +77,7 @@ impl WarpqDevice {
         };
         let index = NEXT_INDEX.fetch_add(1, Ordering::Relaxed);
         let core = Arc::pin_init(
-            pin_init!(DeviceCore { edu <- EduDma::new(bar), pdev, index, translation }),
+            pin_init!(DeviceCore { edu <- EduDma::new(bar), pdev, index, translation, stats: Counters::default() }),
             GFP_KERNEL,
         )?;
         // From here on, dropping `core` (its last reference) disables the device.

@@ -36,6 +36,7 @@ use crate::protocol::rebuild::{rebuild, RebuildError, RebuildReport};
 use crate::protocol::region::{Access, RegionDesc, RegionError, RegionHandle};
 use crate::protocol::teardown::{invalidate, Invalidation};
 use crate::ring::Ring;
+use crate::stats::Counters;
 use crate::shim::{self, DeviceRaw, IntervalRaw, MmRaw, PageRaw, RangeRaw, TaskRaw};
 use crate::uapi;
 
@@ -80,28 +81,6 @@ impl Mapping for DmaMapping {
     fn page_count(&self) -> u64 {
         self.pages.len() as u64
     }
-}
-
-/// Counters of one queue.
-#[derive(Default)]
-pub(crate) struct QueueStats {
-    pub(crate) commands_ok: AtomicU64,
-    pub(crate) commands_failed: AtomicU64,
-    pub(crate) invalidations: AtomicU64,
-    pub(crate) ignored_by_policy: AtomicU64,
-    pub(crate) teardowns: AtomicU64,
-    pub(crate) drains: AtomicU64,
-    pub(crate) drain_timeouts: AtomicU64,
-    pub(crate) rebuilds: AtomicU64,
-    pub(crate) rebuild_retries: AtomicU64,
-    pub(crate) pages_pinned: AtomicU64,
-    pub(crate) pages_pinned_peak: AtomicU64,
-    pub(crate) faults: AtomicU64,
-    pub(crate) zaps: AtomicU64,
-}
-
-fn bump(c: &AtomicU64, by: u64) {
-    c.fetch_add(by, Ordering::Relaxed);
 }
 
 /// The interval notifier of one region slot.
@@ -158,7 +137,7 @@ pub(crate) struct Queue {
     slots: [RegionSlot; MAX_REGIONS],
     ring_mappings: [AtomicU64; MAX_RING_MAPPINGS],
     engine: AtomicPtr<TaskRaw>,
-    pub(crate) stats: QueueStats,
+    stats: Counters,
 }
 
 // SAFETY: the raw pointers are identities (`file_private`) or used through
@@ -226,7 +205,7 @@ impl Queue {
                 slots: core::array::from_fn(RegionSlot::new),
                 ring_mappings: [const { AtomicU64::new(0) }; MAX_RING_MAPPINGS],
                 engine: AtomicPtr::new(core::ptr::null_mut()),
-                stats: QueueStats::default(),
+                stats: Counters::default(),
             }),
             GFP_KERNEL,
         )?;
@@ -275,7 +254,7 @@ impl Queue {
     /// this queue's mm, rebuilding what invalidations tore down first.
     /// Called from `->fault` with the mmap lock held.
     pub(crate) fn fault(&self, vm_start: u64, index: usize) -> core::result::Result<NonNull<PageRaw>, u32> {
-        bump(&self.stats.faults, 1);
+        self.count(|c| &c.faults, 1);
         let page = self.ring.page(index).ok_or(bindings::vm_fault_reason_VM_FAULT_SIGBUS)?;
         self.remember_mapping(vm_start);
         let platform = self.platform(true);
@@ -307,8 +286,8 @@ impl Queue {
     fn rebuild(&self, platform: &QueuePlatform<'_>) -> core::result::Result<RebuildReport, RebuildError> {
         let report = rebuild(&self.ctx, &self.lock, platform, &self.config);
         if let Ok(r) = &report {
-            bump(&self.stats.rebuilds, u64::from(r.mapped));
-            bump(&self.stats.rebuild_retries, u64::from(r.retries));
+            self.count(|c| &c.rebuilds, u64::from(r.mapped));
+            self.count(|c| &c.rebuild_retries, u64::from(r.retries));
             if r.running {
                 self.wake_all();
             }
@@ -450,13 +429,7 @@ impl Queue {
         while done < total {
             let n = (total - done).min(CHUNK);
             for e in buf.iter_mut().take(n) {
-                let mut bytes = [0u8; 64];
-                reader.read_slice(&mut bytes)?;
-                for (w, chunk) in e.iter_mut().zip(bytes.chunks_exact(8)) {
-                    let mut b = [0u8; 8];
-                    b.copy_from_slice(chunk);
-                    *w = u64::from_ne_bytes(b);
-                }
+                *e = reader.read::<[u64; 8]>()?;
             }
             let pushed = self.ring.push_sqes(&buf[..n]);
             done += pushed;
@@ -470,25 +443,13 @@ impl Queue {
 
     /// STATS: this queue's counters.
     pub(crate) fn stats(&self) -> uapi::Stats {
-        let s = &self.stats;
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        uapi::Stats {
-            size: core::mem::size_of::<uapi::Stats>() as u32,
-            rsvd: 0,
-            commands_ok: get(&s.commands_ok),
-            commands_failed: get(&s.commands_failed),
-            invalidations: get(&s.invalidations),
-            ignored_by_policy: get(&s.ignored_by_policy),
-            teardowns: get(&s.teardowns),
-            drains: get(&s.drains),
-            drain_timeouts: get(&s.drain_timeouts),
-            rebuilds: get(&s.rebuilds),
-            rebuild_retries: get(&s.rebuild_retries),
-            pages_pinned: get(&s.pages_pinned),
-            pages_pinned_peak: get(&s.pages_pinned_peak),
-            faults: get(&s.faults),
-            zaps: get(&s.zaps),
-        }
+        self.stats.snapshot()
+    }
+
+    /// Adds `by` to one counter of the queue and of its device.
+    fn count(&self, which: fn(&Counters) -> &AtomicU64, by: u64) {
+        which(&self.stats).fetch_add(by, Ordering::Relaxed);
+        which(&self.dev.stats).fetch_add(by, Ordering::Relaxed);
     }
 
     /// WAKE: the engine may be asleep (`WARPQ_RING_NEED_WAKEUP`).
@@ -551,9 +512,9 @@ impl Queue {
             let result = if status == uapi::STATUS_OK { outcome.result } else { 0 };
             self.ring.complete(sqe.user_data, status, result);
             if status == uapi::STATUS_OK {
-                bump(&self.stats.commands_ok, 1);
+                self.count(|c| &c.commands_ok, 1);
             } else {
-                bump(&self.stats.commands_failed, 1);
+                self.count(|c| &c.commands_failed, 1);
             }
             self.wake_all();
         }
@@ -564,7 +525,7 @@ impl Queue {
         while self.ring.cq_space() > 0 {
             let Some(sqe) = self.ring.peek_sqe() else { break };
             self.ring.complete(sqe.user_data, uapi::STATUS_ABORTED, 0);
-            bump(&self.stats.commands_failed, 1);
+            self.count(|c| &c.commands_failed, 1);
         }
         self.wake_all();
     }
@@ -574,7 +535,7 @@ impl Queue {
         if !self.ctx.zap_needed() {
             return;
         }
-        bump(&self.stats.zaps, 1);
+        self.count(|c| &c.zaps, 1);
         for m in &self.ring_mappings {
             let addr = m.load(Ordering::Relaxed);
             if addr != 0 {
@@ -609,14 +570,14 @@ impl Queue {
             owner_is_us: false,
         };
         let report = invalidate(&self.ctx, &self.lock, &self.platform(false), &self.config, &inv);
-        bump(&self.stats.invalidations, 1);
+        self.count(|c| &c.invalidations, 1);
         match report.outcome {
-            crate::protocol::teardown::InvalidateOutcome::Ignored(_) => bump(&self.stats.ignored_by_policy, 1),
+            crate::protocol::teardown::InvalidateOutcome::Ignored(_) => self.count(|c| &c.ignored_by_policy, 1),
             crate::protocol::teardown::InvalidateOutcome::TornDown { drain, .. } => {
-                bump(&self.stats.teardowns, 1);
-                bump(&self.stats.drains, 1);
+                self.count(|c| &c.teardowns, 1);
+                self.count(|c| &c.drains, 1);
                 if matches!(drain, crate::protocol::context::DrainReport::Reset { .. }) {
-                    bump(&self.stats.drain_timeouts, 1);
+                    self.count(|c| &c.drain_timeouts, 1);
                 }
             }
             _ => {}
@@ -805,8 +766,8 @@ impl Platform for QueuePlatform<'_> {
                 return Err(PinError::Transient);
             }
         }
-        let now = self.q.stats.pages_pinned.fetch_add(npages as u64, Ordering::Relaxed) + npages as u64;
-        self.q.stats.pages_pinned_peak.fetch_max(now, Ordering::Relaxed);
+        self.q.stats.pinned(npages as u64);
+        self.q.dev.stats.pinned(npages as u64);
         Ok(DmaMapping { pages, dma })
     }
 
@@ -825,7 +786,8 @@ impl Platform for QueuePlatform<'_> {
         }
         let n = mapping.pages.len() as u64;
         unpin(&mut mapping.pages);
-        self.q.stats.pages_pinned.fetch_sub(n, Ordering::Relaxed);
+        self.q.stats.unpinned(n);
+        self.q.dev.stats.unpinned(n);
     }
 
     fn schedule_zap(&self) {

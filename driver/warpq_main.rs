@@ -25,6 +25,7 @@ mod file;
 mod queue;
 mod ring;
 mod shim;
+mod stats;
 mod uapi;
 
 mod glue {
@@ -102,6 +103,24 @@ unsafe fn queue_file<'a>(private: *mut c_void) -> ArcBorrow<'a, QueueFile> {
     // SAFETY: open stored `Arc::into_raw`; release gives it back only after
     // the last user of the file (the caller's contract).
     unsafe { ArcBorrow::from_raw(private.cast::<QueueFile>()) }
+}
+
+/// sysfs `stats` of `/dev/warpqN`: the device's counters.
+#[no_mangle]
+extern "C" fn warpq_rs_device_stats(owner: *mut c_void, out: *mut uapi::Stats) {
+    // SAFETY: sysfs attributes exist only while the misc device is
+    // registered, which keeps `owner` alive; `out` is the shim's local.
+    let dev = unsafe { &*owner.cast::<DeviceCore>() };
+    // SAFETY: as above.
+    unsafe { *out = dev.stats.snapshot() };
+}
+
+/// sysfs `dma_translation` of `/dev/warpqN`.
+#[no_mangle]
+extern "C" fn warpq_rs_device_dma_translation(owner: *mut c_void) -> *const kernel::ffi::c_char {
+    // SAFETY: as in `warpq_rs_device_stats`.
+    let dev = unsafe { &*owner.cast::<DeviceCore>() };
+    dev.translation.c_name().as_char_ptr()
 }
 
 /// `open` of `/dev/warpqN`.

@@ -33,6 +33,7 @@
 #include <linux/sysfs.h>
 #include <linux/string.h>
 
+#include "uapi/warpq.h"
 #include "warpq_shim.h"
 
 /* ---- module parameters (module_param_cb and friends are macros) ---------- */
@@ -252,6 +253,43 @@ struct warpq_misc {
 	char name[16];
 };
 
+/* sysfs: /sys/class/misc/warpqN/{stats,dma_translation} */
+static struct warpq_misc *warpq_misc_of(struct device *dev)
+{
+	struct miscdevice *misc = dev_get_drvdata(dev);
+
+	return container_of(misc, struct warpq_misc, misc);
+}
+
+static ssize_t stats_show(struct device *dev, struct device_attribute *attr, char *buf)
+{
+	struct warpq_stats st = { .size = sizeof(st) };
+
+	warpq_rs_device_stats(warpq_misc_of(dev)->owner, &st);
+	return sysfs_emit(buf,
+		"commands_ok %llu\ncommands_failed %llu\ninvalidations %llu\n"
+		"ignored_by_policy %llu\nteardowns %llu\ndrains %llu\ndrain_timeouts %llu\n"
+		"rebuilds %llu\nrebuild_retries %llu\npages_pinned %llu\n"
+		"pages_pinned_peak %llu\nfaults %llu\nzaps %llu\n",
+		st.commands_ok, st.commands_failed, st.invalidations, st.ignored_by_policy,
+		st.teardowns, st.drains, st.drain_timeouts, st.rebuilds, st.rebuild_retries,
+		st.pages_pinned, st.pages_pinned_peak, st.faults, st.zaps);
+}
+static DEVICE_ATTR_RO(stats);
+
+static ssize_t dma_translation_show(struct device *dev, struct device_attribute *attr, char *buf)
+{
+	return sysfs_emit(buf, "%s\n", warpq_rs_device_dma_translation(warpq_misc_of(dev)->owner));
+}
+static DEVICE_ATTR_RO(dma_translation);
+
+static struct attribute *warpq_attrs[] = {
+	&dev_attr_stats.attr,
+	&dev_attr_dma_translation.attr,
+	NULL,
+};
+ATTRIBUTE_GROUPS(warpq);
+
 static int warpq_fop_open(struct inode *inode, struct file *file)
 {
 	/* misc_open() stored the struct miscdevice in private_data. */
@@ -300,6 +338,7 @@ void *warpq_misc_register(unsigned int index, struct device *parent, void *owner
 	wm->misc.fops = &warpq_fops;
 	wm->misc.parent = parent;
 	wm->misc.mode = 0666;
+	wm->misc.groups = warpq_groups;
 	wm->owner = owner;
 	*err = misc_register(&wm->misc);
 	if (*err) {

@@ -42,6 +42,9 @@ unsigned int warpq_rs_fault(void *private, struct mm_struct *mm, unsigned long v
 			    unsigned long pgoff, struct page **page);
 void warpq_rs_vma_open(void *private, struct mm_struct *mm);
 void warpq_rs_vma_close(void *private, struct mm_struct *mm);
+struct warpq_stats;
+void warpq_rs_device_stats(void *owner, struct warpq_stats *out);
+const char *warpq_rs_device_dma_translation(void *owner);
 bool warpq_rs_invalidate(struct mmu_interval_notifier *sub, const struct mmu_notifier_range *range,
 			 unsigned long cur_seq);
 

@@ -51,6 +51,17 @@ pub(crate) enum DmaTranslation {
 }
 
 impl DmaTranslation {
+    /// The name as a C string, for sysfs.
+    pub(crate) fn c_name(self) -> &'static kernel::str::CStr {
+        match self {
+            Self::Direct => kernel::c_str!("dma-direct"),
+            Self::IommuStrict => kernel::c_str!("dma-iommu (strict)"),
+            Self::IommuLazy => kernel::c_str!("dma-iommu (lazy, flush queue)"),
+            Self::IommuIdentity => kernel::c_str!("iommu identity (pass-through)"),
+            Self::IommuOther => kernel::c_str!("iommu (other domain type)"),
+        }
+    }
+
     /// The name the driver logs and reports.
     pub(crate) fn name(self) -> &'static str {
         match self {

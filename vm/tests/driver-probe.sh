@@ -8,6 +8,9 @@ check "probe line logged" sh -c "dmesg | grep -Eq '$probe_re'"
 check "edu device listed under the driver" sh -c "ls /sys/bus/pci/drivers/warpq | grep -Eq '^[0-9a-f]{4}:'"
 check "warpqctl list finds it" warpqctl list
 check "/dev/warpq0 is a character device" test -c /dev/warpq0
+check "sysfs: dma_translation" sh -c "grep -q dma- /sys/class/misc/warpq0/dma_translation"
+check "sysfs: stats" sh -c "grep -q '^commands_ok 0$' /sys/class/misc/warpq0/stats"
+check "module parameter: policy defaults to filtered" sh -c "[ \$(cat /sys/module/warpq/parameters/policy) = filtered ]"
 if [ "$iommu" = on ]; then
     check "DMA goes through the IOMMU (dma-iommu, own group)" sh -c "dmesg | grep -E '$probe_re' | grep -q 'iommu group [0-9]*, dma-iommu'"
 else
@@ -30,3 +33,4 @@ echo "ok: rmmod/insmod $rounds times"
 check "bound again after every reload" sh -c "[ \$(dmesg | grep -Ec '$probe_re') -eq $((rounds + 1)) ]"
 check "unbind logged on every rmmod" sh -c "[ \$(dmesg | grep -c 'warpq: .*: unbound') -eq $rounds ]"
 check "the device still works after the reloads" warpq-copy-check 200
+check "sysfs stats count the commands" sh -c "grep -q '^commands_ok 200$' /sys/class/misc/warpq0/stats"

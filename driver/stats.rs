@@ -1,0 +1,60 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Counters, per queue and per device, updated without locks.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::uapi;
+
+/// What a queue (or, summed, a device) has done.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) commands_ok: AtomicU64,
+    pub(crate) commands_failed: AtomicU64,
+    pub(crate) invalidations: AtomicU64,
+    pub(crate) ignored_by_policy: AtomicU64,
+    pub(crate) teardowns: AtomicU64,
+    pub(crate) drains: AtomicU64,
+    pub(crate) drain_timeouts: AtomicU64,
+    pub(crate) rebuilds: AtomicU64,
+    pub(crate) rebuild_retries: AtomicU64,
+    pub(crate) pages_pinned: AtomicU64,
+    pub(crate) pages_pinned_peak: AtomicU64,
+    pub(crate) faults: AtomicU64,
+    pub(crate) zaps: AtomicU64,
+}
+
+impl Counters {
+    /// Pages pinned now: add `n` and raise the peak.
+    pub(crate) fn pinned(&self, n: u64) {
+        let now = self.pages_pinned.fetch_add(n, Ordering::Relaxed).wrapping_add(n);
+        self.pages_pinned_peak.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// Pages unpinned.
+    pub(crate) fn unpinned(&self, n: u64) {
+        self.pages_pinned.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// A consistent-enough copy for STATS and sysfs (each field atomic).
+    pub(crate) fn snapshot(&self) -> uapi::Stats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        uapi::Stats {
+            size: core::mem::size_of::<uapi::Stats>() as u32,
+            rsvd: 0,
+            commands_ok: get(&self.commands_ok),
+            commands_failed: get(&self.commands_failed),
+            invalidations: get(&self.invalidations),
+            ignored_by_policy: get(&self.ignored_by_policy),
+            teardowns: get(&self.teardowns),
+            drains: get(&self.drains),
+            drain_timeouts: get(&self.drain_timeouts),
+            rebuilds: get(&self.rebuilds),
+            rebuild_retries: get(&self.rebuild_retries),
+            pages_pinned: get(&self.pages_pinned),
+            pages_pinned_peak: get(&self.pages_pinned_peak),
+            faults: get(&self.faults),
+            zaps: get(&self.zaps),
+        }
+    }
+}
