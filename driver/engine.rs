@@ -92,13 +92,15 @@ pub(crate) fn execute<W: Waiter + ?Sized, const N: usize>(
     sqe: &Sqe,
 ) -> Outcome {
     let dev = device.pdev.as_dev();
-    let edu_dma = sqe.flags == uapi::SQE_EDU_DMA;
-    if sqe.reserved || (sqe.flags != 0 && !edu_dma) || (edu_dma && sqe.opcode != uapi::OP_COPY) {
+    let flagged_edu = sqe.flags == uapi::SQE_EDU_DMA;
+    if sqe.reserved || (sqe.flags != 0 && !flagged_edu) || (flagged_edu && sqe.opcode != uapi::OP_COPY) {
         return Outcome::fail(uapi::STATUS_INVALID);
     }
-    if edu_dma && sqe.len > EDU_BUFFER_BYTES {
+    if flagged_edu && sqe.len > EDU_BUFFER_BYTES {
         return Outcome::fail(uapi::STATUS_INVALID);
     }
+    // `engine=edu` sends every COPY the edu device can take to it.
+    let edu_dma = flagged_edu || (sqe.opcode == uapi::OP_COPY && sqe.len <= EDU_BUFFER_BYTES && edu_engine_selected());
     if sqe.opcode == uapi::OP_NOP {
         return Outcome::ok(0);
     }
@@ -124,6 +126,12 @@ pub(crate) fn execute<W: Waiter + ?Sized, const N: usize>(
         Ok(r) => Outcome::ok(r),
         Err(status) => Outcome::fail(status),
     }
+}
+
+/// The `engine` module parameter says `edu`.
+fn edu_engine_selected() -> bool {
+    // SAFETY: reads a module parameter; no precondition.
+    unsafe { shim::warpq_param_engine_edu() }
 }
 
 /// Stops a long command early once a reset abandoned it.

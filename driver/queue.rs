@@ -40,10 +40,23 @@ use crate::stats::Counters;
 use crate::shim::{self, DeviceRaw, IntervalRaw, MmRaw, PageRaw, RangeRaw, TaskRaw};
 use crate::uapi;
 
-/// Registered buffers per queue.
+/// Registered buffers per queue (capacity; the `max_regions` parameter may
+/// lower it).
 pub(crate) const MAX_REGIONS: usize = 16;
-/// Largest registered buffer.
-pub(crate) const MAX_REGION_BYTES: u64 = 64 << 20;
+/// Largest registered buffer (cap; the `max_region_mb` parameter may lower it).
+const MAX_REGION_BYTES: u64 = 64 << 20;
+
+/// The `max_regions` module parameter, within the table's capacity.
+pub(crate) fn max_regions() -> usize {
+    // SAFETY: reads a module parameter; no precondition.
+    (unsafe { shim::warpq_param_max_regions() } as usize).clamp(1, MAX_REGIONS)
+}
+
+/// The `max_region_mb` module parameter, in bytes, within the cap.
+pub(crate) fn max_region_bytes() -> u64 {
+    // SAFETY: reads a module parameter; no precondition.
+    (u64::from(unsafe { shim::warpq_param_max_region_mb() }) << 20).clamp(PAGE_SIZE, MAX_REGION_BYTES)
+}
 /// Queue mappings per mm whose PTEs the zap worker knows about. A process
 /// mapping its queue more often than this still gets a correct queue (the
 /// gate keeps the engine out); only the extra mappings do not fault on the
@@ -316,8 +329,11 @@ impl Queue {
         if addr % PAGE_SIZE != 0 || len % PAGE_SIZE != 0 {
             return Err(EINVAL);
         }
-        if len == 0 || len > MAX_REGION_BYTES || addr.checked_add(len).is_none() {
+        if len == 0 || addr.checked_add(len).is_none() {
             return Err(EINVAL);
+        }
+        if len > max_region_bytes() {
+            return Err(E2BIG);
         }
         let mut bits = 0u8;
         if access & uapi::ACCESS_READ != 0 {
@@ -333,6 +349,9 @@ impl Queue {
         let platform = self.platform(false);
         let desc = {
             let mut key = self.lock.lock();
+            if self.ctx.regions(&key).count() >= max_regions() {
+                return Err(ENOSPC);
+            }
             self.ctx.register(&mut key, &platform, &self.config, addr, len, access).map_err(region_errno)?
         };
         let slot = &self.slots[desc.handle.slot()];

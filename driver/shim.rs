@@ -55,6 +55,9 @@ extern "C" {
     // Module parameters.
     pub(crate) fn warpq_param_policy() -> c_int;
     pub(crate) fn warpq_param_drain_timeout_ms() -> c_uint;
+    pub(crate) fn warpq_param_engine_edu() -> bool;
+    pub(crate) fn warpq_param_max_regions() -> c_uint;
+    pub(crate) fn warpq_param_max_region_mb() -> c_uint;
 
     // PCI.
     pub(crate) fn warpq_pci_register_driver() -> c_int;

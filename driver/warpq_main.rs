@@ -196,8 +196,8 @@ fn ioctl(qf: &QueueFile, cmd: u32, arg: usize) -> Result {
                 sq_entries: uapi::SQ_ENTRIES,
                 cq_entries: uapi::CQ_ENTRIES,
                 ring_size: uapi::RING_SIZE as u32,
-                max_regions: queue::MAX_REGIONS as u32,
-                max_region_bytes: queue::MAX_REGION_BYTES,
+                max_regions: queue::max_regions() as u32,
+                max_region_bytes: queue::max_region_bytes(),
                 policy: queue::current_policy() as u32,
                 dma_translation: qf.dev.translation as u32,
             };

@@ -71,6 +71,54 @@ static unsigned int drain_timeout_ms = 1000;
 module_param(drain_timeout_ms, uint, 0644);
 MODULE_PARM_DESC(drain_timeout_ms, "how long an invalidation waits for the engine before resetting the queue");
 
+static bool engine_edu;
+
+static int warpq_engine_set(const char *val, const struct kernel_param *kp)
+{
+	if (sysfs_streq(val, "cpu"))
+		WRITE_ONCE(engine_edu, false);
+	else if (sysfs_streq(val, "edu"))
+		WRITE_ONCE(engine_edu, true);
+	else
+		return -EINVAL;
+	return 0;
+}
+
+static int warpq_engine_get(char *buf, const struct kernel_param *kp)
+{
+	return sysfs_emit(buf, "%s\n", READ_ONCE(engine_edu) ? "edu" : "cpu");
+}
+
+static const struct kernel_param_ops warpq_engine_ops = {
+	.set = warpq_engine_set,
+	.get = warpq_engine_get,
+};
+module_param_cb(engine, &warpq_engine_ops, NULL, 0644);
+MODULE_PARM_DESC(engine, "engine for COPY: cpu (the software engine, default) or edu (the edu device's DMA for copies of at most 4 KiB; others stay on cpu)");
+
+static unsigned int max_regions = 16;
+module_param(max_regions, uint, 0644);
+MODULE_PARM_DESC(max_regions, "registered buffers per queue (at most 16)");
+
+static unsigned int max_region_mb = 64;
+module_param(max_region_mb, uint, 0644);
+MODULE_PARM_DESC(max_region_mb, "largest registered buffer in MiB (at most 64)");
+
+bool warpq_param_engine_edu(void)
+{
+	return READ_ONCE(engine_edu);
+}
+
+unsigned int warpq_param_max_regions(void)
+{
+	return READ_ONCE(max_regions);
+}
+
+unsigned int warpq_param_max_region_mb(void)
+{
+	return READ_ONCE(max_region_mb);
+}
+
 int warpq_param_policy(void)
 {
 	return READ_ONCE(warpq_policy);

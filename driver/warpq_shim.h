@@ -51,6 +51,9 @@ bool warpq_rs_invalidate(struct mmu_interval_notifier *sub, const struct mmu_not
 /* Implemented in warpq_shim.c. */
 int warpq_param_policy(void);
 unsigned int warpq_param_drain_timeout_ms(void);
+bool warpq_param_engine_edu(void);
+unsigned int warpq_param_max_regions(void);
+unsigned int warpq_param_max_region_mb(void);
 int warpq_pci_register_driver(void);
 void warpq_pci_unregister_driver(void);
 struct device *warpq_pci_to_dev(struct pci_dev *pdev);
