@@ -3,12 +3,14 @@
 //! One bound device: its PCI function, its character device `/dev/warpqN`,
 //! and what every queue of it shares.
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use kernel::prelude::*;
-use kernel::sync::Arc;
+use kernel::new_mutex;
+use kernel::sync::{Arc, Mutex};
 
 use crate::edu::EduDma;
+use crate::file::QueueFile;
 use crate::stats::Counters;
 use crate::glue::misc::MiscRegistration;
 use crate::glue::pci::{DmaTranslation, PciDevice};
@@ -42,13 +44,19 @@ fn dma_mask_bits(translation: DmaTranslation) -> u32 {
 #[pin_data(PinnedDrop)]
 pub(crate) struct DeviceCore {
     /// The device's DMA engine (BAR 0); dropped before `pdev`.
-    #[pin]
     pub(crate) edu: EduDma,
     pub(crate) pdev: PciDevice,
     pub(crate) index: u32,
     pub(crate) translation: DmaTranslation,
     /// The sum over the device's queues, past and present.
     pub(crate) stats: Counters,
+    /// The device was removed: no new queue, existing ones were revoked.
+    pub(crate) gone: AtomicBool,
+    /// F: the open files, so that removal can revoke their queues. Entries
+    /// are added at open and removed at release, both under F. Lock order:
+    /// F → D → L.
+    #[pin]
+    files: Mutex<KVec<*const QueueFile>>,
 }
 
 /// One bound device (the PCI driver data).
@@ -77,7 +85,15 @@ impl WarpqDevice {
         };
         let index = NEXT_INDEX.fetch_add(1, Ordering::Relaxed);
         let core = Arc::pin_init(
-            pin_init!(DeviceCore { edu <- EduDma::new(bar), pdev, index, translation, stats: Counters::default() }),
+            pin_init!(DeviceCore {
+                edu: EduDma::new(bar),
+                pdev,
+                index,
+                translation,
+                stats: Counters::default(),
+                gone: AtomicBool::new(false),
+                files <- new_mutex!(KVec::new()),
+            }),
             GFP_KERNEL,
         )?;
         // From here on, dropping `core` (its last reference) disables the device.
@@ -97,17 +113,59 @@ impl WarpqDevice {
     }
 }
 
+// SAFETY: the raw `QueueFile` pointers are only dereferenced under F while
+// the file is open (see `files`); everything else is Send + Sync.
+unsafe impl Send for DeviceCore {}
+// SAFETY: as above.
+unsafe impl Sync for DeviceCore {}
+
+impl DeviceCore {
+    /// Called at open: the file becomes revocable.
+    pub(crate) fn add_file(&self, file: *const QueueFile) -> Result {
+        self.files.lock().push(file, GFP_KERNEL)?;
+        Ok(())
+    }
+
+    /// Called at release, before the file's queues are dropped.
+    pub(crate) fn remove_file(&self, file: *const QueueFile) {
+        let mut files = self.files.lock();
+        if let Some(i) = files.iter().position(|&f| f == file) {
+            let last = files.len() - 1;
+            files.swap(i, last);
+            // SAFETY: shrinking by one; the dropped entry is a plain pointer.
+            unsafe { files.set_len(last) };
+        }
+    }
+
+    /// The device is going away: refuse new queues and revoke every queue
+    /// of every open file (drain, DMA unmap, unpin, engine stopped), so no
+    /// DMA mapping outlives the binding. The files stay open; their ioctls
+    /// fail with ENODEV and their rings show WARPQ_RING_DEAD.
+    fn revoke_all(&self) {
+        self.gone.store(true, Ordering::SeqCst);
+        let files = self.files.lock();
+        for &file in files.iter() {
+            // SAFETY: a file in the list is open (release removes it under
+            // F before it frees anything), so the pointer is valid here.
+            unsafe { &*file }.release_all();
+        }
+    }
+}
+
 #[pinned_drop]
 impl PinnedDrop for DeviceCore {
     fn drop(self: Pin<&mut Self>) {
-        self.pdev.disable();
-        pr_info!("{}: unbound\n", self.pdev.name());
+        pr_debug!("warpq{}: last reference gone\n", self.index);
     }
 }
 
 impl Drop for WarpqDevice {
     fn drop(&mut self) {
-        // `_misc` is dropped after this: no new open; open files keep `core`.
-        pr_debug!("warpq{}: removing\n", self.core.index);
+        // Open files keep `core` alive, but nothing of theirs may keep using
+        // the device once it is unbound.
+        self.core.revoke_all();
+        self.core.pdev.disable();
+        pr_info!("{}: unbound\n", self.core.pdev.name());
+        // `_misc` is dropped after this: no new open.
     }
 }

@@ -11,10 +11,9 @@
 //! 0x80/0x88 DMA source/destination (64 bit), 0x90 count, 0x98 command
 //! (bit 0 start, cleared when done; bit 1 direction: 1 = device to RAM).
 
+use core::sync::atomic::{AtomicBool, Ordering};
+
 use kernel::bindings;
-use kernel::prelude::*;
-use kernel::sync::Mutex;
-use kernel::new_mutex;
 
 use crate::glue::pci::Bar0;
 
@@ -32,15 +31,16 @@ pub(crate) const EDU_BUFFER_BYTES: u64 = 4096;
 /// The device clamps DMA addresses to 28 bits.
 const EDU_DMA_LIMIT: u64 = 1 << 28;
 /// One transfer takes 100 ms of virtual time; give up after this many.
-const TRANSFER_TIMEOUT_MS: u32 = 2000;
+const TRANSFER_TIMEOUT_MS: u32 = 10_000;
 const POLL_MS: u32 = 5;
 
 /// The edu DMA engine of one device: one transfer at a time.
-#[pin_data]
 pub(crate) struct EduDma {
     bar: Bar0,
-    #[pin]
-    busy: Mutex<()>,
+    /// One transfer at a time. A flag, not a lock: a queue's engine waits
+    /// for it inside its gate and must notice when a reset abandons its
+    /// command instead of sleeping behind other queues' transfers.
+    busy: AtomicBool,
 }
 
 /// Why an edu transfer failed.
@@ -49,11 +49,13 @@ pub(crate) enum EduError {
     Unreachable,
     /// The transfer did not complete in time.
     Timeout,
+    /// A reset abandoned the command while it waited for the device.
+    Abandoned,
 }
 
 impl EduDma {
-    pub(crate) fn new(bar: Bar0) -> impl PinInit<Self> {
-        pin_init!(Self { bar, busy <- new_mutex!(()) })
+    pub(crate) fn new(bar: Bar0) -> Self {
+        Self { bar, busy: AtomicBool::new(false) }
     }
 
     /// The identification register (`0x010000ed` for edu 1.0).
@@ -62,14 +64,24 @@ impl EduDma {
     }
 
     /// Copies `len` (≤ 4 KiB) bytes from bus address `src` to bus address
-    /// `dst` through the device's buffer. Sleeps.
-    pub(crate) fn copy(&self, src: u64, dst: u64, len: u64) -> core::result::Result<(), EduError> {
+    /// `dst` through the device's buffer. Sleeps. While another transfer
+    /// holds the device, polls `abandoned` and gives up if it says so.
+    pub(crate) fn copy(&self, src: u64, dst: u64, len: u64, abandoned: &dyn Fn() -> bool) -> core::result::Result<(), EduError> {
         if len > EDU_BUFFER_BYTES || src.saturating_add(len) > EDU_DMA_LIMIT || dst.saturating_add(len) > EDU_DMA_LIMIT {
             return Err(EduError::Unreachable);
         }
-        let _busy = self.busy.lock();
-        self.transfer(src, EDU_BUFFER, len, 0)?;
-        self.transfer(EDU_BUFFER, dst, len, CMD_TO_RAM)
+        while self.busy.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            if abandoned() {
+                return Err(EduError::Abandoned);
+            }
+            // SAFETY: sleeping is allowed here (process context, no spinlock).
+            unsafe { bindings::msleep(1) };
+        }
+        let result = self
+            .transfer(src, EDU_BUFFER, len, 0)
+            .and_then(|()| self.transfer(EDU_BUFFER, dst, len, CMD_TO_RAM));
+        self.busy.store(false, Ordering::Release);
+        result
     }
 
     fn transfer(&self, src: u64, dst: u64, len: u64, direction: u32) -> core::result::Result<(), EduError> {

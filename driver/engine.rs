@@ -136,6 +136,10 @@ fn edu_engine_selected() -> bool {
 
 /// Stops a long command early once a reset abandoned it.
 fn abandoned<W: Waiter + ?Sized, const N: usize>(guard: &EngineGuard<'_, DmaMapping, N, W>) -> Result<(), u32> {
+    // Long commands yield the CPU between pages (the guest kernel does not
+    // preempt kernel threads).
+    // SAFETY: no precondition; the engine holds no lock.
+    unsafe { shim::warpq_cond_resched() };
     if guard.is_abandoned() {
         Err(uapi::STATUS_ABORTED)
     } else {
@@ -179,9 +183,10 @@ fn copy_with_edu<W: Waiter + ?Sized, const N: usize>(
         let (s, s_left) = src.bus_chunk(done).ok_or(uapi::STATUS_FAULT_IOMMU)?;
         let (d, d_left) = dst.bus_chunk(done).ok_or(uapi::STATUS_FAULT_IOMMU)?;
         let n = (len - done).min(s_left).min(d_left);
-        edu.copy(s, d, n).map_err(|e| match e {
+        edu.copy(s, d, n, &|| guard.is_abandoned()).map_err(|e| match e {
             EduError::Unreachable => uapi::STATUS_FAULT_IOMMU,
             EduError::Timeout => uapi::STATUS_DEVICE_ERROR,
+            EduError::Abandoned => uapi::STATUS_ABORTED,
         })?;
         done += n;
     }

@@ -24,6 +24,17 @@ pub(crate) const MAX_QUEUES_PER_FILE: usize = 64;
 struct Directory {
     table: ContextTable<MAX_QUEUES_PER_FILE>,
     queues: [Option<Arc<Queue>>; MAX_QUEUES_PER_FILE],
+    /// Queues to drop later, outside any mmap lock: dropping one stops its
+    /// kthread, removes its notifiers and waits for its zap work, which must
+    /// not happen under the faulting process's mmap lock.
+    graveyard: [Option<Arc<Queue>>; MAX_QUEUES_PER_FILE],
+}
+
+/// Where `queue_for` runs: the fault path holds the faulting mm's mmap lock.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Caller {
+    Fault,
+    Ioctl,
 }
 
 #[pin_data]
@@ -35,12 +46,15 @@ pub(crate) struct QueueFile {
 
 impl Directory {
     /// Moves the queues whose process is gone (exit, exec) out of the
-    /// directory into `out`: a file shared by many short-lived children
-    /// (fork storms) does not fill up. Their pins were already released by
-    /// the mm's own teardown (RELEASE/UNMAP invalidations).
-    fn reap_orphans(&mut self, out: &mut [Option<Arc<Queue>>; MAX_QUEUES_PER_FILE]) {
-        let Self { table, queues } = self;
-        for (slot, out) in queues.iter_mut().zip(out.iter_mut()) {
+    /// directory into the graveyard: a file shared by many short-lived
+    /// children (fork storms) does not fill up. Their pins were already
+    /// released by the mm's own teardown (UNMAP invalidations).
+    fn reap_orphans(&mut self) {
+        let Self { table, queues, graveyard } = self;
+        for (slot, out) in queues.iter_mut().zip(graveyard.iter_mut()) {
+            if out.is_some() {
+                continue;
+            }
             if slot.as_ref().is_some_and(|q| q.is_orphaned()) {
                 if let Some(q) = slot.take() {
                     let mm = q.mm_id();
@@ -63,6 +77,7 @@ impl QueueFile {
                 dir <- new_mutex!(Directory {
                     table: ContextTable::new(),
                     queues: [const { None }; MAX_QUEUES_PER_FILE],
+                    graveyard: [const { None }; MAX_QUEUES_PER_FILE],
                 }),
             }),
             GFP_KERNEL,
@@ -74,8 +89,14 @@ impl QueueFile {
     /// # Safety
     ///
     /// `mm` must be valid for the duration of the call.
-    pub(crate) unsafe fn queue_for(&self, mm: NonNull<MmRaw>) -> Result<Arc<Queue>> {
+    pub(crate) unsafe fn queue_for(&self, mm: NonNull<MmRaw>, caller: Caller) -> Result<Arc<Queue>> {
+        if self.dev.gone.load(core::sync::atomic::Ordering::SeqCst) {
+            return Err(ENODEV);
+        }
         let id = mm_id(mm);
+        if caller == Caller::Ioctl {
+            self.bury_the_dead();
+        }
         if let Some(queue) = self.lookup(id) {
             return Ok(queue);
         }
@@ -84,20 +105,51 @@ impl QueueFile {
         // SAFETY: `mm` is valid (this function's contract); `private` is this
         // file's `private_data` (the `Arc<QueueFile>` data pointer).
         let fresh = unsafe { Queue::new(self.dev.clone(), mm, private) }?;
-        // Queues of processes that exited are dropped outside D, after this.
-        let mut orphans = [const { None }; MAX_QUEUES_PER_FILE];
         let mut dir = self.dir.lock();
-        dir.reap_orphans(&mut orphans);
+        // Re-checked under D: `revoke_all` sets `gone` before it empties the
+        // directories (under D), so no queue is added behind its back.
+        if self.dev.gone.load(core::sync::atomic::Ordering::SeqCst) {
+            if let Some(grave) = dir.graveyard.iter_mut().find(|g| g.is_none()) {
+                *grave = Some(fresh);
+            }
+            return Err(ENODEV);
+        }
+        dir.reap_orphans();
         match dir.table.get_or_create(id) {
             Ok((slot, true)) => {
                 dir.queues[slot.slot()] = Some(fresh.clone());
                 Ok(fresh)
             }
-            Ok((slot, false)) => dir.queues[slot.slot()].clone().ok_or(EINVAL),
+            Ok((slot, false)) => {
+                // Another thread of this mm won the race: ours goes to the
+                // graveyard if there is room (else it is dropped here).
+                if let Some(grave) = dir.graveyard.iter_mut().find(|g| g.is_none()) {
+                    *grave = Some(fresh);
+                }
+                dir.queues[slot.slot()].clone().ok_or(EINVAL)
+            }
             Err(CreateError::Full) => Err(EMFILE),
             Err(CreateError::Released(_)) => Err(ESRCH),
             Err(CreateError::InvalidMm) => Err(EINVAL),
         }
+    }
+
+    /// The queue of `mm` if it exists; never creates one.
+    ///
+    /// # Safety
+    ///
+    /// `mm` must be valid for the duration of the call.
+    pub(crate) unsafe fn existing_queue(&self, mm: NonNull<MmRaw>) -> Option<Arc<Queue>> {
+        self.lookup(mm_id(mm))
+    }
+
+    /// Drops the graveyard's queues (outside D; never on the fault path).
+    fn bury_the_dead(&self) {
+        let dead = {
+            let mut dir = self.dir.lock();
+            core::mem::replace(&mut dir.graveyard, [const { None }; MAX_QUEUES_PER_FILE])
+        };
+        drop(dead);
     }
 
     fn lookup(&self, id: usize) -> Option<Arc<Queue>> {
@@ -112,12 +164,16 @@ impl QueueFile {
     /// Called when the file is released (no vma maps it any more, no ioctl
     /// runs): forgets every queue; each is freed when its last user drops it.
     pub(crate) fn release_all(&self) {
-        let queues = {
+        let (queues, dead) = {
             let mut dir = self.dir.lock();
             dir.table = ContextTable::new();
-            core::mem::replace(&mut dir.queues, [const { None }; MAX_QUEUES_PER_FILE])
+            (
+                core::mem::replace(&mut dir.queues, [const { None }; MAX_QUEUES_PER_FILE]),
+                core::mem::replace(&mut dir.graveyard, [const { None }; MAX_QUEUES_PER_FILE]),
+            )
         };
         // Dropped outside D.
         drop(queues);
+        drop(dead);
     }
 }

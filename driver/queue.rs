@@ -8,8 +8,10 @@
 //! child gets a queue of its own and never the parent's.
 //!
 //! Lock order (file.rs owns D):
-//!   mmap_lock → D (`QueueFile::dir`) → L (`Queue::lock`);
+//!   R (`Queue::reg_lock`) → mmap_lock → D (`QueueFile::dir`) → L (`Queue::lock`);
 //!   S (`Queue::submit_lock`) → mmap_lock (SUBMIT reads user memory).
+//! The fault path holds mmap_lock and may take D and L; the notifier
+//! callback may run under mmap_lock and takes only L.
 //! L is the invalidation lock of DESIGN.md: the interval-notifier callback
 //! takes it. Nothing allocates, pins or takes the mmap lock with L held; the
 //! engine never takes L (it synchronises through the protocol's gate).
@@ -20,6 +22,7 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 
 use kernel::bindings;
 use kernel::ffi::{c_int, c_ulong, c_void};
+use kernel::alloc::KVVec;
 use kernel::prelude::*;
 use kernel::new_mutex;
 use kernel::sync::{Arc, Mutex};
@@ -73,8 +76,10 @@ type Context = MmContext<DmaMapping, MAX_REGIONS>;
 
 /// The pinned pages of one region and their DMA addresses.
 pub(crate) struct DmaMapping {
-    pages: KVec<*mut PageRaw>,
-    dma: KVec<u64>,
+    pages: KVVec<*mut PageRaw>,
+    dma: KVVec<u64>,
+    /// Mapped for device writes (bidirectional): the unmap must say the same.
+    device_writes: bool,
 }
 
 // SAFETY: page pointers and bus addresses are plain values usable from any
@@ -138,6 +143,12 @@ pub(crate) struct Queue {
     ctx: Context,
     #[pin]
     lock: KMutex<LockKey>,
+    /// R: serialises REGISTER and UNREGISTER, so that a region slot and its
+    /// notifier are reused only after the previous notifier is removed.
+    /// Taken before the mmap lock (insertion and GUP take it) and before L;
+    /// never taken by the fault path or the callback.
+    #[pin]
+    reg_lock: Mutex<()>,
     /// Serialises SUBMIT ioctls (they produce into the SQ). Taken before
     /// reading user memory, never with L.
     #[pin]
@@ -211,6 +222,7 @@ impl Queue {
                 ctx,
                 lock <- KMutex::new(key),
                 submit_lock <- new_mutex!(()),
+                reg_lock <- new_mutex!(()),
                 // SAFETY: `slot` is pinned memory for a wait queue head.
                 wq <- Opaque::ffi_init(|slot| unsafe { shim::warpq_waitqueue_init(slot) }),
                 // SAFETY: `slot` is pinned memory for a work item.
@@ -274,7 +286,10 @@ impl Queue {
         if self.ctx.gate().is_stale() {
             match self.rebuild(&platform) {
                 Ok(_) | Err(RebuildError::Released) => {}
-                Err(RebuildError::PinFailed(_)) => return Err(bindings::vm_fault_reason_VM_FAULT_OOM),
+                // Transient pin or DMA-map failures persisted through the
+                // rebuild's retries (IOVA space exhausted, memory): the
+                // queue cannot run; VM_FAULT_OOM would only loop.
+                Err(RebuildError::PinFailed(_)) => return Err(bindings::vm_fault_reason_VM_FAULT_SIGBUS),
                 // Collisions or a busy queue: let the access fault again.
                 Err(_) => return Err(bindings::vm_fault_reason_VM_FAULT_NOPAGE),
             }
@@ -301,10 +316,10 @@ impl Queue {
         if let Ok(r) = &report {
             self.count(|c| &c.rebuilds, u64::from(r.mapped));
             self.count(|c| &c.rebuild_retries, u64::from(r.retries));
-            if r.running {
-                self.wake_all();
-            }
         }
+        // Whatever happened, the gate may have reopened: the engine and
+        // waiters re-check their conditions.
+        self.wake_all();
         report
     }
 
@@ -346,6 +361,13 @@ impl Queue {
             return Err(EINVAL);
         }
         let access = Access::from_bits(bits).ok_or(EINVAL)?;
+        let _registration = self.reg_lock.lock();
+        let result = self.register_locked(addr, len, access);
+        self.wake_all();
+        result
+    }
+
+    fn register_locked(&self, addr: u64, len: u64, access: Access) -> Result<u64> {
         let platform = self.platform(false);
         let desc = {
             let mut key = self.lock.lock();
@@ -388,7 +410,13 @@ impl Queue {
         };
         let dead = matches!(state, Ok(crate::protocol::region::StateKind::Dead));
         if result.is_err() || dead {
-            let _ = self.unregister(desc.handle.to_raw());
+            // The engine may be busy for a while (drain timeouts): keep
+            // trying, the slot and its notifier must not leak.
+            for _ in 0..50 {
+                if !matches!(self.unregister_locked(desc.handle.to_raw()), Err(e) if e == EBUSY) {
+                    break;
+                }
+            }
             return Err(result.err().unwrap_or(EFAULT));
         }
         Ok(desc.handle.to_raw())
@@ -396,6 +424,13 @@ impl Queue {
 
     /// UNREGISTER: drains the engine, unpins, removes the notifier.
     pub(crate) fn unregister(&self, raw: u64) -> Result {
+        let _registration = self.reg_lock.lock();
+        let result = self.unregister_locked(raw);
+        self.wake_all();
+        result
+    }
+
+    fn unregister_locked(&self, raw: u64) -> Result {
         let handle = RegionHandle::from_raw(raw).ok_or(EINVAL)?;
         let slot = self.slots.get(handle.slot()).ok_or(EINVAL)?;
         let report = {
@@ -415,21 +450,42 @@ impl Queue {
     }
 
     /// WAIT: until `min_ready` completions are in the ring, the timeout, or
-    /// a signal.
+    /// a signal. An invalidation during the wait makes the queue stale: the
+    /// waiter wakes, rebuilds (it is an ioctl of the owning mm) and waits on.
     pub(crate) fn wait(&self, min_ready: u32, timeout_ns: i64) -> Result<u32> {
-        self.rebuild_if_stale()?;
-        self.wake_all();
         let min_ready = min_ready.min(uapi::CQ_ENTRIES);
-        let cond = || self.ring.cq_ready() >= min_ready || self.ctx.is_released();
-        let cond: &dyn Fn() -> bool = &cond;
-        let timeout = if timeout_ns < 0 { u64::MAX } else { timeout_ns as u64 };
-        // SAFETY: the wait queue was initialised in `new`; `cond` outlives
-        // the call.
-        let ret = unsafe {
-            shim::warpq_wait_interruptible_timeout(self.wq(), call_cond, &cond as *const &dyn Fn() -> bool as *const c_void, timeout)
+        let now = || {
+            // SAFETY: no precondition.
+            unsafe { shim::warpq_ktime_ns() }
         };
-        if ret < 0 {
-            return Err(ERESTARTSYS);
+        let deadline = if timeout_ns < 0 { u64::MAX } else { now().saturating_add(timeout_ns as u64) };
+        loop {
+            match self.rebuild_if_stale() {
+                // Collisions with a stream of invalidations: back off briefly.
+                Err(e) if e == EAGAIN => {
+                    // SAFETY: sleeping is allowed in an ioctl.
+                    unsafe { bindings::msleep(1) };
+                }
+                other => other?,
+            }
+            self.wake_all();
+            let cond = || self.ring.cq_ready() >= min_ready || self.ctx.is_released() || self.ctx.gate().is_stale();
+            let cond: &dyn Fn() -> bool = &cond;
+            let left = if deadline == u64::MAX { u64::MAX } else { deadline.saturating_sub(now()) };
+            if left == 0 {
+                break;
+            }
+            // SAFETY: the wait queue was initialised in `new`; `cond`
+            // outlives the call.
+            let ret = unsafe {
+                shim::warpq_wait_interruptible_timeout(self.wq(), call_cond, &cond as *const &dyn Fn() -> bool as *const c_void, left)
+            };
+            if ret < 0 {
+                return Err(ERESTARTSYS);
+            }
+            if self.ring.cq_ready() >= min_ready || self.ctx.is_released() || ret == 0 {
+                break;
+            }
         }
         Ok(self.ring.cq_ready())
     }
@@ -439,7 +495,11 @@ impl Queue {
     /// fills up).
     pub(crate) fn submit(&self, sqes: usize, count: u32) -> Result<u32> {
         const CHUNK: usize = 32;
-        self.rebuild_if_stale()?;
+        // As in WAKE: a colliding rebuild is retried later, not an error.
+        match self.rebuild_if_stale() {
+            Err(e) if e == EAGAIN => {}
+            other => other?,
+        }
         let _serial = self.submit_lock.lock();
         let total = count as usize;
         let mut reader = kernel::uaccess::UserSlice::new(sqes, total.checked_mul(64).ok_or(EINVAL)?).reader();
@@ -471,9 +531,14 @@ impl Queue {
         which(&self.dev.stats).fetch_add(by, Ordering::Relaxed);
     }
 
-    /// WAKE: the engine may be asleep (`WARPQ_RING_NEED_WAKEUP`).
+    /// WAKE: the engine may be asleep (`WARPQ_RING_NEED_WAKEUP`). A rebuild
+    /// that collides with ongoing invalidations is not an error here: the
+    /// queue stays stale and the next WAIT, WAKE or touch of the ring retries.
     pub(crate) fn wake(&self) -> Result {
-        self.rebuild_if_stale()?;
+        match self.rebuild_if_stale() {
+            Err(e) if e == EAGAIN => {}
+            other => other?,
+        }
         self.wake_all();
         Ok(())
     }
@@ -536,11 +601,15 @@ impl Queue {
                 self.count(|c| &c.commands_failed, 1);
             }
             self.wake_all();
+            // SAFETY: no precondition; the engine holds no lock here.
+            unsafe { shim::warpq_cond_resched() };
         }
     }
 
-    /// At shutdown: every submission still in the ring completes as aborted.
+    /// At shutdown: every submission still in the ring completes as aborted,
+    /// and the ring says the queue is dead.
     fn abort_pending(&self) {
+        self.ring.set_flag(uapi::RING_DEAD, true);
         while self.ring.cq_space() > 0 {
             let Some(sqe) = self.ring.peek_sqe() else { break };
             self.ring.complete(sqe.user_data, uapi::STATUS_ABORTED, 0);
@@ -750,31 +819,71 @@ impl Platform for QueuePlatform<'_> {
     fn pin_and_map(&self, region: &RegionDesc) -> core::result::Result<DmaMapping, PinError> {
         let npages = usize::try_from(region.len / PAGE_SIZE).map_err(|_| PinError::Gone)?;
         let writes = region.access.device_writes();
-        let mut pages = KVec::with_capacity(npages, GFP_KERNEL).map_err(|_| PinError::Transient)?;
-        let mut dma = KVec::with_capacity(npages, GFP_KERNEL).map_err(|_| PinError::Transient)?;
-        // SAFETY: `pages` has room for `npages` pointers; the mm is held by
-        // the queue; `mmap_locked` says whether this thread holds its lock.
-        let pinned = unsafe {
-            shim::warpq_pin_pages(self.q.mm.as_ptr(), region.start as c_ulong, npages as c_ulong, writes, self.mmap_locked, pages.as_mut_ptr())
+        let mm = self.q.mm.as_ptr();
+        // SAFETY: the mm is held by the queue.
+        if unsafe { shim::warpq_charge_pinned(mm, npages as c_ulong) } != 0 {
+            return Err(PinError::Gone);
+        }
+        let uncharge = || {
+            // SAFETY: charged just above.
+            unsafe { shim::warpq_uncharge_pinned(mm, npages as c_ulong) }
         };
-        let pinned_count = if pinned > 0 { pinned as usize } else { 0 };
-        // SAFETY: the kernel wrote `pinned_count <= npages` page pointers.
-        unsafe { pages.set_len(pinned_count) };
-        if pinned_count != npages {
+        let mut pages: KVVec<*mut PageRaw> = match KVVec::with_capacity(npages, GFP_KERNEL) {
+            Ok(v) => v,
+            Err(_) => {
+                uncharge();
+                return Err(PinError::Transient);
+            }
+        };
+        let mut dma: KVVec<u64> = match KVVec::with_capacity(npages, GFP_KERNEL) {
+            Ok(v) => v,
+            Err(_) => {
+                uncharge();
+                return Err(PinError::Transient);
+            }
+        };
+        // GUP may pin fewer pages than asked (a later page hit a transient
+        // error): ask again for the rest to learn why.
+        let mut err: core::ffi::c_long = 0;
+        while pages.len() < npages {
+            let done = pages.len();
+            // SAFETY: `pages` has room for `npages - done` more pointers at
+            // its end; the mm is held by the queue; `mmap_locked` says
+            // whether this thread holds its lock.
+            let pinned = unsafe {
+                shim::warpq_pin_pages(
+                    mm,
+                    (region.start + done as u64 * PAGE_SIZE) as c_ulong,
+                    (npages - done) as c_ulong,
+                    writes,
+                    self.mmap_locked,
+                    pages.as_mut_ptr().add(done),
+                )
+            };
+            if pinned <= 0 {
+                err = pinned;
+                break;
+            }
+            // SAFETY: the kernel wrote `pinned` more page pointers.
+            unsafe { pages.set_len(done + (pinned as usize).min(npages - done)) };
+        }
+        if pages.len() != npages {
             unpin(&mut pages);
-            return Err(match pinned {
-                p if p == -(bindings::ENOMEM as core::ffi::c_long) || p == -(bindings::EINTR as core::ffi::c_long)
-                    || p == -(bindings::EAGAIN as core::ffi::c_long) => PinError::Transient,
-                _ => PinError::Gone,
-            });
+            uncharge();
+            let transient = [bindings::ENOMEM, bindings::EINTR, bindings::EAGAIN, bindings::ERESTARTSYS]
+                .iter()
+                .any(|&e| err == -(e as core::ffi::c_long));
+            return Err(if transient { PinError::Transient } else { PinError::Gone });
         }
         for &page in pages.iter() {
-            let mut err = 0;
+            let mut map_err = 0;
             // SAFETY: `page` is pinned; the device is bound.
-            let addr = unsafe { shim::warpq_dma_map_page(self.dev(), page, writes, &mut err) };
-            if err != 0 || dma.push(addr, GFP_KERNEL).is_err() {
-                if err == 0 {
-                    // SAFETY: mapped just above.
+            let addr = unsafe { shim::warpq_dma_map_page(self.dev(), page, writes, &mut map_err) };
+            // SAFETY: asking about a mapping just made.
+            let bounced = map_err == 0 && unsafe { shim::warpq_dma_needs_sync(self.dev(), addr) };
+            if map_err != 0 || bounced || dma.push(addr, GFP_KERNEL).is_err() {
+                if map_err == 0 {
+                    // SAFETY: mapped just above with this direction.
                     unsafe { shim::warpq_dma_unmap_page(self.dev(), addr, writes) };
                 }
                 for &a in dma.iter() {
@@ -782,21 +891,24 @@ impl Platform for QueuePlatform<'_> {
                     unsafe { shim::warpq_dma_unmap_page(self.dev(), a, writes) };
                 }
                 unpin(&mut pages);
-                return Err(PinError::Transient);
+                uncharge();
+                // A mapping that needs syncs (swiotlb) would make the device
+                // work on copies: that memory can never be shared.
+                return Err(if bounced { PinError::Gone } else { PinError::Transient });
             }
         }
         self.q.stats.pinned(npages as u64);
         self.q.dev.stats.pinned(npages as u64);
-        Ok(DmaMapping { pages, dma })
+        Ok(DmaMapping { pages, dma, device_writes: writes })
     }
 
     fn unmap_and_unpin(&self, mut mapping: DmaMapping, dirty: bool) {
         for &a in mapping.dma.iter() {
             // SAFETY: mapped by `pin_and_map` with this direction; the engine
             // is drained (the core's contract), so the device no longer uses it.
-            unsafe { shim::warpq_dma_unmap_page(self.dev(), a, dirty) };
+            unsafe { shim::warpq_dma_unmap_page(self.dev(), a, mapping.device_writes) };
         }
-        if dirty {
+        if dirty && mapping.device_writes {
             for &page in mapping.pages.iter() {
                 // SAFETY: pinned by us. set_page_dirty() rather than the
                 // _lock variant: the caller may hold the folio lock.
@@ -805,6 +917,8 @@ impl Platform for QueuePlatform<'_> {
         }
         let n = mapping.pages.len() as u64;
         unpin(&mut mapping.pages);
+        // SAFETY: charged in `pin_and_map`; the mm is held by the queue.
+        unsafe { shim::warpq_uncharge_pinned(self.q.mm.as_ptr(), n as c_ulong) };
         self.q.stats.unpinned(n);
         self.q.dev.stats.unpinned(n);
     }
@@ -812,6 +926,8 @@ impl Platform for QueuePlatform<'_> {
     fn schedule_zap(&self) {
         // SAFETY: initialised in `Queue::new`; cancelled before the queue goes.
         unsafe { shim::warpq_work_schedule(self.q.zap_work.get()) };
+        // A teardown made the queue stale: waiters in WAIT go rebuild.
+        self.q.wake_all();
     }
 
     fn engine_reset(&self) {
@@ -820,7 +936,7 @@ impl Platform for QueuePlatform<'_> {
 }
 
 /// Unpins and forgets `pages`.
-fn unpin(pages: &mut KVec<*mut PageRaw>) {
+fn unpin(pages: &mut KVVec<*mut PageRaw>) {
     if !pages.is_empty() {
         // SAFETY: every entry was pinned by pin_user_pages and not unpinned.
         unsafe { bindings::unpin_user_pages(pages.as_mut_ptr().cast(), pages.len() as c_ulong) };

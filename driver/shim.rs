@@ -124,6 +124,7 @@ extern "C" {
         err: *mut c_int,
     ) -> *mut TaskRaw;
     pub(crate) fn warpq_ktime_ns() -> u64;
+    pub(crate) fn warpq_cond_resched();
 
     // Work items.
     pub(crate) fn warpq_work_init(work: *mut bindings::work_struct, f: unsafe extern "C" fn(*mut bindings::work_struct));
@@ -145,6 +146,9 @@ extern "C" {
     pub(crate) fn warpq_dma_unmap_page(dev: *mut DeviceRaw, addr: u64, device_writes: bool);
     pub(crate) fn warpq_dma_to_kernel(dev: *mut DeviceRaw, addr: u64) -> *mut u8;
     pub(crate) fn warpq_set_page_dirty(page: *mut PageRaw);
+    pub(crate) fn warpq_charge_pinned(mm: *mut MmRaw, npages: c_ulong) -> c_int;
+    pub(crate) fn warpq_uncharge_pinned(mm: *mut MmRaw, npages: c_ulong);
+    pub(crate) fn warpq_dma_needs_sync(dev: *mut DeviceRaw, addr: u64) -> bool;
 
     // Ring memory.
     pub(crate) fn warpq_ring_alloc(size: usize) -> *mut u8;

@@ -130,14 +130,19 @@ extern "C" fn warpq_rs_open(owner: *mut c_void, file: *mut FileRaw) -> c_int {
     // with; it stays alive while registered, and misc_open() runs under the
     // misc lock that deregistration takes.
     let dev: Arc<DeviceCore> = unsafe { ArcBorrow::from_raw(owner.cast::<DeviceCore>()) }.into();
-    match QueueFile::new(dev) {
-        Ok(qf) => {
-            // SAFETY: `file` is the file being opened.
-            unsafe { shim::warpq_file_set_private(file, Arc::into_raw(qf) as *mut c_void) };
-            0
-        }
-        Err(e) => e.to_errno(),
+    if dev.gone.load(core::sync::atomic::Ordering::SeqCst) {
+        return ENODEV.to_errno();
     }
+    let qf = match QueueFile::new(dev) {
+        Ok(qf) => qf,
+        Err(e) => return e.to_errno(),
+    };
+    if let Err(e) = qf.dev.add_file(&*qf) {
+        return e.to_errno();
+    }
+    // SAFETY: `file` is the file being opened.
+    unsafe { shim::warpq_file_set_private(file, Arc::into_raw(qf) as *mut c_void) };
+    0
 }
 
 /// `release` of `/dev/warpqN`: the last reference to the file is gone.
@@ -145,6 +150,7 @@ extern "C" fn warpq_rs_open(owner: *mut c_void, file: *mut FileRaw) -> c_int {
 extern "C" fn warpq_rs_release(private: *mut c_void) {
     // SAFETY: `private` came from `Arc::into_raw` in open; release runs once.
     let qf = unsafe { Arc::from_raw(private.cast::<QueueFile>()) };
+    qf.dev.remove_file(&*qf);
     qf.release_all();
 }
 
@@ -178,7 +184,7 @@ fn write_arg<T: kernel::types::AsBytes>(arg: usize, value: &T) -> Result {
 fn own_queue(qf: &QueueFile) -> Result<Arc<queue::Queue>> {
     let mm = glue::mm::current_mm().ok_or(EINVAL)?;
     // SAFETY: `current->mm` is valid while the task runs this ioctl.
-    unsafe { qf.queue_for(mm) }
+    unsafe { qf.queue_for(mm, file::Caller::Ioctl) }
 }
 
 fn ioctl(qf: &QueueFile, cmd: u32, arg: usize) -> Result {
@@ -228,7 +234,14 @@ fn ioctl(qf: &QueueFile, cmd: u32, arg: usize) -> Result {
         }
         uapi::IOC_STATS => {
             let _req: uapi::Stats = read_arg(arg)?;
-            write_arg(arg, &own_queue(qf)?.stats())
+            let mm = glue::mm::current_mm().ok_or(EINVAL)?;
+            // SAFETY: `current->mm` is valid while the task runs this ioctl.
+            // STATS never creates a queue (and its engine thread).
+            let stats = match unsafe { qf.existing_queue(mm) } {
+                Some(q) => q.stats(),
+                None => uapi::Stats { size: core::mem::size_of::<uapi::Stats>() as u32, ..Default::default() },
+            };
+            write_arg(arg, &stats)
         }
         _ => Err(ENOTTY),
     }
@@ -255,7 +268,7 @@ extern "C" fn warpq_rs_fault(private: *mut c_void, mm: *mut MmRaw, vm_start: c_u
         return bindings::vm_fault_reason_VM_FAULT_SIGBUS;
     };
     // SAFETY: the fault path holds the mmap lock of `mm`, which keeps it valid.
-    let queue = match unsafe { qf.queue_for(mm) } {
+    let queue = match unsafe { qf.queue_for(mm, file::Caller::Fault) } {
         Ok(queue) => queue,
         Err(e) if e == ENOMEM => return bindings::vm_fault_reason_VM_FAULT_OOM,
         Err(_) => return bindings::vm_fault_reason_VM_FAULT_SIGBUS,

@@ -385,7 +385,7 @@ void *warpq_misc_register(unsigned int index, struct device *parent, void *owner
 	wm->misc.name = wm->name;
 	wm->misc.fops = &warpq_fops;
 	wm->misc.parent = parent;
-	wm->misc.mode = 0666;
+	wm->misc.mode = 0660;
 	wm->misc.groups = warpq_groups;
 	wm->owner = owner;
 	*err = misc_register(&wm->misc);
@@ -464,7 +464,7 @@ static const struct vm_operations_struct warpq_vm_ops = {
  */
 int warpq_vma_setup(struct vm_area_struct *vma, unsigned long size, void *private)
 {
-	if (!(vma->vm_flags & VM_SHARED))
+	if (!(vma->vm_flags & VM_MAYSHARE))
 		return -EINVAL;
 	if (vma->vm_flags & VM_EXEC)
 		return -EPERM;
@@ -498,11 +498,16 @@ void warpq_zap_queue_mapping(struct mm_struct *mm, unsigned long addr, void *pri
 
 	if (!mmget_not_zero(mm))
 		return;
-	mmap_read_lock(mm);
+	/*
+	 * The write lock excludes a concurrent ->fault (which holds the read
+	 * lock between its stale check and the PTE install): either the fault
+	 * completes first and we zap its PTE, or it runs after us and rebuilds.
+	 */
+	mmap_write_lock(mm);
 	vma = vma_lookup(mm, addr);
 	if (vma && vma->vm_ops == &warpq_vm_ops && vma->vm_private_data == private)
 		zap_page_range_single(vma, vma->vm_start, vma->vm_end - vma->vm_start, NULL);
-	mmap_read_unlock(mm);
+	mmap_write_unlock(mm);
 	mmput(mm);
 }
 
@@ -691,6 +696,39 @@ struct task_struct *warpq_kthread_run(int (*fn)(void *), void *data, const char 
 	return task;
 }
 
+void warpq_cond_resched(void)
+{
+	cond_resched();
+}
+
+/*
+ * Long-term pins are charged to the mm's pinned_vm and limited by
+ * RLIMIT_MEMLOCK unless the caller has CAP_IPC_LOCK, as RDMA and io_uring
+ * do. Lock-free, so the uncharge may run in an invalidation.
+ */
+int warpq_charge_pinned(struct mm_struct *mm, unsigned long npages)
+{
+	unsigned long limit = rlimit(RLIMIT_MEMLOCK) >> PAGE_SHIFT;
+	u64 now = atomic64_add_return(npages, &mm->pinned_vm);
+
+	if (now > limit && !capable(CAP_IPC_LOCK)) {
+		atomic64_sub(npages, &mm->pinned_vm);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+void warpq_uncharge_pinned(struct mm_struct *mm, unsigned long npages)
+{
+	atomic64_sub(npages, &mm->pinned_vm);
+}
+
+/* Streaming DMA that needs syncs (swiotlb bouncing) cannot be shared memory. */
+bool warpq_dma_needs_sync(struct device *dev, dma_addr_t addr)
+{
+	return dma_need_sync(dev, addr);
+}
+
 u64 warpq_ktime_ns(void)
 {
 	return ktime_get_ns();
@@ -741,6 +779,25 @@ unsigned long warpq_interval_read_begin(struct mmu_interval_notifier *sub)
 /* ---- pinning ---------------------------------------------------------------- */
 
 /*
+ * True if [start, end) overlaps a warpq queue mapping. Such a range must
+ * never be pinned for the device: GUP would fault the queue page, whose
+ * fault handler rebuilds, which pins again (unbounded recursion), and the
+ * device would write the ring. Caller holds the mmap lock.
+ */
+static bool warpq_range_has_queue_mapping(struct mm_struct *mm, unsigned long start,
+					  unsigned long end)
+{
+	struct vm_area_struct *vma;
+	VMA_ITERATOR(vmi, mm, start);
+
+	for_each_vma_range(vmi, vma, end) {
+		if (vma->vm_ops == &warpq_vm_ops)
+			return true;
+	}
+	return false;
+}
+
+/*
  * Pins @nr pages of @mm at @start for long-term device access. The fault
  * path already holds @mm's mmap lock (@mmap_locked); ioctls do not. Returns
  * the number of pages pinned or a negative errno.
@@ -750,16 +807,21 @@ long warpq_pin_pages(struct mm_struct *mm, unsigned long start, unsigned long nr
 {
 	long ret;
 
-	if (!mmget_not_zero(mm))
-		return -ESRCH;
-	if (!mmap_locked)
+	/* The fault path runs in a task of @mm, which holds a user reference. */
+	if (!mmap_locked) {
+		if (!mmget_not_zero(mm))
+			return -ESRCH;
 		mmap_read_lock(mm);
-	ret = pin_user_pages_remote(mm, start, nr, FOLL_LONGTERM | (write ? FOLL_WRITE : 0),
-				    pages, NULL);
-	if (!mmap_locked)
+	}
+	if (warpq_range_has_queue_mapping(mm, start, start + nr * PAGE_SIZE))
+		ret = -EFAULT;
+	else
+		ret = pin_user_pages_remote(mm, start, nr,
+					    FOLL_LONGTERM | (write ? FOLL_WRITE : 0), pages, NULL);
+	if (!mmap_locked) {
 		mmap_read_unlock(mm);
-	/* Not the last user: the caller's task (fault) or the ioctl's file user holds one. */
-	mmput(mm);
+		mmput(mm);
+	}
 	return ret;
 }
 

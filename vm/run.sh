@@ -87,8 +87,8 @@ kvm_works() {
 }
 case "$accel" in
     kvm) qemu_args+=(-accel kvm -cpu host) ;;
-    tcg) qemu_args+=(-accel tcg -cpu max) ;;
-    auto) if kvm_works; then qemu_args+=(-accel kvm -cpu host); else qemu_args+=(-accel tcg -cpu max); fi ;;
+    tcg) qemu_args+=(-accel tcg -cpu max,la57=off) ;;
+    auto) if kvm_works; then qemu_args+=(-accel kvm -cpu host); else qemu_args+=(-accel tcg -cpu max,la57=off); fi ;;
     *) echo "vm: VM_ACCEL must be auto, tcg or kvm" >&2; exit 2 ;;
 esac
 
