@@ -1,151 +1,172 @@
-//! The submission/completion ring of one process's queue.
-//!
-//! Ownership of the indices (see `driver/uapi/warpq.h`): user space writes
-//! `sq_tail` and `cq_head`, the kernel writes `sq_head`, `cq_tail` and
-//! `flags`. Every index is published with a store-release after the entries
-//! it covers were written, and read with a load-acquire before the entries
-//! it covers are read.
+//! [`Queue`]: one process's mapped queue, in the io-uring crate's shape.
 
-use std::io;
-use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
 
+use crate::entry::{Completion, Entry};
+use crate::error::Result;
+use crate::ring::{CompletionQueue, Core, PushError, SubmissionQueue, Submitter};
 use crate::sys::{self, warpq_cqe, warpq_ring_header, warpq_sqe};
 use crate::{Device, QueueMapping};
 
-/// Why a submission was not queued.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PushError {
-    /// The submission ring is full: submit and reap completions first.
-    Full,
-}
-
-/// A mapped queue: push submissions, publish them, reap completions.
-#[derive(Debug)]
+/// This process's queue on a device: a shared ring of submissions and
+/// completions, driven with no system call per command.
+///
+/// ```no_run
+/// use warpq::{opcode, Access, Device};
+/// # fn main() -> warpq::Result<()> {
+/// let dev = Device::open("/dev/warpq0")?;
+/// let mut q = dev.queue()?;
+/// let src = dev.alloc(4096, Access::Read)?;
+/// let dst = dev.alloc(4096, Access::Write)?;
+/// q.submission()
+///     .push(&opcode::Copy::new(src.addr(), dst.addr(), 4096).build().user_data(42))
+///     .expect("ring full");
+/// q.submit_and_wait(1)?;
+/// let c = q.completion().next().expect("one completion");
+/// assert_eq!(c.user_data(), 42);
+/// assert!(c.status().is_ok(), "{}", c.status());
+/// # Ok(()) }
+/// ```
+///
+/// - [`submission`](Self::submission) / [`completion`](Self::completion)
+///   give the two sides of the ring; [`split`](Self::split) gives both at
+///   once with a [`Submitter`], to reap and push in the same loop.
+/// - [`submit`](Self::submit) publishes what was pushed and makes a system
+///   call only if the engine sleeps (need-wakeup);
+///   [`submit_and_wait`](Self::submit_and_wait) also blocks for completions.
+/// - [`submit_batch`](Self::submit_batch) is the system-call path
+///   (`WARPQ_IOC_SUBMIT`), usable in between.
+///
+/// **Fork**: the child's touch of the inherited mapping gives it a fresh
+/// queue of its own (the driver's fault-time per-mm queue; it never sees
+/// the parent's). This `Queue` notices (the ring's owner id changed) and
+/// its [`submit`](Self::submit), [`wait`](Self::wait) and friends fail with
+/// [`ErrorKind::Forked`](crate::ErrorKind::Forked), saying to call
+/// [`Device::queue`] in the child, instead of driving a ring they do not
+/// know. Pushes and the completion iterator only ever see the child's own,
+/// empty ring.
+///
+/// A `Queue` can move between threads (`Send`) but is used by one at a time.
 pub struct Queue<'d> {
     dev: &'d Device,
-    map: QueueMapping,
-    owner_id: u64,
-    sq_tail: u32,
+    core: Core<QueueMapping>,
+}
+
+impl std::fmt::Debug for Queue<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue").field("owner_id", &self.owner_id()).field("in_flight", &self.in_flight()).finish()
+    }
+}
+
+impl Drop for Queue<'_> {
+    fn drop(&mut self) {
+        // Lets this process make another (the mapping itself is unmapped by
+        // `QueueMapping`'s drop; the kernel keeps the queue). Not for a
+        // Queue inherited through fork: the child's own may be live.
+        if self.core.pid() == std::process::id() {
+            self.dev.release_queue();
+        }
+    }
 }
 
 impl<'d> Queue<'d> {
     pub(crate) fn new(dev: &'d Device, map: QueueMapping) -> Self {
-        let owner_id = map.header().owner_id;
-        // Start from where the ring is (a queue mapped again after an unmap).
-        let sq_tail = map.header().sq_tail;
-        Self { dev, map, owner_id, sq_tail }
+        Self { dev, core: Core::new(map) }
     }
 
-    fn field<T>(&self, offset: usize) -> &T {
-        // SAFETY: `offset` is the offset of an aligned header field of type
-        // T (an atomic); the mapping lives as long as `self`.
-        unsafe { &*self.map.as_ptr().add(offset).cast::<T>() }
+    /// The submission side.
+    pub fn submission(&mut self) -> SubmissionQueue<'_> {
+        self.core.sq()
     }
 
-    fn sq_head(&self) -> &AtomicU32 {
-        self.field(std::mem::offset_of!(warpq_ring_header, sq_head))
+    /// The completion side.
+    pub fn completion(&mut self) -> CompletionQueue<'_> {
+        self.core.cq()
     }
-    fn sq_tail_word(&self) -> &AtomicU32 {
-        self.field(std::mem::offset_of!(warpq_ring_header, sq_tail))
+
+    /// The system-call side.
+    pub fn submitter(&self) -> Submitter<'_> {
+        self.core.submitter(self.dev)
     }
-    fn cq_head(&self) -> &AtomicU32 {
-        self.field(std::mem::offset_of!(warpq_ring_header, cq_head))
+
+    /// All three sides at once.
+    pub fn split(&mut self) -> (Submitter<'_>, SubmissionQueue<'_>, CompletionQueue<'_>) {
+        (self.core.submitter(self.dev), self.core.sq(), self.core.cq())
     }
-    fn cq_tail(&self) -> &AtomicU32 {
-        self.field(std::mem::offset_of!(warpq_ring_header, cq_tail))
+
+    /// Publishes the pushed entries; wakes the engine (a system call) only
+    /// if it sleeps. Returns how many entries were pushed since the
+    /// previous `submit`.
+    pub fn submit(&mut self) -> Result<usize> {
+        self.submitter().submit()
     }
-    fn flags(&self) -> &AtomicU32 {
-        self.field(std::mem::offset_of!(warpq_ring_header, flags))
+
+    /// [`submit`](Self::submit), then blocks until at least `want`
+    /// completions are ready (never more than are ready or in flight).
+    /// Returns how many are ready.
+    pub fn submit_and_wait(&mut self, want: usize) -> Result<usize> {
+        self.submitter().submit_and_wait(want)
     }
-    fn ring_owner(&self) -> &AtomicU64 {
-        self.field(std::mem::offset_of!(warpq_ring_header, owner_id))
+
+    /// Blocks until at least `min_ready` completions are ready or the
+    /// timeout passes; returns how many are ready.
+    pub fn wait(&mut self, min_ready: u32, timeout: Option<Duration>) -> Result<u32> {
+        self.submitter().wait(min_ready, timeout)
+    }
+
+    /// Queues `entries` with one `WARPQ_IOC_SUBMIT` (the system-call path),
+    /// after whatever was pushed through the ring; returns how many fit.
+    pub fn submit_batch(&mut self, entries: &[Entry]) -> Result<usize> {
+        self.submitter().submit_batch(entries)
+    }
+
+    /// Fails with [`ErrorKind::Forked`](crate::ErrorKind::Forked) if this
+    /// process is not the one the queue was made for.
+    pub fn check_owner(&self) -> Result<()> {
+        self.submitter().check_owner()
+    }
+
+    /// Pushes one raw entry (the ABI structure): shorthand for
+    /// `self.submission().push(..)`. Not visible to the device before
+    /// [`submit`](Self::submit).
+    pub fn push(&mut self, sqe: &warpq_sqe) -> Result<(), PushError> {
+        self.core.sq_push_raw(sqe)
+    }
+
+    /// Takes the next completion, if any, as the raw ABI structure:
+    /// shorthand for `self.completion().next()`.
+    pub fn pop(&mut self) -> Option<warpq_cqe> {
+        self.core.cq().next().map(Completion::into_raw)
+    }
+
+    /// Entries pushed and not yet completed by the device.
+    pub fn in_flight(&self) -> u32 {
+        self.core.in_flight()
+    }
+
+    /// How many system calls [`submit`](Self::submit) made to wake the
+    /// engine, over this queue's life.
+    pub fn wakeups(&self) -> u64 {
+        self.core.wakeups()
     }
 
     /// The kernel's identity of this queue (differs between parent and child).
     pub fn owner_id(&self) -> u64 {
-        self.owner_id
-    }
-
-    /// Fails if this mapping now shows another process's queue: after fork
-    /// the child's touch of the mapping gives it a fresh queue of its own,
-    /// which this value (made for the parent) must not drive.
-    fn check_owner(&self) -> io::Result<()> {
-        if self.ring_owner().load(Ordering::Relaxed) != self.owner_id {
-            return Err(io::Error::new(
-                io::ErrorKind::Other,
-                "this Queue was created by another process (fork): call Device::queue() again in this process",
-            ));
-        }
-        Ok(())
-    }
-
-    /// Queues one submission (not yet visible to the device: see [`Queue::submit`]).
-    pub fn push(&mut self, sqe: &warpq_sqe) -> Result<(), PushError> {
-        // Acquire: the kernel consumed the entries before it moved the head.
-        let head = self.sq_head().load(Ordering::Acquire);
-        if self.sq_tail.wrapping_sub(head) >= sys::WARPQ_SQ_ENTRIES {
-            return Err(PushError::Full);
-        }
-        let slot = (self.sq_tail & (sys::WARPQ_SQ_ENTRIES - 1)) as usize;
-        // SAFETY: the slot is inside the mapping, and not read by the kernel
-        // until the tail published below covers it.
-        unsafe {
-            let p = self.map.as_ptr().add(sys::WARPQ_RING_SQ_OFFSET + slot * 64).cast::<warpq_sqe>();
-            std::ptr::write_volatile(p, *sqe);
-        }
-        self.sq_tail = self.sq_tail.wrapping_add(1);
-        Ok(())
-    }
-
-    /// Publishes the pushed submissions. Makes a system call only if the
-    /// engine sleeps (need-wakeup); returns whether it did.
-    pub fn submit(&mut self) -> io::Result<bool> {
-        self.check_owner()?;
-        // Release: the entries are visible before the tail that covers them.
-        self.sq_tail_word().store(self.sq_tail, Ordering::Release);
-        // SeqCst fence before reading need-wakeup: either the engine sees the
-        // new tail when it re-checks after setting the flag, or we see the flag.
-        fence(Ordering::SeqCst);
-        if self.flags().load(Ordering::Relaxed) & sys::WARPQ_RING_NEED_WAKEUP != 0 {
-            self.dev.wake()?;
-            return Ok(true);
-        }
-        Ok(false)
-    }
-
-    /// Takes the next completion, if any.
-    pub fn pop(&mut self) -> Option<warpq_cqe> {
-        let head = self.cq_head().load(Ordering::Relaxed);
-        // Acquire: the entry is written before the tail that covers it.
-        let tail = self.cq_tail().load(Ordering::Acquire);
-        if head == tail {
-            return None;
-        }
-        let slot = (head & (sys::WARPQ_CQ_ENTRIES - 1)) as usize;
-        // SAFETY: the slot is inside the mapping and was published by the tail.
-        let cqe = unsafe {
-            std::ptr::read_volatile(self.map.as_ptr().add(sys::WARPQ_RING_CQ_OFFSET + slot * 32).cast::<warpq_cqe>())
-        };
-        // Release: we are done reading the slot before the kernel may reuse it.
-        self.cq_head().store(head.wrapping_add(1), Ordering::Release);
-        Some(cqe)
-    }
-
-    /// Submissions pushed and not yet completed by the device.
-    pub fn in_flight(&self) -> u32 {
-        self.sq_tail.wrapping_sub(self.sq_head().load(Ordering::Acquire))
-    }
-
-    /// Blocks until at least `min_ready` completions are waiting (or the
-    /// timeout passes); wakes the engine and lets the driver rebuild what an
-    /// invalidation tore down. Returns how many are ready.
-    pub fn wait(&mut self, min_ready: u32, timeout: Option<std::time::Duration>) -> io::Result<u32> {
-        self.check_owner()?;
-        self.dev.wait(min_ready, timeout)
+        self.core.owner_id()
     }
 
     /// The header (a racy snapshot).
     pub fn header(&self) -> warpq_ring_header {
-        self.map.header()
+        self.core.ring().header()
+    }
+
+    /// The device this queue belongs to.
+    pub fn device(&self) -> &'d Device {
+        self.dev
+    }
+
+    /// The ring's sizes: (`WARPQ_SQ_ENTRIES`, `WARPQ_CQ_ENTRIES`).
+    pub fn capacity(&self) -> (usize, usize) {
+        (sys::WARPQ_SQ_ENTRIES as usize, sys::WARPQ_CQ_ENTRIES as usize)
     }
 }

@@ -1,0 +1,352 @@
+//! warpq-user-check: the `warpq` crate's API on the real driver — bad use
+//! gives a clear error and does no damage, safe registrations end when they
+//! must, and the typed statuses come back as the driver says.
+//!
+//! `warpq-user-check [DEVICE]` (default `/dev/warpq0`). Prints one `ok:`
+//! line per check (with the error text where one is expected) and exits
+//! non-zero at the first failure.
+//!
+//! `warpq-user-check unbind [DEVICE]`: unbinds the device (sysfs) while a
+//! queue and a registration are open, prints what each call then returns,
+//! and binds it again. Not part of the default run: the driver does not
+//! support unbinding with open files yet (docs/driver.md).
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use warpq::sys::*;
+use warpq::{opcode, Access, Buffer, Device, Entry, ErrorKind, PushError, Queue, Status};
+use warpq_stress::Anon;
+
+const PAGE: usize = 4096;
+
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)*) => {
+        if !$cond {
+            return Err(format!($($msg)*));
+        }
+    };
+}
+
+/// Runs one entry and returns its status.
+fn run1(q: &mut Queue<'_>, e: Entry) -> Result<Status, String> {
+    q.submission().push(&e.user_data(0xabc)).map_err(|e| e.to_string())?;
+    q.submit_and_wait(1).map_err(|e| e.to_string())?;
+    let c = q.completion().next().ok_or("no completion")?;
+    ensure!(c.user_data() == 0xabc, "completion for {}", c.user_data());
+    Ok(c.status())
+}
+
+/// `f` must fail with `kind`; prints the error.
+fn expect_err<T: std::fmt::Debug>(what: &str, kind: ErrorKind, r: warpq::Result<T>) -> Result<(), String> {
+    match r {
+        Err(e) if e.kind() == kind => {
+            println!("ok: {what}: {e}");
+            Ok(())
+        }
+        Err(e) => Err(format!("{what}: expected {kind:?}, got {:?}: {e}", e.kind())),
+        Ok(v) => Err(format!("{what}: accepted ({v:?})")),
+    }
+}
+
+fn map(len: usize, prot: i32) -> *mut u8 {
+    // SAFETY: a fresh private anonymous mapping.
+    let p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0) };
+    assert_ne!(p, libc::MAP_FAILED);
+    p.cast()
+}
+
+fn opening() -> Result<(), String> {
+    expect_err("open /dev/null", ErrorKind::NotWarpq, Device::open("/dev/null"))?;
+    expect_err("open a missing device", ErrorKind::NotFound, Device::open("/dev/warpq99"))?;
+    Ok(())
+}
+
+fn registering(dev: &Device) -> Result<(), String> {
+    let info = dev.info().map_err(|e| e.to_string())?;
+    let buf = Anon::new(16 * PAGE);
+    // SAFETY (all register_raw below): only raw pointers refer to these
+    // mappings, which outlive the calls; a successful registration is
+    // unregistered right away.
+    expect_err("register unaligned", ErrorKind::Unaligned, unsafe { dev.register_raw(buf.ptr().add(8), PAGE, 3) })?;
+    expect_err("register a partial page", ErrorKind::Unaligned, unsafe { dev.register_raw(buf.ptr(), PAGE + 1, 3) })?;
+    expect_err("register zero bytes", ErrorKind::Empty, unsafe { dev.register_raw(buf.ptr(), 0, 3) })?;
+    expect_err("register with no access bits", ErrorKind::InvalidArgument, unsafe { dev.register_raw(buf.ptr(), PAGE, 0) })?;
+    let gone = map(4 * PAGE, libc::PROT_READ | libc::PROT_WRITE);
+    // SAFETY: our mapping.
+    unsafe { libc::munmap(gone.cast(), 4 * PAGE) };
+    expect_err("register unmapped memory", ErrorKind::BadMemory, unsafe { dev.register_raw(gone, 4 * PAGE, 3) })?;
+    let ro = map(4 * PAGE, libc::PROT_READ);
+    expect_err("register read-only memory for the device to write", ErrorKind::BadMemory, unsafe {
+        dev.register_raw(ro, 4 * PAGE, Access::Write.bits())
+    })?;
+    let h = unsafe { dev.register_raw(ro, 4 * PAGE, Access::Read.bits()) }.map_err(|e| format!("read-only for reading: {e}"))?;
+    dev.unregister(h).map_err(|e| e.to_string())?;
+    println!("ok: read-only memory registers for the device to read");
+    let big = info.max_region_bytes as usize + PAGE;
+    let huge = map(big, libc::PROT_READ | libc::PROT_WRITE);
+    expect_err("register more than max_region_bytes", ErrorKind::TooLarge, unsafe { dev.register_raw(huge, big, 3) })?;
+    // SAFETY: our mappings, no longer registered.
+    unsafe { libc::munmap(huge.cast(), big) };
+    let h = unsafe { dev.register_raw(buf.ptr(), 8 * PAGE, 3) }.map_err(|e| e.to_string())?;
+    expect_err("register an overlapping range", ErrorKind::Overlap, unsafe { dev.register_raw(buf.ptr().add(4 * PAGE), 8 * PAGE, 3) })?;
+    dev.unregister(h).map_err(|e| e.to_string())?;
+    expect_err("unregister twice", ErrorKind::NoSuchRegion, dev.unregister(h))?;
+    // The region table.
+    let many = Anon::new(info.max_regions as usize * PAGE + PAGE);
+    let mut handles = Vec::new();
+    for i in 0..info.max_regions as usize {
+        handles.push(unsafe { dev.register_raw(many.ptr().add(i * PAGE), PAGE, 3) }.map_err(|e| format!("region {i}: {e}"))?);
+    }
+    let last = unsafe { dev.register_raw(many.ptr().add(info.max_regions as usize * PAGE), PAGE, 3) };
+    for h in handles {
+        dev.unregister(h).map_err(|e| e.to_string())?;
+    }
+    expect_err(&format!("register a region past max_regions ({})", info.max_regions), ErrorKind::TooManyRegions, last)?;
+    // SAFETY: our mapping.
+    unsafe { libc::munmap(ro.cast(), 4 * PAGE) };
+    // The safe forms check before asking the kernel.
+    let mut b = Buffer::new(2 * PAGE).map_err(|e| e.to_string())?;
+    dev.scope(|s| expect_err("scope: register a sub-page slice", ErrorKind::Unaligned, s.register(&mut b[8..PAGE + 8], Access::Write)))?;
+    dev.scope(|s| expect_err("scope: register an empty slice", ErrorKind::Empty, s.register(&mut b[..0], Access::Write)))?;
+    expect_err("alloc zero bytes", ErrorKind::Empty, dev.alloc(0, Access::Read))?;
+    Ok(())
+}
+
+fn statuses(dev: &Device, q: &mut Queue<'_>) -> Result<(), String> {
+    let rw = dev.alloc(4 * PAGE, Access::ReadWrite).map_err(|e| e.to_string())?;
+    let ro = dev.alloc(PAGE, Access::Read).map_err(|e| e.to_string())?;
+    let cases = [
+        ("FILL crossing the buffer's end", opcode::Fill::new(rw.addr_at(4 * PAGE - 8), 16, 1).build(), Status::FaultBounds),
+        ("FILL of a read-only buffer", opcode::Fill::new(ro.addr(), 16, 1).build(), Status::FaultAccess),
+        ("FILL of zero bytes", opcode::Fill::new(rw.addr(), 0, 1).build(), Status::Invalid),
+        ("FILL over 4 MiB", opcode::Fill::new(rw.addr(), warpq::MAX_COMMAND_BYTES + 1, 1).build(), Status::Invalid),
+        ("unknown opcode 42", Entry::from_raw(warpq_sqe { opcode: 42, len: 1, ..Default::default() }), Status::Invalid),
+        ("edu-DMA COPY of 8 KiB", opcode::Copy::new(rw.addr(), rw.addr_at(PAGE), 2 * PAGE as u64).edu_dma(true).build(), Status::Invalid),
+        ("NOP", opcode::Nop::new().build(), Status::Ok),
+    ];
+    for (what, e, want) in cases {
+        let got = run1(q, e)?;
+        ensure!(got == want, "{what}: {got} (expected {want})");
+        println!("ok: {what} completes as {got:?}: {got}");
+    }
+    ensure!(rw.to_vec().iter().all(|&b| b == 0), "a refused command changed memory");
+    // A registration ends with its value: the address is unreachable after.
+    let addr = ro.addr();
+    drop(ro);
+    let got = run1(q, opcode::Crc32c::new(addr, 64).build())?;
+    ensure!(got == Status::FaultUnregistered, "after dropping a RegisteredBuffer: {got}");
+    println!("ok: a dropped RegisteredBuffer is unregistered");
+    // unregister() gives the buffer back.
+    let plain = rw.unregister().map_err(|e| e.to_string())?;
+    let got = run1(q, opcode::Fill::new(plain.addr(), 64, 7).build())?;
+    ensure!(got == Status::FaultUnregistered && plain[0] == 0, "after unregister(): {got}");
+    println!("ok: RegisteredBuffer::unregister gives a plain Buffer back, unreachable by the device");
+    Ok(())
+}
+
+fn scopes(dev: &Device, q: &mut Queue<'_>) -> Result<(), String> {
+    let mut mem = Buffer::new(8 * PAGE).map_err(|e| e.to_string())?;
+    let addr = mem.addr();
+    let slice: &mut [u8] = &mut mem;
+    // A forgotten registration is unregistered at the scope's end.
+    dev.scope(|s| -> Result<(), String> {
+        let (a, b) = slice.split_at_mut(4 * PAGE);
+        let ra = s.register(a, Access::Write).map_err(|e| e.to_string())?;
+        let rb = s.register(b, Access::ReadWrite).map_err(|e| e.to_string())?;
+        ensure!(run1(q, opcode::Fill::new(ra.addr(), 4 * PAGE as u64, 0x5a).build())? == Status::Ok, "fill a");
+        ensure!(run1(q, opcode::Copy::new(rb.addr(), ra.addr(), 64).build())? == Status::Ok, "copy b->a");
+        let mut got = [0u8; 65];
+        ra.read_at(0, &mut got);
+        ensure!(got[..64].iter().all(|&x| x == 0) && got[64] == 0x5a, "read_at sees the device's writes");
+        std::mem::forget(ra);
+        drop(rb);
+        Ok(())
+    })?;
+    ensure!(slice[..64].iter().all(|&x| x == 0) && slice[64..4 * PAGE].iter().all(|&x| x == 0x5a), "after the scope");
+    let got = run1(q, opcode::Fill::new(addr, 64, 1).build())?;
+    ensure!(got == Status::FaultUnregistered, "a forgotten registration outlived its scope: {got}");
+    ensure!(slice[0] == 0, "the device wrote after the scope");
+    println!("ok: a forgotten scoped registration is unregistered when its scope ends");
+    // A shared registration: the device reads, the program reads too.
+    let want = warpq::crc32c(0, &slice[..4 * PAGE]);
+    let crc = dev.scope(|s| -> Result<u64, String> {
+        let r = s.register_shared(&slice[..4 * PAGE]).map_err(|e| e.to_string())?;
+        let _still_readable = slice[0];
+        q.submission().push(&opcode::Crc32c::new(r.addr(), r.len() as u64).build()).map_err(|e| e.to_string())?;
+        q.submit_and_wait(1).map_err(|e| e.to_string())?;
+        let c = q.completion().next().ok_or("no completion")?;
+        c.into_result().map_err(|s| s.to_string())
+    })?;
+    ensure!(crc == u64::from(want), "shared registration CRC {crc:#x} != {want:#x}");
+    println!("ok: a shared scoped registration lets the device read");
+    // Unwinding out of a scope also unregisters.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        dev.scope(|s| {
+            let reg = s.register(&mut slice[..PAGE], Access::Write).expect("register");
+            std::mem::forget(reg);
+            panic!("deliberate");
+        })
+    }));
+    std::panic::set_hook(hook);
+    ensure!(r.is_err(), "the scope did not panic");
+    let got = run1(q, opcode::Fill::new(addr, 64, 1).build())?;
+    ensure!(got == Status::FaultUnregistered, "a registration outlived a panicking scope: {got}");
+    println!("ok: a panicking scope unregisters what it registered");
+    Ok(())
+}
+
+fn full_ring(dev: &Device, q: &mut Queue<'_>) -> Result<(), String> {
+    let buf = dev.alloc(PAGE, Access::Write).map_err(|e| e.to_string())?;
+    let e = opcode::Fill::new(buf.addr(), 64, 3).build();
+    let mut sq = q.submission();
+    let mut pushed = 0;
+    while sq.push(&e.user_data(pushed)).is_ok() {
+        pushed += 1;
+    }
+    ensure!(pushed == u64::from(WARPQ_SQ_ENTRIES), "pushed {pushed} before full");
+    ensure!(sq.push(&e) == Err(PushError::Full), "not full");
+    drop(sq);
+    println!("ok: pushing to a full ring: {}", PushError::Full);
+    // The ioctl path takes only what fits (the engine may have made room).
+    let n = q.submit_batch(&vec![e; 64]).map_err(|e| e.to_string())?;
+    ensure!(n < 64, "WARPQ_IOC_SUBMIT queued all 64 into a full ring");
+    let total = pushed + n as u64;
+    let mut seen = 0;
+    while seen < total {
+        q.submit_and_wait(1).map_err(|e| e.to_string())?;
+        for c in q.completion() {
+            ensure!(c.status() == Status::Ok, "{c:?}");
+            seen += 1;
+        }
+    }
+    ensure!(q.in_flight() == 0, "{} in flight", q.in_flight());
+    println!("ok: WARPQ_IOC_SUBMIT into a full ring queued {n} of 64; all {total} completed");
+    Ok(())
+}
+
+fn fork(dev: &Device, q: &mut Queue<'_>) -> Result<(), String> {
+    let owner = q.owner_id();
+    // SAFETY: the child only checks its copies and exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let start = Instant::now();
+        let code = match (q.submit(), q.wait(1, None), q.submit_and_wait(1), q.submit_batch(&[opcode::Nop::new().build()])) {
+            (Err(a), Err(b), Err(c), Err(d))
+                if [a.kind(), b.kind(), c.kind(), d.kind()].iter().all(|&k| k == ErrorKind::Forked) =>
+            {
+                println!("ok: child: the parent's Queue refuses: {a}");
+                match dev.queue() {
+                    Ok(mut mine) if mine.owner_id() != owner => {
+                        if run1(&mut mine, opcode::Nop::new().build()) == Ok(Status::Ok) && start.elapsed() < Duration::from_secs(5) {
+                            0
+                        } else {
+                            3
+                        }
+                    }
+                    _ => 2,
+                }
+            }
+            other => {
+                println!("FAIL: child: {other:?}");
+                1
+            }
+        };
+        // SAFETY: leave the child.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: our child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    ensure!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child status {status:#x}");
+    ensure!(run1(q, opcode::Nop::new().build())? == Status::Ok, "the parent's queue after fork");
+    println!("ok: fork: the child's inherited Queue says what to do, the child's own queue works, the parent's too");
+    Ok(())
+}
+
+/// `unbind`: what a process still holding the device sees when the device
+/// is unbound from the driver (sysfs), then rebinding. Prints what each call
+/// returns; fails only on a hang (every wait is bounded) or if the device
+/// does not come back.
+fn unbind(path: &str) -> Result<(), String> {
+    let dev = Device::open(path).map_err(|e| e.to_string())?;
+    let mut q = dev.queue().map_err(|e| e.to_string())?;
+    let buf = dev.alloc(4 * PAGE, Access::ReadWrite).map_err(|e| e.to_string())?;
+    ensure!(run1(&mut q, opcode::Fill::new(buf.addr(), 64, 1).build())? == Status::Ok, "before unbind");
+    let name = path.trim_start_matches("/dev/");
+    let pci = warpq::devices()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .find(|d| d.name.as_deref() == Some(name))
+        .ok_or(format!("{name} not bound"))?
+        .pci_address;
+    std::fs::write(format!("{}/unbind", warpq::SYSFS_DRIVER_DIR), &pci).map_err(|e| format!("unbind: {e}"))?;
+    println!("unbind: {pci} unbound with the file, a queue and a registration open");
+    println!("unbind: devices now: {:?}", warpq::devices().map(|d| d.len()));
+    println!("unbind: open again: {:?}", Device::open(path).map(|_| ()).map_err(|e| e.to_string()));
+    println!("unbind: INFO: {:?}", dev.info().map(|i| i.version).map_err(|e| e.to_string()));
+    let pushed = q.submission().push(&opcode::Fill::new(buf.addr(), 64, 2).build().user_data(1));
+    println!("unbind: push: {pushed:?}");
+    println!("unbind: submit: {:?}", q.submit().map_err(|e| e.to_string()));
+    println!("unbind: wait (2 s): {:?}", q.wait(1, Some(Duration::from_secs(2))).map_err(|e| e.to_string()));
+    println!("unbind: completion: {:?}", q.completion().next());
+    println!("unbind: alloc+register: {:?}", dev.alloc(PAGE, Access::Read).map(|_| ()).map_err(|e| e.to_string()));
+    println!("unbind: ring flags: {:#x}", q.header().flags);
+    println!("unbind: unregister: {:?}", buf.unregister().map(|_| ()).map_err(|e| e.to_string()));
+    drop(q);
+    drop(dev);
+    std::fs::write(format!("{}/bind", warpq::SYSFS_DRIVER_DIR), &pci).map_err(|e| format!("bind: {e}"))?;
+    // The device comes back, possibly under another name.
+    let start = Instant::now();
+    let (again, new_path) = loop {
+        let found = warpq::devices().ok().and_then(|ds| ds.into_iter().find(|d| d.pci_address == pci)).and_then(|d| d.dev_path());
+        if let Some(p) = found {
+            if let Ok(d) = Device::open(&p) {
+                break (d, p);
+            }
+        }
+        ensure!(start.elapsed() < Duration::from_secs(10), "{pci} did not come back after bind");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut q = again.queue().map_err(|e| e.to_string())?;
+    ensure!(run1(&mut q, opcode::Nop::new().build())? == Status::Ok, "after rebind");
+    println!("ok: unbind: rebound as {}, a fresh open works", new_path.display());
+    Ok(())
+}
+
+fn run() -> Result<(), String> {
+    let first = std::env::args().nth(1);
+    if first.as_deref() == Some("unbind") {
+        return unbind(&std::env::args().nth(2).unwrap_or_else(|| "/dev/warpq0".into()));
+    }
+    let path = first.unwrap_or_else(|| "/dev/warpq0".into());
+    opening()?;
+    let dev = Device::open(&path).map_err(|e| e.to_string())?;
+    {
+        let first = dev.queue().map_err(|e| e.to_string())?;
+        expect_err("a second Queue in one process", ErrorKind::InUse, dev.queue())?;
+        drop(first);
+    }
+    let mut q = dev.queue().map_err(|e| format!("a Queue after the first was dropped: {e}"))?;
+    registering(&dev)?;
+    statuses(&dev, &mut q)?;
+    scopes(&dev, &mut q)?;
+    full_ring(&dev, &mut q)?;
+    fork(&dev, &mut q)?;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => {
+            println!("warpq-user-check: all checks passed");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("FAIL: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
