@@ -52,7 +52,7 @@ module: kernel
 
 # Guest programs: statically linked, so the initramfs needs no libc for them.
 guest:
-	@RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build -q --release --workspace --bins \
+	@RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build -q --release --workspace --bins --examples \
 	  --target $(GUEST_TARGET)
 
 hmm-tests: kernel

@@ -50,6 +50,12 @@ find "$objdir/modules-install" -name 'test_hmm.ko*' -exec cp {} "$root/lib/modul
 # The workspace's guest programs (statically linked by the Makefile).
 if [ -d "$guest_bins" ]; then
     find "$guest_bins" -maxdepth 1 -type f -perm -u+x -exec cp {} "$root/warpq/bin/" \;
+    # The user crate's examples, runnable as warpq-example-<name>.
+    for ex in "$guest_bins"/examples/*; do
+        name=$(basename "$ex")
+        case "$name" in *.d|*-*) continue ;; esac   # skip dep files and hashed copies
+        if [ -f "$ex" ] && [ -x "$ex" ]; then cp "$ex" "$root/warpq/bin/warpq-example-$name"; fi
+    done
 fi
 # The kernel's hmm-tests, built against this kernel's headers.
 hmm=$objdir/warpq-hmm-tests/hmm-tests

@@ -2,6 +2,8 @@
 
 #![warn(missing_docs)]
 
+pub mod stream;
+
 /// Pin accounting from `/proc/vmstat`: every `pin_user_pages*()` adds to
 /// `nr_foll_pin_acquired`, every unpin to `nr_foll_pin_released`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +61,11 @@ impl Anon {
         };
         assert_ne!(p, libc::MAP_FAILED, "mmap {len} bytes");
         Anon { ptr: p.cast(), len, mapped: true }
+    }
+
+    /// A view of memory owned elsewhere (never unmapped by this value).
+    pub fn borrowed(ptr: *mut u8, len: usize) -> Anon {
+        Anon { ptr, len, mapped: false }
     }
 
     /// The first byte.

@@ -1,0 +1,335 @@
+//! warpq-churn: address-space churn while the device works.
+//!
+//! `warpq-churn [SCENARIO...] [--rounds N] [--interval-ms MS]` (default: all
+//! scenarios, 6 rounds of 100 commands each, a churn operation every 100 ms).
+//!
+//! Every scenario registers a 4 MiB buffer (2 MiB aligned, so THP can back
+//! it) and streams verified COPY/FILL/CRC32C commands into its upper half,
+//! while another thread churns the lower half (or unrelated memory, or the
+//! whole process). The invalidations this causes tear the buffer down and
+//! rebuild it under the running stream; every command must complete, and
+//! the upper half must end up exactly as the CPU's model says. Scenarios
+//! that can legitimately kill the buffer (mprotect to read-only) accept
+//! fault statuses and then check that a re-registration works.
+//!
+//! One line per scenario with its figures; exit status non-zero on failure.
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use warpq::sys::*;
+use warpq::Device;
+use warpq_stress::stream::{push_all, reap, sqe, Stream};
+use warpq_stress::Anon;
+
+const MIB: usize = 1 << 20;
+
+/// Pause between churn operations (`--interval-ms`, default 100). A buffer
+/// invalidated faster than it can be re-pinned starves its queue (the seed
+/// design's known weakness): the tests churn at a rate a rebuild can follow.
+static INTERVAL_MS: AtomicU64 = AtomicU64::new(100);
+
+fn interval() -> Duration {
+    Duration::from_millis(INTERVAL_MS.load(Ordering::Relaxed))
+}
+const HALF: usize = 2 * MIB;
+
+/// A 4 MiB region aligned to 2 MiB inside a larger anonymous mapping.
+struct Aligned {
+    _map: Anon,
+    base: *mut u8,
+}
+
+// SAFETY: a plain memory address, used by the churn thread through system
+// calls only (madvise, mprotect) and by the main thread.
+unsafe impl Send for Aligned {}
+// SAFETY: as above.
+unsafe impl Sync for Aligned {}
+
+impl Aligned {
+    fn new() -> Aligned {
+        let map = Anon::new(3 * HALF);
+        let base = ((map.ptr() as usize + HALF - 1) & !(HALF - 1)) as *mut u8;
+        Aligned { _map: map, base }
+    }
+}
+
+type Churn = fn(&Aligned, &AtomicBool) -> u64;
+
+fn madvise(p: *mut u8, len: usize, advice: i32) -> i32 {
+    // SAFETY: advice on our own mapping; failures are reported, not fatal.
+    unsafe { libc::madvise(p.cast(), len, advice) }
+}
+
+fn mprotect(p: *mut u8, len: usize, prot: i32) -> i32 {
+    // SAFETY: our own mapping.
+    unsafe { libc::mprotect(p.cast(), len, prot) }
+}
+
+fn write_file(path: &str, text: &str) {
+    let _ = std::fs::write(path, text);
+}
+
+fn churn_dontneed(r: &Aligned, stop: &AtomicBool) -> u64 {
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        madvise(r.base, HALF, libc::MADV_DONTNEED);
+        n += 1;
+        std::thread::sleep(interval());
+    }
+    n
+}
+
+fn churn_pageout(r: &Aligned, stop: &AtomicBool) -> u64 {
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        // SAFETY: touch the lower half so there is something to reclaim.
+        unsafe { std::ptr::write_bytes(r.base, n as u8, HALF) };
+        madvise(r.base, HALF, if n % 2 == 0 { libc::MADV_PAGEOUT } else { libc::MADV_COLD });
+        n += 1;
+        std::thread::sleep(interval());
+    }
+    n
+}
+
+fn churn_mprotect(r: &Aligned, stop: &AtomicBool) -> u64 {
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let prot = if n % 2 == 0 { libc::PROT_READ } else { libc::PROT_NONE };
+        mprotect(r.base, HALF, prot);
+        std::thread::sleep(Duration::from_millis(3));
+        mprotect(r.base, HALF, libc::PROT_READ | libc::PROT_WRITE);
+        n += 1;
+        std::thread::sleep(interval());
+    }
+    n
+}
+
+fn churn_thp(r: &Aligned, stop: &AtomicBool) -> u64 {
+    let mut n = 0;
+    madvise(r.base, 2 * HALF, libc::MADV_HUGEPAGE);
+    while !stop.load(Ordering::Relaxed) {
+        // Collapse attempts (pinned pages make them fail, which is fine) and
+        // splits: a one-page mprotect inside a huge page splits it.
+        madvise(r.base, HALF, 25 /* MADV_COLLAPSE */);
+        mprotect(r.base.wrapping_add(4096 * (1 + n as usize % 200)), 4096, libc::PROT_READ);
+        mprotect(r.base.wrapping_add(4096 * (1 + n as usize % 200)), 4096, libc::PROT_READ | libc::PROT_WRITE);
+        n += 1;
+        std::thread::sleep(interval());
+    }
+    n
+}
+
+fn churn_ksm(r: &Aligned, stop: &AtomicBool) -> u64 {
+    write_file("/sys/kernel/mm/ksm/pages_to_scan", "10000");
+    write_file("/sys/kernel/mm/ksm/sleep_millisecs", "1");
+    write_file("/sys/kernel/mm/ksm/run", "1");
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        // Identical pages in the lower half: KSM may merge them (not the
+        // pinned upper half's pages: KSM skips pages that may be pinned).
+        // SAFETY: our own memory.
+        unsafe { std::ptr::write_bytes(r.base, 0x5a, HALF) };
+        madvise(r.base, 2 * HALF, libc::MADV_MERGEABLE);
+        std::thread::sleep(interval());
+        madvise(r.base, 2 * HALF, libc::MADV_UNMERGEABLE);
+        n += 1;
+    }
+    write_file("/sys/kernel/mm/ksm/run", "2");
+    n
+}
+
+fn churn_compact(_r: &Aligned, stop: &AtomicBool) -> u64 {
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        write_file("/proc/sys/vm/compact_memory", "1");
+        n += 1;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    n
+}
+
+fn churn_fork(r: &Aligned, stop: &AtomicBool) -> u64 {
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        // SAFETY: the child writes its own copy of the lower half and exits.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: the child's private copy.
+            unsafe { std::ptr::write_bytes(r.base, 0xcc, HALF) };
+            // SAFETY: leave the child.
+            unsafe { libc::_exit(0) };
+        }
+        if pid > 0 {
+            let mut status = 0;
+            // SAFETY: our child.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+        }
+        n += 1;
+    }
+    n
+}
+
+fn churn_unrelated(_r: &Aligned, stop: &AtomicBool) -> u64 {
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let other = Anon::new(64 * 4096);
+        other.write(&[1u8; 4096]);
+        mprotect(other.ptr(), other.len(), libc::PROT_READ);
+        drop(other);
+        // SOFT_DIRTY invalidations across the whole address space.
+        write_file("/proc/self/clear_refs", "4");
+        n += 1;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    n
+}
+
+/// Runs `rounds` rounds of the stream on the upper half of a fresh buffer
+/// while `churn` runs on another thread; returns a report line.
+fn run(dev: &Device, name: &str, churn: Churn, rounds: u64, faults_allowed: bool, fault_threads: bool) -> Result<String, String> {
+    let mut q = dev.queue().map_err(|e| format!("map queue: {e}"))?;
+    let src = Anon::new(64 * 4096);
+    src.write(&(0..src.len()).map(|i| (i * 7 + 3) as u8).collect::<Vec<_>>());
+    let r = Arc::new(Aligned::new());
+    // SAFETY: the region's memory is referred to only by raw pointers here
+    // and stays mapped until `r` is dropped after the unregistrations.
+    let region = unsafe { std::slice::from_raw_parts_mut(r.base, 2 * HALF) };
+    region.fill(0);
+    let dst = Anon::borrowed(r.base, 2 * HALF);
+    let rw = WARPQ_ACCESS_READ | WARPQ_ACCESS_WRITE;
+    // SAFETY: only raw pointers refer to the buffers while registered.
+    let hs = unsafe { dev.register_raw(src.ptr(), src.len(), WARPQ_ACCESS_READ) }.map_err(|e| format!("register src: {e}"))?;
+    // SAFETY: as above.
+    let hr = unsafe { dev.register_raw(r.base, 2 * HALF, rw) }.map_err(|e| format!("register: {e}"))?;
+    let before = dev.stats().map_err(|e| format!("STATS: {e}"))?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let churner = {
+        let (r, stop) = (Arc::clone(&r), Arc::clone(&stop));
+        std::thread::spawn(move || churn(&r, &stop))
+    };
+    // Optional: threads racing faults on the queue mapping.
+    let touches = Arc::new(AtomicU64::new(0));
+    // A second mapping of this process's queue for the touching threads
+    // (same queue: same mm, same file).
+    let second_map = dev.map_queue().map_err(|e| format!("map the queue again: {e}"))?;
+    let toucher_threads: Vec<_> = (0..if fault_threads { 3 } else { 0 })
+        .map(|_| {
+            let (stop, touches) = (Arc::clone(&stop), Arc::clone(&touches));
+            let ring = second_map.as_ptr() as usize;
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    // SAFETY: the ring stays mapped until after these threads
+                    // are joined; a volatile read of the header's magic.
+                    let m = unsafe { std::ptr::read_volatile(ring as *const u32) };
+                    assert_eq!(m, WARPQ_RING_MAGIC);
+                    touches.fetch_add(1, Ordering::Relaxed);
+                    std::thread::yield_now();
+                }
+            })
+        })
+        .collect();
+
+    let mut stream = Stream::new(&src, &dst, HALF, 2 * HALF, 0xc0ffee ^ name.len() as u64);
+    if faults_allowed {
+        stream = stream.allow_faults();
+    }
+    let result = (|| {
+        for _ in 0..rounds {
+            stream.push(&mut q, 100)?;
+            stream.reap_all(&mut q)?;
+        }
+        Ok::<(), String>(())
+    })();
+    stop.store(true, Ordering::Relaxed);
+    let churned = churner.join().map_err(|_| "churn thread panicked")?;
+    for t in toucher_threads {
+        t.join().map_err(|_| "a thread touching the ring saw a wrong header")?;
+    }
+    result?;
+    let after = dev.stats().map_err(|e| format!("STATS: {e}"))?;
+    if stream.tally.faulted == 0 {
+        stream.verify(name)?;
+    }
+    dev.unregister(hr).map_err(|e| format!("unregister: {e}"))?;
+    if faults_allowed {
+        // Whatever the churn did, a fresh registration works.
+        mprotect(r.base, 2 * HALF, libc::PROT_READ | libc::PROT_WRITE);
+        // SAFETY: as above.
+        let h2 = unsafe { dev.register_raw(r.base, 2 * HALF, rw) }.map_err(|e| format!("re-register: {e}"))?;
+        push_all(&mut q, &[sqe(WARPQ_OP_FILL, 1 << 40, 0, dst.addr(HALF), 4096, 0x77)])?;
+        let c = reap(&mut q)?;
+        if c.status != WARPQ_STATUS_OK || dst.bytes()[HALF] != 0x77 {
+            return Err(format!("after re-registering: status {}", c.status));
+        }
+        dev.unregister(h2).map_err(|e| format!("unregister: {e}"))?;
+    }
+    dev.unregister(hs).map_err(|e| format!("unregister src: {e}"))?;
+    let t = stream.tally;
+    Ok(format!(
+        "{name}: {} commands ({} ok, {} faulted, {} aborted), {churned} churn ops{}; invalidations {}, ignored {}, teardowns {}, rebuilds {} (+{} retries), zaps {}",
+        t.ok + t.faulted + t.aborted, t.ok, t.faulted, t.aborted,
+        if fault_threads { format!(", {} ring touches by 3 threads", touches.load(Ordering::Relaxed)) } else { String::new() },
+        after.invalidations - before.invalidations, after.ignored_by_policy - before.ignored_by_policy,
+        after.teardowns - before.teardowns, after.rebuilds - before.rebuilds,
+        after.rebuild_retries - before.rebuild_retries, after.zaps - before.zaps
+    ))
+}
+
+fn main() -> ExitCode {
+    let scenarios: [(&str, Churn, bool, bool); 9] = [
+        ("dontneed", churn_dontneed, false, false),
+        ("pageout", churn_pageout, false, false),
+        ("mprotect", churn_mprotect, true, false),
+        ("thp", churn_thp, false, false),
+        ("ksm", churn_ksm, false, false),
+        ("compact", churn_compact, false, false),
+        ("fork", churn_fork, false, false),
+        ("unrelated", churn_unrelated, false, false),
+        ("fault-threads", churn_dontneed, false, true),
+    ];
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut rounds = 6;
+    if let Some(i) = args.iter().position(|a| a == "--interval-ms") {
+        if let Some(ms) = args.get(i + 1).and_then(|n| n.parse().ok()) {
+            INTERVAL_MS.store(ms, Ordering::Relaxed);
+        }
+        args.drain(i..(i + 2).min(args.len()));
+    }
+    if let Some(i) = args.iter().position(|a| a == "--rounds") {
+        rounds = args.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(rounds);
+        args.drain(i..(i + 2).min(args.len()));
+    }
+    let dev = match Device::open("/dev/warpq0") {
+        Ok(d) => d,
+        Err(e) => {
+            println!("FAIL: open /dev/warpq0: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (mut passed, mut failed) = (0, 0);
+    for (name, churn, faults_allowed, threads) in scenarios {
+        if !args.is_empty() && !args.iter().any(|a| a == name) {
+            continue;
+        }
+        match run(&dev, name, churn, rounds, faults_allowed, threads) {
+            Ok(line) => {
+                println!("ok: {line}");
+                passed += 1;
+            }
+            Err(e) => {
+                println!("FAIL: {name}: {e}");
+                failed += 1;
+            }
+        }
+    }
+    println!("warpq-churn: {passed} scenarios ok, {failed} failed");
+    if failed == 0 && passed > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
