@@ -135,6 +135,21 @@ offending=$(cat "$out/console.log" "$out/dmesg.log" 2>/dev/null | tr -d '\r' \
 # kmemleak's report itself (written by init to ttyS1) has no timestamp.
 leak=$(grep -m1 -E '^unreferenced object 0x' "$out/out.log" 2>/dev/null || true)
 if [ -n "$offending" ]; then
+    # A splat before user space started cannot be warpq's (the module is
+    # loaded by init). One such boot-time report, in the guest's early IRQ
+    # setup, was seen about once in thirty TCG boots under load (see
+    # docs/harness.md): retry that boot once, loudly, instead of failing a
+    # run for a kernel flake; a second occurrence fails the run.
+    init_line=$(grep -n -m1 'Run /init as init process' "$out/dmesg.log" 2>/dev/null | cut -d: -f1)
+    splat_line=$(grep -n -m1 -F "$offending" "$out/dmesg.log" 2>/dev/null | cut -d: -f1)
+    if [ -z "${WARPQ_VM_RETRY:-}" ] && [ -n "$init_line" ] && [ -n "$splat_line" ] && [ "$splat_line" -lt "$init_line" ]; then
+        verdict "boot-time splat before init (not warpq: its module was not loaded yet): $offending"
+        verdict "retrying this boot once; the flaky boot's logs are kept as *.boot-flake"
+        for f in console.log dmesg.log out.log; do mv "$out/$f" "$out/$f.boot-flake"; done
+        mv "$out/verdict.log" "$out/verdict.log.boot-flake"
+        rm -rf "$run_dir"
+        WARPQ_VM_RETRY=1 exec "$0" "$@"
+    fi
     verdict "kernel log shows a splat: $offending"
     [ "$status" != 0 ] || status=1
 elif [ -n "$leak" ]; then
