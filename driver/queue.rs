@@ -595,11 +595,8 @@ impl Queue {
             };
             let result = if status == uapi::STATUS_OK { outcome.result } else { 0 };
             self.ring.complete(sqe.user_data, status, result);
-            if status == uapi::STATUS_OK {
-                self.count(|c| &c.commands_ok, 1);
-            } else {
-                self.count(|c| &c.commands_failed, 1);
-            }
+            self.stats.completion(status);
+            self.dev.stats.completion(status);
             self.wake_all();
             // SAFETY: no precondition; the engine holds no lock here.
             unsafe { shim::warpq_cond_resched() };
@@ -613,7 +610,8 @@ impl Queue {
         while self.ring.cq_space() > 0 {
             let Some(sqe) = self.ring.peek_sqe() else { break };
             self.ring.complete(sqe.user_data, uapi::STATUS_ABORTED, 0);
-            self.count(|c| &c.commands_failed, 1);
+            self.stats.completion(uapi::STATUS_ABORTED);
+            self.dev.stats.completion(uapi::STATUS_ABORTED);
         }
         self.wake_all();
     }
@@ -658,7 +656,8 @@ impl Queue {
             owner_is_us: false,
         };
         let report = invalidate(&self.ctx, &self.lock, &self.platform(false), &self.config, &inv);
-        self.count(|c| &c.invalidations, 1);
+        self.stats.invalidation(event);
+        self.dev.stats.invalidation(event);
         match report.outcome {
             crate::protocol::teardown::InvalidateOutcome::Ignored(_) => self.count(|c| &c.ignored_by_policy, 1),
             crate::protocol::teardown::InvalidateOutcome::TornDown { drain, .. } => {

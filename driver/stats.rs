@@ -22,9 +22,33 @@ pub(crate) struct Counters {
     pub(crate) pages_pinned_peak: AtomicU64,
     pub(crate) faults: AtomicU64,
     pub(crate) zaps: AtomicU64,
+    /// Invalidations by `enum mmu_notifier_event`.
+    pub(crate) by_event: [AtomicU64; 8],
+    /// Completions by `WARPQ_STATUS_*`.
+    pub(crate) by_status: [AtomicU64; 9],
 }
 
 impl Counters {
+    /// One invalidation of kind `event` (out-of-range kinds count as CLEAR,
+    /// as the policy treats them).
+    pub(crate) fn invalidation(&self, event: u32) {
+        let i = if (event as usize) < self.by_event.len() { event as usize } else { 1 };
+        self.invalidations.fetch_add(1, Ordering::Relaxed);
+        self.by_event[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One completion with `status`.
+    pub(crate) fn completion(&self, status: u32) {
+        if status == uapi::STATUS_OK {
+            self.commands_ok.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.commands_failed.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(c) = self.by_status.get(status as usize) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Pages pinned now: add `n` and raise the peak.
     pub(crate) fn pinned(&self, n: u64) {
         let now = self.pages_pinned.fetch_add(n, Ordering::Relaxed).wrapping_add(n);
@@ -55,6 +79,8 @@ impl Counters {
             pages_pinned_peak: get(&self.pages_pinned_peak),
             faults: get(&self.faults),
             zaps: get(&self.zaps),
+            invalidations_by_event: core::array::from_fn(|i| get(&self.by_event[i])),
+            commands_by_status: core::array::from_fn(|i| get(&self.by_status[i])),
         }
     }
 }

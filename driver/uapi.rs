@@ -91,6 +91,10 @@ pub(crate) struct Info {
 unsafe impl kernel::types::AsBytes for Info {}
 const _: () = assert!(core::mem::size_of::<Info>() == 48);
 
+/// The size bits of an ioctl number (`_IOC_SIZEMASK << _IOC_SIZESHIFT`):
+/// dispatch ignores them, the structure's own size field says how large it is.
+pub(crate) const IOC_SIZE_BITS: u32 = 0x3fff << 16;
+
 const fn iowr(nr: u32, size: usize) -> u32 {
     // _IOC(_IOC_READ|_IOC_WRITE, type, nr, size) on x86.
     (3 << 30) | ((size as u32) << 16) | (IOC_MAGIC << 8) | nr
@@ -189,13 +193,15 @@ pub(crate) struct Stats {
     pub(crate) pages_pinned_peak: u64,
     pub(crate) faults: u64,
     pub(crate) zaps: u64,
+    pub(crate) invalidations_by_event: [u64; 8],
+    pub(crate) commands_by_status: [u64; 9],
 }
 
 // SAFETY: see above (integers only, no padding).
 unsafe impl kernel::types::AsBytes for Stats {}
 // SAFETY: see above.
 unsafe impl kernel::types::FromBytes for Stats {}
-const _: () = assert!(core::mem::size_of::<Stats>() == 112);
+const _: () = assert!(core::mem::size_of::<Stats>() == 112 + 17 * 8);
 
 /// `WARPQ_IOC_INFO`.
 pub(crate) const IOC_INFO: u32 = iowr(0x00, core::mem::size_of::<Info>());

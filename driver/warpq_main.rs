@@ -188,8 +188,11 @@ fn own_queue(qf: &QueueFile) -> Result<Arc<queue::Queue>> {
 }
 
 fn ioctl(qf: &QueueFile, cmd: u32, arg: usize) -> Result {
+    // Dispatch on direction, type and number; the structure's size field,
+    // not the size bits of the number, says which version the caller speaks.
+    let is = |ioc: u32| cmd & !uapi::IOC_SIZE_BITS == ioc & !uapi::IOC_SIZE_BITS;
     match cmd {
-        uapi::IOC_INFO => {
+        _ if is(uapi::IOC_INFO) => {
             let (mut reader, mut writer) = UserSlice::new(arg, core::mem::size_of::<uapi::Info>()).reader_writer();
             let size: u32 = reader.read()?;
             if (size as usize) < core::mem::size_of::<uapi::Info>() {
@@ -209,30 +212,30 @@ fn ioctl(qf: &QueueFile, cmd: u32, arg: usize) -> Result {
             };
             writer.write(&info)
         }
-        uapi::IOC_REGISTER => {
+        _ if is(uapi::IOC_REGISTER) => {
             let mut req: uapi::Register = read_arg(arg)?;
             req.handle = own_queue(qf)?.register(req.addr, req.len, req.access)?;
             write_arg(arg, &req)
         }
-        uapi::IOC_UNREGISTER => {
+        _ if is(uapi::IOC_UNREGISTER) => {
             let req: uapi::Unregister = read_arg(arg)?;
             own_queue(qf)?.unregister(req.handle)
         }
-        uapi::IOC_SUBMIT => {
+        _ if is(uapi::IOC_SUBMIT) => {
             let mut req: uapi::Submit = read_arg(arg)?;
             req.submitted = own_queue(qf)?.submit(req.sqes as usize, req.count)?;
             write_arg(arg, &req)
         }
-        uapi::IOC_WAIT => {
+        _ if is(uapi::IOC_WAIT) => {
             let mut req: uapi::Wait = read_arg(arg)?;
             req.ready = own_queue(qf)?.wait(req.min_ready, req.timeout_ns)?;
             write_arg(arg, &req)
         }
-        uapi::IOC_WAKE => {
+        _ if is(uapi::IOC_WAKE) => {
             let _req: uapi::Wake = read_arg(arg)?;
             own_queue(qf)?.wake()
         }
-        uapi::IOC_STATS => {
+        _ if is(uapi::IOC_STATS) => {
             let _req: uapi::Stats = read_arg(arg)?;
             let mm = glue::mm::current_mm().ok_or(EINVAL)?;
             // SAFETY: `current->mm` is valid while the task runs this ioctl.

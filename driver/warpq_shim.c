@@ -311,10 +311,19 @@ static struct warpq_misc *warpq_misc_of(struct device *dev)
 
 static ssize_t stats_show(struct device *dev, struct device_attribute *attr, char *buf)
 {
+	static const char *const events[8] = {
+		"unmap", "clear", "protection_vma", "protection_page",
+		"soft_dirty", "release", "migrate", "exclusive",
+	};
+	static const char *const statuses[9] = {
+		"ok", "invalid", "fault_unregistered", "fault_bounds", "fault_access",
+		"fault_unmapped", "fault_iommu", "aborted", "device_error",
+	};
 	struct warpq_stats st = { .size = sizeof(st) };
+	int len, i;
 
 	warpq_rs_device_stats(warpq_misc_of(dev)->owner, &st);
-	return sysfs_emit(buf,
+	len = sysfs_emit(buf,
 		"commands_ok %llu\ncommands_failed %llu\ninvalidations %llu\n"
 		"ignored_by_policy %llu\nteardowns %llu\ndrains %llu\ndrain_timeouts %llu\n"
 		"rebuilds %llu\nrebuild_retries %llu\npages_pinned %llu\n"
@@ -322,6 +331,13 @@ static ssize_t stats_show(struct device *dev, struct device_attribute *attr, cha
 		st.commands_ok, st.commands_failed, st.invalidations, st.ignored_by_policy,
 		st.teardowns, st.drains, st.drain_timeouts, st.rebuilds, st.rebuild_retries,
 		st.pages_pinned, st.pages_pinned_peak, st.faults, st.zaps);
+	for (i = 0; i < 8; i++)
+		len += sysfs_emit_at(buf, len, "invalidations_%s %llu\n", events[i],
+				     st.invalidations_by_event[i]);
+	for (i = 0; i < 9; i++)
+		len += sysfs_emit_at(buf, len, "commands_%s %llu\n", statuses[i],
+				     st.commands_by_status[i]);
+	return len;
 }
 static DEVICE_ATTR_RO(stats);
 

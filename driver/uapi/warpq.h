@@ -15,8 +15,9 @@
  * registrations.
  *
  * Every ioctl structure starts with its size in bytes, so that the structure
- * can grow: the kernel accepts any size >= the version 1 size and ignores
- * (and, for output, does not write) the bytes it does not know.
+ * can grow: the kernel dispatches on the ioctl's type and number (not its
+ * size bits), accepts any size >= the version 1 size and does not look at
+ * (or write) bytes past the structure it knows.
  */
 #ifndef _UAPI_WARPQ_H
 #define _UAPI_WARPQ_H
@@ -136,7 +137,8 @@ struct warpq_info {
 	__u32 max_regions;	/* out: per queue */
 	__u64 max_region_bytes;	/* out */
 	__u32 policy;		/* out: WARPQ_POLICY_* */
-	__u32 dma_translation;	/* out: 0 dma-direct, 1 iommu strict, 2 iommu lazy */
+	__u32 dma_translation;	/* out: 0 dma-direct, 1 iommu strict, 2 iommu lazy,
+				 * 3 iommu identity, 4 other iommu domain */
 };
 
 #define WARPQ_ACCESS_READ	(1u << 0)	/* the device may read the buffer */
@@ -193,6 +195,8 @@ struct warpq_stats {
 	__u64 pages_pinned_peak;
 	__u64 faults;
 	__u64 zaps;
+	__u64 invalidations_by_event[8];	/* indexed by enum mmu_notifier_event */
+	__u64 commands_by_status[9];		/* indexed by WARPQ_STATUS_* */
 };
 
 #define WARPQ_IOC_INFO		_IOWR(WARPQ_IOC_MAGIC, 0x00, struct warpq_info)

@@ -213,6 +213,11 @@ pub struct warpq_stats {
     pub faults: u64,
     /// Zaps of the ring mapping.
     pub zaps: u64,
+    /// Invalidations by `enum mmu_notifier_event` (UNMAP, CLEAR,
+    /// PROTECTION_VMA, PROTECTION_PAGE, SOFT_DIRTY, RELEASE, MIGRATE, EXCLUSIVE).
+    pub invalidations_by_event: [u64; 8],
+    /// Completions by `WARPQ_STATUS_*`.
+    pub commands_by_status: [u64; 9],
 }
 
 /// Capability: the mapped ring.

@@ -77,6 +77,11 @@ fn munmap_in_flight(dev: &Device) -> Result<String, String> {
         })
         .collect();
     push_all(&mut q, &cmds[..200])?;
+    // Unmap while the engine is in the middle of them: after a few have run.
+    let t0 = std::time::Instant::now();
+    while q.header().sq_head < 5 && t0.elapsed() < Duration::from_secs(5) {
+        std::hint::spin_loop();
+    }
     buf.unmap();
     // More after the unmap: they must fault, not touch anything.
     push_all(&mut q, &cmds[200..])?;
@@ -99,6 +104,18 @@ fn munmap_in_flight(dev: &Device) -> Result<String, String> {
     let after = dev.stats().map_err(|e| format!("STATS: {e}"))?;
     if after.teardowns <= before.teardowns {
         return Err("the counters show no teardown".into());
+    }
+    if after.invalidations_by_event[0] <= before.invalidations_by_event[0] {
+        return Err("the counters show no UNMAP invalidation".into());
+    }
+    let delta = |i: usize| after.commands_by_status[i] - before.commands_by_status[i];
+    let counted = (
+        delta(WARPQ_STATUS_OK as usize),
+        delta(WARPQ_STATUS_FAULT_UNMAPPED as usize) + delta(WARPQ_STATUS_FAULT_UNREGISTERED as usize),
+        delta(WARPQ_STATUS_ABORTED as usize),
+    );
+    if counted != (ok, fault, aborted) {
+        return Err(format!("counters by status {counted:?} differ from what the completions said {:?}", (ok, fault, aborted)));
     }
     // The queue still works on the other buffer.
     push_all(&mut q, &[sqe(WARPQ_OP_FILL, 9999, 0, other.addr(0), 4096, 0x5a)])?;
