@@ -11,6 +11,8 @@ use kernel::sync::{Arc, Mutex};
 
 use crate::edu::EduDma;
 use crate::file::QueueFile;
+use crate::hist::Histograms;
+use crate::shim;
 use crate::stats::Counters;
 use crate::glue::misc::MiscRegistration;
 use crate::glue::pci::{DmaTranslation, PciDevice};
@@ -50,6 +52,8 @@ pub(crate) struct DeviceCore {
     pub(crate) translation: DmaTranslation,
     /// The sum over the device's queues, past and present.
     pub(crate) stats: Counters,
+    /// Latency histograms of all its queues.
+    pub(crate) hist: Histograms,
     /// The device was removed: no new queue, existing ones were revoked.
     pub(crate) gone: AtomicBool,
     /// F: the open files, so that removal can revoke their queues. Entries
@@ -63,8 +67,15 @@ pub(crate) struct DeviceCore {
 pub(crate) struct WarpqDevice {
     /// Declared (so dropped) first: no open can start once it is gone.
     _misc: MiscRegistration,
+    /// `/sys/kernel/debug/warpq/warpqN`, removed before `core` can go.
+    debugfs_dir: *mut core::ffi::c_void,
     core: Arc<DeviceCore>,
 }
+
+// SAFETY: the debugfs handle is only used to remove the directory.
+unsafe impl Send for WarpqDevice {}
+// SAFETY: as above.
+unsafe impl Sync for WarpqDevice {}
 
 impl WarpqDevice {
     pub(crate) fn probe(pdev: PciDevice) -> Result<KBox<Self>> {
@@ -84,18 +95,27 @@ impl WarpqDevice {
             }
         };
         let index = NEXT_INDEX.fetch_add(1, Ordering::Relaxed);
-        let core = Arc::pin_init(
+        let pdev_for_cleanup = pdev.clone_ref();
+        let core = match Arc::pin_init(
             pin_init!(DeviceCore {
                 edu: EduDma::new(bar),
                 pdev,
                 index,
                 translation,
                 stats: Counters::default(),
+                hist: Histograms::default(),
                 gone: AtomicBool::new(false),
                 files <- new_mutex!(KVec::new()),
             }),
             GFP_KERNEL,
-        )?;
+        ) {
+            Ok(core) => core,
+            Err(e) => {
+                // The BAR went with the failed initialiser; undo the enable.
+                pdev_for_cleanup.disable();
+                return Err(e);
+            }
+        };
         // From here on, dropping `core` (its last reference) disables the device.
         let misc = MiscRegistration::register(index, &core)?;
         let id = core.edu.id();
@@ -109,7 +129,16 @@ impl WarpqDevice {
                 core.pdev.name(), vendor, device, revision, id, mask_bits, translation.name(), index
             ),
         }
-        Ok(KBox::new(Self { _misc: misc, core }, GFP_KERNEL)?)
+        let owner: *const DeviceCore = &*core;
+        // SAFETY: `owner` stays valid while the directory exists: it is
+        // removed in `drop`, before `core` is released.
+        let debugfs_dir = unsafe { shim::warpq_debugfs_add_device(index, owner as *mut core::ffi::c_void) };
+        let dev = KBox::new(Self { _misc: misc, debugfs_dir, core }, GFP_KERNEL);
+        if dev.is_err() {
+            // SAFETY: created just above; nothing else refers to it.
+            unsafe { shim::warpq_debugfs_remove_device(debugfs_dir) };
+        }
+        Ok(dev?)
     }
 }
 
@@ -164,6 +193,8 @@ impl Drop for WarpqDevice {
         // Open files keep `core` alive, but nothing of theirs may keep using
         // the device once it is unbound.
         self.core.revoke_all();
+        // SAFETY: created in `probe`; removing it waits for readers.
+        unsafe { shim::warpq_debugfs_remove_device(self.debugfs_dir) };
         self.core.pdev.disable();
         pr_info!("{}: unbound\n", self.core.pdev.name());
         // `_misc` is dropped after this: no new open.

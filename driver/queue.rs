@@ -39,7 +39,9 @@ use crate::protocol::rebuild::{rebuild, RebuildError, RebuildReport};
 use crate::protocol::region::{Access, RegionDesc, RegionError, RegionHandle};
 use crate::protocol::teardown::{invalidate, Invalidation};
 use crate::ring::Ring;
+use crate::hist::Kind;
 use crate::stats::Counters;
+use crate::trace;
 use crate::shim::{self, DeviceRaw, IntervalRaw, MmRaw, PageRaw, RangeRaw, TaskRaw};
 use crate::uapi;
 
@@ -161,6 +163,9 @@ pub(crate) struct Queue {
     slots: [RegionSlot; MAX_REGIONS],
     ring_mappings: [AtomicU64; MAX_RING_MAPPINGS],
     engine: AtomicPtr<TaskRaw>,
+    /// When the queue last went stale (0: not stale), for the paused-time
+    /// histogram and the queue-state tracepoint.
+    stale_since: AtomicU64,
     stats: Counters,
 }
 
@@ -230,6 +235,7 @@ impl Queue {
                 slots: core::array::from_fn(RegionSlot::new),
                 ring_mappings: [const { AtomicU64::new(0) }; MAX_RING_MAPPINGS],
                 engine: AtomicPtr::new(core::ptr::null_mut()),
+                stale_since: AtomicU64::new(0),
                 stats: Counters::default(),
             }),
             GFP_KERNEL,
@@ -312,11 +318,31 @@ impl Queue {
     }
 
     fn rebuild(&self, platform: &QueuePlatform<'_>) -> core::result::Result<RebuildReport, RebuildError> {
+        let mm = self.mm.id();
+        trace::rebuild_start(mm, platform.mmap_locked);
+        let start = now_ns();
         let report = rebuild(&self.ctx, &self.lock, platform, &self.config);
-        if let Ok(r) = &report {
-            self.count(|c| &c.rebuilds, u64::from(r.mapped));
-            self.count(|c| &c.rebuild_retries, u64::from(r.retries));
+        let end = now_ns();
+        match &report {
+            Ok(r) => {
+                self.count(|c| &c.rebuilds, u64::from(r.mapped));
+                self.count(|c| &c.rebuild_retries, u64::from(r.retries));
+                if r.mapped > 0 {
+                    self.dev.hist.record(Kind::Rebuild, end - start);
+                }
+                trace::rebuild_end(mm, r.mapped, r.pages_pinned, r.retries, 0);
+            }
+            Err(e) => trace::rebuild_end(mm, 0, 0, 0, rebuild_error_code(e)),
         }
+        if !self.ctx.gate().is_stale() {
+            let since = self.stale_since.swap(0, Ordering::Relaxed);
+            if since != 0 {
+                self.dev.hist.record(Kind::Paused, end.saturating_sub(since));
+                trace::queue_state(mm, false);
+            }
+        }
+        // Advisory for user space; the gate is the truth.
+        self.ring.set_flag(uapi::RING_STALE, self.ctx.gate().is_stale());
         // Whatever happened, the gate may have reopened: the engine and
         // waiters re-check their conditions.
         self.wake_all();
@@ -517,6 +543,7 @@ impl Queue {
             }
         }
         self.wake_all();
+        trace::submit_ioctl(self.mm.id(), count, done as u32);
         Ok(done as u32)
     }
 
@@ -622,6 +649,7 @@ impl Queue {
             return;
         }
         self.count(|c| &c.zaps, 1);
+        trace::zap(self.mm.id());
         for m in &self.ring_mappings {
             let addr = m.load(Ordering::Relaxed);
             if addr != 0 {
@@ -655,7 +683,32 @@ impl Queue {
             blockable,
             owner_is_us: false,
         };
+        let notifier = slot as *const RegionSlot as usize;
+        let mm = self.mm.id();
+        trace::invalidate_start(notifier, mm, start as u64, end as u64, event);
+        let t0 = now_ns();
         let report = invalidate(&self.ctx, &self.lock, &self.platform(false), &self.config, &inv);
+        let took = now_ns().saturating_sub(t0);
+        use crate::protocol::teardown::InvalidateOutcome as O;
+        let (outcome, pages, drain_ns, timed_out) = match report.outcome {
+            O::Ignored(_) => (trace::InvalidateOutcome::Ignored, 0, 0, false),
+            O::NothingMapped => (trace::InvalidateOutcome::NothingMapped, 0, 0, false),
+            O::CannotProceed => (trace::InvalidateOutcome::CannotProceed, 0, 0, false),
+            O::TornDown { pages_unpinned, drain, drain_ns } => (
+                trace::InvalidateOutcome::TornDown,
+                pages_unpinned,
+                drain_ns,
+                matches!(drain, crate::protocol::context::DrainReport::Reset { .. }),
+            ),
+            O::WrongLock => (trace::InvalidateOutcome::Error, 0, 0, false),
+        };
+        if !matches!(report.outcome, O::Ignored(_)) {
+            self.dev.hist.record(Kind::Invalidate, took);
+        }
+        if matches!(outcome, trace::InvalidateOutcome::TornDown) {
+            self.dev.hist.record(Kind::Drain, drain_ns);
+        }
+        trace::invalidate_end(notifier, mm, event, outcome, pages, drain_ns, timed_out);
         self.stats.invalidation(event);
         self.dev.stats.invalidation(event);
         match report.outcome {
@@ -700,6 +753,15 @@ impl PinnedDrop for Queue {
     }
 }
 
+/// A negative code for the rebuild tracepoint.
+fn rebuild_error_code(e: &RebuildError) -> i32 {
+    match e {
+        RebuildError::PinFailed(_) => -(bindings::ENOMEM as i32),
+        RebuildError::Released => -(bindings::ESRCH as i32),
+        _ => -(bindings::EAGAIN as i32),
+    }
+}
+
 fn region_errno(e: RegionError) -> kernel::error::Error {
     match e {
         RegionError::Busy => EBUSY,
@@ -709,6 +771,12 @@ fn region_errno(e: RegionError) -> kernel::error::Error {
         RegionError::Released => ESRCH,
         _ => EINVAL,
     }
+}
+
+/// A monotonic clock in nanoseconds.
+fn now_ns() -> u64 {
+    // SAFETY: no precondition.
+    unsafe { shim::warpq_ktime_ns() }
 }
 
 /// Trampoline for the shim's wait helpers: `arg` points to a `&dyn Fn() -> bool`.
@@ -844,6 +912,7 @@ impl Platform for QueuePlatform<'_> {
         // GUP may pin fewer pages than asked (a later page hit a transient
         // error): ask again for the rest to learn why.
         let mut err: core::ffi::c_long = 0;
+        let t_pin = now_ns();
         while pages.len() < npages {
             let done = pages.len();
             // SAFETY: `pages` has room for `npages - done` more pointers at
@@ -874,6 +943,8 @@ impl Platform for QueuePlatform<'_> {
                 .any(|&e| err == -(e as core::ffi::c_long));
             return Err(if transient { PinError::Transient } else { PinError::Gone });
         }
+        let t_map = now_ns();
+        self.q.dev.hist.record(Kind::Pin, t_map - t_pin);
         for &page in pages.iter() {
             let mut map_err = 0;
             // SAFETY: `page` is pinned; the device is bound.
@@ -896,17 +967,20 @@ impl Platform for QueuePlatform<'_> {
                 return Err(if bounced { PinError::Gone } else { PinError::Transient });
             }
         }
+        self.q.dev.hist.record(Kind::Map, now_ns() - t_map);
         self.q.stats.pinned(npages as u64);
         self.q.dev.stats.pinned(npages as u64);
         Ok(DmaMapping { pages, dma, device_writes: writes })
     }
 
     fn unmap_and_unpin(&self, mut mapping: DmaMapping, dirty: bool) {
+        let t0 = now_ns();
         for &a in mapping.dma.iter() {
             // SAFETY: mapped by `pin_and_map` with this direction; the engine
             // is drained (the core's contract), so the device no longer uses it.
             unsafe { shim::warpq_dma_unmap_page(self.dev(), a, mapping.device_writes) };
         }
+        let t1 = now_ns();
         if dirty && mapping.device_writes {
             for &page in mapping.pages.iter() {
                 // SAFETY: pinned by us. set_page_dirty() rather than the
@@ -916,6 +990,10 @@ impl Platform for QueuePlatform<'_> {
         }
         let n = mapping.pages.len() as u64;
         unpin(&mut mapping.pages);
+        let t2 = now_ns();
+        self.q.dev.hist.record(Kind::Unmap, t1 - t0);
+        self.q.dev.hist.record(Kind::Unpin, t2 - t1);
+        trace::unmap_unpin(self.q.mm.id(), n, t1 - t0, t2 - t1);
         // SAFETY: charged in `pin_and_map`; the mm is held by the queue.
         unsafe { shim::warpq_uncharge_pinned(self.q.mm.as_ptr(), n as c_ulong) };
         self.q.stats.unpinned(n);
@@ -926,6 +1004,10 @@ impl Platform for QueuePlatform<'_> {
         // SAFETY: initialised in `Queue::new`; cancelled before the queue goes.
         unsafe { shim::warpq_work_schedule(self.q.zap_work.get()) };
         // A teardown made the queue stale: waiters in WAIT go rebuild.
+        self.q.ring.set_flag(uapi::RING_STALE, true);
+        if self.q.stale_since.compare_exchange(0, now_ns().max(1), Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            trace::queue_state(self.q.mm.id(), true);
+        }
         self.q.wake_all();
     }
 

@@ -150,6 +150,30 @@ extern "C" {
     pub(crate) fn warpq_uncharge_pinned(mm: *mut MmRaw, npages: c_ulong);
     pub(crate) fn warpq_dma_needs_sync(dev: *mut DeviceRaw, addr: u64) -> bool;
 
+    // Tracepoints.
+    pub(crate) fn warpq_trace_invalidate_start(notifier: c_ulong, mm: c_ulong, start: c_ulong, end: c_ulong, event: c_uint);
+    pub(crate) fn warpq_trace_invalidate_end(
+        notifier: c_ulong,
+        mm: c_ulong,
+        event: c_uint,
+        outcome: c_uint,
+        pages: c_ulong,
+        drain_ns: u64,
+        drain_timed_out: bool,
+    );
+    pub(crate) fn warpq_trace_unmap_unpin(mm: c_ulong, pages: c_ulong, unmap_ns: u64, unpin_ns: u64);
+    pub(crate) fn warpq_trace_zap(mm: c_ulong);
+    pub(crate) fn warpq_trace_rebuild_start(mm: c_ulong, from_fault: bool);
+    pub(crate) fn warpq_trace_rebuild_end(mm: c_ulong, regions: c_uint, pages: c_ulong, retries: c_uint, result: c_int);
+    pub(crate) fn warpq_trace_queue_state(mm: c_ulong, paused: bool);
+    pub(crate) fn warpq_trace_submit_ioctl(mm: c_ulong, count: c_uint, queued: c_uint);
+
+    // debugfs.
+    pub(crate) fn warpq_debugfs_init();
+    pub(crate) fn warpq_debugfs_exit();
+    pub(crate) fn warpq_debugfs_add_device(index: c_uint, owner: *mut c_void) -> *mut c_void;
+    pub(crate) fn warpq_debugfs_remove_device(dir: *mut c_void);
+
     // Ring memory.
     pub(crate) fn warpq_ring_alloc(size: usize) -> *mut u8;
     pub(crate) fn warpq_ring_free(ring: *mut u8);

@@ -60,6 +60,23 @@ impl Counters {
         self.pages_pinned.fetch_sub(n, Ordering::Relaxed);
     }
 
+    /// Zeroes the counters (`pages_pinned`, a level rather than a count,
+    /// is kept; the peak restarts from it).
+    pub(crate) fn reset(&self) {
+        let pinned = self.pages_pinned.load(Ordering::Relaxed);
+        for c in [
+            &self.commands_ok, &self.commands_failed, &self.invalidations, &self.ignored_by_policy,
+            &self.teardowns, &self.drains, &self.drain_timeouts, &self.rebuilds, &self.rebuild_retries,
+            &self.faults, &self.zaps,
+        ] {
+            c.store(0, Ordering::Relaxed);
+        }
+        for c in self.by_event.iter().chain(self.by_status.iter()) {
+            c.store(0, Ordering::Relaxed);
+        }
+        self.pages_pinned_peak.store(pinned, Ordering::Relaxed);
+    }
+
     /// A consistent-enough copy for STATS and sysfs (each field atomic).
     pub(crate) fn snapshot(&self) -> uapi::Stats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);

@@ -38,6 +38,7 @@ pub(crate) mod hdr {
 
 /// `WARPQ_RING_*` flags.
 pub(crate) const RING_NEED_WAKEUP: u32 = 1 << 0;
+pub(crate) const RING_STALE: u32 = 1 << 2;
 pub(crate) const RING_DEAD: u32 = 1 << 3;
 
 /// `WARPQ_OP_*`.

@@ -22,10 +22,12 @@ mod device;
 mod edu;
 mod engine;
 mod file;
+mod hist;
 mod queue;
 mod ring;
 mod shim;
 mod stats;
+mod trace;
 mod uapi;
 
 mod glue {
@@ -121,6 +123,42 @@ extern "C" fn warpq_rs_device_dma_translation(owner: *mut c_void) -> *const kern
     // SAFETY: as in `warpq_rs_device_stats`.
     let dev = unsafe { &*owner.cast::<DeviceCore>() };
     dev.translation.c_name().as_char_ptr()
+}
+
+/// sysfs `reset` of `/dev/warpqN`: zero the device's counters and histograms.
+#[no_mangle]
+extern "C" fn warpq_rs_device_reset(owner: *mut c_void) {
+    // SAFETY: as in `warpq_rs_device_stats`.
+    let dev = unsafe { &*owner.cast::<DeviceCore>() };
+    dev.stats.reset();
+    dev.hist.reset();
+}
+
+/// debugfs `hist`: how many histograms there are.
+#[no_mangle]
+extern "C" fn warpq_rs_hist_kinds() -> c_uint {
+    hist::KINDS as c_uint
+}
+
+/// debugfs `hist`: buckets per histogram.
+#[no_mangle]
+extern "C" fn warpq_rs_hist_buckets() -> c_uint {
+    hist::BUCKETS as c_uint
+}
+
+/// debugfs `hist`: the name of histogram `kind`.
+#[no_mangle]
+extern "C" fn warpq_rs_hist_name(kind: c_uint) -> *const kernel::ffi::c_char {
+    hist::NAMES.get(kind as usize).map_or(c"?".as_ptr(), |n| n.as_ptr()).cast()
+}
+
+/// debugfs `hist`: one bucket's count.
+#[no_mangle]
+extern "C" fn warpq_rs_hist_get(owner: *mut c_void, kind: c_uint, bucket: c_uint) -> u64 {
+    // SAFETY: the debugfs file exists only while the device is bound (it is
+    // removed before the device's core can go), so `owner` is valid.
+    let dev = unsafe { &*owner.cast::<DeviceCore>() };
+    dev.hist.get(kind as usize, bucket as usize)
 }
 
 /// `open` of `/dev/warpqN`.
@@ -295,13 +333,34 @@ extern "C" fn warpq_rs_vma_open(_private: *mut c_void, _mm: *mut MmRaw) {}
 #[no_mangle]
 extern "C" fn warpq_rs_vma_close(_private: *mut c_void, _mm: *mut MmRaw) {}
 
+/// `/sys/kernel/debug/warpq`, while the module is loaded.
+struct DebugfsRoot;
+
+impl DebugfsRoot {
+    fn new() -> Self {
+        // SAFETY: no precondition; failure only means no debugfs files.
+        unsafe { shim::warpq_debugfs_init() };
+        Self
+    }
+}
+
+impl Drop for DebugfsRoot {
+    fn drop(&mut self) {
+        // SAFETY: created in `new`; the devices' directories are gone (the
+        // PCI driver, declared before this field, was unregistered first).
+        unsafe { shim::warpq_debugfs_exit() };
+    }
+}
+
 struct Warpq {
     _driver: pci::DriverRegistration,
+    _debugfs: DebugfsRoot,
 }
 
 impl kernel::Module for Warpq {
     fn init(_module: &'static ThisModule) -> Result<Self> {
         pr_info!("loaded\n");
-        Ok(Self { _driver: pci::DriverRegistration::new()? })
+        let debugfs = DebugfsRoot::new();
+        Ok(Self { _driver: pci::DriverRegistration::new()?, _debugfs: debugfs })
     }
 }

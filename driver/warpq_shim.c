@@ -28,6 +28,8 @@
 #include <linux/mutex.h>
 #include <linux/vmalloc.h>
 #include <linux/workqueue.h>
+#include <linux/debugfs.h>
+#include <linux/seq_file.h>
 
 #include <linux/moduleparam.h>
 #include <linux/sysfs.h>
@@ -35,6 +37,9 @@
 
 #include "uapi/warpq.h"
 #include "warpq_shim.h"
+
+#define CREATE_TRACE_POINTS
+#include "warpq_trace.h"
 
 /* ---- module parameters (module_param_cb and friends are macros) ---------- */
 
@@ -347,7 +352,20 @@ static ssize_t dma_translation_show(struct device *dev, struct device_attribute 
 }
 static DEVICE_ATTR_RO(dma_translation);
 
+static ssize_t reset_store(struct device *dev, struct device_attribute *attr,
+			   const char *buf, size_t count)
+{
+	bool yes;
+
+	if (kstrtobool(buf, &yes) || !yes)
+		return -EINVAL;
+	warpq_rs_device_reset(warpq_misc_of(dev)->owner);
+	return count;
+}
+static DEVICE_ATTR_WO(reset);
+
 static struct attribute *warpq_attrs[] = {
+	&dev_attr_reset.attr,
 	&dev_attr_stats.attr,
 	&dev_attr_dma_translation.attr,
 	NULL,
@@ -856,4 +874,96 @@ void warpq_work_schedule(struct work_struct *work)
 void warpq_work_cancel_sync(struct work_struct *work)
 {
 	cancel_work_sync(work);
+}
+
+/* ---- tracepoints (wrappers: TRACE_EVENT makes static inlines) ------------ */
+
+void warpq_trace_invalidate_start(unsigned long notifier, unsigned long mm, unsigned long start,
+				  unsigned long end, unsigned int event)
+{
+	trace_warpq_invalidate_start(notifier, mm, start, end, event);
+}
+
+void warpq_trace_invalidate_end(unsigned long notifier, unsigned long mm, unsigned int event,
+				unsigned int outcome, unsigned long pages, u64 drain_ns,
+				bool drain_timed_out)
+{
+	trace_warpq_invalidate_end(notifier, mm, event, outcome, pages, drain_ns, drain_timed_out);
+}
+
+void warpq_trace_unmap_unpin(unsigned long mm, unsigned long pages, u64 unmap_ns, u64 unpin_ns)
+{
+	trace_warpq_unmap_unpin(mm, pages, unmap_ns, unpin_ns);
+}
+
+void warpq_trace_zap(unsigned long mm)
+{
+	trace_warpq_zap(mm);
+}
+
+void warpq_trace_rebuild_start(unsigned long mm, bool from_fault)
+{
+	trace_warpq_rebuild_start(mm, from_fault);
+}
+
+void warpq_trace_rebuild_end(unsigned long mm, unsigned int regions, unsigned long pages,
+			     unsigned int retries, int result)
+{
+	trace_warpq_rebuild_end(mm, regions, pages, retries, result);
+}
+
+void warpq_trace_queue_state(unsigned long mm, bool paused)
+{
+	trace_warpq_queue_state(mm, paused);
+}
+
+void warpq_trace_submit_ioctl(unsigned long mm, unsigned int count, unsigned int queued)
+{
+	trace_warpq_submit_ioctl(mm, count, queued);
+}
+
+/* ---- debugfs: /sys/kernel/debug/warpq/warpqN/hist ------------------------ */
+
+static struct dentry *warpq_debugfs_root;
+
+static int warpq_hist_show(struct seq_file *m, void *unused)
+{
+	void *owner = m->private;
+	unsigned int h, b;
+
+	for (h = 0; h < warpq_rs_hist_kinds(); h++)
+		for (b = 0; b < warpq_rs_hist_buckets(); b++) {
+			u64 count = warpq_rs_hist_get(owner, h, b);
+
+			if (count)
+				seq_printf(m, "%s %u %llu\n", warpq_rs_hist_name(h), b, count);
+		}
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(warpq_hist);
+
+void warpq_debugfs_init(void)
+{
+	warpq_debugfs_root = debugfs_create_dir("warpq", NULL);
+}
+
+void warpq_debugfs_exit(void)
+{
+	debugfs_remove_recursive(warpq_debugfs_root);
+}
+
+void *warpq_debugfs_add_device(unsigned int index, void *owner)
+{
+	char name[16];
+	struct dentry *dir;
+
+	snprintf(name, sizeof(name), "warpq%u", index);
+	dir = debugfs_create_dir(name, warpq_debugfs_root);
+	debugfs_create_file("hist", 0444, dir, owner, &warpq_hist_fops);
+	return dir;
+}
+
+void warpq_debugfs_remove_device(void *dir)
+{
+	debugfs_remove_recursive(dir);
 }

@@ -43,6 +43,11 @@ unsigned int warpq_rs_fault(void *private, struct mm_struct *mm, unsigned long v
 void warpq_rs_vma_open(void *private, struct mm_struct *mm);
 void warpq_rs_vma_close(void *private, struct mm_struct *mm);
 struct warpq_stats;
+void warpq_rs_device_reset(void *owner);
+unsigned int warpq_rs_hist_kinds(void);
+unsigned int warpq_rs_hist_buckets(void);
+const char *warpq_rs_hist_name(unsigned int kind);
+u64 warpq_rs_hist_get(void *owner, unsigned int kind, unsigned int bucket);
 void warpq_rs_device_stats(void *owner, struct warpq_stats *out);
 const char *warpq_rs_device_dma_translation(void *owner);
 bool warpq_rs_invalidate(struct mmu_interval_notifier *sub, const struct mmu_notifier_range *range,
@@ -121,5 +126,22 @@ void warpq_work_init(struct work_struct *work, void (*fn)(struct work_struct *))
 void warpq_work_schedule(struct work_struct *work);
 void warpq_work_cancel_sync(struct work_struct *work);
 void warpq_ring_free(void *ring);
+
+void warpq_trace_invalidate_start(unsigned long notifier, unsigned long mm, unsigned long start,
+				  unsigned long end, unsigned int event);
+void warpq_trace_invalidate_end(unsigned long notifier, unsigned long mm, unsigned int event,
+				unsigned int outcome, unsigned long pages, u64 drain_ns,
+				bool drain_timed_out);
+void warpq_trace_unmap_unpin(unsigned long mm, unsigned long pages, u64 unmap_ns, u64 unpin_ns);
+void warpq_trace_zap(unsigned long mm);
+void warpq_trace_rebuild_start(unsigned long mm, bool from_fault);
+void warpq_trace_rebuild_end(unsigned long mm, unsigned int regions, unsigned long pages,
+			     unsigned int retries, int result);
+void warpq_trace_queue_state(unsigned long mm, bool paused);
+void warpq_trace_submit_ioctl(unsigned long mm, unsigned int count, unsigned int queued);
+void warpq_debugfs_init(void);
+void warpq_debugfs_exit(void);
+void *warpq_debugfs_add_device(unsigned int index, void *owner);
+void warpq_debugfs_remove_device(void *dir);
 
 #endif /* WARPQ_SHIM_H */

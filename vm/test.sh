@@ -95,11 +95,13 @@ if [ "$what" = all ] || [ "$what" = vm ]; then
     vm_suite process-death -- 'warpq-invalidate-check death && warpq-check pins'
     vm_suite edu-dma -- 'warpq-copy-check --edu 20 && warpq-check pins'
     vm_suite user-api -- 'warpq-user-check && warpqctl list && warpqctl stats --json && warpqctl policy get &&
+        warpqctl hist --json > /dev/null &&
         warpq-example-copy && warpq-example-crc_file /bin/busybox && warpq-example-fork && warpq-check pins'
     for policy in filtered strict; do
         vm_suite "churn-$policy" VM_MODULE_ARGS="policy=$policy" -- 'warpq-churn --rounds 3 && warpq-check pins'
     done
     vm_suite unbind -- 'warpq-user-check unbind && warpq-check pins'
+    vm_suite tracing -- '/warpq/tests/tracing.sh && warpq-check pins'
     vm_suite module-parameters VM_MODULE_ARGS="engine=edu" -- 'test "$(cat /sys/module/warpq/parameters/engine)" = edu &&
         warpq-copy-check 90 && rmmod warpq && insmod /lib/modules/warpq.ko max_regions=2 max_region_mb=1 &&
         warpq-copy-check 10 | grep "register RO: No space left on device" && warpq-check pins'

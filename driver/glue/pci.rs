@@ -107,6 +107,15 @@ impl PciDevice {
         Ok(Self { raw })
     }
 
+    /// Another reference to the same device.
+    pub(crate) fn clone_ref(&self) -> Self {
+        // SAFETY: the device is valid (type invariant); the new value takes
+        // its own reference.
+        unsafe { shim::warpq_pci_dev_get(self.as_ptr()) };
+        // INVARIANT: the reference was just taken.
+        Self { raw: self.raw }
+    }
+
     /// The `struct device` embedded in the PCI device.
     pub(crate) fn as_dev(&self) -> *mut shim::DeviceRaw {
         // SAFETY: the device is valid (type invariant).

@@ -53,6 +53,8 @@ pub enum InvalidateOutcome {
         /// How the drain ended (a reset means: complete the abandoned
         /// commands with an error).
         drain: DrainReport,
+        /// How long pausing and draining the engine took.
+        drain_ns: u64,
     },
     /// The lock does not guard this context's key: a driver bug; nothing was
     /// done.
@@ -136,8 +138,10 @@ where
         return report(InvalidateOutcome::CannotProceed);
     }
 
+    let drain_start = platform.now_ns();
     let paused = ctx.gate().pause();
     let (drained, drain) = ctx.drain_or_reset(&paused, platform, config);
+    let drain_ns = platform.now_ns().saturating_sub(drain_start);
     let mut pages_unpinned = 0;
     // SAFETY: `key` proves `L` is held and `drained` that the gate is paused
     // and drained.
@@ -153,5 +157,6 @@ where
     report(InvalidateOutcome::TornDown {
         pages_unpinned,
         drain,
+        drain_ns,
     })
 }

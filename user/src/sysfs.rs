@@ -7,8 +7,8 @@
 //! | `/sys/class/misc/warpqN/stats` | `<name> <value>` lines, `u64` decimal values: the device's counters, summed over its queues | yes |
 //! | `/sys/class/misc/warpqN/dma_translation` | one word: how device addresses translate | yes |
 //! | `/sys/module/warpq/parameters/policy` | `strict` or `filtered`: the invalidation policy of queues created from now on | yes |
-//! | `/sys/kernel/debug/warpq/warpqN/hist` | latency histograms, format below | **not yet** (issue 7) |
-//! | `/sys/class/misc/warpqN/reset` | write-only: writing `1` zeroes the device's counters and histograms | **not yet** |
+//! | `/sys/kernel/debug/warpq/warpqN/hist` | latency histograms, format below | yes |
+//! | `/sys/class/misc/warpqN/reset` | write-only: writing `1` zeroes the device's counters and histograms | yes |
 //!
 //! ## The histogram file
 //!
@@ -82,7 +82,7 @@ impl Sysfs {
         self.class_dir(name).join("stats")
     }
 
-    /// The device's reset attribute (not in the driver yet).
+    /// The device's reset attribute.
     pub fn reset_path(&self, name: &str) -> PathBuf {
         self.class_dir(name).join("reset")
     }
@@ -129,14 +129,14 @@ impl Sysfs {
                 let mounted = std::fs::read_dir(&debugfs).is_ok_and(|mut d| d.next().is_some());
                 let hint = if mounted {
                     format!(
-                        "this driver has no histograms yet: {} does not exist (latency histograms come with \
-                         issue 7; the file format is in the warpq crate's sysfs module and docs/user.md)",
+                        "this driver has no histograms: {} does not exist (a warpq.ko from before the \
+                         histograms? the file format is in the warpq crate's sysfs module and docs/tracing.md)",
                         path.display()
                     )
                 } else {
                     format!(
                         "{} does not exist: debugfs is not mounted (mount -t debugfs debugfs {}); \
-                         and this driver may have no histograms yet",
+                         or this driver has no histograms",
                         path.display(),
                         debugfs.display()
                     )
@@ -158,8 +158,8 @@ impl Sysfs {
                 ErrorKind::Unsupported,
                 Some(libc::ENOENT),
                 format!(
-                    "this driver has no reset attribute yet: {} does not exist (a write-only attribute; \
-                     writing 1 would zero the device's counters and histograms)",
+                    "this driver has no reset attribute: {} does not exist (a warpq.ko from before it? \
+                     writing 1 there zeroes the device's counters and histograms)",
                     path.display()
                 ),
             ));
@@ -454,10 +454,10 @@ mod tests {
         let s = Sysfs::at(&dir);
         let e = s.hist("warpq0").unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Unsupported);
-        assert!(e.hint().contains("this driver has no histograms yet"), "{e}");
+        assert!(e.hint().contains("this driver has no histograms"), "{e}");
         let e = s.reset("warpq0").unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Unsupported);
-        assert!(e.hint().contains("no reset attribute yet"), "{e}");
+        assert!(e.hint().contains("no reset attribute"), "{e}");
         std::fs::remove_dir_all(dir.join("sys/kernel/debug/tracing")).unwrap();
         assert!(s.hist("warpq0").unwrap_err().hint().contains("debugfs is not mounted"));
         std::fs::remove_dir_all(&dir).unwrap();
