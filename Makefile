@@ -18,11 +18,12 @@ KMAKE_VARS = LLVM=1 RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc BINDGEN=$(WARP
 MODULE_DIR = target/module/$(VM_KERNEL)
 
 .PHONY: help deps kernel kernel-all module guest hmm-tests initramfs vm-run vm-shell \
-        test test-host demo clean
+        test test-host bench demo clean
 
 help:
 	@echo "make demo        build everything, boot the VM, show what the driver does"
 	@echo "make test        every test: host (cargo, loom) and VM suites on the debug kernel"
+	@echo "make bench       side-by-side benchmarks on the perf kernel: target/bench/report.md"
 	@echo "make deps        install missing Debian packages and bindgen-cli"
 	@echo "make kernel      build the guest kernel (VM_KERNEL=debug|perf) into $(WARPQ_CACHE)"
 	@echo "make module      build warpq.ko against it"
@@ -74,6 +75,11 @@ test-host: deps
 test: deps
 	@$(MAKE) -s initramfs VM_KERNEL=debug
 	@vm/test.sh all
+
+# Benchmarks run on the perf kernel (no KASAN, lockdep...), all in one boot.
+bench: deps
+	@$(MAKE) -s initramfs VM_KERNEL=perf
+	@vm/bench.sh
 
 demo: deps
 	@$(MAKE) -s initramfs VM_KERNEL=debug

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# `make bench`: one boot of the perf kernel running warpq-bench; the report
+# goes to target/bench/report.md and report.json.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/.." && pwd)
+out=$top/target/bench
+mkdir -p "$out"
+VM_KERNEL=perf VM_OUT="$out/vm" VM_TIMEOUT=${VM_TIMEOUT:-1800} "$here/run.sh" '
+warpq-bench > /tmp/report.txt 2>&1; rc=$?
+echo ==WARPQ-REPORT-BEGIN==
+cat /tmp/report.txt
+echo ==WARPQ-REPORT-END==
+exit $rc' > "$out/run.log" 2>&1 || { tail -n 30 "$out/run.log"; exit 1; }
+# The report, without kernel messages that may interleave on the console.
+sed -n '/^==WARPQ-REPORT-BEGIN==/,/^==WARPQ-REPORT-END==/p' "$out/vm/console.log" | tr -d '\r' \
+    | sed '1d;$d' | grep -Ev '^\[ *[0-9]+\.[0-9]+\] ' > "$out/report.txt"
+sed -n '1,/^==WARPQ-BENCH-JSON-BEGIN==/p' "$out/report.txt" | sed '$d' > "$out/report.md"
+sed -n '/^==WARPQ-BENCH-JSON-BEGIN==/,/^==WARPQ-BENCH-JSON-END==/p' "$out/report.txt" | sed '1d;$d' > "$out/report.json"
+cat "$out/report.md"
+echo "bench: target/bench/report.md, target/bench/report.json"
