@@ -594,6 +594,26 @@ impl Queue {
         if self.engine_has_work() {
             return;
         }
+        // Poll a little before sleeping: a busy submitter then never needs
+        // the wake-up system call (io_uring's sq_thread_idle).
+        // SAFETY: reads a module parameter.
+        let idle_ns = u64::from(unsafe { shim::warpq_param_engine_idle_us() }) * 1000;
+        let until = now_ns().saturating_add(idle_ns);
+        while now_ns() < until {
+            if self.engine_has_work() {
+                return;
+            }
+            // SAFETY: no precondition (a pause instruction, then maybe
+            // yield: the guest kernel does not preempt kernel threads).
+            unsafe {
+                shim::warpq_cpu_relax();
+                shim::warpq_cond_resched();
+            }
+            // SAFETY: called from the kthread itself.
+            if unsafe { bindings::kthread_should_stop() } {
+                return;
+            }
+        }
         self.ring.set_flag(uapi::RING_NEED_WAKEUP, true);
         // `set_flag` is SeqCst: a submitter that publishes its tail and then
         // (after its own SeqCst fence) reads no flag is seen by this check.

@@ -56,6 +56,8 @@ extern "C" {
     pub(crate) fn warpq_param_policy() -> c_int;
     pub(crate) fn warpq_param_drain_timeout_ms() -> c_uint;
     pub(crate) fn warpq_param_engine_edu() -> bool;
+    pub(crate) fn warpq_param_engine_idle_us() -> c_uint;
+    pub(crate) fn warpq_cpu_relax();
     pub(crate) fn warpq_param_max_regions() -> c_uint;
     pub(crate) fn warpq_param_max_region_mb() -> c_uint;
 

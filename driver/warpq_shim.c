@@ -101,6 +101,20 @@ static const struct kernel_param_ops warpq_engine_ops = {
 module_param_cb(engine, &warpq_engine_ops, NULL, 0644);
 MODULE_PARM_DESC(engine, "engine for COPY: cpu (the software engine, default) or edu (the edu device's DMA for copies of at most 4 KiB; others stay on cpu)");
 
+static unsigned int engine_idle_us = 200;
+module_param(engine_idle_us, uint, 0644);
+MODULE_PARM_DESC(engine_idle_us, "how long an idle engine polls the ring before it sleeps and asks for a wake-up (like io_uring's sq_thread_idle)");
+
+unsigned int warpq_param_engine_idle_us(void)
+{
+	return READ_ONCE(engine_idle_us);
+}
+
+void warpq_cpu_relax(void)
+{
+	cpu_relax();
+}
+
 static unsigned int max_regions = 16;
 module_param(max_regions, uint, 0644);
 MODULE_PARM_DESC(max_regions, "registered buffers per queue (at most 16)");

@@ -57,6 +57,8 @@ bool warpq_rs_invalidate(struct mmu_interval_notifier *sub, const struct mmu_not
 int warpq_param_policy(void);
 unsigned int warpq_param_drain_timeout_ms(void);
 bool warpq_param_engine_edu(void);
+unsigned int warpq_param_engine_idle_us(void);
+void warpq_cpu_relax(void);
 unsigned int warpq_param_max_regions(void);
 unsigned int warpq_param_max_region_mb(void);
 int warpq_pci_register_driver(void);
