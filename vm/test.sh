@@ -94,8 +94,9 @@ if [ "$what" = all ] || [ "$what" = vm ]; then
     vm_suite fork-storm -- 'warpq-invalidate-check forkstorm 150 && warpq-check pins'
     vm_suite process-death -- 'warpq-invalidate-check death && warpq-check pins'
     vm_suite edu-dma -- 'warpq-copy-check --edu 20 && warpq-check pins'
-    vm_suite user-api -- 'warpq-user-check && warpqctl list && warpqctl stats --json && warpqctl policy get &&
-        warpqctl hist --json > /dev/null &&
+    vm_suite user-api -- 'warpq-user-check && warpqctl list && warpqctl policy get &&
+        { warpq-copy-check 20000 > /tmp/load.log & sleep 4; warpqctl stats; warpqctl hist; warpqctl stats --json; wait $!; } &&
+        grep -q "20000 commands verified" /tmp/load.log &&
         warpq-example-copy && warpq-example-crc_file /bin/busybox && warpq-example-fork && warpq-check pins'
     for policy in filtered strict; do
         vm_suite "churn-$policy" VM_MODULE_ARGS="policy=$policy" -- 'warpq-churn --rounds 3 && warpq-check pins'
