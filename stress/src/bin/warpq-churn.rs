@@ -112,10 +112,9 @@ fn churn_thp(r: &Aligned, stop: &AtomicBool) -> u64 {
     madvise(r.base, 2 * HALF, libc::MADV_HUGEPAGE);
     while !stop.load(Ordering::Relaxed) {
         // Collapse attempts (pinned pages make them fail, which is fine) and
-        // splits: a one-page mprotect inside a huge page splits it.
+        // splits: dropping one page of a huge page splits it.
         madvise(r.base, HALF, 25 /* MADV_COLLAPSE */);
-        mprotect(r.base.wrapping_add(4096 * (1 + n as usize % 200)), 4096, libc::PROT_READ);
-        mprotect(r.base.wrapping_add(4096 * (1 + n as usize % 200)), 4096, libc::PROT_READ | libc::PROT_WRITE);
+        madvise(r.base.wrapping_add(4096 * (1 + n as usize % 200)), 4096, libc::MADV_DONTNEED);
         n += 1;
         std::thread::sleep(interval());
     }
@@ -206,15 +205,63 @@ fn run(dev: &Device, name: &str, churn: Churn, rounds: u64, faults_allowed: bool
     let hr = unsafe { dev.register_raw(r.base, 2 * HALF, rw) }.map_err(|e| format!("register: {e}"))?;
     let before = dev.stats().map_err(|e| format!("STATS: {e}"))?;
 
+    let result = stream_under_churn(dev, &mut q, name, churn, rounds, faults_allowed, fault_threads, &src, &r, &dst);
+    // Whatever happened, leave no registration behind for the next scenario.
+    let _ = dev.unregister(hr);
+    let _ = dev.unregister(hs);
+    let (tally, churned, touches) = result?;
+    let after = dev.stats().map_err(|e| format!("STATS: {e}"))?;
+    if faults_allowed {
+        // Whatever the churn did, a fresh registration works.
+        mprotect(r.base, 2 * HALF, libc::PROT_READ | libc::PROT_WRITE);
+        // SAFETY: only raw pointers refer to the memory while registered.
+        let h2 = unsafe { dev.register_raw(r.base, 2 * HALF, rw) }.map_err(|e| format!("re-register: {e}"))?;
+        push_all(&mut q, &[sqe(WARPQ_OP_FILL, 1 << 40, 0, dst.addr(HALF), 4096, 0x77)])?;
+        let c = reap(&mut q);
+        let _ = dev.unregister(h2);
+        let c = c?;
+        if c.status != WARPQ_STATUS_OK || dst.bytes()[HALF] != 0x77 {
+            return Err(format!("after re-registering: status {}", c.status));
+        }
+    }
+    let t = tally;
+    Ok(format!(
+        "{name}: {} commands ({} ok, {} faulted, {} aborted), {churned} churn ops{}; invalidations {}, ignored {}, teardowns {}, rebuilds {} (+{} retries), zaps {}",
+        t.ok + t.faulted + t.aborted, t.ok, t.faulted, t.aborted,
+        if fault_threads { format!(", {touches} ring touches by 3 threads") } else { String::new() },
+        after.invalidations - before.invalidations, after.ignored_by_policy - before.ignored_by_policy,
+        after.teardowns - before.teardowns, after.rebuilds - before.rebuilds,
+        after.rebuild_retries - before.rebuild_retries, after.zaps - before.zaps
+    ))
+}
+
+/// The stream and the churn threads; returns the tally, churn operations
+/// and ring touches.
+#[allow(clippy::too_many_arguments)]
+fn stream_under_churn(
+    dev: &Device,
+    q: &mut warpq::Queue<'_>,
+    name: &str,
+    churn: Churn,
+    rounds: u64,
+    faults_allowed: bool,
+    fault_threads: bool,
+    src: &Anon,
+    r: &Arc<Aligned>,
+    dst: &Anon,
+) -> Result<(warpq_stress::stream::Tally, u64, u64), String> {
+    let mut stream = Stream::new(src, dst, HALF, 2 * HALF, 0xc0ffee ^ name.len() as u64);
+    if faults_allowed {
+        stream = stream.allow_faults();
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let churner = {
-        let (r, stop) = (Arc::clone(&r), Arc::clone(&stop));
+        let (r, stop) = (Arc::clone(r), Arc::clone(&stop));
         std::thread::spawn(move || churn(&r, &stop))
     };
-    // Optional: threads racing faults on the queue mapping.
+    // Optional: threads racing faults on a second mapping of this process's
+    // queue (same mm, same file: the same queue).
     let touches = Arc::new(AtomicU64::new(0));
-    // A second mapping of this process's queue for the touching threads
-    // (same queue: same mm, same file).
     let second_map = dev.map_queue().map_err(|e| format!("map the queue again: {e}"))?;
     let toucher_threads: Vec<_> = (0..if fault_threads { 3 } else { 0 })
         .map(|_| {
@@ -232,15 +279,10 @@ fn run(dev: &Device, name: &str, churn: Churn, rounds: u64, faults_allowed: bool
             })
         })
         .collect();
-
-    let mut stream = Stream::new(&src, &dst, HALF, 2 * HALF, 0xc0ffee ^ name.len() as u64);
-    if faults_allowed {
-        stream = stream.allow_faults();
-    }
     let result = (|| {
         for _ in 0..rounds {
-            stream.push(&mut q, 100)?;
-            stream.reap_all(&mut q)?;
+            stream.push(q, 100)?;
+            stream.reap_all(q)?;
         }
         Ok::<(), String>(())
     })();
@@ -250,33 +292,10 @@ fn run(dev: &Device, name: &str, churn: Churn, rounds: u64, faults_allowed: bool
         t.join().map_err(|_| "a thread touching the ring saw a wrong header")?;
     }
     result?;
-    let after = dev.stats().map_err(|e| format!("STATS: {e}"))?;
     if stream.tally.faulted == 0 {
         stream.verify(name)?;
     }
-    dev.unregister(hr).map_err(|e| format!("unregister: {e}"))?;
-    if faults_allowed {
-        // Whatever the churn did, a fresh registration works.
-        mprotect(r.base, 2 * HALF, libc::PROT_READ | libc::PROT_WRITE);
-        // SAFETY: as above.
-        let h2 = unsafe { dev.register_raw(r.base, 2 * HALF, rw) }.map_err(|e| format!("re-register: {e}"))?;
-        push_all(&mut q, &[sqe(WARPQ_OP_FILL, 1 << 40, 0, dst.addr(HALF), 4096, 0x77)])?;
-        let c = reap(&mut q)?;
-        if c.status != WARPQ_STATUS_OK || dst.bytes()[HALF] != 0x77 {
-            return Err(format!("after re-registering: status {}", c.status));
-        }
-        dev.unregister(h2).map_err(|e| format!("unregister: {e}"))?;
-    }
-    dev.unregister(hs).map_err(|e| format!("unregister src: {e}"))?;
-    let t = stream.tally;
-    Ok(format!(
-        "{name}: {} commands ({} ok, {} faulted, {} aborted), {churned} churn ops{}; invalidations {}, ignored {}, teardowns {}, rebuilds {} (+{} retries), zaps {}",
-        t.ok + t.faulted + t.aborted, t.ok, t.faulted, t.aborted,
-        if fault_threads { format!(", {} ring touches by 3 threads", touches.load(Ordering::Relaxed)) } else { String::new() },
-        after.invalidations - before.invalidations, after.ignored_by_policy - before.ignored_by_policy,
-        after.teardowns - before.teardowns, after.rebuilds - before.rebuilds,
-        after.rebuild_retries - before.rebuild_retries, after.zaps - before.zaps
-    ))
+    Ok((stream.tally, churned, touches.load(Ordering::Relaxed)))
 }
 
 fn main() -> ExitCode {
