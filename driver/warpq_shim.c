@@ -354,7 +354,7 @@ static ssize_t stats_show(struct device *dev, struct device_attribute *attr, cha
 		len += sysfs_emit_at(buf, len, "invalidations_%s %llu\n", events[i],
 				     st.invalidations_by_event[i]);
 	for (i = 0; i < 9; i++)
-		len += sysfs_emit_at(buf, len, "commands_%s %llu\n", statuses[i],
+		len += sysfs_emit_at(buf, len, "completions_%s %llu\n", statuses[i],
 				     st.commands_by_status[i]);
 	return len;
 }
