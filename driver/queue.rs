@@ -407,10 +407,10 @@ impl Queue {
         // its previous notifier was removed before that); nothing reads
         // `desc` until the notifier is inserted below.
         unsafe { *slot.desc.get() = Some(desc) };
-        // SAFETY: `sub` is this slot's notifier storage, not in any tree;
-        // the queue (and so `sub`) outlives the insertion (removed in
-        // `unregister` or `PinnedDrop`); the mm is held by `self.mm` and
-        // has users (this is its own ioctl).
+        // The queue (and so `sub`) outlives the insertion: it is removed in
+        // `unregister` or `PinnedDrop`.
+        // SAFETY: `sub` is this slot's notifier storage, in no tree; the mm
+        // is held by `self.mm` and has users (this is its own ioctl).
         let ret = unsafe { shim::warpq_interval_insert(slot.sub.get().cast(), self.mm.as_ptr(), addr as c_ulong, len as c_ulong) };
         if ret != 0 {
             let mut key = self.lock.lock();

@@ -194,10 +194,10 @@ pub struct RegisteredBuffer<'d> {
 
 impl<'d> RegisteredBuffer<'d> {
     pub(crate) fn new(dev: &'d Device, buf: Buffer, access: Access) -> Result<Self> {
-        // SAFETY: `buf` is owned by the value returned (or dropped after a
-        // failed registration): nothing else refers to the memory, it stays
-        // mapped until after UNREGISTER (Drop), and it is leaked if that
-        // fails.
+        // `buf` is owned by the value returned (or dropped after a failed
+        // registration) and leaked if UNREGISTER fails in Drop.
+        // SAFETY: nothing else refers to the memory, and it stays mapped
+        // until after UNREGISTER.
         let handle = unsafe { dev.register_raw(buf.ptr.as_ptr(), buf.map_len, access.bits()) }?;
         Ok(Self { buf: Some(buf), dev, handle, access, pid: std::process::id() })
     }

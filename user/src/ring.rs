@@ -318,10 +318,10 @@ fn push_entry(ring: RingRef<'_>, local: &Local, entry: &Entry) -> Result<(), Pus
             return Err(PushError::Full);
         }
     }
+    // The slot is at or past our published tail, and less than a ring
+    // ahead of the head seen above: the command that used it has completed.
     // SAFETY: the slot is inside the ring; the engine does not read it
-    // until a published tail covers it (it is at or past our published
-    // tail), and the command that used it a lap ago has completed (the
-    // slot is less than a ring ahead of the head seen above).
+    // until a published tail covers it.
     unsafe { std::ptr::write_volatile(ring.sqe_slot(tail), entry.0) };
     local.sq_tail.set(tail.wrapping_add(1));
     Ok(())
@@ -423,10 +423,10 @@ impl Iterator for CompletionQueue<'_> {
                 return None;
             }
         }
-        // SAFETY: the slot is inside the ring, and the completion in it was
-        // written before the cq_tail we loaded with acquire (in `sync` or at
-        // creation) covers it; the kernel does not reuse it before we publish
-        // a cq_head past it.
+        // The cq_tail loaded with acquire (in `sync` or at creation) covers
+        // the slot; the kernel does not reuse it before our cq_head passes it.
+        // SAFETY: the slot is inside the ring and its completion was written
+        // before that tail.
         let cqe = unsafe { std::ptr::read_volatile(self.ring.cqe_slot(head)) };
         self.local.cq_head.set(head.wrapping_add(1));
         Some(Completion(cqe))

@@ -20,42 +20,13 @@ use std::time::Duration;
 
 use warpq::sys::*;
 use warpq::{crc32c, Device, Queue};
+use warpq_stress::stream::{push_all, reap, sqe};
 use warpq_stress::{Anon, Rng};
 
 const PAGE: usize = 4096;
 
-fn sqe(op: u8, user_data: u64, src: u64, dst: u64, len: u64, value: u64) -> warpq_sqe {
-    warpq_sqe { opcode: op, user_data, src, dst, len, value, ..Default::default() }
-}
 
-/// Reaps one completion: polls, then sleeps in WAIT (which also lets the
-/// driver rebuild what an invalidation tore down).
-fn reap(q: &mut Queue<'_>) -> Result<warpq_cqe, String> {
-    for _ in 0..1000 {
-        if let Some(c) = q.pop() {
-            return Ok(c);
-        }
-        std::hint::spin_loop();
-    }
-    for _ in 0..100 {
-        if let Some(c) = q.pop() {
-            return Ok(c);
-        }
-        q.wait(1, Some(Duration::from_millis(200))).map_err(|e| format!("WAIT: {e}"))?;
-    }
-    Err("no completion within 20 s".into())
-}
 
-fn push_all(q: &mut Queue<'_>, sqes: &[warpq_sqe]) -> Result<(), String> {
-    for s in sqes {
-        while q.push(s).is_err() {
-            q.submit().map_err(|e| format!("submit: {e}"))?;
-            std::thread::yield_now();
-        }
-    }
-    q.submit().map_err(|e| format!("submit: {e}"))?;
-    Ok(())
-}
 
 fn munmap_in_flight(dev: &Device) -> Result<String, String> {
     let mut q = dev.queue().map_err(|e| format!("map queue: {e}"))?;

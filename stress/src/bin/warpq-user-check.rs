@@ -68,23 +68,28 @@ fn registering(dev: &Device) -> Result<(), String> {
     // SAFETY (all register_raw below): only raw pointers refer to these
     // mappings, which outlive the calls; a successful registration is
     // unregistered right away.
+    // SAFETY: as above: raw pointers only, to memory that outlives the call.
     expect_err("register unaligned", ErrorKind::Unaligned, unsafe { dev.register_raw(buf.ptr().add(8), PAGE, 3) })?;
     expect_err("register a partial page", ErrorKind::Unaligned, unsafe { dev.register_raw(buf.ptr(), PAGE + 1, 3) })?;
     expect_err("register zero bytes", ErrorKind::Empty, unsafe { dev.register_raw(buf.ptr(), 0, 3) })?;
+    // SAFETY: as above: raw pointers only, to memory that outlives the call.
     expect_err("register with no access bits", ErrorKind::InvalidArgument, unsafe { dev.register_raw(buf.ptr(), PAGE, 0) })?;
     let gone = map(4 * PAGE, libc::PROT_READ | libc::PROT_WRITE);
     // SAFETY: our mapping.
     unsafe { libc::munmap(gone.cast(), 4 * PAGE) };
     expect_err("register unmapped memory", ErrorKind::BadMemory, unsafe { dev.register_raw(gone, 4 * PAGE, 3) })?;
     let ro = map(4 * PAGE, libc::PROT_READ);
+    // SAFETY: as above: raw pointers only, to memory that outlives the call.
     expect_err("register read-only memory for the device to write", ErrorKind::BadMemory, unsafe {
         dev.register_raw(ro, 4 * PAGE, Access::Write.bits())
     })?;
+    // SAFETY: as above: raw pointers only, to memory that outlives the call.
     let h = unsafe { dev.register_raw(ro, 4 * PAGE, Access::Read.bits()) }.map_err(|e| format!("read-only for reading: {e}"))?;
     dev.unregister(h).map_err(|e| e.to_string())?;
     println!("ok: read-only memory registers for the device to read");
     let big = info.max_region_bytes as usize + PAGE;
     let huge = map(big, libc::PROT_READ | libc::PROT_WRITE);
+    // SAFETY: as above: raw pointers only, to memory that outlives the call.
     expect_err("register more than max_region_bytes", ErrorKind::TooLarge, unsafe { dev.register_raw(huge, big, 3) })?;
     // SAFETY: our mappings, no longer registered.
     unsafe { libc::munmap(huge.cast(), big) };
@@ -96,6 +101,7 @@ fn registering(dev: &Device) -> Result<(), String> {
     let many = Anon::new(info.max_regions as usize * PAGE + PAGE);
     let mut handles = Vec::new();
     for i in 0..info.max_regions as usize {
+        // SAFETY: as above: raw pointers only, to memory that outlives the call.
         handles.push(unsafe { dev.register_raw(many.ptr().add(i * PAGE), PAGE, 3) }.map_err(|e| format!("region {i}: {e}"))?);
     }
     let last = unsafe { dev.register_raw(many.ptr().add(info.max_regions as usize * PAGE), PAGE, 3) };
