@@ -28,6 +28,24 @@ pub struct Device {
 }
 
 impl Device {
+    /// Adopts an already open warpq file (for example one received over a
+    /// UNIX socket with `SCM_RIGHTS`) and checks that it speaks this crate's
+    /// ABI. This process gets its own queue on that file; registrations of
+    /// other processes sharing the file are not reachable from it.
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> Result<Self> {
+        let dev = Self { file: File::from(fd), queue_holder: AtomicU32::new(0) };
+        let info = dev.info()?;
+        if info.version != sys::WARPQ_UAPI_VERSION {
+            return Err(Error::new(
+                Op::Info,
+                ErrorKind::AbiVersion,
+                None,
+                format!("the file speaks warpq ABI version {}, this crate version {}", info.version, sys::WARPQ_UAPI_VERSION),
+            ));
+        }
+        Ok(dev)
+    }
+
     /// Opens a warpq device and checks that it speaks this crate's ABI.
     ///
     /// A file that is not a warpq device fails with [`ErrorKind::NotWarpq`]

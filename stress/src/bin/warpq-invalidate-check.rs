@@ -418,6 +418,128 @@ fn death(dev: &Device) -> Result<String, String> {
     Ok("SIGKILL with 200 long commands in flight; close while another thread waits: WAIT timed out cleanly".into())
 }
 
+/// The fd passed to another process with SCM_RIGHTS: that process gets a
+/// queue of its own on the same open file and cannot reach the first one's
+/// buffers through the device.
+fn scm_rights(dev: &Device) -> Result<String, String> {
+    let mut q = dev.queue().map_err(|e| format!("map queue: {e}"))?;
+    let buf = Anon::new(4 * PAGE);
+    buf.write(&[0x11u8; 4 * PAGE]);
+    let rw = WARPQ_ACCESS_READ | WARPQ_ACCESS_WRITE;
+    // SAFETY: only raw pointers refer to the buffer while registered.
+    let h = unsafe { dev.register_raw(buf.ptr(), buf.len(), rw) }.map_err(|e| format!("register: {e}"))?;
+    push_all(&mut q, &[sqe(WARPQ_OP_FILL, 1, 0, buf.addr(0), 64, 0x22)])?;
+    if reap(&mut q)?.status != WARPQ_STATUS_OK {
+        return Err("the owner's FILL failed".into());
+    }
+    let mut sv = [0; 2];
+    // SAFETY: a socketpair for passing the fd.
+    if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, sv.as_mut_ptr()) } != 0 {
+        return Err("socketpair failed".into());
+    }
+    let fd = std::os::fd::AsRawFd::as_raw_fd(dev.as_file());
+    // SAFETY: the child only uses the received fd and its own memory.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // The receiver: drop the inherited fd so the only way in is the
+        // one received over the socket.
+        // SAFETY: closing our copy of the inherited descriptor.
+        unsafe { libc::close(fd) };
+        let code = (|| -> Result<(), String> {
+            let received = recv_fd(sv[1]).ok_or("no fd received")?;
+            // SAFETY: `received` is a descriptor the kernel just installed
+            // for us; nothing else owns it.
+            let owned = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(received) };
+            let dev2 = Device::from_fd(owned).map_err(|e| format!("received fd: {e}"))?;
+            let mut q2 = dev2.queue().map_err(|e| format!("receiver queue: {e}"))?;
+            for (id, s) in [
+                (1, sqe(WARPQ_OP_FILL, 1, 0, buf.addr(0), 64, 0x33)),
+                (2, sqe(WARPQ_OP_CRC32C, 2, buf.addr(0), 0, 64, 0)),
+            ] {
+                push_all(&mut q2, &[s])?;
+                let c = reap(&mut q2)?;
+                if c.user_data != id || c.status != WARPQ_STATUS_FAULT_UNREGISTERED {
+                    return Err(format!("receiver reached the owner's buffer (status {})", c.status));
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = code {
+            println!("FAIL: {e}");
+            // SAFETY: leave the child.
+            unsafe { libc::_exit(1) };
+        }
+        // SAFETY: leave the child.
+        unsafe { libc::_exit(0) };
+    }
+    if !send_fd(sv[0], fd) {
+        return Err("sendmsg SCM_RIGHTS failed".into());
+    }
+    let mut status = 0;
+    // SAFETY: our child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    // SAFETY: our sockets.
+    unsafe {
+        libc::close(sv[0]);
+        libc::close(sv[1]);
+    }
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        return Err(format!("receiver failed (wait status {status:#x})"));
+    }
+    if buf.bytes()[..64].iter().any(|&b| b != 0x22) {
+        return Err("the owner's buffer changed".into());
+    }
+    dev.unregister(h).map_err(|e| format!("unregister: {e}"))?;
+    Ok("fd passed with SCM_RIGHTS: the receiver's FILL and CRC at the owner's buffer complete FAULT_UNREGISTERED; the buffer is unchanged".into())
+}
+
+fn send_fd(sock: i32, fd: i32) -> bool {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+    let mut cmsg = [0u8; 64];
+    // SAFETY: a zeroed msghdr is valid; the pointers set below outlive the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE is a pure computation.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(4) } as _;
+    // SAFETY: the control buffer is large enough for one fd (CMSG_SPACE(4)).
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(4) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<i32>(), fd);
+    }
+    // SAFETY: a valid message on our socket.
+    unsafe { libc::sendmsg(sock, &msg, 0) == 1 }
+}
+
+fn recv_fd(sock: i32) -> Option<i32> {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+    let mut cmsg = [0u8; 64];
+    // SAFETY: a zeroed msghdr is valid; the pointers set below outlive the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg.as_mut_ptr().cast();
+    msg.msg_controllen = cmsg.len() as _;
+    // SAFETY: a valid message buffer on our socket.
+    if unsafe { libc::recvmsg(sock, &mut msg, 0) } != 1 {
+        return None;
+    }
+    // SAFETY: recvmsg filled the control buffer; CMSG_* walk it.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        if c.is_null() || (*c).cmsg_type != libc::SCM_RIGHTS {
+            return None;
+        }
+        Some(std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<i32>()))
+    }
+}
+
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let what = args.next().unwrap_or_default();
@@ -433,9 +555,10 @@ fn main() -> ExitCode {
         "munmap" => munmap_in_flight(&dev),
         "fork" => fork_in_flight(&dev),
         "death" => death(&dev),
+        "scm" => scm_rights(&dev),
         "forkstorm" => fork_storm(&dev, args.next().and_then(|n| n.parse().ok()).unwrap_or(200)),
         _ => {
-            eprintln!("usage: warpq-invalidate-check munmap|fork|death [DEVICE] | forkstorm [COUNT]");
+            eprintln!("usage: warpq-invalidate-check munmap|fork|death|scm [DEVICE] | forkstorm [COUNT]");
             return ExitCode::from(2);
         }
     };
