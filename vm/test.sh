@@ -93,6 +93,7 @@ if [ "$what" = all ] || [ "$what" = vm ]; then
     done
     vm_suite fork-storm -- 'warpq-invalidate-check forkstorm 150 && warpq-check pins'
     vm_suite process-death -- 'warpq-invalidate-check death && warpq-invalidate-check scm && warpq-check pins'
+    vm_suite adversarial -- 'warpq-adversarial && warpq-check pins'
     vm_suite edu-dma -- 'warpq-copy-check --edu 20 && warpq-check pins'
     vm_suite user-api -- 'warpq-user-check && warpqctl list && warpqctl policy get &&
         { warpq-copy-check 20000 > /tmp/load.log & sleep 4; warpqctl stats; warpqctl hist; warpqctl stats --json; wait $!; } &&

@@ -80,6 +80,8 @@ pub struct Stream<'a> {
     next: u64,
     /// Whether a fault status is acceptable (the test kills the buffer).
     faults_allowed: bool,
+    /// Longest command, in bytes.
+    max_len: usize,
     /// How the commands ended so far.
     pub tally: Tally,
 }
@@ -99,6 +101,7 @@ impl<'a> Stream<'a> {
             pending: VecDeque::new(),
             next: 0,
             faults_allowed: false,
+            max_len: 2 * 4096,
             tally: Tally::default(),
         }
     }
@@ -109,12 +112,19 @@ impl<'a> Stream<'a> {
         self
     }
 
+    /// Commands of at most `max_len` bytes (default 8 KiB): short commands
+    /// make long runs count many more verified commands.
+    pub fn max_len(mut self, max_len: usize) -> Self {
+        self.max_len = max_len.max(1);
+        self
+    }
+
     /// Queues `count` random commands.
     pub fn push(&mut self, q: &mut Queue<'_>, count: u64) -> Result<(), String> {
         let mut batch = Vec::with_capacity(count as usize);
         let window = self.hi - self.lo;
         for _ in 0..count {
-            let len = 1 + self.rng.below((2 * 4096).min(window as u64 - 1)) as usize;
+            let len = 1 + self.rng.below((self.max_len as u64).min(window as u64 - 1)) as usize;
             let d = self.lo + self.rng.below((window - len) as u64) as usize;
             let id = self.next;
             self.next += 1;

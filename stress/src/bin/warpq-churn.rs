@@ -31,6 +31,10 @@ const MIB: usize = 1 << 20;
 /// design's known weakness): the tests churn at a rate a rebuild can follow.
 static INTERVAL_MS: AtomicU64 = AtomicU64::new(100);
 
+/// Commands completed OK and verified, over all scenarios (the `figures:`
+/// line for `warpq-stress-suite`).
+static VERIFIED: AtomicU64 = AtomicU64::new(0);
+
 fn interval() -> Duration {
     Duration::from_millis(INTERVAL_MS.load(Ordering::Relaxed))
 }
@@ -225,6 +229,7 @@ fn run(dev: &Device, name: &str, churn: Churn, rounds: u64, faults_allowed: bool
         }
     }
     let t = tally;
+    VERIFIED.fetch_add(t.ok, Ordering::Relaxed);
     Ok(format!(
         "{name}: {} commands ({} ok, {} faulted, {} aborted), {churned} churn ops{}; invalidations {}, ignored {}, teardowns {}, rebuilds {} (+{} retries), zaps {}",
         t.ok + t.faulted + t.aborted, t.ok, t.faulted, t.aborted,
@@ -345,6 +350,7 @@ fn main() -> ExitCode {
             }
         }
     }
+    println!("figures: commands={}", VERIFIED.load(Ordering::Relaxed));
     println!("warpq-churn: {passed} scenarios ok, {failed} failed");
     if failed == 0 && passed > 0 {
         ExitCode::SUCCESS
