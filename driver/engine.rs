@@ -147,29 +147,77 @@ fn abandoned<W: Waiter + ?Sized, const N: usize>(guard: &EngineGuard<'_, DmaMapp
     }
 }
 
+/// The pieces `(at, n)` of a COPY of `len` bytes: none crosses a page of
+/// either side. COPY has memmove semantics: when the destination overlaps
+/// the source from above (in one region), the pieces go from the end
+/// backwards, so that no piece reads bytes an earlier one overwrote.
+struct CopyPieces {
+    src_offset: u64,
+    dst_offset: u64,
+    backwards: bool,
+    /// Forwards: bytes done from the start; backwards: the end of what is
+    /// left to do.
+    cursor: u64,
+    len: u64,
+}
+
+impl CopyPieces {
+    fn new(src: &DeviceRange<'_>, dst: &DeviceRange<'_>, len: u64) -> Self {
+        let same_region = core::ptr::eq(src.mapping, dst.mapping);
+        let backwards = same_region && dst.offset > src.offset && dst.offset - src.offset < len;
+        CopyPieces { src_offset: src.offset, dst_offset: dst.offset, backwards, cursor: if backwards { len } else { 0 }, len }
+    }
+}
+
+impl Iterator for CopyPieces {
+    type Item = (u64, u64);
+
+    fn next(&mut self) -> Option<(u64, u64)> {
+        if self.backwards {
+            let end = self.cursor;
+            if end == 0 {
+                return None;
+            }
+            // Bytes of the last page before `end`, on each side.
+            let before = |offset: u64| (offset + end - 1) % PAGE_SIZE + 1;
+            let n = end.min(before(self.src_offset)).min(before(self.dst_offset));
+            self.cursor = end - n;
+            Some((end - n, n))
+        } else {
+            let at = self.cursor;
+            if at >= self.len {
+                return None;
+            }
+            let after = |offset: u64| PAGE_SIZE - (offset + at) % PAGE_SIZE;
+            let n = (self.len - at).min(after(self.src_offset)).min(after(self.dst_offset));
+            self.cursor = at + n;
+            Some((at, n))
+        }
+    }
+}
+
 fn copy<W: Waiter + ?Sized, const N: usize>(
     guard: &EngineGuard<'_, DmaMapping, N, W>,
     src: &DeviceRange<'_>,
     dst: &DeviceRange<'_>,
     len: u64,
 ) -> Result<u64, u32> {
-    let mut done = 0;
-    while done < len {
+    for (at, n) in CopyPieces::new(src, dst, len) {
         abandoned(guard)?;
-        let (s, s_left) = src.chunk(done).ok_or(uapi::STATUS_FAULT_IOMMU)?;
-        let (d, d_left) = dst.chunk(done).ok_or(uapi::STATUS_FAULT_IOMMU)?;
-        let n = (len - done).min(s_left).min(d_left);
-        // SAFETY: both pointers address `n` bytes inside pages pinned and
-        // DMA-mapped for this region (the guard keeps them so); the ranges
-        // may overlap (same buffer), hence `copy`, not `copy_nonoverlapping`.
+        let (s, _) = src.chunk(at).ok_or(uapi::STATUS_FAULT_IOMMU)?;
+        let (d, _) = dst.chunk(at).ok_or(uapi::STATUS_FAULT_IOMMU)?;
+        // SAFETY: both pointers address `n` bytes inside one page each,
+        // pinned and DMA-mapped for this region (the guard keeps them so);
+        // the ranges may overlap (same buffer), hence `copy`, not
+        // `copy_nonoverlapping`.
         unsafe { core::ptr::copy(s, d, n as usize) };
-        done += n;
     }
     Ok(len)
 }
 
 /// COPY by the edu device's own DMA engine, piece by piece so that no
-/// piece crosses a page of either side (bus addresses are per page).
+/// piece crosses a page of either side (bus addresses are per page), in
+/// the same memmove order as [`copy`].
 fn copy_with_edu<W: Waiter + ?Sized, const N: usize>(
     guard: &EngineGuard<'_, DmaMapping, N, W>,
     edu: &EduDma,
@@ -177,18 +225,15 @@ fn copy_with_edu<W: Waiter + ?Sized, const N: usize>(
     dst: &DeviceRange<'_>,
     len: u64,
 ) -> Result<u64, u32> {
-    let mut done = 0;
-    while done < len {
+    for (at, n) in CopyPieces::new(src, dst, len) {
         abandoned(guard)?;
-        let (s, s_left) = src.bus_chunk(done).ok_or(uapi::STATUS_FAULT_IOMMU)?;
-        let (d, d_left) = dst.bus_chunk(done).ok_or(uapi::STATUS_FAULT_IOMMU)?;
-        let n = (len - done).min(s_left).min(d_left);
+        let (s, _) = src.bus_chunk(at).ok_or(uapi::STATUS_FAULT_IOMMU)?;
+        let (d, _) = dst.bus_chunk(at).ok_or(uapi::STATUS_FAULT_IOMMU)?;
         edu.copy(s, d, n, &|| guard.is_abandoned()).map_err(|e| match e {
             EduError::Unreachable => uapi::STATUS_FAULT_IOMMU,
             EduError::Timeout => uapi::STATUS_DEVICE_ERROR,
             EduError::Abandoned => uapi::STATUS_ABORTED,
         })?;
-        done += n;
     }
     Ok(len)
 }

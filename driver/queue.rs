@@ -530,13 +530,22 @@ impl Queue {
         let total = count as usize;
         let mut reader = kernel::uaccess::UserSlice::new(sqes, total.checked_mul(64).ok_or(EINVAL)?).reader();
         let mut done = 0usize;
+        let mut fault = None;
         let mut buf = [[0u64; 8]; CHUNK];
         while done < total {
             let n = (total - done).min(CHUNK);
+            let mut read = 0;
             for e in buf.iter_mut().take(n) {
-                *e = reader.read::<[u64; 8]>()?;
+                match reader.read::<[u64; 8]>() {
+                    Ok(entry) => *e = entry,
+                    Err(err) => {
+                        fault = Some(err);
+                        break;
+                    }
+                }
+                read += 1;
             }
-            let pushed = self.ring.push_sqes(&buf[..n]);
+            let pushed = self.ring.push_sqes(&buf[..read]);
             done += pushed;
             if pushed < n {
                 break;
@@ -544,7 +553,12 @@ impl Queue {
         }
         self.wake_all();
         trace::submit_ioctl(self.mm.id(), count, done as u32);
-        Ok(done as u32)
+        // Like write(2): entries before an unreadable one are queued and
+        // counted; the fault is the result only when none went in.
+        match fault {
+            Some(err) if done == 0 => Err(err),
+            _ => Ok(done as u32),
+        }
     }
 
     /// STATS: this queue's counters.
@@ -909,7 +923,10 @@ impl Platform for QueuePlatform<'_> {
         let mm = self.q.mm.as_ptr();
         // SAFETY: the mm is held by the queue.
         if unsafe { shim::warpq_charge_pinned(mm, npages as c_ulong) } != 0 {
-            return Err(PinError::Gone);
+            // Over RLIMIT_MEMLOCK: not the range's fault, and it may pass
+            // later (the limit raised, other buffers unregistered). REGISTER
+            // says ENOMEM, as io_uring and VFIO do.
+            return Err(PinError::Transient);
         }
         let uncharge = || {
             // SAFETY: charged just above.

@@ -129,6 +129,11 @@ impl Ring {
         // SAFETY: the slot lies inside the ring (type invariant, masked
         // index); user space does not read it until the tail moves past it.
         unsafe { core::ptr::write_volatile(p, [user_data, u64::from(status), result, 0]) };
+        if status == uapi::STATUS_INVALID {
+            // The header's running count of malformed entries (one writer).
+            let invalid = self.dword(hdr::SQ_INVALID);
+            invalid.store(invalid.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        }
         // Release: the entry is visible before the tail that publishes it.
         self.word(hdr::CQ_TAIL).store(tail.wrapping_add(1), Ordering::Release);
         let head = self.word(hdr::SQ_HEAD).load(Ordering::Relaxed);

@@ -34,6 +34,7 @@ pub(crate) mod hdr {
     pub(crate) const CQ_HEAD: usize = 192;
     pub(crate) const CQ_TAIL: usize = 256;
     pub(crate) const FLAGS: usize = 320;
+    pub(crate) const SQ_INVALID: usize = 328;
 }
 
 /// `WARPQ_RING_*` flags.

@@ -252,8 +252,15 @@ fn ioctl(qf: &QueueFile, cmd: u32, arg: usize) -> Result {
         }
         _ if is(uapi::IOC_REGISTER) => {
             let mut req: uapi::Register = read_arg(arg)?;
-            req.handle = own_queue(qf)?.register(req.addr, req.len, req.access)?;
-            write_arg(arg, &req)
+            // The handle goes back through `arg`: fail on a read-only `arg`
+            // before pinning anything (and undo if it turns read-only
+            // meanwhile), so that no registration outlives an EFAULT.
+            write_arg(arg, &req)?;
+            let queue = own_queue(qf)?;
+            req.handle = queue.register(req.addr, req.len, req.access)?;
+            write_arg(arg, &req).inspect_err(|_| {
+                let _ = queue.unregister(req.handle);
+            })
         }
         _ if is(uapi::IOC_UNREGISTER) => {
             let req: uapi::Unregister = read_arg(arg)?;
@@ -261,6 +268,10 @@ fn ioctl(qf: &QueueFile, cmd: u32, arg: usize) -> Result {
         }
         _ if is(uapi::IOC_SUBMIT) => {
             let mut req: uapi::Submit = read_arg(arg)?;
+            // As for REGISTER: `submitted` must be writable before anything
+            // is queued, or the caller would be told of a failure while its
+            // entries run.
+            write_arg(arg, &req)?;
             req.submitted = own_queue(qf)?.submit(req.sqes as usize, req.count)?;
             write_arg(arg, &req)
         }

@@ -40,7 +40,7 @@
 
 /* warpq_ring_header.flags, written by the kernel. */
 #define WARPQ_RING_NEED_WAKEUP	(1u << 0)	/* engine asleep: WARPQ_IOC_WAKE */
-#define WARPQ_RING_PAUSED	(1u << 1)	/* an invalidation is in progress */
+/* bit 1 is reserved (never set) */
 #define WARPQ_RING_STALE	(1u << 2)	/* waiting for a rebuild (touch the ring or ioctl) */
 #define WARPQ_RING_DEAD		(1u << 3)	/* the queue's mm or device is gone */
 

@@ -37,7 +37,7 @@ pub enum PinError {
     /// complete with a fault status.
     Gone,
     /// A transient failure (`-ENOMEM`, `-EINTR`, `-EAGAIN`, DMA mapping
-    /// failure): the region stays unmapped and the rebuild reports an error;
+    /// failure, the `RLIMIT_MEMLOCK` charge): the region stays unmapped and the rebuild reports an error;
     /// a later fault or ioctl tries again.
     Transient,
 }

@@ -25,8 +25,6 @@ pub const WARPQ_RING_SIZE: usize = WARPQ_RING_CQ_OFFSET + WARPQ_CQ_ENTRIES as us
 
 /// Ring flag: the engine sleeps; `WARPQ_IOC_WAKE` wakes it.
 pub const WARPQ_RING_NEED_WAKEUP: u32 = 1 << 0;
-/// Ring flag: an invalidation is in progress.
-pub const WARPQ_RING_PAUSED: u32 = 1 << 1;
 /// Ring flag: waiting for a rebuild (touch the ring or make an ioctl).
 pub const WARPQ_RING_STALE: u32 = 1 << 2;
 /// Ring flag: the queue's mm or device is gone.
