@@ -16,17 +16,19 @@ GUEST_TARGET := x86_64-unknown-linux-gnu
 KDIR = $(shell vm/kernel.sh --dir $(VM_KERNEL))
 KMAKE_VARS = LLVM=1 RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc BINDGEN=$(WARPQ_CACHE)/tools/bin/bindgen
 MODULE_DIR = target/module/$(VM_KERNEL)
+MODULE_NOTRACE_DIR = target/module/$(VM_KERNEL)-notrace
 
-.PHONY: help deps kernel kernel-all module guest hmm-tests initramfs vm-run vm-shell \
-        test test-host bench demo clean
+.PHONY: help deps kernel kernel-all module module-notrace guest hmm-tests initramfs vm-run vm-shell \
+        test test-host stress bench demo clean
 
 help:
 	@echo "make demo        build everything, boot the VM, show what the driver does"
 	@echo "make test        every test: host (cargo, loom) and VM suites on the debug kernel"
+	@echo "make stress      DURATION=600: fork/exec storm, churn, OOM, fuzz, fault injection; target/stress/summary.json"
 	@echo "make bench       side-by-side benchmarks on the perf kernel: target/bench/report.md"
 	@echo "make deps        install missing Debian packages and bindgen-cli"
 	@echo "make kernel      build the guest kernel (VM_KERNEL=debug|perf) into $(WARPQ_CACHE)"
-	@echo "make module      build warpq.ko against it"
+	@echo "make module      build warpq.ko against it (module-notrace: tracepoint calls compiled out)"
 	@echo "make initramfs   pack busybox, warpq.ko, guest programs, stress-ng, trace-cmd"
 	@echo "make vm-run CMD='...'   boot, load warpq.ko, run CMD, exit with its status"
 	@echo "make vm-shell    interactive guest shell with warpq.ko loaded"
@@ -50,6 +52,15 @@ module: kernel
 	@cp -rp driver/. $(MODULE_DIR)/driver/ && cp -rp notifier/src/. $(MODULE_DIR)/notifier/src/
 	@$(MAKE) -s -C $(KDIR) M=$(CURDIR)/$(MODULE_DIR)/driver $(KMAKE_VARS) modules
 	@echo "module: $(MODULE_DIR)/driver/warpq.ko"
+
+# The same module with its tracepoint calls compiled out (WARPQ_NO_TRACE=1:
+# driver/Kbuild passes --cfg warpq_no_trace), for the tracepoint cost that
+# `make bench` measures; initramfs.sh packs it as warpq-notrace.ko (perf only).
+module-notrace: kernel
+	@mkdir -p $(MODULE_NOTRACE_DIR)/driver $(MODULE_NOTRACE_DIR)/notifier/src
+	@cp -rp driver/. $(MODULE_NOTRACE_DIR)/driver/ && cp -rp notifier/src/. $(MODULE_NOTRACE_DIR)/notifier/src/
+	@$(MAKE) -s -C $(KDIR) M=$(CURDIR)/$(MODULE_NOTRACE_DIR)/driver $(KMAKE_VARS) WARPQ_NO_TRACE=1 modules
+	@echo "module: $(MODULE_NOTRACE_DIR)/driver/warpq.ko (tracepoint calls compiled out)"
 
 # Guest programs: statically linked, so the initramfs needs no libc for them.
 guest:
@@ -76,8 +87,17 @@ test: deps
 	@$(MAKE) -s initramfs VM_KERNEL=debug
 	@vm/test.sh all
 
+# The long stress run (debug kernel, one boot): DURATION seconds of
+# scenarios, SCENARIOS='storm oom ...' to pick some.
+DURATION ?= 600
+SCENARIOS ?=
+stress: deps
+	@$(MAKE) -s initramfs VM_KERNEL=debug
+	@DURATION=$(DURATION) SCENARIOS='$(SCENARIOS)' vm/stress.sh
+
 # Benchmarks run on the perf kernel (no KASAN, lockdep...), all in one boot.
 bench: deps
+	@$(MAKE) -s module-notrace VM_KERNEL=perf
 	@$(MAKE) -s initramfs VM_KERNEL=perf
 	@vm/bench.sh
 

@@ -91,7 +91,10 @@ if [ "$what" = all ] || [ "$what" = vm ]; then
         vm_suite "invalidate-$policy" VM_MODULE_ARGS="policy=$policy" -- \
             'warpq-invalidate-check munmap && warpq-invalidate-check fork && warpq-check pins'
     done
-    vm_suite fork-storm -- 'warpq-invalidate-check forkstorm 150 && warpq-check pins'
+    # The bounded subset of `make stress`: a minute of fork/exec storm, the
+    # OOM kills and the fail-nth sweep, each followed by the suite's own pin,
+    # kmemleak and kernel-log checks.
+    vm_suite stress-subset -- 'warpq-stress-suite --seconds 60 storm oom fault-inject && warpq-check pins'
     vm_suite process-death -- 'warpq-invalidate-check death && warpq-invalidate-check scm && warpq-check pins'
     vm_suite adversarial -- 'warpq-adversarial && warpq-check pins'
     vm_suite edu-dma -- 'warpq-copy-check --edu 20 && warpq-check pins'
