@@ -39,7 +39,7 @@ use crate::protocol::rebuild::{rebuild, RebuildError, RebuildReport};
 use crate::protocol::region::{Access, RegionDesc, RegionError, RegionHandle};
 use crate::protocol::teardown::{invalidate, Invalidation};
 use crate::ring::Ring;
-use crate::hist::Kind;
+use crate::hist::{Histograms, Kind};
 use crate::stats::Counters;
 use crate::trace;
 use crate::shim::{self, DeviceRaw, IntervalRaw, MmRaw, PageRaw, RangeRaw, TaskRaw};
@@ -167,6 +167,8 @@ pub(crate) struct Queue {
     /// histogram and the queue-state tracepoint.
     stale_since: AtomicU64,
     stats: Counters,
+    /// This queue's latency histograms (STATS); the device has the sums.
+    hist: Histograms,
 }
 
 // SAFETY: the raw pointers are identities (`file_private`) or used through
@@ -237,6 +239,7 @@ impl Queue {
                 engine: AtomicPtr::new(core::ptr::null_mut()),
                 stale_since: AtomicU64::new(0),
                 stats: Counters::default(),
+                hist: Histograms::default(),
             }),
             GFP_KERNEL,
         )?;
@@ -328,7 +331,7 @@ impl Queue {
                 self.count(|c| &c.rebuilds, u64::from(r.mapped));
                 self.count(|c| &c.rebuild_retries, u64::from(r.retries));
                 if r.mapped > 0 {
-                    self.dev.hist.record(Kind::Rebuild, end - start);
+                    self.record(Kind::Rebuild, end - start);
                 }
                 trace::rebuild_end(mm, r.mapped, r.pages_pinned, r.retries, 0);
             }
@@ -337,7 +340,7 @@ impl Queue {
         if !self.ctx.gate().is_stale() {
             let since = self.stale_since.swap(0, Ordering::Relaxed);
             if since != 0 {
-                self.dev.hist.record(Kind::Paused, end.saturating_sub(since));
+                self.record(Kind::Paused, end.saturating_sub(since));
                 trace::queue_state(mm, false);
             }
         }
@@ -566,6 +569,17 @@ impl Queue {
         self.stats.snapshot()
     }
 
+    /// Adds a sample to one histogram of the queue and of its device.
+    fn record(&self, kind: Kind, ns: u64) {
+        self.hist.record(kind, ns);
+        self.dev.hist.record(kind, ns);
+    }
+
+    /// This queue's histogram `kind`, bucket `b`.
+    pub(crate) fn hist_bucket(&self, kind: usize, b: usize) -> u64 {
+        self.hist.get(kind, b)
+    }
+
     /// Adds `by` to one counter of the queue and of its device.
     fn count(&self, which: fn(&Counters) -> &AtomicU64, by: u64) {
         which(&self.stats).fetch_add(by, Ordering::Relaxed);
@@ -737,10 +751,10 @@ impl Queue {
             O::WrongLock => (trace::InvalidateOutcome::Error, 0, 0, false),
         };
         if !matches!(report.outcome, O::Ignored(_)) {
-            self.dev.hist.record(Kind::Invalidate, took);
+            self.record(Kind::Invalidate, took);
         }
         if matches!(outcome, trace::InvalidateOutcome::TornDown) {
-            self.dev.hist.record(Kind::Drain, drain_ns);
+            self.record(Kind::Drain, drain_ns);
         }
         trace::invalidate_end(notifier, mm, event, outcome, pages, drain_ns, timed_out);
         self.stats.invalidation(event);
@@ -981,7 +995,7 @@ impl Platform for QueuePlatform<'_> {
             return Err(if transient { PinError::Transient } else { PinError::Gone });
         }
         let t_map = now_ns();
-        self.q.dev.hist.record(Kind::Pin, t_map - t_pin);
+        self.q.record(Kind::Pin, t_map - t_pin);
         for &page in pages.iter() {
             let mut map_err = 0;
             // SAFETY: `page` is pinned; the device is bound.
@@ -1004,7 +1018,7 @@ impl Platform for QueuePlatform<'_> {
                 return Err(if bounced { PinError::Gone } else { PinError::Transient });
             }
         }
-        self.q.dev.hist.record(Kind::Map, now_ns() - t_map);
+        self.q.record(Kind::Map, now_ns() - t_map);
         self.q.stats.pinned(npages as u64);
         self.q.dev.stats.pinned(npages as u64);
         Ok(DmaMapping { pages, dma, device_writes: writes })
@@ -1028,8 +1042,8 @@ impl Platform for QueuePlatform<'_> {
         let n = mapping.pages.len() as u64;
         unpin(&mut mapping.pages);
         let t2 = now_ns();
-        self.q.dev.hist.record(Kind::Unmap, t1 - t0);
-        self.q.dev.hist.record(Kind::Unpin, t2 - t1);
+        self.q.record(Kind::Unmap, t1 - t0);
+        self.q.record(Kind::Unpin, t2 - t1);
         trace::unmap_unpin(self.q.mm.id(), n, t1 - t0, t2 - t1);
         // SAFETY: charged in `pin_and_map`; the mm is held by the queue.
         unsafe { shim::warpq_uncharge_pinned(self.q.mm.as_ptr(), n as c_ulong) };

@@ -205,6 +205,17 @@ unsafe impl kernel::types::AsBytes for Stats {}
 unsafe impl kernel::types::FromBytes for Stats {}
 const _: () = assert!(core::mem::size_of::<Stats>() == 112 + 17 * 8);
 
+/// `warpq_stats.hist`: per-queue latency histograms after the counters
+/// above (a caller whose `size` covers them gets them): `HIST_KINDS` rows
+/// of `HIST_BUCKETS` log2-nanosecond buckets, in `hist::Kind` order.
+pub(crate) const HIST_KINDS: usize = crate::hist::KINDS;
+pub(crate) const HIST_BUCKETS: usize = crate::hist::BUCKETS;
+/// The size of `struct warpq_stats` with the histograms.
+pub(crate) const STATS_WITH_HIST_SIZE: usize = core::mem::size_of::<Stats>() + HIST_KINDS * HIST_BUCKETS * 8;
+// sizeof(struct warpq_stats) in the header (user/tests/uapi_layout.rs checks
+// the user crate's copy against the C compiler).
+const _: () = assert!(STATS_WITH_HIST_SIZE == 2872);
+
 /// `WARPQ_IOC_INFO`.
 pub(crate) const IOC_INFO: u32 = iowr(0x00, core::mem::size_of::<Info>());
 /// `WARPQ_IOC_REGISTER`.

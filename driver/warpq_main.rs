@@ -111,7 +111,8 @@ unsafe fn queue_file<'a>(private: *mut c_void) -> ArcBorrow<'a, QueueFile> {
 #[no_mangle]
 extern "C" fn warpq_rs_device_stats(owner: *mut c_void, out: *mut uapi::Stats) {
     // SAFETY: sysfs attributes exist only while the misc device is
-    // registered, which keeps `owner` alive; `out` is the shim's local.
+    // registered, which keeps `owner` alive; `out` is the shim's buffer of
+    // a whole `struct warpq_stats`, whose counters come first.
     let dev = unsafe { &*owner.cast::<DeviceCore>() };
     // SAFETY: as above.
     unsafe { *out = dev.stats.snapshot() };
@@ -285,14 +286,27 @@ fn ioctl(qf: &QueueFile, cmd: u32, arg: usize) -> Result {
             own_queue(qf)?.wake()
         }
         _ if is(uapi::IOC_STATS) => {
-            let _req: uapi::Stats = read_arg(arg)?;
+            let req: uapi::Stats = read_arg(arg)?;
             let mm = glue::mm::current_mm().ok_or(EINVAL)?;
             // SAFETY: `current->mm` is valid while the task runs this ioctl.
             // STATS never creates a queue (and its engine thread).
-            let stats = match unsafe { qf.existing_queue(mm) } {
-                Some(q) => q.stats(),
-                None => uapi::Stats { size: core::mem::size_of::<uapi::Stats>() as u32, ..Default::default() },
-            };
+            let queue = unsafe { qf.existing_queue(mm) };
+            let mut stats = queue.as_ref().map_or_else(uapi::Stats::default, |q| q.stats());
+            // The histograms follow the counters for a caller whose `size`
+            // covers them; `size` says what was written.
+            let with_hist = req.size as usize >= uapi::STATS_WITH_HIST_SIZE;
+            stats.size = if with_hist { uapi::STATS_WITH_HIST_SIZE } else { core::mem::size_of::<uapi::Stats>() } as u32;
+            if with_hist {
+                // Row by row, straight from the counters: the whole table
+                // (2.6 KiB) is too big for the kernel stack.
+                let hist_bytes = uapi::STATS_WITH_HIST_SIZE - core::mem::size_of::<uapi::Stats>();
+                let mut writer = UserSlice::new(arg + core::mem::size_of::<uapi::Stats>(), hist_bytes).writer();
+                for kind in 0..uapi::HIST_KINDS {
+                    let row: [u64; uapi::HIST_BUCKETS] =
+                        core::array::from_fn(|b| queue.as_ref().map_or(0, |q| q.hist_bucket(kind, b)));
+                    writer.write(&row)?;
+                }
+            }
             write_arg(arg, &stats)
         }
         _ => Err(ENOTTY),

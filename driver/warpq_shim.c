@@ -338,24 +338,28 @@ static ssize_t stats_show(struct device *dev, struct device_attribute *attr, cha
 		"ok", "invalid", "fault_unregistered", "fault_bounds", "fault_access",
 		"fault_unmapped", "fault_iommu", "aborted", "device_error",
 	};
-	struct warpq_stats st = { .size = sizeof(st) };
+	/* Too big for the stack with its histograms (which debugfs shows). */
+	struct warpq_stats *st = kzalloc(sizeof(*st), GFP_KERNEL);
 	int len, i;
 
-	warpq_rs_device_stats(warpq_misc_of(dev)->owner, &st);
+	if (!st)
+		return -ENOMEM;
+	warpq_rs_device_stats(warpq_misc_of(dev)->owner, st);
 	len = sysfs_emit(buf,
 		"commands_ok %llu\ncommands_failed %llu\ninvalidations %llu\n"
 		"ignored_by_policy %llu\nteardowns %llu\ndrains %llu\ndrain_timeouts %llu\n"
 		"rebuilds %llu\nrebuild_retries %llu\npages_pinned %llu\n"
 		"pages_pinned_peak %llu\nfaults %llu\nzaps %llu\n",
-		st.commands_ok, st.commands_failed, st.invalidations, st.ignored_by_policy,
-		st.teardowns, st.drains, st.drain_timeouts, st.rebuilds, st.rebuild_retries,
-		st.pages_pinned, st.pages_pinned_peak, st.faults, st.zaps);
+		st->commands_ok, st->commands_failed, st->invalidations, st->ignored_by_policy,
+		st->teardowns, st->drains, st->drain_timeouts, st->rebuilds, st->rebuild_retries,
+		st->pages_pinned, st->pages_pinned_peak, st->faults, st->zaps);
 	for (i = 0; i < 8; i++)
 		len += sysfs_emit_at(buf, len, "invalidations_%s %llu\n", events[i],
-				     st.invalidations_by_event[i]);
+				     st->invalidations_by_event[i]);
 	for (i = 0; i < 9; i++)
 		len += sysfs_emit_at(buf, len, "completions_%s %llu\n", statuses[i],
-				     st.commands_by_status[i]);
+				     st->commands_by_status[i]);
+	kfree(st);
 	return len;
 }
 static DEVICE_ATTR_RO(stats);

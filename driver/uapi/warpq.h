@@ -179,6 +179,18 @@ struct warpq_wake {
 	__u32 rsvd;
 };
 
+/* warpq_stats.hist rows. */
+#define WARPQ_HIST_INVALIDATE	0	/* an invalidation that took the queue lock */
+#define WARPQ_HIST_DRAIN	1	/* its pause and drain of the engine */
+#define WARPQ_HIST_UNMAP	2	/* its DMA unmapping of one region */
+#define WARPQ_HIST_UNPIN	3	/* its dirtying and unpinning of one region */
+#define WARPQ_HIST_REBUILD	4	/* a rebuild that pinned something */
+#define WARPQ_HIST_PIN		5	/* GUP of one region in a rebuild */
+#define WARPQ_HIST_MAP		6	/* DMA mapping of one region in a rebuild */
+#define WARPQ_HIST_PAUSED	7	/* how long the queue stayed stale after a teardown */
+#define WARPQ_HIST_KINDS	8
+#define WARPQ_HIST_BUCKETS	41
+
 struct warpq_stats {
 	__u32 size;
 	__u32 rsvd;
@@ -197,6 +209,14 @@ struct warpq_stats {
 	__u64 zaps;
 	__u64 invalidations_by_event[8];	/* indexed by enum mmu_notifier_event */
 	__u64 commands_by_status[9];		/* indexed by WARPQ_STATUS_* */
+	/*
+	 * This queue's latency histograms, for a caller whose size covers them
+	 * (the size the kernel writes back says whether it wrote them): log2
+	 * nanosecond buckets, hist[h][b] counts samples v with
+	 * 2^b <= v < 2^(b+1) (bucket 0 also counts 0); h is a WARPQ_HIST_*.
+	 * The device's sums are in debugfs (warpq/warpqN/hist).
+	 */
+	__u64 hist[WARPQ_HIST_KINDS][WARPQ_HIST_BUCKETS];
 };
 
 #define WARPQ_IOC_INFO		_IOWR(WARPQ_IOC_MAGIC, 0x00, struct warpq_info)

@@ -274,6 +274,24 @@ impl Device {
         Ok(st)
     }
 
+    /// This process's queue's latency histograms (from STATS), named as the
+    /// device's are in debugfs (`invalidate_ns`, `drain_ns`, ... see
+    /// [`crate::sysfs::HIST_NAMES`]); empty ones included.
+    pub fn histograms(&self) -> Result<Vec<crate::sysfs::Histogram>> {
+        let st = self.stats()?;
+        if (st.size as usize) < std::mem::size_of::<sys::warpq_stats>() {
+            return Err(Error::new(Op::Stats, ErrorKind::AbiVersion, None, "the driver's STATS has no per-queue histograms"));
+        }
+        Ok(crate::sysfs::HIST_NAMES
+            .iter()
+            .zip(st.hist.iter())
+            .map(|(name, row)| crate::sysfs::Histogram {
+                name: (*name).to_string(),
+                buckets: row.iter().enumerate().filter(|(_, &n)| n > 0).map(|(b, &n)| (b as u32, n)).collect(),
+            })
+            .collect())
+    }
+
     /// Wakes this process's engine (needed only when the ring says
     /// need-wakeup; [`Queue::submit`] does it for you).
     pub fn wake(&self) -> Result<()> {

@@ -177,9 +177,31 @@ pub struct warpq_wake {
     pub rsvd: u32,
 }
 
+/// `warpq_stats.hist` rows (`WARPQ_HIST_*`): an invalidation that took the
+/// queue lock, start to end.
+pub const WARPQ_HIST_INVALIDATE: usize = 0;
+/// Its pause and drain of the engine.
+pub const WARPQ_HIST_DRAIN: usize = 1;
+/// Its DMA unmapping of one region.
+pub const WARPQ_HIST_UNMAP: usize = 2;
+/// Its dirtying and unpinning of one region.
+pub const WARPQ_HIST_UNPIN: usize = 3;
+/// A rebuild that pinned something, start to end.
+pub const WARPQ_HIST_REBUILD: usize = 4;
+/// GUP of one region in a rebuild.
+pub const WARPQ_HIST_PIN: usize = 5;
+/// DMA mapping of one region in a rebuild.
+pub const WARPQ_HIST_MAP: usize = 6;
+/// How long the queue stayed stale after a teardown.
+pub const WARPQ_HIST_PAUSED: usize = 7;
+/// Number of histograms.
+pub const WARPQ_HIST_KINDS: usize = 8;
+/// Buckets per histogram (log2 nanoseconds).
+pub const WARPQ_HIST_BUCKETS: usize = 41;
+
 /// `WARPQ_IOC_STATS` argument: the calling process's queue counters.
 #[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 pub struct warpq_stats {
     /// Size of this structure in bytes (the kernel accepts larger, newer ones).
     pub size: u32,
@@ -216,6 +238,17 @@ pub struct warpq_stats {
     pub invalidations_by_event: [u64; 8],
     /// Completions by `WARPQ_STATUS_*`.
     pub commands_by_status: [u64; 9],
+    /// This queue's latency histograms, `hist[WARPQ_HIST_*][b]`: samples of
+    /// `2^b..2^(b+1)` ns (bucket 0 also counts 0). Written when `size`
+    /// covers them (the size the kernel writes back says so).
+    pub hist: [[u64; WARPQ_HIST_BUCKETS]; WARPQ_HIST_KINDS],
+}
+
+impl Default for warpq_stats {
+    fn default() -> Self {
+        // SAFETY: integers only: all zeroes is a valid value.
+        unsafe { std::mem::zeroed() }
+    }
 }
 
 /// Capability: the mapped ring.

@@ -36,6 +36,10 @@ use std::str::FromStr;
 
 use crate::error::{Error, ErrorKind, Op, Result};
 
+/// The histograms' names, in `WARPQ_HIST_*` order (debugfs uses the same).
+pub const HIST_NAMES: [&str; crate::sys::WARPQ_HIST_KINDS] =
+    ["invalidate_ns", "drain_ns", "unmap_ns", "unpin_ns", "rebuild_ns", "pin_ns", "map_ns", "paused_ns"];
+
 /// Where the PCI core lists the devices bound to the warpq driver.
 pub const DRIVER_DIR: &str = "/sys/bus/pci/drivers/warpq";
 

@@ -42,6 +42,8 @@ int main(void) {
     P("cqe.status", offsetof(struct warpq_cqe, status)); P("cqe.result", offsetof(struct warpq_cqe, result));
     P("stats_size", sizeof(struct warpq_stats)); P("stats.zaps", offsetof(struct warpq_stats, zaps));
     P("stats.by_status", offsetof(struct warpq_stats, commands_by_status));
+    P("stats.hist", offsetof(struct warpq_stats, hist)); P("hist_kinds", WARPQ_HIST_KINDS); P("hist_buckets", WARPQ_HIST_BUCKETS);
+    P("hist_paused", WARPQ_HIST_PAUSED);
     P("policy_strict", WARPQ_POLICY_STRICT); P("policy_filtered", WARPQ_POLICY_FILTERED);
     P("wait.timeout_ns", offsetof(struct warpq_wait, timeout_ns)); P("register.handle", offsetof(struct warpq_register, handle));
     return 0;
@@ -92,6 +94,10 @@ int main(void) {
     assert_eq!(c("stats_size"), size_of::<warpq_stats>() as u64);
     assert_eq!(c("stats.zaps"), offset_of!(warpq_stats, zaps) as u64);
     assert_eq!(c("stats.by_status"), offset_of!(warpq_stats, commands_by_status) as u64);
+    assert_eq!(c("stats.hist"), offset_of!(warpq_stats, hist) as u64);
+    assert_eq!(c("hist_kinds"), WARPQ_HIST_KINDS as u64);
+    assert_eq!(c("hist_buckets"), WARPQ_HIST_BUCKETS as u64);
+    assert_eq!(c("hist_paused"), WARPQ_HIST_PAUSED as u64);
     assert_eq!(c("policy_strict"), u64::from(WARPQ_POLICY_STRICT));
     assert_eq!(c("policy_filtered"), u64::from(WARPQ_POLICY_FILTERED));
     assert_eq!(c("wait.timeout_ns"), offset_of!(warpq_wait, timeout_ns) as u64);

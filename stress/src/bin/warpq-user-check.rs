@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use warpq::sys::*;
 use warpq::{opcode, Access, Buffer, Device, Entry, ErrorKind, PushError, Queue, Status};
+use warpq_stress::stream::{push_all, reap, sqe};
 use warpq_stress::Anon;
 
 const PAGE: usize = 4096;
@@ -322,6 +323,49 @@ fn unbind(path: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The queue's own latency histograms (STATS, `Device::histograms`) see its
+/// invalidations, rebuilds and stale time, and agree with its counters.
+fn histograms(dev: &Device, q: &mut Queue<'_>) -> Result<(), String> {
+    let before = dev.histograms().map_err(|e| format!("histograms: {e}"))?;
+    let buf = Anon::new(16 * PAGE);
+    // SAFETY: only raw pointers refer to the buffer while it is registered.
+    let h = unsafe { dev.register_raw(buf.ptr(), buf.len(), WARPQ_ACCESS_READ | WARPQ_ACCESS_WRITE) }.map_err(|e| e.to_string())?;
+    let st0 = dev.stats().map_err(|e| e.to_string())?;
+    for round in 0..3u8 {
+        // Dropping a registered page tears the buffer down (under either
+        // policy); the next command's touch of the ring rebuilds it.
+        // SAFETY: our own mapping.
+        unsafe { libc::madvise(buf.ptr().add(PAGE).cast(), PAGE, libc::MADV_DONTNEED) };
+        push_all(q, &[sqe(WARPQ_OP_FILL, u64::from(round), 0, buf.addr(0), PAGE as u64, u64::from(0x40 + round))])?;
+        let c = reap(q)?;
+        ensure!(c.status == 0 && buf.bytes()[0] == 0x40 + round, "FILL after teardown {round}: status {}", c.status);
+    }
+    let st = dev.stats().map_err(|e| e.to_string())?;
+    let after = dev.histograms().map_err(|e| format!("histograms: {e}"))?;
+    dev.unregister(h).map_err(|e| e.to_string())?;
+    let added = |name: &str| {
+        let total = |v: &[warpq::sysfs::Histogram]| v.iter().find(|h| h.name == name).map_or(0, |h| h.total());
+        total(&after) - total(&before)
+    };
+    let teardowns = st.teardowns - st0.teardowns;
+    ensure!(teardowns >= 3, "3 DONTNEEDs of a registered page made {teardowns} teardowns");
+    let invalidations = (st.invalidations - st.ignored_by_policy) - (st0.invalidations - st0.ignored_by_policy);
+    ensure!(added("invalidate_ns") == invalidations, "invalidate_ns got {} samples for {invalidations} invalidations", added("invalidate_ns"));
+    for name in ["drain_ns", "unmap_ns", "unpin_ns", "paused_ns"] {
+        ensure!(added(name) == teardowns, "{name} got {} samples for {teardowns} teardowns", added(name));
+    }
+    for name in ["rebuild_ns", "pin_ns", "map_ns"] {
+        ensure!(added(name) >= teardowns, "{name} got {} samples for {teardowns} rebuilds", added(name));
+    }
+    let paused = after.iter().find(|h| h.name == "paused_ns").and_then(|h| h.quantile_upper_bound(0.99)).unwrap_or(0);
+    println!(
+        "ok: per-queue histograms (STATS): {} invalidations, {teardowns} teardowns with as many drain/unmap/unpin/paused samples, {} rebuilds; paused p99 < {paused} ns",
+        added("invalidate_ns"),
+        added("rebuild_ns")
+    );
+    Ok(())
+}
+
 fn run() -> Result<(), String> {
     let first = std::env::args().nth(1);
     if first.as_deref() == Some("unbind") {
@@ -340,6 +384,7 @@ fn run() -> Result<(), String> {
     statuses(&dev, &mut q)?;
     scopes(&dev, &mut q)?;
     full_ring(&dev, &mut q)?;
+    histograms(&dev, &mut q)?;
     fork(&dev, &mut q)?;
     Ok(())
 }
