@@ -15,7 +15,7 @@ CARGO ?= cargo
 GUEST_TARGET := x86_64-unknown-linux-gnu
 KDIR = $(shell vm/kernel.sh --dir $(VM_KERNEL))
 KMAKE_VARS = LLVM=1 RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc BINDGEN=$(WARPQ_CACHE)/tools/bin/bindgen
-MODULE_DIR = target/module/$(VM_KERNEL)
+MODULE_DIR ?= target/module/$(VM_KERNEL)
 MODULE_NOTRACE_DIR = target/module/$(VM_KERNEL)-notrace
 
 .PHONY: help deps kernel kernel-all module module-notrace guest hmm-tests initramfs vm-run vm-shell \
@@ -50,6 +50,7 @@ kernel-all: deps
 module: kernel
 	@mkdir -p $(MODULE_DIR)/driver $(MODULE_DIR)/notifier/src
 	@cp -rp driver/. $(MODULE_DIR)/driver/ && cp -rp notifier/src/. $(MODULE_DIR)/notifier/src/
+	@$(if $(MODULE_PATCH),cd $(MODULE_DIR) && patch -s -p1 < $(CURDIR)/$(MODULE_PATCH))
 	@$(MAKE) -s -C $(KDIR) M=$(CURDIR)/$(MODULE_DIR)/driver $(KMAKE_VARS) modules
 	@echo "module: $(MODULE_DIR)/driver/warpq.ko"
 

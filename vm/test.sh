@@ -89,7 +89,8 @@ if [ "$what" = all ] || [ "$what" = vm ]; then
     vm_suite copy-submit-ioctl -- 'warpq-copy-check --ioctl 3000 && warpq-check pins'
     for policy in filtered strict; do
         vm_suite "invalidate-$policy" VM_MODULE_ARGS="policy=$policy" -- \
-            'warpq-invalidate-check munmap && warpq-invalidate-check fork && warpq-check pins'
+            'warpq-invalidate-check munmap && warpq-invalidate-check fork && warpq-invalidate-check touch &&
+             warpq-check pins'
     done
     # The bounded subset of `make stress`: a minute of fork/exec storm, the
     # OOM kills and the fail-nth sweep, each followed by the suite's own pin,

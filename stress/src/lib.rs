@@ -42,6 +42,24 @@ impl PinCounts {
     pub fn outstanding(&self) -> i128 {
         i128::from(self.acquired) - i128::from(self.released)
     }
+
+    /// Waits up to `timeout` for the pages pinned and not released to come
+    /// back to what they were at `self` (engines and the deferred release of
+    /// exited processes' queues unpin asynchronously); returns how long that
+    /// took, or how many pages are still pinned.
+    pub fn wait_back(&self, timeout: std::time::Duration) -> Result<std::time::Duration, String> {
+        let start = std::time::Instant::now();
+        loop {
+            let now = Self::read().map_err(|e| e.to_string())?;
+            if now.outstanding() == self.outstanding() {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() > timeout {
+                return Err(format!("{} pages still pinned after {timeout:?}", now.outstanding() - self.outstanding()));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
 }
 
 /// A private anonymous mapping, unmapped on drop (unless [`Anon::unmap`]

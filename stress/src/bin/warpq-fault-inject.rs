@@ -27,7 +27,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use warpq::sys::*;
 use warpq::Device;
@@ -379,25 +379,6 @@ fn path_unregister(fail: &mut FailNth, n: u32) -> Result<(Outcome, bool), String
     Ok((outcome, injected))
 }
 
-/// Waits up to 10 s for the pins to come back to `base` (the engine and
-/// the deferred teardown of closed files finish asynchronously).
-fn pins_settle(base: &PinCounts) -> Result<(), String> {
-    let start = Instant::now();
-    loop {
-        let now = PinCounts::read().map_err(|e| e.to_string())?;
-        if now.outstanding() == base.outstanding() {
-            return Ok(());
-        }
-        if start.elapsed() > Duration::from_secs(10) {
-            return Err(format!(
-                "{} pages still pinned",
-                now.outstanding() - base.outstanding()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mut max = 400;
@@ -524,7 +505,7 @@ fn main() -> ExitCode {
                 Err("no allocation of the driver was reached: the stack filter is wrong".into());
         }
         if result.is_ok() {
-            result = pins_settle(&base);
+            result = base.wait_back(Duration::from_secs(10)).map(|_| ());
         }
         total_injected += injected;
         match result {

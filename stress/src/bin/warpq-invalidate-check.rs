@@ -493,6 +493,50 @@ fn scm_rights(dev: &Device) -> Result<String, String> {
     Ok("fd passed with SCM_RIGHTS: the receiver's FILL and CRC at the owner's buffer complete FAULT_UNREGISTERED; the buffer is unchanged".into())
 }
 
+/// A teardown zaps the ring's user mappings, so the process's next plain
+/// touch of the ring faults and the fault handler rebuilds the queue: a
+/// process that drives its queue through the ring alone needs no system call
+/// to recover from an invalidation.
+fn touch_rebuilds(dev: &Device) -> Result<String, String> {
+    let ring = dev.map_queue().map_err(|e| format!("map queue: {e}"))?;
+    let hdr = ring.as_ptr() as *const warpq_ring_header;
+    let buf = Anon::new(16 * PAGE);
+    let rw = WARPQ_ACCESS_READ | WARPQ_ACCESS_WRITE;
+    // SAFETY: only raw pointers refer to the buffer while registered.
+    let h = unsafe { dev.register_raw(buf.ptr(), buf.len(), rw) }.map_err(|e| format!("register: {e}"))?;
+    // SAFETY: the ring stays mapped while `ring` lives; volatile reads of
+    // header fields (this one maps the page).
+    let magic = unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*hdr).magic)) };
+    if magic != WARPQ_RING_MAGIC {
+        return Err(format!("ring magic {magic:#x}"));
+    }
+    let before = dev.stats().map_err(|e| format!("STATS: {e}"))?;
+    // SAFETY: our own mapping; the registration survives (torn down).
+    unsafe { libc::madvise(buf.ptr().add(PAGE).cast(), PAGE, libc::MADV_DONTNEED) };
+    // The zap runs as deferred work: give it time before the touch.
+    std::thread::sleep(Duration::from_millis(300));
+    let mid = dev.stats().map_err(|e| format!("STATS: {e}"))?;
+    // SAFETY: as above; this touch must fault and rebuild first.
+    let flags = unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*hdr).flags)) };
+    let after = dev.stats().map_err(|e| format!("STATS: {e}"))?;
+    dev.unregister(h).map_err(|e| format!("unregister: {e}"))?;
+    if mid.teardowns != before.teardowns + 1 || mid.zaps <= before.zaps {
+        return Err(format!("DONTNEED of a registered page: teardowns {} -> {}, zaps {} -> {}", before.teardowns, mid.teardowns, before.zaps, mid.zaps));
+    }
+    if after.faults <= mid.faults || after.rebuilds <= mid.rebuilds || flags & WARPQ_RING_STALE != 0 {
+        return Err(format!(
+            "the first touch of the ring after a teardown did not rebuild: faults {} -> {}, rebuilds {} -> {}, flags {flags:#x}",
+            mid.faults, after.faults, mid.rebuilds, after.rebuilds
+        ));
+    }
+    Ok(format!(
+        "a teardown zapped the ring ({} zap); the next plain read of it faulted and rebuilt the queue (rebuilds {} -> {}), no system call",
+        mid.zaps - before.zaps,
+        mid.rebuilds,
+        after.rebuilds
+    ))
+}
+
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let what = args.next().unwrap_or_default();
@@ -509,9 +553,10 @@ fn main() -> ExitCode {
         "fork" => fork_in_flight(&dev),
         "death" => death(&dev),
         "scm" => scm_rights(&dev),
+        "touch" => touch_rebuilds(&dev),
         "forkstorm" => fork_storm(&dev, args.next().and_then(|n| n.parse().ok()).unwrap_or(200)),
         _ => {
-            eprintln!("usage: warpq-invalidate-check munmap|fork|death|scm [DEVICE] | forkstorm [COUNT]");
+            eprintln!("usage: warpq-invalidate-check munmap|fork|death|scm|touch [DEVICE] | forkstorm [COUNT]");
             return ExitCode::from(2);
         }
     };

@@ -301,24 +301,8 @@ fn main() -> ExitCode {
             "oom: driver notifier outcomes: {} ignored, {} nothing mapped, {} refused (non-blockable while mapped), {} torn down",
             o[0], o[1], o[2], o[3]
         );
-        let start = Instant::now();
-        loop {
-            let now = PinCounts::read().map_err(|e| e.to_string())?;
-            if now.outstanding() == base.outstanding() {
-                println!(
-                    "oom: pins balanced after {} ms",
-                    start.elapsed().as_millis()
-                );
-                break;
-            }
-            if start.elapsed() > Duration::from_secs(10) {
-                return Err(format!(
-                    "{} pages still pinned",
-                    now.outstanding() - base.outstanding()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let took = base.wait_back(Duration::from_secs(10))?;
+        println!("oom: pins balanced after {} ms", took.as_millis());
         println!("figures: oom_kills={rounds} refused_nonblocking={}", o[2]);
         Ok(())
     };

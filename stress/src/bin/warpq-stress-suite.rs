@@ -160,22 +160,21 @@ fn driver_stats() -> BTreeMap<String, u64> {
         .unwrap_or_default()
 }
 
-/// Waits up to 10 s for every pin to be released and the driver's
-/// `pages_pinned` to reach 0 (queues of exited processes are released by
-/// deferred work).
-fn pins_released(base: &PinCounts) -> Result<(), String> {
+/// Waits up to 10 s for `nr_foll_pin_acquired == nr_foll_pin_released`
+/// (nothing else in the guest pins pages) and the driver's `pages_pinned`
+/// to reach 0 (queues of exited processes are released by deferred work).
+fn pins_released() -> Result<(), String> {
+    let none = PinCounts { acquired: 0, released: 0 };
+    let waited = none.wait_back(Duration::from_secs(10)).map_err(|e| format!("pins not released: {e}"))?;
+    let left = Duration::from_secs(10).saturating_sub(waited);
     let start = Instant::now();
     loop {
-        let pins = PinCounts::read().map_err(|e| e.to_string())?;
         let driver = driver_stats().get("pages_pinned").copied().unwrap_or(0);
-        if pins.outstanding() == base.outstanding() && driver == 0 {
+        if driver == 0 {
             return Ok(());
         }
-        if start.elapsed() > Duration::from_secs(10) {
-            return Err(format!(
-                "pins not released after 10 s: {} pages still pinned (vmstat), driver pages_pinned {driver}",
-                pins.outstanding() - base.outstanding()
-            ));
+        if start.elapsed() > left {
+            return Err(format!("the driver still counts {driver} pages pinned"));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -247,7 +246,6 @@ fn run_scenario(sc: &Scenario) -> Outcome {
     let mut figures = BTreeMap::new();
     let result = (|| -> Result<(), String> {
         let mut log = KernelLog::from_now()?;
-        let base = PinCounts::read().map_err(|e| e.to_string())?;
         let before = driver_stats();
         if let Some(p) = sc.policy {
             std::fs::write(POLICY, p).map_err(|e| format!("set policy {p}: {e}"))?;
@@ -269,7 +267,7 @@ fn run_scenario(sc: &Scenario) -> Outcome {
             figures.insert(key.to_string(), d);
         }
         ran?;
-        pins_released(&base)?;
+        pins_released()?;
         kmemleak_clean()?;
         if let Some(splat) = log.first_splat() {
             return Err(format!("kernel log: {splat}"));
