@@ -520,14 +520,14 @@ fn touch_rebuilds(dev: &Device) -> Result<String, String> {
     let flags = unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*hdr).flags)) };
     let after = dev.stats().map_err(|e| format!("STATS: {e}"))?;
     dev.unregister(h).map_err(|e| format!("unregister: {e}"))?;
-    if mid.teardowns != before.teardowns + 1 || mid.zaps <= before.zaps {
-        return Err(format!("DONTNEED of a registered page: teardowns {} -> {}, zaps {} -> {}", before.teardowns, mid.teardowns, before.zaps, mid.zaps));
-    }
     if after.faults <= mid.faults || after.rebuilds <= mid.rebuilds || flags & WARPQ_RING_STALE != 0 {
         return Err(format!(
             "the first touch of the ring after a teardown did not rebuild: faults {} -> {}, rebuilds {} -> {}, flags {flags:#x}",
             mid.faults, after.faults, mid.rebuilds, after.rebuilds
         ));
+    }
+    if mid.teardowns != before.teardowns + 1 || mid.zaps <= before.zaps {
+        return Err(format!("DONTNEED of a registered page: teardowns {} -> {}, zaps {} -> {}", before.teardowns, mid.teardowns, before.zaps, mid.zaps));
     }
     Ok(format!(
         "a teardown zapped the ring ({} zap); the next plain read of it faulted and rebuilt the queue (rebuilds {} -> {}), no system call",
