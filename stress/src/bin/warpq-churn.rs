@@ -1,7 +1,8 @@
 //! warpq-churn: address-space churn while the device works.
 //!
 //! `warpq-churn [SCENARIO...] [--rounds N] [--interval-ms MS]` (default: all
-//! scenarios, 6 rounds of 100 commands each, a churn operation every 100 ms).
+//! scenarios, 6 rounds of 100 commands each and at least 5 churn intervals
+//! per round, a churn operation every 100 ms).
 //!
 //! Every scenario registers a 4 MiB buffer (2 MiB aligned, so THP can back
 //! it) and streams verified COPY/FILL/CRC32C commands into its upper half,
@@ -9,8 +10,17 @@
 //! whole process). The invalidations this causes tear the buffer down and
 //! rebuild it under the running stream; every command must complete, and
 //! the upper half must end up exactly as the CPU's model says. Scenarios
-//! that can legitimately kill the buffer (mprotect to read-only) accept
-//! fault statuses and then check that a re-registration works.
+//! that can legitimately kill the buffer (mprotect to read-only or none,
+//! mremap moving or shrinking part of it) accept fault statuses and then
+//! check that a re-registration works.
+//!
+//! Scenarios: `dontneed`, `pageout` (PAGEOUT and COLD), `mprotect`, `thp`
+//! (MADV_HUGEPAGE, MADV_COLLAPSE, splits), `ksm` (MADV_MERGEABLE over
+//! identical pages), `compact`, `fork`, `unrelated` (mmap/mprotect/munmap of
+//! other memory, clear_refs), `fault-threads` (threads racing faults on the
+//! ring), `mremap` (move away and back, shrink and grow in place),
+//! `fork-flags` (DONTFORK and WIPEONFORK across forks), `pressure`
+//! (`stress-ng --vm` alongside, and compaction).
 //!
 //! One line per scenario with its figures; exit status non-zero on failure.
 
@@ -175,6 +185,83 @@ fn churn_fork(r: &Aligned, stop: &AtomicBool) -> u64 {
     n
 }
 
+fn mremap(old: *mut u8, old_len: usize, new_len: usize, flags: i32, new: *mut u8) -> *mut libc::c_void {
+    // SAFETY: remapping our own mappings; the region stays referred to by
+    // raw pointers only.
+    unsafe { libc::mremap(old.cast(), old_len, new_len, flags, new) }
+}
+
+fn churn_mremap(r: &Aligned, stop: &AtomicBool) -> u64 {
+    // A place to move the lower half to (mremap with MREMAP_FIXED replaces it).
+    let scratch = Anon::new(HALF);
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        if n % 2 == 0 {
+            // Move the lower half away and back.
+            let fixed = libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED;
+            mremap(r.base, HALF, HALF, fixed, scratch.ptr());
+            mremap(scratch.ptr(), HALF, HALF, fixed, r.base);
+        } else {
+            // Shrink it by a page, then grow it back in place.
+            mremap(r.base, HALF, HALF - 4096, 0, std::ptr::null_mut());
+            mremap(r.base, HALF - 4096, HALF, 0, std::ptr::null_mut());
+        }
+        n += 1;
+        std::thread::sleep(interval());
+    }
+    n
+}
+
+fn churn_fork_flags(r: &Aligned, stop: &AtomicBool) -> u64 {
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let (set, unset) = if n % 2 == 0 {
+            (libc::MADV_DONTFORK, libc::MADV_DOFORK)
+        } else {
+            (libc::MADV_WIPEONFORK, libc::MADV_KEEPONFORK)
+        };
+        madvise(r.base, HALF, set);
+        // SAFETY: the child checks its view of the lower half and exits.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // WIPEONFORK: the child's copy reads as zeroes (DONTFORK: the
+            // child has no mapping there, so it does not look).
+            // SAFETY: mapped and readable in the child under WIPEONFORK.
+            let ok = set == libc::MADV_DONTFORK || unsafe { std::ptr::read_volatile(r.base.add(4096)) } == 0;
+            // SAFETY: leave the child.
+            unsafe { libc::_exit(i32::from(!ok)) };
+        }
+        if pid > 0 {
+            let mut status = 0;
+            // SAFETY: our child.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "WIPEONFORK child saw old data");
+        }
+        madvise(r.base, HALF, unset);
+        n += 1;
+        std::thread::sleep(interval());
+    }
+    n
+}
+
+fn churn_pressure(_r: &Aligned, stop: &AtomicBool) -> u64 {
+    // Memory pressure from stress-ng alongside (reclaim, compaction,
+    // migration of movable pages), plus explicit compaction.
+    let mut hog = std::process::Command::new("stress-ng")
+        .args(["--vm", "1", "--vm-bytes", "40%", "--vm-keep", "--timeout", "3600", "--quiet"])
+        .spawn()
+        .expect("start stress-ng --vm");
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        write_file("/proc/sys/vm/compact_memory", "1");
+        n += 1;
+        std::thread::sleep(interval());
+    }
+    let _ = hog.kill();
+    let _ = hog.wait();
+    n
+}
+
 fn churn_unrelated(_r: &Aligned, stop: &AtomicBool) -> u64 {
     let mut n = 0;
     while !stop.load(Ordering::Relaxed) {
@@ -284,10 +371,16 @@ fn stream_under_churn(
             })
         })
         .collect();
+    // At least `rounds` batches, and at least five churn intervals per
+    // round: a fast stream must not finish before the churn has done much.
+    let min_time = interval() * 5 * rounds as u32;
+    let start = std::time::Instant::now();
     let result = (|| {
-        for _ in 0..rounds {
+        let mut round = 0;
+        while round < rounds || start.elapsed() < min_time {
             stream.push(q, 100)?;
             stream.reap_all(q)?;
+            round += 1;
         }
         Ok::<(), String>(())
     })();
@@ -304,7 +397,7 @@ fn stream_under_churn(
 }
 
 fn main() -> ExitCode {
-    let scenarios: [(&str, Churn, bool, bool); 9] = [
+    let scenarios: [(&str, Churn, bool, bool); 12] = [
         ("dontneed", churn_dontneed, false, false),
         ("pageout", churn_pageout, false, false),
         ("mprotect", churn_mprotect, true, false),
@@ -314,6 +407,9 @@ fn main() -> ExitCode {
         ("fork", churn_fork, false, false),
         ("unrelated", churn_unrelated, false, false),
         ("fault-threads", churn_dontneed, false, true),
+        ("mremap", churn_mremap, true, false),
+        ("fork-flags", churn_fork_flags, false, false),
+        ("pressure", churn_pressure, false, false),
     ];
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mut rounds = 6;

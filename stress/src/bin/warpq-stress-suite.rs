@@ -104,8 +104,9 @@ fn scenarios(seconds: u64) -> Vec<Scenario> {
             "fuzz",
             None,
             &[format!(
-                "warpq-fuzz --seed {} --runs 100000 --steps 300 --seconds {fuzz}",
-                seconds * 7919 + 1
+                "warpq-fuzz --seed {} --runs {} --steps 300 --seconds {fuzz}",
+                seconds * 7919 + 1,
+                (fuzz / 4).max(5)
             )],
         ),
         s("fault-inject", None, &["warpq-fault-inject".into()]),
