@@ -130,8 +130,12 @@ struct Path {
     allowed: &'static [i32],
     /// Whether the path allocates at all (unregistering only frees).
     allocates: bool,
-    run: fn(&mut FailNth, u32) -> Result<(Outcome, bool), String>,
+    run: PathRun,
 }
+
+/// One armed run of a path with fail-nth at n: how it ended, and whether
+/// the n-th allocation was reached (and failed).
+type PathRun = fn(&mut FailNth, u32) -> Result<(Outcome, bool), String>;
 
 /// Sets up with `setup` (not armed), runs `op` armed, disarms.
 fn armed<T, R>(

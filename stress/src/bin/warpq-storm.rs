@@ -176,7 +176,7 @@ fn cow_child(
     Buffers::register(dev, &parent.src, &parent.dst)?;
     let n = verified_stream(dev, &parent.src, &parent.dst, CHILD_COMMANDS, seed)?;
     counters.commands.fetch_add(n, Ordering::Relaxed);
-    if depth == 0 && seed % 2 == 0 {
+    if depth == 0 && seed.is_multiple_of(2) {
         // SAFETY: the grandchild uses its own copies and leaves with _exit.
         let pid = unsafe { libc::fork() };
         if pid == 0 {
@@ -372,7 +372,7 @@ fn streamer(path: &str, deadline: Instant, counters: &Counters, seed: u64) -> Re
         counters
             .commands
             .fetch_add(stream.tally.ok - before, Ordering::Relaxed);
-        if round % 64 == 0 {
+        if round.is_multiple_of(64) {
             stream.verify("streamer")?;
         }
         round += 1;
@@ -408,7 +408,7 @@ fn worker(path: &str, deadline: Instant, counters: &Counters, seed: u64) -> Resu
         counters
             .commands
             .fetch_add(stream.tally.ok - before, Ordering::Relaxed);
-        if round % 8 == 0 {
+        if round.is_multiple_of(8) {
             stream.verify("worker")?;
         }
         reap_children(&mut children, counters, false)?;
