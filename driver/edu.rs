@@ -28,6 +28,11 @@ const CMD_TO_RAM: u32 = 1 << 1;
 /// Where the device's DMA buffer sits in its own address space, and its size.
 const EDU_BUFFER: u64 = 0x40000;
 pub(crate) const EDU_BUFFER_BYTES: u64 = 4096;
+/// The largest single transfer: QEMU before 9.0 (Debian 12 has 7.2) checks
+/// a transfer's end with `<` where it means `<=`, and aborts the whole VM
+/// (`hw_error`) on a transfer that ends exactly at the buffer's end, as a
+/// 4096-byte one does. Longer copies go in pieces of this size.
+const EDU_TRANSFER_MAX: u64 = EDU_BUFFER_BYTES / 2;
 /// The device clamps DMA addresses to 28 bits.
 const EDU_DMA_LIMIT: u64 = 1 << 28;
 /// One transfer takes 100 ms of virtual time; give up after this many.
@@ -77,9 +82,15 @@ impl EduDma {
             // SAFETY: sleeping is allowed here (process context, no spinlock).
             unsafe { bindings::msleep(1) };
         }
-        let result = self
-            .transfer(src, EDU_BUFFER, len, 0)
-            .and_then(|()| self.transfer(EDU_BUFFER, dst, len, CMD_TO_RAM));
+        let mut result = Ok(());
+        let mut done = 0;
+        while done < len && result.is_ok() {
+            let n = (len - done).min(EDU_TRANSFER_MAX);
+            result = self
+                .transfer(src + done, EDU_BUFFER, n, 0)
+                .and_then(|()| self.transfer(EDU_BUFFER, dst + done, n, CMD_TO_RAM));
+            done += n;
+        }
         self.busy.store(false, Ordering::Release);
         result
     }

@@ -112,6 +112,7 @@ if [ "$what" = all ] || [ "$what" = vm ]; then
         warpq-copy-check 90 && rmmod warpq && insmod /lib/modules/warpq.ko max_regions=2 max_region_mb=1 &&
         warpq-copy-check 10 | grep "register RO: .*ENOSPC" && warpq-check pins'
 
+    vm_suite fuzz -- 'warpq-fuzz --seed 1 --runs 20 --steps 300 --seconds 120 && warpq-check pins'
     vm_suite hmm-tests VM_NO_MODULE=1 -- '/warpq/tests/hmm-tests.sh'
     vm_expect_failure harness-exit-status 'command exited with status 1' -- 'false'
     vm_expect_failure harness-splat 'splat: .*WARNING: CPU: 0 PID: 1 at test' \
