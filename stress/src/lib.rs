@@ -203,6 +203,81 @@ pub fn recv_fd(sock: i32) -> Option<i32> {
     }
 }
 
+/// The kernel log from a point on: `/dev/kmsg` read without blocking.
+pub struct KernelLog(std::fs::File);
+
+impl KernelLog {
+    /// Opens `/dev/kmsg` at its end: only what is logged from now on is read.
+    pub fn from_now() -> std::io::Result<KernelLog> {
+        use std::io::Seek;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open("/dev/kmsg")?;
+        f.seek(std::io::SeekFrom::End(0))?;
+        Ok(KernelLog(f))
+    }
+
+    /// The messages (first line of each record) logged since the last call.
+    pub fn read_new(&mut self) -> Vec<String> {
+        use std::io::Read;
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 8192];
+        loop {
+            match self.0.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let record = String::from_utf8_lossy(&buf[..n]);
+                    if let Some((_, msg)) = record.split_once(';') {
+                        out.push(msg.lines().next().unwrap_or("").to_string());
+                    }
+                }
+                // EPIPE: records were overwritten before they were read.
+                Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
+                Err(_) => break,
+            }
+        }
+        out
+    }
+
+    /// The splats (see [`is_splat`]) logged since the last call.
+    pub fn new_splats(&mut self) -> Vec<String> {
+        self.read_new().into_iter().filter(|l| is_splat(l)).collect()
+    }
+}
+
+/// Whether a kernel log message is one of the reports `vm/run.sh` fails a
+/// run for (BUG, WARNING, lockdep, KASAN, RCU stalls, leaks, IOMMU faults).
+pub fn is_splat(line: &str) -> bool {
+    const PATTERNS: &[&str] = &[
+        "BUG: ",
+        "WARNING: CPU: ",
+        "WARNING: possible",
+        "WARNING: suspicious",
+        "WARNING: inconsistent",
+        "WARNING: bad unlock",
+        "WARNING: lock held",
+        "WARNING: held lock",
+        "WARNING: nested lock",
+        "still has locks held",
+        "blocked for more than",
+        "INFO: possible recursive locking",
+        "INFO: trying to register non-static key",
+        "======================================================",
+        "general protection fault",
+        "Oops: ",
+        "Kernel panic",
+        "kernel BUG at",
+        "detected stalls",
+        "self-detected stall",
+        "soft lockup",
+        "UBSAN: ",
+        "new suspected memory leaks",
+        "unreferenced object 0x",
+        "DMAR: [DMA",
+        "DMAR: DRHD: handling fault",
+    ];
+    PATTERNS.iter().any(|p| line.contains(p)) && !line.contains("lockdep is turned off")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

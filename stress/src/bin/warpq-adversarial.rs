@@ -115,7 +115,7 @@ const CASES: &[Case] = &[
         "EINVAL for each; nothing registered or queued"),
     case!("ioctl-long-struct", ioctl_long_struct,
         "REGISTER, UNREGISTER, INFO, STATS, WAIT, WAKE with larger sizes (up to 0xffffffff) and nonzero trailing bytes",
-        "each succeeds; the kernel writes only the v1 structure (trailing bytes untouched)"),
+        "each succeeds; the kernel writes only the structure it knows (STATS: its histograms only when the size covers them) and reports that size; trailing bytes untouched"),
     case!("ioctl-garbage-struct", ioctl_garbage_struct,
         "400 ioctls with random structure contents (WAIT timeouts bounded), then 64 random entries through SUBMIT",
         "only success, EINVAL, EFAULT, ENOENT or E2BIG; nothing pinned; every random entry completes INVALID"),
@@ -455,7 +455,8 @@ const IOCTLS: [(&str, libc::c_ulong, usize); 7] = [
     ),
     ("WAIT", WARPQ_IOC_WAIT, std::mem::size_of::<warpq_wait>()),
     ("WAKE", WARPQ_IOC_WAKE, std::mem::size_of::<warpq_wake>()),
-    ("STATS", WARPQ_IOC_STATS, std::mem::size_of::<warpq_stats>()),
+    // STATS: its version-1 size (the histograms came later).
+    ("STATS", WARPQ_IOC_STATS, std::mem::offset_of!(warpq_stats, hist)),
 ];
 
 /// One ioctl with a raw argument; the errno if it failed.
@@ -983,19 +984,21 @@ fn ioctl_long_struct(env: &Env) -> Result<String, String> {
         i[6..].iter().all(|&w| w == 0x5a5a_5a5a_5a5a_5a5a),
         "INFO wrote past its 48 bytes"
     );
-    // STATS, 1024 bytes.
+    // STATS, 1024 bytes: more than the counters, less than the counters and
+    // histograms: the kernel writes (and reports) the counters only.
+    let v1 = std::mem::offset_of!(warpq_stats, hist) / 8;
     let mut s = [tail; 128];
     s[0] = 1024;
-    want_ok(
-        "STATS with size 1024",
-        ioctl_raw(fd, WARPQ_IOC_STATS, s.as_mut_ptr() as u64),
-    )?;
-    let v1 = std::mem::size_of::<warpq_stats>() / 8;
-    ensure!(
-        s[v1..].iter().all(|&w| w == tail),
-        "STATS wrote past its {} bytes",
-        v1 * 8
-    );
+    want_ok("STATS with size 1024", ioctl_raw(fd, WARPQ_IOC_STATS, s.as_mut_ptr() as u64))?;
+    ensure!(s[0] & 0xffff_ffff == (v1 * 8) as u64, "STATS with size 1024 reported size {}", s[0] & 0xffff_ffff);
+    ensure!(s[v1..].iter().all(|&w| w == tail), "STATS with size 1024 wrote past its {} bytes", v1 * 8);
+    // STATS, 4096 bytes: the whole structure, histograms included, no more.
+    let whole = std::mem::size_of::<warpq_stats>() / 8;
+    let mut s = [tail; 512];
+    s[0] = 4096;
+    want_ok("STATS with size 4096", ioctl_raw(fd, WARPQ_IOC_STATS, s.as_mut_ptr() as u64))?;
+    ensure!(s[0] & 0xffff_ffff == (whole * 8) as u64, "STATS with size 4096 reported size {}", s[0] & 0xffff_ffff);
+    ensure!(s[whole..].iter().all(|&w| w == tail), "STATS with size 4096 wrote past its {} bytes", whole * 8);
     // WAIT, 64 bytes: min_ready 0, timeout 0.
     let mut w = [tail; 8];
     w[0] = 64;

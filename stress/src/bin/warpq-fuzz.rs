@@ -81,7 +81,7 @@ use std::time::{Duration, Instant};
 
 use warpq::crc32c;
 use warpq::sys::*;
-use warpq_stress::{PinCounts, Rng};
+use warpq_stress::{KernelLog, PinCounts, Rng};
 
 const PAGE: usize = 4096;
 const PAGE64: u64 = PAGE as u64;
@@ -3882,84 +3882,6 @@ impl<'c> World<'c> {
 
 // ---- the kernel log, pins, the watchdog -------------------------------------
 
-/// New kernel log records since the last call (from `/dev/kmsg`).
-struct Kmsg(i32);
-
-impl Kmsg {
-    fn open() -> Kmsg {
-        // SAFETY: opening a device node by a NUL-terminated path.
-        let fd = unsafe {
-            libc::open(
-                c"/dev/kmsg".as_ptr(),
-                libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC,
-            )
-        };
-        if fd >= 0 {
-            // SAFETY: our descriptor; skip what was logged before.
-            unsafe { libc::lseek(fd, 0, libc::SEEK_END) };
-        }
-        Kmsg(fd)
-    }
-
-    fn read_new(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        if self.0 < 0 {
-            return out;
-        }
-        let mut buf = vec![0u8; 8192];
-        loop {
-            // SAFETY: reading one record into our buffer.
-            let n = unsafe { libc::read(self.0, buf.as_mut_ptr().cast(), buf.len()) };
-            if n < 0 {
-                if errno() == libc::EPIPE {
-                    continue;
-                }
-                break;
-            }
-            if n == 0 {
-                break;
-            }
-            let rec = String::from_utf8_lossy(&buf[..n as usize]).into_owned();
-            if let Some((_, msg)) = rec.split_once(';') {
-                out.push(msg.lines().next().unwrap_or("").to_string());
-            }
-        }
-        out
-    }
-}
-
-/// The kernel report formats the VM harness fails a run for.
-fn is_splat(l: &str) -> bool {
-    const PAT: &[&str] = &[
-        "BUG: ",
-        "WARNING: CPU: ",
-        "WARNING: possible",
-        "WARNING: suspicious",
-        "WARNING: inconsistent",
-        "WARNING: bad unlock",
-        "WARNING: lock held",
-        "WARNING: held lock",
-        "WARNING: nested lock",
-        "still has locks held",
-        "blocked for more than",
-        "INFO: possible recursive locking",
-        "INFO: trying to register non-static key",
-        "======================================================",
-        "general protection fault",
-        "Oops: ",
-        "Kernel panic",
-        "kernel BUG at",
-        "detected stalls",
-        "self-detected stall",
-        "soft lockup",
-        "UBSAN: ",
-        "new suspected memory leaks",
-        "DMAR: [DMA",
-        "DMAR: DRHD: handling fault",
-    ];
-    PAT.iter().any(|p| l.contains(p)) && !l.contains("lockdep is turned off")
-}
-
 fn driver_pinned(cfg: &Cfg) -> Result<u64, String> {
     let Some(name) = &cfg.dev_name else {
         return Err("no device name in sysfs".into());
@@ -4210,7 +4132,7 @@ fn run_one(
     seed: u64,
     steps: u64,
     budget: Duration,
-    kmsg: &Kmsg,
+    kmsg: &mut KernelLog,
 ) -> Result<Counters, (u64, String, String)> {
     CUR_SEED.store(seed, Ordering::SeqCst);
     CUR_STEP.store(0, Ordering::SeqCst);
@@ -4226,11 +4148,7 @@ fn run_one(
     let cleanup = w.finish(abrupt);
     let elapsed = start.elapsed().saturating_sub(w.child_wait);
     let settled = settle(cfg, &pins0);
-    let splats: Vec<String> = kmsg
-        .read_new()
-        .into_iter()
-        .filter(|l| is_splat(l))
-        .collect();
+    let splats: Vec<String> = kmsg.new_splats();
     let step = failed_step.unwrap_or(w.n.steps.saturating_sub(1));
     let mut errs: Vec<(u64, String, String)> = Vec::new();
     if let Err((s, a, e)) = result {
@@ -4309,7 +4227,13 @@ fn main() -> ExitCode {
         budget,
         o.seconds
     );
-    let kmsg = Kmsg::open();
+    let mut kmsg = match KernelLog::from_now() {
+        Ok(k) => k,
+        Err(e) => {
+            println!("fuzz: FAILED before the first run: /dev/kmsg: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let t0 = Instant::now();
     let (mut done, mut failed) = (0u64, 0u64);
     let mut total = Counters::default();
@@ -4320,7 +4244,7 @@ fn main() -> ExitCode {
         }
         let seed = o.seed.wrapping_add(i);
         println!("fuzz: seed {seed:#018x}");
-        let r = run_one(&cfg, seed, o.steps, budget, &kmsg);
+        let r = run_one(&cfg, seed, o.steps, budget, &mut kmsg);
         done += 1;
         match r {
             Ok(n) => {

@@ -29,39 +29,15 @@
 //! `==WARPQ-STRESS-JSON-END==` (the host saves it under `target/stress/`).
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{BufRead, BufReader};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use warpq::sysfs::Sysfs;
-use warpq_stress::PinCounts;
+use warpq_stress::{KernelLog, PinCounts};
 
 const KMEMLEAK: &str = "/sys/kernel/debug/kmemleak";
 const POLICY: &str = "/sys/module/warpq/parameters/policy";
-
-/// Kernel report formats that fail a scenario (as `vm/run.sh` matches them
-/// over the whole boot).
-const SPLATS: &[&str] = &[
-    "BUG: ",
-    "WARNING: ",
-    "INFO: task ",
-    "INFO: possible recursive locking",
-    "INFO: trying to register non-static key",
-    "general protection fault",
-    "Oops: ",
-    "Kernel panic",
-    "kernel BUG at",
-    "detected stalls",
-    "self-detected stall",
-    "soft lockup",
-    "UBSAN: ",
-    "unreferenced object",
-    "DMAR: [DMA",
-    "DMAR: DRHD: handling fault",
-    "==================================================================",
-];
 
 struct Scenario {
     name: &'static str,
@@ -111,47 +87,6 @@ fn scenarios(seconds: u64) -> Vec<Scenario> {
         ),
         s("fault-inject", None, &["warpq-fault-inject".into()]),
     ]
-}
-
-/// The kernel log from now on: `/dev/kmsg` opened at its end.
-struct KernelLog(File);
-
-impl KernelLog {
-    fn from_now() -> Result<KernelLog, String> {
-        let mut f = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open("/dev/kmsg")
-            .map_err(|e| format!("/dev/kmsg: {e}"))?;
-        f.seek(SeekFrom::End(0))
-            .map_err(|e| format!("seek /dev/kmsg: {e}"))?;
-        Ok(KernelLog(f))
-    }
-
-    /// The first splat logged since `from_now`, if any.
-    fn first_splat(&mut self) -> Option<String> {
-        let mut buf = vec![0u8; 8192];
-        loop {
-            match self.0.read(&mut buf) {
-                Ok(0) => return None,
-                Ok(n) => {
-                    let record = String::from_utf8_lossy(&buf[..n]);
-                    let text = record
-                        .split_once(';')
-                        .map_or(&*record, |(_, t)| t)
-                        .lines()
-                        .next()
-                        .unwrap_or("");
-                    if SPLATS.iter().any(|s| text.contains(s)) {
-                        return Some(text.to_string());
-                    }
-                }
-                // EPIPE: records were overwritten before we read them; go on.
-                Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
-                Err(_) => return None,
-            }
-        }
-    }
 }
 
 fn driver_stats() -> BTreeMap<String, u64> {
@@ -246,7 +181,7 @@ fn run_scenario(sc: &Scenario) -> Outcome {
     let start = Instant::now();
     let mut figures = BTreeMap::new();
     let result = (|| -> Result<(), String> {
-        let mut log = KernelLog::from_now()?;
+        let mut log = KernelLog::from_now().map_err(|e| format!("/dev/kmsg: {e}"))?;
         let before = driver_stats();
         if let Some(p) = sc.policy {
             std::fs::write(POLICY, p).map_err(|e| format!("set policy {p}: {e}"))?;
@@ -270,7 +205,7 @@ fn run_scenario(sc: &Scenario) -> Outcome {
         ran?;
         pins_released()?;
         kmemleak_clean()?;
-        if let Some(splat) = log.first_splat() {
+        if let Some(splat) = log.new_splats().first() {
             return Err(format!("kernel log: {splat}"));
         }
         Ok(())
