@@ -21,6 +21,8 @@
 
 #![cfg(loom)]
 
+mod support;
+
 use std::cell::Cell;
 use std::sync::{Arc, Mutex as StdMutex, MutexGuard as StdGuard};
 use std::time::Instant;
@@ -38,7 +40,9 @@ use warpq_notifier::policy::{Event, Policy};
 use warpq_notifier::rebuild::rebuild;
 use warpq_notifier::region::{Access, RegionDesc, RegionHandle, StateKind, XlateFault};
 use warpq_notifier::sync::{AtomicBool, AtomicU64, Ordering};
-use warpq_notifier::teardown::{invalidate, InvalidateOutcome, InvalidateReport, Invalidation};
+use warpq_notifier::teardown::{invalidate, InvalidateOutcome, InvalidateReport};
+
+use support::whole_region;
 
 const SLOTS: usize = 2;
 const PAGE: u64 = 4096;
@@ -276,6 +280,30 @@ impl ContextLock for LoomLock {
     }
 }
 
+/// How a model's world starts (see [`World::new`]).
+#[derive(Clone, Copy)]
+struct Setup {
+    /// Read-write regions, registered and armed.
+    regions: usize,
+    /// Pinned (the queue runs), else unmapped (the queue is stale).
+    mapped: bool,
+    /// Bounded waits give up at once.
+    timeouts: bool,
+}
+
+/// One region, nothing pinned yet: the queue waits for a fault.
+const STALE: Setup = Setup {
+    regions: 1,
+    mapped: false,
+    timeouts: false,
+};
+
+/// One region, pinned: the queue runs.
+const RUNNING: Setup = Setup {
+    mapped: true,
+    ..STALE
+};
+
 struct World {
     ctx: MmContext<LMapping, SLOTS>,
     lock: LoomLock,
@@ -285,14 +313,13 @@ struct World {
 }
 
 impl World {
-    /// A context with `regions` read-write regions, armed; pinned if
-    /// `mapped` (then the queue is running), else unmapped (stale).
-    fn new(mm: usize, regions: usize, mapped: bool, timeouts: bool) -> Arc<World> {
+    /// A context of `mm` started as `setup` says.
+    fn new(mm: usize, setup: Setup) -> Arc<World> {
         let (ctx, key) = MmContext::new(mm);
         let mut world = World {
             ctx,
             lock: LoomLock(Mutex::new(key)),
-            p: LoomPlatform::new(mm, timeouts),
+            p: LoomPlatform::new(mm, setup.timeouts),
             cfg: Config {
                 policy: Policy::Strict,
                 drain_timeout_ns: 1_000_000,
@@ -300,10 +327,10 @@ impl World {
             },
             regions: Vec::new(),
         };
-        for i in 0..regions as u64 {
+        for i in 0..setup.regions as u64 {
             world.regions.push(world.register(0x10000 * (i + 1), PAGE));
         }
-        if mapped {
+        if setup.mapped {
             assert!(world.rebuild().unwrap().running);
         }
         Arc::new(world)
@@ -333,21 +360,8 @@ impl World {
         let region = self.regions[index];
         let cur_seq = self.p.invalidate_start();
         NON_BLOCKING.with(|flag| flag.set(!blockable));
-        let report = invalidate(
-            &self.ctx,
-            &self.lock,
-            &self.p,
-            &self.cfg,
-            &Invalidation {
-                region,
-                cur_seq,
-                start: region.start,
-                end: region.end(),
-                event,
-                blockable,
-                owner_is_us: false,
-            },
-        );
+        let inv = whole_region(region, cur_seq, event, blockable);
+        let report = invalidate(&self.ctx, &self.lock, &self.p, &self.cfg, &inv);
         NON_BLOCKING.with(|flag| flag.set(false));
         if report.callback_result() && matches!(event, Event::Unmap | Event::Clear) {
             self.p.change_pages(region.handle.slot());
@@ -437,55 +451,62 @@ fn model(name: &str, preemptions: usize, f: impl Fn() + Sync + Send + 'static) {
     );
 }
 
+/// [`model`] of one world of `PARENT_MM` started as `setup`. Its end state
+/// is checked after `f`, which must have joined every thread it spawned.
+fn model_world(
+    name: &str,
+    preemptions: usize,
+    setup: Setup,
+    f: impl Fn(&Arc<World>) + Sync + Send + 'static,
+) {
+    model(name, preemptions, move || {
+        let w = World::new(PARENT_MM, setup);
+        f(&w);
+        w.check_end();
+    });
+}
+
+/// Spawns a loom thread that runs `f` on its own handle of `w`.
+fn spawn_with(w: &Arc<World>, f: impl FnOnce(&World) + Send + 'static) -> thread::JoinHandle<()> {
+    let w = w.clone();
+    thread::spawn(move || f(&w))
+}
+
+/// Spawns a fault whose rebuild must succeed (`budget` says why it can)
+/// after at most `max_retries` collisions.
+fn spawn_fault(w: &Arc<World>, max_retries: u32, budget: &'static str) -> thread::JoinHandle<()> {
+    spawn_with(w, move |w| {
+        let report = w.rebuild().expect(budget);
+        assert!(report.retries <= max_retries);
+    })
+}
+
 /// (1) A fault rebuilds while the region is invalidated twice (two
 /// overlapping invalidations, as the kernel allows): the rebuild's
 /// `read_begin`/pin may straddle them; it must retry rather than publish the
 /// replaced pages.
 #[test]
 fn m1_invalidate_vs_fault_rebuild() {
-    model("1 invalidate vs fault rebuild", 3, || {
-        let w = World::new(PARENT_MM, 1, false, false);
-        let fault = {
-            let w = w.clone();
-            thread::spawn(move || {
-                let report = w
-                    .rebuild()
-                    .expect("two invalidations are within the retry budget");
-                assert!(report.retries <= 2);
-            })
-        };
-        let second = {
-            let w = w.clone();
-            thread::spawn(move || {
-                assert!(w.kernel_invalidate(0, Event::Unmap, true).callback_result());
-            })
-        };
+    model_world("1 invalidate vs fault rebuild", 3, STALE, |w| {
+        let fault = spawn_fault(w, 2, "two invalidations are within the retry budget");
+        let second = spawn_with(w, |w| {
+            assert!(w.kernel_invalidate(0, Event::Unmap, true).callback_result());
+        });
         let report = w.kernel_invalidate(0, Event::Clear, true);
         assert!(report.callback_result());
         fault.join().unwrap();
         second.join().unwrap();
-        w.check_end();
     });
 }
 
 /// (1b) One invalidation against a fault, with a higher preemption bound.
 #[test]
 fn m1b_invalidate_vs_fault_rebuild_deep() {
-    model("1b invalidate vs fault rebuild (deep)", 3, || {
-        let w = World::new(PARENT_MM, 1, false, false);
-        let fault = {
-            let w = w.clone();
-            thread::spawn(move || {
-                let report = w
-                    .rebuild()
-                    .expect("one invalidation is within the retry budget");
-                assert!(report.retries <= 1);
-            })
-        };
+    model_world("1b invalidate vs fault rebuild (deep)", 3, STALE, |w| {
+        let fault = spawn_fault(w, 1, "one invalidation is within the retry budget");
         let report = w.kernel_invalidate(0, Event::Clear, true);
         assert!(report.callback_result());
         fault.join().unwrap();
-        w.check_end();
     });
 }
 
@@ -493,16 +514,12 @@ fn m1b_invalidate_vs_fault_rebuild_deep() {
 /// callback drained the gate nothing may be touched until the rebuild.
 #[test]
 fn m2_invalidate_vs_engine_in_flight() {
-    model("2 invalidate vs engine in flight", 3, || {
-        let w = World::new(PARENT_MM, 1, true, false);
-        let engine = {
-            let w = w.clone();
-            thread::spawn(move || {
-                if let Some(exit) = w.engine_command(0) {
-                    assert_eq!(exit, EngineExit::Completed, "no reset without timeouts");
-                }
-            })
-        };
+    model_world("2 invalidate vs engine in flight", 3, RUNNING, |w| {
+        let engine = spawn_with(w, |w| {
+            if let Some(exit) = w.engine_command(0) {
+                assert_eq!(exit, EngineExit::Completed, "no reset without timeouts");
+            }
+        });
         let report = w.kernel_invalidate(0, Event::Clear, true);
         assert!(matches!(
             report.outcome,
@@ -515,7 +532,6 @@ fn m2_invalidate_vs_engine_in_flight() {
         assert!(w.ctx.enter(&w.p).is_none());
         engine.join().unwrap();
         assert_eq!(w.state(0), StateKind::Unmapped);
-        w.check_end();
     });
 }
 
@@ -524,28 +540,20 @@ fn m2_invalidate_vs_engine_in_flight() {
 /// pages.
 #[test]
 fn m2c_engine_vs_invalidate_vs_rebuild() {
-    model("2c engine vs invalidate vs rebuild", 3, || {
-        let w = World::new(PARENT_MM, 1, true, false);
-        let engine = {
-            let w = w.clone();
-            thread::spawn(move || {
-                for _ in 0..2 {
-                    if let Some(exit) = w.engine_command(0) {
-                        assert_eq!(exit, EngineExit::Completed);
-                    }
+    model_world("2c engine vs invalidate vs rebuild", 3, RUNNING, |w| {
+        let engine = spawn_with(w, |w| {
+            for _ in 0..2 {
+                if let Some(exit) = w.engine_command(0) {
+                    assert_eq!(exit, EngineExit::Completed);
                 }
-            })
-        };
-        let fault = {
-            let w = w.clone();
-            thread::spawn(move || {
-                w.rebuild().unwrap();
-            })
-        };
+            }
+        });
+        let fault = spawn_with(w, |w| {
+            w.rebuild().unwrap();
+        });
         w.kernel_invalidate(0, Event::Clear, true);
         engine.join().unwrap();
         fault.join().unwrap();
-        w.check_end();
     });
 }
 
@@ -554,12 +562,16 @@ fn m2c_engine_vs_invalidate_vs_rebuild() {
 /// and nothing is unpinned while the engine is still inside.
 #[test]
 fn m2b_drain_timeout_reset_completes_exactly_once() {
-    model("2b drain timeout reset, exactly-once completion", 3, || {
-        let w = World::new(PARENT_MM, 1, true, true);
+    let setup = Setup {
+        timeouts: true,
+        ..RUNNING
+    };
+    let name = "2b drain timeout reset, exactly-once completion";
+    model_world(name, 3, setup, |w| {
         let current_cmd = Arc::new(AtomicU64::new(0));
         let engine = {
-            let (w, current_cmd) = (w.clone(), current_cmd.clone());
-            thread::spawn(move || {
+            let current_cmd = current_cmd.clone();
+            spawn_with(w, move |w| {
                 // Publish the command before entering (the reset reads it).
                 current_cmd.store(7, Ordering::Relaxed);
                 match w.engine_command(0) {
@@ -589,8 +601,6 @@ fn m2b_drain_timeout_reset_completes_exactly_once() {
             book.completions
         );
         assert_eq!(book.completions[0].0, 7);
-        drop(book);
-        w.check_end();
     });
 }
 
@@ -598,14 +608,14 @@ fn m2b_drain_timeout_reset_completes_exactly_once() {
 /// other pin is undone; the queue runs.
 #[test]
 fn m3_two_racing_faults() {
-    model("3 two racing faults", 3, || {
-        let w = World::new(PARENT_MM, 2, false, false);
-        let other = {
-            let w = w.clone();
-            thread::spawn(move || {
-                w.rebuild().unwrap();
-            })
-        };
+    let setup = Setup {
+        regions: 2,
+        ..STALE
+    };
+    model_world("3 two racing faults", 3, setup, |w| {
+        let other = spawn_with(w, |w| {
+            w.rebuild().unwrap();
+        });
         let mine = w.rebuild().unwrap();
         other.join().unwrap();
         assert!(matches!(w.state(0), StateKind::Mapped { .. }));
@@ -613,7 +623,6 @@ fn m3_two_racing_faults() {
         assert!(w.ctx.gate().is_running());
         assert_eq!(w.p.book().live.len(), 2);
         assert!(mine.lost_races <= 2);
-        w.check_end();
     });
 }
 
@@ -622,11 +631,12 @@ fn m3_two_racing_faults() {
 /// does the work; nothing stays pinned; the mm never gets a context again.
 #[test]
 fn m4_release_vs_fault() {
+    // Not `model_world`: the directory entry exists before the world.
     model("4 release vs fault", 3, || {
         let dir = Arc::new(Mutex::new(ContextTable::<2>::new()));
         let (id, created) = dir.lock().unwrap().get_or_create(PARENT_MM).unwrap();
         assert!(created);
-        let w = World::new(PARENT_MM, 1, false, false);
+        let w = World::new(PARENT_MM, STALE);
         let releases = Arc::new(AtomicU64::new(0));
 
         let release = move |dir: &Mutex<ContextTable<2>>, w: &World, releases: &AtomicU64| {
@@ -643,8 +653,8 @@ fn m4_release_vs_fault() {
         };
 
         let fault = {
-            let (dir, w, releases) = (dir.clone(), w.clone(), releases.clone());
-            thread::spawn(move || {
+            let (dir, releases) = (dir.clone(), releases.clone());
+            spawn_with(&w, move |w| {
                 let found = dir.lock().unwrap().get_or_create(PARENT_MM);
                 match found {
                     Ok((found, false)) => {
@@ -655,7 +665,7 @@ fn m4_release_vs_fault() {
                     other => panic!("fault got {other:?}"),
                 }
                 // File close.
-                release(&dir, &w, &releases);
+                release(&dir, w, &releases);
             })
         };
         release(&dir, &w, &releases);
@@ -684,19 +694,14 @@ fn m4_release_vs_fault() {
 /// must refuse (the region is mapped) without ever waiting.
 #[test]
 fn m5_non_blocking_invalidate_vs_engine() {
-    model("5 non-blocking invalidate vs engine", 3, || {
-        let w = World::new(PARENT_MM, 1, true, false);
-        let engine = {
-            let w = w.clone();
-            thread::spawn(move || {
-                w.engine_command(0);
-            })
-        };
+    model_world("5 non-blocking invalidate vs engine", 3, RUNNING, |w| {
+        let engine = spawn_with(w, |w| {
+            w.engine_command(0);
+        });
         let report = w.kernel_invalidate(0, Event::Unmap, false);
         assert_eq!(report.outcome, InvalidateOutcome::CannotProceed);
         engine.join().unwrap();
         assert!(matches!(w.state(0), StateKind::Mapped { .. }));
-        w.check_end();
     });
 }
 
@@ -706,34 +711,23 @@ fn m5_non_blocking_invalidate_vs_engine() {
 /// drained by the blocking teardown.
 #[test]
 fn m5c_non_blocking_vs_blocking_invalidate_vs_engine() {
-    model(
-        "5c non-blocking vs blocking invalidate vs engine",
-        3,
-        || {
-            let w = World::new(PARENT_MM, 1, true, false);
-            let engine = {
-                let w = w.clone();
-                thread::spawn(move || {
-                    w.engine_command(0);
-                })
-            };
-            let munmap = {
-                let w = w.clone();
-                thread::spawn(move || {
-                    assert!(w.kernel_invalidate(0, Event::Clear, true).callback_result());
-                })
-            };
-            let report = w.kernel_invalidate(0, Event::Unmap, false);
-            assert!(matches!(
-                report.outcome,
-                InvalidateOutcome::CannotProceed | InvalidateOutcome::NothingMapped
-            ));
-            engine.join().unwrap();
-            munmap.join().unwrap();
-            assert_eq!(w.state(0), StateKind::Unmapped);
-            w.check_end();
-        },
-    );
+    let name = "5c non-blocking vs blocking invalidate vs engine";
+    model_world(name, 3, RUNNING, |w| {
+        let engine = spawn_with(w, |w| {
+            w.engine_command(0);
+        });
+        let munmap = spawn_with(w, |w| {
+            assert!(w.kernel_invalidate(0, Event::Clear, true).callback_result());
+        });
+        let report = w.kernel_invalidate(0, Event::Unmap, false);
+        assert!(matches!(
+            report.outcome,
+            InvalidateOutcome::CannotProceed | InvalidateOutcome::NothingMapped
+        ));
+        engine.join().unwrap();
+        munmap.join().unwrap();
+        assert_eq!(w.state(0), StateKind::Unmapped);
+    });
 }
 
 /// (5b) The OOM reaper's non-blocking invalidation while a fault rebuilds:
@@ -741,21 +735,16 @@ fn m5c_non_blocking_vs_blocking_invalidate_vs_engine() {
 /// rebuild must not publish the old ones (`set_seq` even when non-blocking).
 #[test]
 fn m5b_non_blocking_invalidate_vs_rebuild() {
-    model("5b non-blocking invalidate vs rebuild", 3, || {
-        let w = World::new(PARENT_MM, 1, false, false);
-        let fault = {
-            let w = w.clone();
-            thread::spawn(move || {
-                let _ = w.rebuild().unwrap();
-            })
-        };
+    model_world("5b non-blocking invalidate vs rebuild", 3, STALE, |w| {
+        let fault = spawn_with(w, |w| {
+            w.rebuild().unwrap();
+        });
         let report = w.kernel_invalidate(0, Event::Unmap, false);
         assert!(matches!(
             report.outcome,
             InvalidateOutcome::CannotProceed | InvalidateOutcome::NothingMapped
         ));
         fault.join().unwrap();
-        w.check_end();
     });
 }
 
@@ -765,16 +754,23 @@ fn m5b_non_blocking_invalidate_vs_rebuild() {
 /// parent's regions; its own region at the same address maps its own pages.
 #[test]
 fn m6_fork_child_vs_parent_invalidation() {
+    // Not `model_world`: two worlds and a directory.
     model("6 fork child vs parent invalidation", 3, || {
         let dir = Arc::new(Mutex::new(ContextTable::<2>::new()));
         let (parent_id, _) = dir.lock().unwrap().get_or_create(PARENT_MM).unwrap();
-        let parent = World::new(PARENT_MM, 1, true, false);
-        let child = World::new(CHILD_MM, 0, false, false);
+        let parent = World::new(PARENT_MM, RUNNING);
+        let child = World::new(
+            CHILD_MM,
+            Setup {
+                regions: 0,
+                ..STALE
+            },
+        );
         let parent_va = parent.regions[0].start;
 
         let child_thread = {
-            let (dir, child) = (dir.clone(), child.clone());
-            thread::spawn(move || {
+            let dir = dir.clone();
+            spawn_with(&child, move |child| {
                 let (id, created) = dir.lock().unwrap().get_or_create(CHILD_MM).unwrap();
                 assert!(
                     created && id != parent_id,
@@ -821,14 +817,10 @@ fn m6_fork_child_vs_parent_invalidation() {
 /// region (slot generation), and no pin leaks.
 #[test]
 fn m8_unregister_vs_fault_rebuild() {
-    model("8 unregister vs fault rebuild", 3, || {
-        let w = World::new(PARENT_MM, 1, false, false);
-        let fault = {
-            let w = w.clone();
-            thread::spawn(move || {
-                let _ = w.rebuild().unwrap();
-            })
-        };
+    model_world("8 unregister vs fault rebuild", 3, STALE, |w| {
+        let fault = spawn_with(w, |w| {
+            w.rebuild().unwrap();
+        });
         let old = w.regions[0];
         w.ctx
             .unregister(&mut w.lock.lock(), &w.p, &w.cfg, old.handle)
@@ -836,7 +828,6 @@ fn m8_unregister_vs_fault_rebuild() {
         let new = w.register(0x80000, PAGE);
         assert_eq!(new.handle.slot(), old.handle.slot());
         fault.join().unwrap();
-        w.check_end();
     });
 }
 
@@ -844,13 +835,12 @@ fn m8_unregister_vs_fault_rebuild() {
 /// a stale queue must never be left with its ring mapped and no zap to come.
 #[test]
 fn m7_zap_worker_vs_rebuild() {
-    model("7 zap worker vs rebuild", 3, || {
-        let w = World::new(PARENT_MM, 1, true, false);
+    model_world("7 zap worker vs rebuild", 3, RUNNING, |w| {
         // The ring PTE, under its page-table lock.
         let ring_pte = Arc::new(Mutex::new(true));
         let fault = {
-            let (w, ring_pte) = (w.clone(), ring_pte.clone());
-            thread::spawn(move || {
+            let ring_pte = ring_pte.clone();
+            spawn_with(w, move |w| {
                 if w.rebuild().is_ok() {
                     *ring_pte.lock().unwrap() = true;
                     w.ctx.ring_mapped(&w.p);
@@ -868,6 +858,5 @@ fn m7_zap_worker_vs_rebuild() {
             !(w.ctx.gate().is_stale() && mapped),
             "stale queue with its ring mapped and no zap to come"
         );
-        w.check_end();
     });
 }

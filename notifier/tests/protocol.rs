@@ -6,8 +6,10 @@
 #![cfg(not(loom))]
 
 mod common;
+mod support;
 
 use common::{Call, StdLock, TestMapping, TestPlatform};
+use support::whole_region;
 use warpq_notifier::context::{Config, ContextLock, DrainReport, MmContext, ReleaseError};
 use warpq_notifier::gate::EngineExit;
 use warpq_notifier::platform::PinError;
@@ -73,21 +75,8 @@ impl World {
         blockable: bool,
     ) -> InvalidateReport {
         let cur_seq = self.p.invalidate_start();
-        let report = invalidate(
-            &self.ctx,
-            &self.lock,
-            &self.p,
-            &self.cfg,
-            &Invalidation {
-                region: *desc,
-                cur_seq,
-                start: desc.start,
-                end: desc.end(),
-                event,
-                blockable,
-                owner_is_us: false,
-            },
-        );
+        let inv = whole_region(*desc, cur_seq, event, blockable);
+        let report = invalidate(&self.ctx, &self.lock, &self.p, &self.cfg, &inv);
         if report.callback_result() && matches!(event, Event::Unmap | Event::Clear) {
             self.p.change_pages(desc.handle);
         }
@@ -318,21 +307,12 @@ fn range_outside_the_region_is_ignored() {
     let w = World::new(0x1000, Policy::Strict);
     let desc = w.register(0x10000, PAGE, Access::READ);
     w.rebuild().unwrap();
-    let report = invalidate(
-        &w.ctx,
-        &w.lock,
-        &w.p,
-        &w.cfg,
-        &Invalidation {
-            region: desc,
-            cur_seq: 1,
-            start: desc.end(),
-            end: desc.end() + PAGE,
-            event: Event::Unmap,
-            blockable: true,
-            owner_is_us: false,
-        },
-    );
+    let inv = Invalidation {
+        start: desc.end(),
+        end: desc.end() + PAGE,
+        ..whole_region(desc, 1, Event::Unmap, true)
+    };
+    let report = invalidate(&w.ctx, &w.lock, &w.p, &w.cfg, &inv);
     assert_eq!(
         report.outcome,
         InvalidateOutcome::Ignored(IgnoreReason::NoOverlap)
@@ -368,21 +348,8 @@ fn non_blocking_never_waits_and_refuses_only_when_mapped() {
 
     // Contended lock: refuse without waiting.
     let held = w.lock.lock();
-    let report = invalidate(
-        &w.ctx,
-        &w.lock,
-        &w.p,
-        &w.cfg,
-        &Invalidation {
-            region: desc,
-            cur_seq: 99,
-            start: desc.start,
-            end: desc.end(),
-            event: Event::Unmap,
-            blockable: false,
-            owner_is_us: false,
-        },
-    );
+    let inv = whole_region(desc, 99, Event::Unmap, false);
+    let report = invalidate(&w.ctx, &w.lock, &w.p, &w.cfg, &inv);
     drop(held);
     assert_eq!(report.outcome, InvalidateOutcome::CannotProceed);
 }
@@ -544,21 +511,8 @@ fn wrong_lock_is_refused_everywhere() {
         rebuild(&w.ctx, &other_lock, &w.p, &w.cfg),
         Err(RebuildError::WrongLock)
     );
-    let report = invalidate(
-        &w.ctx,
-        &other_lock,
-        &w.p,
-        &w.cfg,
-        &Invalidation {
-            region: desc,
-            cur_seq: 1,
-            start: desc.start,
-            end: desc.end(),
-            event: Event::Unmap,
-            blockable: true,
-            owner_is_us: false,
-        },
-    );
+    let inv = whole_region(desc, 1, Event::Unmap, true);
+    let report = invalidate(&w.ctx, &other_lock, &w.p, &w.cfg, &inv);
     assert_eq!(report.outcome, InvalidateOutcome::WrongLock);
     assert_eq!(
         w.ctx.release(&mut other_lock.lock(), &w.p, &w.cfg),

@@ -226,32 +226,41 @@ unsafe impl Send for Registration<'_> {}
 // SAFETY: as above; `&self` methods only copy out.
 unsafe impl Sync for Registration<'_> {}
 
+/// The methods [`Registration`] and [`SharedRegistration`] share, written
+/// once so that the two kinds cannot drift apart. Both have `handle`, `ptr`
+/// (`*mut u8` or `*const u8`) and `len` fields.
+macro_rules! registration_accessors {
+    () => {
+        /// The driver's handle.
+        pub fn handle(&self) -> u64 {
+            self.handle
+        }
+
+        /// The address of the first byte (what commands name).
+        pub fn addr(&self) -> u64 {
+            self.ptr as u64
+        }
+
+        /// The address of byte `offset`. Panics past the end.
+        pub fn addr_at(&self, offset: usize) -> u64 {
+            assert!(offset <= self.len, "offset {offset} past the end ({})", self.len);
+            self.addr() + offset as u64
+        }
+
+        /// Length in bytes.
+        pub fn len(&self) -> usize {
+            self.len
+        }
+
+        /// Never true (empty memory cannot be registered).
+        pub fn is_empty(&self) -> bool {
+            self.len == 0
+        }
+    };
+}
+
 impl<'scope> Registration<'scope> {
-    /// The driver's handle.
-    pub fn handle(&self) -> u64 {
-        self.handle
-    }
-
-    /// The address of the first byte (what commands name).
-    pub fn addr(&self) -> u64 {
-        self.ptr as u64
-    }
-
-    /// The address of byte `offset`. Panics past the end.
-    pub fn addr_at(&self, offset: usize) -> u64 {
-        assert!(offset <= self.len, "offset {offset} past the end ({})", self.len);
-        self.addr() + offset as u64
-    }
-
-    /// Length in bytes.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Never true (empty memory cannot be registered).
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
+    registration_accessors!();
 
     /// What the device may do with it.
     pub fn access(&self) -> Access {
@@ -328,31 +337,7 @@ unsafe impl Send for SharedRegistration<'_> {}
 unsafe impl Sync for SharedRegistration<'_> {}
 
 impl SharedRegistration<'_> {
-    /// The driver's handle.
-    pub fn handle(&self) -> u64 {
-        self.handle
-    }
-
-    /// The address of the first byte (what commands name).
-    pub fn addr(&self) -> u64 {
-        self.ptr as u64
-    }
-
-    /// The address of byte `offset`. Panics past the end.
-    pub fn addr_at(&self, offset: usize) -> u64 {
-        assert!(offset <= self.len, "offset {offset} past the end ({})", self.len);
-        self.addr() + offset as u64
-    }
-
-    /// Length in bytes.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Never true (empty memory cannot be registered).
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
+    registration_accessors!();
 
     /// Unregisters now. On failure the scope's end tries again.
     pub fn unregister(self) -> Result<()> {

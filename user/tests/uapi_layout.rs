@@ -41,7 +41,7 @@ int main(void) {
     P("sqe.user_data", offsetof(struct warpq_sqe, user_data)); P("sqe.value", offsetof(struct warpq_sqe, value));
     P("cqe.status", offsetof(struct warpq_cqe, status)); P("cqe.result", offsetof(struct warpq_cqe, result));
     P("stats_size", sizeof(struct warpq_stats)); P("stats.zaps", offsetof(struct warpq_stats, zaps));
-    P("stats.by_status", offsetof(struct warpq_stats, commands_by_status));
+    P("stats.commands_by_status", offsetof(struct warpq_stats, commands_by_status));
     P("stats.hist", offsetof(struct warpq_stats, hist)); P("hist_kinds", WARPQ_HIST_KINDS); P("hist_buckets", WARPQ_HIST_BUCKETS);
     P("hist_paused", WARPQ_HIST_PAUSED);
     P("policy_strict", WARPQ_POLICY_STRICT); P("policy_filtered", WARPQ_POLICY_FILTERED);
@@ -64,42 +64,44 @@ int main(void) {
             .parse()
             .unwrap()
     };
-    assert_eq!(c("ring_size"), WARPQ_RING_SIZE as u64);
-    assert_eq!(c("sq_offset"), WARPQ_RING_SQ_OFFSET as u64);
-    assert_eq!(c("cq_offset"), WARPQ_RING_CQ_OFFSET as u64);
-    assert_eq!(c("hdr_size"), size_of::<warpq_ring_header>() as u64);
-    assert_eq!(c("hdr.owner_id"), offset_of!(warpq_ring_header, owner_id) as u64);
-    assert_eq!(c("hdr.sq_head"), offset_of!(warpq_ring_header, sq_head) as u64);
-    assert_eq!(c("hdr.sq_tail"), offset_of!(warpq_ring_header, sq_tail) as u64);
-    assert_eq!(c("hdr.cq_head"), offset_of!(warpq_ring_header, cq_head) as u64);
-    assert_eq!(c("hdr.cq_tail"), offset_of!(warpq_ring_header, cq_tail) as u64);
-    assert_eq!(c("hdr.flags"), offset_of!(warpq_ring_header, flags) as u64);
-    assert_eq!(c("hdr.sq_invalid"), offset_of!(warpq_ring_header, sq_invalid) as u64);
-    assert_eq!(c("info_size"), size_of::<warpq_info>() as u64);
-    assert_eq!(c("info.max_region_bytes"), offset_of!(warpq_info, max_region_bytes) as u64);
-    assert_eq!(c("info.dma_translation"), offset_of!(warpq_info, dma_translation) as u64);
-    assert_eq!(c("ioc_info"), WARPQ_IOC_INFO as u64);
-    assert_eq!(c("ioc_register"), WARPQ_IOC_REGISTER as u64);
-    assert_eq!(c("ioc_unregister"), WARPQ_IOC_UNREGISTER as u64);
-    assert_eq!(c("ioc_wait"), WARPQ_IOC_WAIT as u64);
-    assert_eq!(c("ioc_wake"), WARPQ_IOC_WAKE as u64);
-    assert_eq!(c("ioc_stats"), WARPQ_IOC_STATS as u64);
-    assert_eq!(c("ioc_submit"), WARPQ_IOC_SUBMIT as u64);
-    assert_eq!(c("sqe_size"), size_of::<warpq_sqe>() as u64);
-    assert_eq!(c("cqe_size"), size_of::<warpq_cqe>() as u64);
-    assert_eq!(c("sqe.user_data"), offset_of!(warpq_sqe, user_data) as u64);
-    assert_eq!(c("sqe.value"), offset_of!(warpq_sqe, value) as u64);
-    assert_eq!(c("cqe.status"), offset_of!(warpq_cqe, status) as u64);
-    assert_eq!(c("cqe.result"), offset_of!(warpq_cqe, result) as u64);
-    assert_eq!(c("stats_size"), size_of::<warpq_stats>() as u64);
-    assert_eq!(c("stats.zaps"), offset_of!(warpq_stats, zaps) as u64);
-    assert_eq!(c("stats.by_status"), offset_of!(warpq_stats, commands_by_status) as u64);
-    assert_eq!(c("stats.hist"), offset_of!(warpq_stats, hist) as u64);
-    assert_eq!(c("hist_kinds"), WARPQ_HIST_KINDS as u64);
-    assert_eq!(c("hist_buckets"), WARPQ_HIST_BUCKETS as u64);
-    assert_eq!(c("hist_paused"), WARPQ_HIST_PAUSED as u64);
-    assert_eq!(c("policy_strict"), u64::from(WARPQ_POLICY_STRICT));
-    assert_eq!(c("policy_filtered"), u64::from(WARPQ_POLICY_FILTERED));
-    assert_eq!(c("wait.timeout_ns"), offset_of!(warpq_wait, timeout_ns) as u64);
-    assert_eq!(c("register.handle"), offset_of!(warpq_register, handle) as u64);
+    // Every offset, named `prefix.field` by the C program; one line a struct.
+    macro_rules! offsets {
+        ($prefix:literal, $ty:ident: $($field:ident),+) => {$(
+            let name = concat!($prefix, ".", stringify!($field));
+            assert_eq!(c(name), offset_of!($ty, $field) as u64, "{name}");
+        )+};
+    }
+    offsets!("hdr", warpq_ring_header: owner_id, sq_head, sq_tail, cq_head, cq_tail, flags, sq_invalid);
+    offsets!("info", warpq_info: max_region_bytes, dma_translation);
+    offsets!("sqe", warpq_sqe: user_data, value);
+    offsets!("cqe", warpq_cqe: status, result);
+    offsets!("stats", warpq_stats: zaps, commands_by_status, hist);
+    offsets!("wait", warpq_wait: timeout_ns);
+    offsets!("register", warpq_register: handle);
+    // Every size and constant, as the C program names it.
+    let values = [
+        ("ring_size", WARPQ_RING_SIZE as u64),
+        ("sq_offset", WARPQ_RING_SQ_OFFSET as u64),
+        ("cq_offset", WARPQ_RING_CQ_OFFSET as u64),
+        ("hdr_size", size_of::<warpq_ring_header>() as u64),
+        ("info_size", size_of::<warpq_info>() as u64),
+        ("sqe_size", size_of::<warpq_sqe>() as u64),
+        ("cqe_size", size_of::<warpq_cqe>() as u64),
+        ("stats_size", size_of::<warpq_stats>() as u64),
+        ("ioc_info", WARPQ_IOC_INFO as u64),
+        ("ioc_register", WARPQ_IOC_REGISTER as u64),
+        ("ioc_unregister", WARPQ_IOC_UNREGISTER as u64),
+        ("ioc_wait", WARPQ_IOC_WAIT as u64),
+        ("ioc_wake", WARPQ_IOC_WAKE as u64),
+        ("ioc_stats", WARPQ_IOC_STATS as u64),
+        ("ioc_submit", WARPQ_IOC_SUBMIT as u64),
+        ("hist_kinds", WARPQ_HIST_KINDS as u64),
+        ("hist_buckets", WARPQ_HIST_BUCKETS as u64),
+        ("hist_paused", WARPQ_HIST_PAUSED as u64),
+        ("policy_strict", u64::from(WARPQ_POLICY_STRICT)),
+        ("policy_filtered", u64::from(WARPQ_POLICY_FILTERED)),
+    ];
+    for (name, rust) in values {
+        assert_eq!(c(name), rust, "{name}");
+    }
 }
