@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: one boot of the perf kernel running warpq-bench; the report
-# goes to target/bench/report.md and report.json.
+# goes to target/bench/report.md and report.json, and warpq-plot (on the
+# host) draws its ratios and histograms as target/bench/*.svg.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
@@ -19,3 +20,14 @@ sed -n '1,/^==WARPQ-BENCH-JSON-BEGIN==/p' "$out/report.txt" | sed '$d' > "$out/r
 sed -n '/^==WARPQ-BENCH-JSON-BEGIN==/,/^==WARPQ-BENCH-JSON-END==/p' "$out/report.txt" | sed '1d;$d' > "$out/report.json"
 cat "$out/report.md"
 echo "bench: target/bench/report.md, target/bench/report.json"
+# The plots: warpq-plot is one of the guest programs `make guest` built
+# (static, so it runs on this x86-64 host too); cargo builds it otherwise.
+rm -f "$out"/*.svg
+plot=$top/target/x86_64-unknown-linux-gnu/release/warpq-plot
+if [ -x "$plot" ]; then
+    "$plot" "$out/report.json" "$out" > "$out/plots.txt"
+else
+    (cd "$top" && ${CARGO:-cargo} run -q --release -p warpq-stress --bin warpq-plot -- "$out/report.json" "$out") > "$out/plots.txt"
+fi
+echo "bench: plots:"
+sed "s|^$top/||" "$out/plots.txt" | sed 's/^/  /'

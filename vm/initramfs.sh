@@ -43,6 +43,17 @@ copy_with_libs /usr/bin/trace-cmd /usr/bin/trace-cmd
 
 [ -f "$module" ] || { echo "initramfs: $module missing; run 'make module'" >&2; exit 1; }
 cp "$module" "$root/lib/modules/warpq.ko"
+# perf only: the same module with its tracepoint calls compiled out (`make
+# module-notrace`), for make bench's tracepoint cost; skipped when not built
+# or when a source is newer than it (stale).
+notrace=$top/target/module/$flavour-notrace/driver/warpq.ko
+if [ "$flavour" = perf ] && [ -f "$notrace" ]; then
+    if [ -z "$(find "$top/driver" "$top/notifier/src" -type f -newer "$notrace" -print -quit)" ]; then
+        cp "$notrace" "$root/lib/modules/warpq-notrace.ko"
+    else
+        echo "initramfs: $notrace is older than the driver's sources: not packed (make module-notrace VM_KERNEL=perf)" >&2
+    fi
+fi
 
 # In-tree test modules of this flavour (test_hmm.ko on the debug kernel).
 find "$objdir/modules-install" -name 'test_hmm.ko*' -exec cp {} "$root/lib/modules/" \; 2>/dev/null || true
