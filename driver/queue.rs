@@ -1065,6 +1065,14 @@ impl Platform for QueuePlatform<'_> {
     fn engine_reset(&self) {
         self.q.wake_all();
     }
+
+    fn drain_started(&self, in_flight: u32, timeout_ns: u64) {
+        trace::drain_start(self.q.mm.id(), in_flight, timeout_ns);
+    }
+
+    fn drain_finished(&self, abandoned: u32, ns: u64) {
+        trace::drain_end(self.q.mm.id(), abandoned, ns);
+    }
 }
 
 /// Unpins and forgets `pages`.

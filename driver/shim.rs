@@ -164,6 +164,8 @@ extern "C" {
         drain_timed_out: bool,
     );
     pub(crate) fn warpq_trace_unmap_unpin(mm: c_ulong, pages: c_ulong, unmap_ns: u64, unpin_ns: u64);
+    pub(crate) fn warpq_trace_drain_start(mm: c_ulong, in_flight: c_uint, timeout_ns: u64);
+    pub(crate) fn warpq_trace_drain_end(mm: c_ulong, abandoned: c_uint, ns: u64);
     pub(crate) fn warpq_trace_zap(mm: c_ulong);
     pub(crate) fn warpq_trace_rebuild_start(mm: c_ulong, from_fault: bool);
     pub(crate) fn warpq_trace_rebuild_end(mm: c_ulong, regions: c_uint, pages: c_ulong, retries: c_uint, result: c_int);

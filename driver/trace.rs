@@ -21,6 +21,8 @@ const _: () = {
     let _ = crate::shim::warpq_trace_invalidate_start;
     let _ = crate::shim::warpq_trace_invalidate_end;
     let _ = crate::shim::warpq_trace_unmap_unpin;
+    let _ = crate::shim::warpq_trace_drain_start;
+    let _ = crate::shim::warpq_trace_drain_end;
     let _ = crate::shim::warpq_trace_zap;
     let _ = crate::shim::warpq_trace_rebuild_start;
     let _ = crate::shim::warpq_trace_rebuild_end;
@@ -60,6 +62,20 @@ pub(crate) fn unmap_unpin(mm: usize, pages: u64, unmap_ns: u64, unpin_ns: u64) {
     #[cfg(not(warpq_no_trace))]
     // SAFETY: plain values; the shim only records them.
     unsafe { shim::warpq_trace_unmap_unpin(mm as c_ulong, pages as c_ulong, unmap_ns, unpin_ns) };
+}
+
+#[cfg_attr(warpq_no_trace, inline(always), allow(unused_variables))]
+pub(crate) fn drain_start(mm: usize, in_flight: u32, timeout_ns: u64) {
+    #[cfg(not(warpq_no_trace))]
+    // SAFETY: plain values; the shim only records them.
+    unsafe { shim::warpq_trace_drain_start(mm as c_ulong, in_flight as c_uint, timeout_ns) };
+}
+
+#[cfg_attr(warpq_no_trace, inline(always), allow(unused_variables))]
+pub(crate) fn drain_end(mm: usize, abandoned: u32, ns: u64) {
+    #[cfg(not(warpq_no_trace))]
+    // SAFETY: plain values; the shim only records them.
+    unsafe { shim::warpq_trace_drain_end(mm as c_ulong, abandoned as c_uint, ns) };
 }
 
 #[cfg_attr(warpq_no_trace, inline(always), allow(unused_variables))]

@@ -914,6 +914,16 @@ void warpq_trace_unmap_unpin(unsigned long mm, unsigned long pages, u64 unmap_ns
 	trace_warpq_unmap_unpin(mm, pages, unmap_ns, unpin_ns);
 }
 
+void warpq_trace_drain_start(unsigned long mm, unsigned int in_flight, u64 timeout_ns)
+{
+	trace_warpq_drain_start(mm, in_flight, timeout_ns);
+}
+
+void warpq_trace_drain_end(unsigned long mm, unsigned int abandoned, u64 ns)
+{
+	trace_warpq_drain_end(mm, abandoned, ns);
+}
+
 void warpq_trace_zap(unsigned long mm)
 {
 	trace_warpq_zap(mm);

@@ -135,6 +135,8 @@ void warpq_trace_invalidate_end(unsigned long notifier, unsigned long mm, unsign
 				unsigned int outcome, unsigned long pages, u64 drain_ns,
 				bool drain_timed_out);
 void warpq_trace_unmap_unpin(unsigned long mm, unsigned long pages, u64 unmap_ns, u64 unpin_ns);
+void warpq_trace_drain_start(unsigned long mm, unsigned int in_flight, u64 timeout_ns);
+void warpq_trace_drain_end(unsigned long mm, unsigned int abandoned, u64 ns);
 void warpq_trace_zap(unsigned long mm);
 void warpq_trace_rebuild_start(unsigned long mm, bool from_fault);
 void warpq_trace_rebuild_end(unsigned long mm, unsigned int regions, unsigned long pages,

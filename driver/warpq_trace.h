@@ -86,6 +86,42 @@ TRACE_EVENT(warpq_unmap_unpin,
 		  __entry->mm, __entry->pages, __entry->unmap_ns, __entry->unpin_ns)
 );
 
+/* A teardown paused the queue's gate and drains its engine. */
+TRACE_EVENT(warpq_drain_start,
+	TP_PROTO(unsigned long mm, unsigned int in_flight, u64 timeout_ns),
+	TP_ARGS(mm, in_flight, timeout_ns),
+	TP_STRUCT__entry(
+		__field(unsigned long, mm)
+		__field(unsigned int, in_flight)
+		__field(u64, timeout_ns)
+	),
+	TP_fast_assign(
+		__entry->mm = mm;
+		__entry->in_flight = in_flight;
+		__entry->timeout_ns = timeout_ns;
+	),
+	TP_printk("mm=%lx in_flight=%u timeout_ns=%llu",
+		  __entry->mm, __entry->in_flight, __entry->timeout_ns)
+);
+
+/* The drain is over: in time, or after a reset abandoned commands. */
+TRACE_EVENT(warpq_drain_end,
+	TP_PROTO(unsigned long mm, unsigned int abandoned, u64 ns),
+	TP_ARGS(mm, abandoned, ns),
+	TP_STRUCT__entry(
+		__field(unsigned long, mm)
+		__field(unsigned int, abandoned)
+		__field(u64, ns)
+	),
+	TP_fast_assign(
+		__entry->mm = mm;
+		__entry->abandoned = abandoned;
+		__entry->ns = ns;
+	),
+	TP_printk("mm=%lx abandoned=%u timed_out=%d ns=%llu",
+		  __entry->mm, __entry->abandoned, __entry->abandoned != 0, __entry->ns)
+);
+
 /* The zap worker makes the queue mapping fault on its next touch. */
 TRACE_EVENT(warpq_zap,
 	TP_PROTO(unsigned long mm),

@@ -387,13 +387,19 @@ impl<M: Mapping, const N: usize> MmContext<M, N> {
         platform: &P,
         config: &Config,
     ) -> (Drained<'p>, DrainReport) {
+        let start = platform.now_ns();
+        platform.drain_started(self.gate().snapshot().in_flight, config.drain_timeout_ns);
         let reset = match paused.wait_drained(platform, config.drain_timeout_ns) {
-            DrainOutcome::Drained(drained) => return (drained, DrainReport::Drained),
+            DrainOutcome::Drained(drained) => {
+                platform.drain_finished(0, platform.now_ns().saturating_sub(start));
+                return (drained, DrainReport::Drained);
+            }
             DrainOutcome::TimedOut { .. } => paused.reset(),
         };
         platform.engine_reset();
         loop {
             if let DrainOutcome::Drained(drained) = paused.wait_drained(platform, u64::MAX) {
+                platform.drain_finished(reset.abandoned, platform.now_ns().saturating_sub(start));
                 return (
                     drained,
                     DrainReport::Reset {

@@ -97,4 +97,14 @@ pub trait Platform: Waiter {
     /// memory promptly (abort the device's work, wake the engine thread).
     /// Called with `L` held; must not sleep.
     fn engine_reset(&self) {}
+
+    /// A teardown paused the gate and starts draining the engine, with
+    /// `in_flight` commands inside and `timeout_ns` to leave (for tracing;
+    /// called with `L` held; must not sleep).
+    fn drain_started(&self, _in_flight: u32, _timeout_ns: u64) {}
+
+    /// The drain is over after `ns`: the engine left in time, or a reset
+    /// abandoned `abandoned` commands after the timeout (for tracing; called
+    /// with `L` held; must not sleep).
+    fn drain_finished(&self, _abandoned: u32, _ns: u64) {}
 }

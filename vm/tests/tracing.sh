@@ -3,10 +3,11 @@
 # and the driver's own histograms (debugfs, warpqctl hist, reset).
 . /warpq/tests/lib.sh
 T=/sys/kernel/tracing
-for e in invalidate_start invalidate_end unmap_unpin zap rebuild_start rebuild_end queue_state submit_ioctl; do
+events="invalidate_start invalidate_end drain_start drain_end unmap_unpin zap rebuild_start rebuild_end queue_state submit_ioctl"
+for e in $events; do
     [ -d $T/events/warpq/warpq_$e ] || fail "tracepoint warpq:warpq_$e missing"
 done
-echo "ok: 8 warpq tracepoints present"
+echo "ok: $(echo $events | wc -w) warpq tracepoints present"
 
 # The recipe: a synthetic latency event from start/end, then a log2 histogram.
 echo 'warpq_inval_lat u64 lat; unsigned long notifier' >> $T/synthetic_events || fail "synthetic event"
@@ -33,6 +34,12 @@ n=$(trace-cmd report -i /tmp/warpq.dat 2>/dev/null | grep -c 'warpq_invalidate_e
 [ "$n" -gt 0 ] || fail "trace-cmd recorded no warpq_invalidate_end"
 trace-cmd report -i /tmp/warpq.dat 2>/dev/null | grep -m1 'warpq_invalidate_end'
 echo "ok: trace-cmd recorded $n invalidation ends"
+# A munmap in flight tears down: every event of a teardown and its rebuild fires.
+for e in invalidate_start drain_start drain_end unmap_unpin zap rebuild_start rebuild_end queue_state; do
+    trace-cmd report -i /tmp/warpq.dat 2>/dev/null | grep -q "warpq_$e:" || fail "trace-cmd recorded no warpq_$e"
+done
+trace-cmd report -i /tmp/warpq.dat 2>/dev/null | grep -m1 'warpq_drain_end:'
+echo "ok: a teardown's drain_start, drain_end, unmap_unpin, zap, rebuild and queue_state events recorded"
 
 # The driver's own histograms.
 H=/sys/kernel/debug/warpq/warpq0/hist
