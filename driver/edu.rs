@@ -31,8 +31,8 @@ pub(crate) const EDU_BUFFER_BYTES: u64 = 4096;
 /// The largest single transfer: QEMU before 9.0 (Debian 12 has 7.2) checks
 /// a transfer's end with `<` where it means `<=`, and aborts the whole VM
 /// (`hw_error`) on a transfer that ends exactly at the buffer's end, as a
-/// 4096-byte one does. Longer copies go in pieces of this size.
-const EDU_TRANSFER_MAX: u64 = EDU_BUFFER_BYTES / 2;
+/// 4096-byte one does. The engine cuts COPYs into pieces of at most this.
+pub(crate) const EDU_TRANSFER_MAX: u64 = EDU_BUFFER_BYTES / 2;
 /// The device clamps DMA addresses to 28 bits.
 const EDU_DMA_LIMIT: u64 = 1 << 28;
 /// One transfer takes 100 ms of virtual time; give up after this many.
@@ -68,11 +68,12 @@ impl EduDma {
         self.bar.read32(REG_ID)
     }
 
-    /// Copies `len` (≤ 4 KiB) bytes from bus address `src` to bus address
-    /// `dst` through the device's buffer. Sleeps. While another transfer
-    /// holds the device, polls `abandoned` and gives up if it says so.
+    /// Copies `len` (at most [`EDU_TRANSFER_MAX`]) bytes from bus address
+    /// `src` to bus address `dst` through the device's buffer, as one
+    /// transfer in and one out. Sleeps. While another transfer holds the
+    /// device, polls `abandoned` and gives up if it says so.
     pub(crate) fn copy(&self, src: u64, dst: u64, len: u64, abandoned: &dyn Fn() -> bool) -> core::result::Result<(), EduError> {
-        if len > EDU_BUFFER_BYTES || src.saturating_add(len) > EDU_DMA_LIMIT || dst.saturating_add(len) > EDU_DMA_LIMIT {
+        if len > EDU_TRANSFER_MAX || src.saturating_add(len) > EDU_DMA_LIMIT || dst.saturating_add(len) > EDU_DMA_LIMIT {
             return Err(EduError::Unreachable);
         }
         while self.busy.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
@@ -82,15 +83,10 @@ impl EduDma {
             // SAFETY: sleeping is allowed here (process context, no spinlock).
             unsafe { bindings::msleep(1) };
         }
-        let mut result = Ok(());
-        let mut done = 0;
-        while done < len && result.is_ok() {
-            let n = (len - done).min(EDU_TRANSFER_MAX);
-            result = self
-                .transfer(src + done, EDU_BUFFER, n, 0)
-                .and_then(|()| self.transfer(EDU_BUFFER, dst + done, n, CMD_TO_RAM));
-            done += n;
-        }
+        // One piece, in then out: the caller orders the pieces (memmove).
+        let result = self
+            .transfer(src, EDU_BUFFER, len, 0)
+            .and_then(|()| self.transfer(EDU_BUFFER, dst, len, CMD_TO_RAM));
         self.busy.store(false, Ordering::Release);
         result
     }

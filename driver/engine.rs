@@ -8,7 +8,7 @@
 //! with a fault status and touches nothing.
 
 use crate::device::DeviceCore;
-use crate::edu::{EduDma, EduError, EDU_BUFFER_BYTES};
+use crate::edu::{EduDma, EduError, EDU_BUFFER_BYTES, EDU_TRANSFER_MAX};
 use crate::protocol::context::EngineGuard;
 use crate::protocol::platform::Waiter;
 use crate::protocol::region::{Access, XlateFault};
@@ -148,12 +148,16 @@ fn abandoned<W: Waiter + ?Sized, const N: usize>(guard: &EngineGuard<'_, DmaMapp
 }
 
 /// The pieces `(at, n)` of a COPY of `len` bytes: none crosses a page of
-/// either side. COPY has memmove semantics: when the destination overlaps
-/// the source from above (in one region), the pieces go from the end
-/// backwards, so that no piece reads bytes an earlier one overwrote.
+/// either side or is longer than the engine's largest transfer. COPY has
+/// memmove semantics: when the destination overlaps the source from above
+/// (in one region), the pieces go from the end backwards, so that no piece
+/// reads bytes an earlier one overwrote. Each piece must then be copied as
+/// one unit (`ptr::copy`, or one edu transfer in and one out): split further,
+/// and forwards, it would break that order.
 struct CopyPieces {
     src_offset: u64,
     dst_offset: u64,
+    max_piece: u64,
     backwards: bool,
     /// Forwards: bytes done from the start; backwards: the end of what is
     /// left to do.
@@ -162,10 +166,17 @@ struct CopyPieces {
 }
 
 impl CopyPieces {
-    fn new(src: &DeviceRange<'_>, dst: &DeviceRange<'_>, len: u64) -> Self {
+    fn new(src: &DeviceRange<'_>, dst: &DeviceRange<'_>, len: u64, max_piece: u64) -> Self {
         let same_region = core::ptr::eq(src.mapping, dst.mapping);
         let backwards = same_region && dst.offset > src.offset && dst.offset - src.offset < len;
-        CopyPieces { src_offset: src.offset, dst_offset: dst.offset, backwards, cursor: if backwards { len } else { 0 }, len }
+        CopyPieces {
+            src_offset: src.offset,
+            dst_offset: dst.offset,
+            max_piece,
+            backwards,
+            cursor: if backwards { len } else { 0 },
+            len,
+        }
     }
 }
 
@@ -180,7 +191,7 @@ impl Iterator for CopyPieces {
             }
             // Bytes of the last page before `end`, on each side.
             let before = |offset: u64| (offset + end - 1) % PAGE_SIZE + 1;
-            let n = end.min(before(self.src_offset)).min(before(self.dst_offset));
+            let n = end.min(before(self.src_offset)).min(before(self.dst_offset)).min(self.max_piece);
             self.cursor = end - n;
             Some((end - n, n))
         } else {
@@ -189,7 +200,7 @@ impl Iterator for CopyPieces {
                 return None;
             }
             let after = |offset: u64| PAGE_SIZE - (offset + at) % PAGE_SIZE;
-            let n = (self.len - at).min(after(self.src_offset)).min(after(self.dst_offset));
+            let n = (self.len - at).min(after(self.src_offset)).min(after(self.dst_offset)).min(self.max_piece);
             self.cursor = at + n;
             Some((at, n))
         }
@@ -202,7 +213,7 @@ fn copy<W: Waiter + ?Sized, const N: usize>(
     dst: &DeviceRange<'_>,
     len: u64,
 ) -> Result<u64, u32> {
-    for (at, n) in CopyPieces::new(src, dst, len) {
+    for (at, n) in CopyPieces::new(src, dst, len, PAGE_SIZE) {
         abandoned(guard)?;
         let (s, _) = src.chunk(at).ok_or(uapi::STATUS_FAULT_IOMMU)?;
         let (d, _) = dst.chunk(at).ok_or(uapi::STATUS_FAULT_IOMMU)?;
@@ -225,7 +236,7 @@ fn copy_with_edu<W: Waiter + ?Sized, const N: usize>(
     dst: &DeviceRange<'_>,
     len: u64,
 ) -> Result<u64, u32> {
-    for (at, n) in CopyPieces::new(src, dst, len) {
+    for (at, n) in CopyPieces::new(src, dst, len, EDU_TRANSFER_MAX) {
         abandoned(guard)?;
         let (s, _) = src.bus_chunk(at).ok_or(uapi::STATUS_FAULT_IOMMU)?;
         let (d, _) = dst.bus_chunk(at).ok_or(uapi::STATUS_FAULT_IOMMU)?;

@@ -1894,6 +1894,10 @@ impl<'c> World<'c> {
         }
         for (a, l) in regs {
             self.mark_unknown(a, l);
+            // Another file's command still queued over these bytes must not
+            // make them known again when it completes: this ring may still
+            // rewrite them.
+            self.taint(a, l, Taint::Content, None);
         }
     }
 
