@@ -30,12 +30,23 @@ impl PinCounts {
         Some(Self { acquired: acquired?, released: released? })
     }
 
-    /// Reads the live counters.
+    /// Reads the live counters, exact: `/proc/vmstat` alone lags the per-CPU
+    /// counters by a few pages (even below zero outstanding) until they are
+    /// folded, so the reading first asks the kernel to fold them
+    /// (`/proc/sys/vm/stat_refresh`, root only; skipped if refused).
     pub fn read() -> std::io::Result<Self> {
+        let _ = std::fs::write("/proc/sys/vm/stat_refresh", "1");
         let text = std::fs::read_to_string("/proc/vmstat")?;
         Self::parse(&text).ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::InvalidData, "/proc/vmstat has no nr_foll_pin_* counters")
         })
+    }
+
+    /// Waits up to `timeout` until every pin is released
+    /// (`nr_foll_pin_acquired == nr_foll_pin_released`; nothing but warpq
+    /// pins pages in the guest).
+    pub fn wait_balanced(timeout: std::time::Duration) -> Result<std::time::Duration, String> {
+        PinCounts { acquired: 0, released: 0 }.wait_back(timeout)
     }
 
     /// Pages pinned now and not yet released.

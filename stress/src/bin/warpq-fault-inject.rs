@@ -449,13 +449,6 @@ fn main() -> ExitCode {
         if !args.is_empty() && !args.iter().any(|a| a == path.name) {
             continue;
         }
-        let base = match PinCounts::read() {
-            Ok(p) => p,
-            Err(e) => {
-                println!("FAIL: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
         let (mut injected, mut errors, mut absorbed, mut sigbus) = (0u64, 0u64, 0u64, 0u64);
         let mut errnos = std::collections::BTreeMap::new();
         let mut result = Ok(());
@@ -509,7 +502,7 @@ fn main() -> ExitCode {
                 Err("no allocation of the driver was reached: the stack filter is wrong".into());
         }
         if result.is_ok() {
-            result = base.wait_back(Duration::from_secs(10)).map(|_| ());
+            result = PinCounts::wait_balanced(Duration::from_secs(10)).map(|_| ());
         }
         total_injected += injected;
         match result {

@@ -254,7 +254,6 @@ fn main() -> ExitCode {
         .unwrap_or(3);
     let run = || -> Result<(), String> {
         setup_cgroup()?;
-        let base = PinCounts::read().map_err(|e| e.to_string())?;
         let _ = write(&format!("{TRACING}/trace"), "");
         write(&format!("{TRACING}/buffer_size_kb"), "4096")?;
         write(
@@ -301,7 +300,7 @@ fn main() -> ExitCode {
             "oom: driver notifier outcomes: {} ignored, {} nothing mapped, {} refused (non-blockable while mapped), {} torn down",
             o[0], o[1], o[2], o[3]
         );
-        let took = base.wait_back(Duration::from_secs(10))?;
+        let took = PinCounts::wait_balanced(Duration::from_secs(10))?;
         println!("oom: pins balanced after {} ms", took.as_millis());
         println!("figures: oom_kills={rounds} refused_nonblocking={}", o[2]);
         Ok(())

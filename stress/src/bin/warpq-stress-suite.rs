@@ -100,8 +100,7 @@ fn driver_stats() -> BTreeMap<String, u64> {
 /// (nothing else in the guest pins pages) and the driver's `pages_pinned`
 /// to reach 0 (queues of exited processes are released by deferred work).
 fn pins_released() -> Result<(), String> {
-    let none = PinCounts { acquired: 0, released: 0 };
-    let waited = none.wait_back(Duration::from_secs(10)).map_err(|e| format!("pins not released: {e}"))?;
+    let waited = PinCounts::wait_balanced(Duration::from_secs(10)).map_err(|e| format!("pins not released: {e}"))?;
     let left = Duration::from_secs(10).saturating_sub(waited);
     let start = Instant::now();
     loop {
