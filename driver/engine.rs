@@ -217,10 +217,9 @@ fn copy<W: Waiter + ?Sized, const N: usize>(
         abandoned(guard)?;
         let (s, _) = src.chunk(at).ok_or(uapi::STATUS_FAULT_IOMMU)?;
         let (d, _) = dst.chunk(at).ok_or(uapi::STATUS_FAULT_IOMMU)?;
+        // The ranges may overlap (same buffer): `copy`, not `copy_nonoverlapping`.
         // SAFETY: both pointers address `n` bytes inside one page each,
-        // pinned and DMA-mapped for this region (the guard keeps them so);
-        // the ranges may overlap (same buffer), hence `copy`, not
-        // `copy_nonoverlapping`.
+        // pinned and DMA-mapped for this region (the guard keeps them so).
         unsafe { core::ptr::copy(s, d, n as usize) };
     }
     Ok(len)

@@ -464,10 +464,9 @@ const IOCTLS: [(&str, libc::c_ulong, usize); 7] = [
 
 /// One ioctl with a raw argument; the errno if it failed.
 fn ioctl_raw(fd: i32, req: libc::c_ulong, arg: u64) -> Result<(), i32> {
-    // SAFETY: the kernel checks every user pointer it is given. The cases
-    // pass null, kernel, unmapped or protected addresses (which it must
-    // refuse), or pointers to live memory of ours that nothing else
-    // references during the call.
+    // The cases pass null, kernel, unmapped or protected addresses (which the
+    // kernel must refuse), or pointers to live memory of ours.
+    // SAFETY: the kernel checks every user pointer; ours are unaliased here.
     let r = unsafe { libc::ioctl(fd, req, arg as usize as *mut libc::c_void) };
     if r < 0 {
         Err(errno())
