@@ -127,11 +127,14 @@ if [ "$qemu_rc" = 124 ] || [ "$qemu_rc" = 137 ]; then
     status=124
 fi
 
-# Kernel splats, matched in the kernel's own report formats (a clean debug
-# boot prints "RCU lockdep checking is enabled": bare words do not count).
-splat_re='(BUG: |WARNING: CPU: [0-9]+ PID: |WARNING: (possible|suspicious|inconsistent|bad unlock|lock held|held lock|nested lock|possible recursive|possible irq lock|possible circular)|WARNING: .* still has locks held|INFO: (task .* blocked for more than|possible recursive locking|trying to register non-static key|lockdep is turned off)|======================================================|general protection fault|Oops: |Kernel panic|kernel BUG at|rcu: INFO: .* detected stalls|rcu_.* self-detected stall|watchdog: BUG: soft lockup|UBSAN: |kmemleak: [0-9]+ new suspected memory leaks|unreferenced object 0x|DMAR: \[DMA (Read|Write)|DMAR: DRHD: handling fault)'
+# Kernel splats: the patterns of vm/splat-patterns.txt (shared with stress/),
+# fixed substrings of the kernel's timestamped log lines.
+splat_list=$(mktemp); splat_skip=$(mktemp)
+sed -n 's/^"\(.*\)"$/\1/p' "$here/splat-patterns.txt" > "$splat_list"
+sed -n 's/^!"\(.*\)"$/\1/p' "$here/splat-patterns.txt" > "$splat_skip"
 offending=$(cat "$out/console.log" "$out/dmesg.log" 2>/dev/null | tr -d '\r' \
-    | grep -E '^\[ *[0-9]+\.[0-9]+\] ' | grep -E "$splat_re" | grep -v 'lockdep is turned off' | head -n 1 || true)
+    | grep -E '^\[ *[0-9]+\.[0-9]+\] ' | grep -F -f "$splat_list" | grep -v -F -f "$splat_skip" | head -n 1 || true)
+rm -f "$splat_list" "$splat_skip"
 # kmemleak's report itself (written by init to ttyS1) has no timestamp.
 leak=$(grep -m1 -E '^unreferenced object 0x' "$out/out.log" 2>/dev/null || true)
 if [ -n "$offending" ]; then
