@@ -19,11 +19,13 @@ MODULE_DIR ?= target/module/$(VM_KERNEL)
 MODULE_NOTRACE_DIR = target/module/$(VM_KERNEL)-notrace
 
 .PHONY: help deps kernel kernel-all module module-notrace guest hmm-tests initramfs vm-run vm-shell \
-        test test-host stress bench demo clean
+        test test-host check uapi stress bench demo clean
 
 help:
 	@echo "make demo        build everything, boot the VM, show what the driver does"
-	@echo "make test        every test: host (cargo, loom) and VM suites on the debug kernel"
+	@echo "make test        every test: the check lanes, then the VM suites on the debug kernel"
+	@echo "make check       the quick gate: rustfmt, clippy, generated ABI, host tests, loom, stress/ shape"
+	@echo "make uapi        regenerate driver/uapi/warpq.rs and user/src/sys.rs from driver/uapi/warpq.h"
 	@echo "make stress      DURATION=600: fork/exec storm, churn, OOM, fuzz, fault injection; target/stress/summary.json"
 	@echo "make bench       side-by-side benchmarks on the perf kernel: target/bench/report.md"
 	@echo "make deps        install missing Debian packages and bindgen-cli"
@@ -81,8 +83,13 @@ vm-run: initramfs
 vm-shell: initramfs
 	@vm/run.sh --shell
 
-test-host: deps
-	@vm/test.sh host
+test-host: check
+
+check: deps
+	@vm/check.sh
+
+uapi: deps
+	@$(CARGO) run -q -p warpq-uapi-gen
 
 test: deps
 	@$(MAKE) -s initramfs VM_KERNEL=debug

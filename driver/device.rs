@@ -5,17 +5,17 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-use kernel::prelude::*;
 use kernel::new_mutex;
+use kernel::prelude::*;
 use kernel::sync::{Arc, Mutex};
 
 use crate::edu::EduDma;
 use crate::file::QueueFile;
+use crate::glue::misc::MiscRegistration;
+use crate::glue::pci::{DmaTranslation, PciDevice};
 use crate::hist::Histograms;
 use crate::shim;
 use crate::stats::Counters;
-use crate::glue::misc::MiscRegistration;
-use crate::glue::pci::{DmaTranslation, PciDevice};
 
 /// The edu device's DMA engine addresses 28 bits.
 const EDU_DMA_BITS: u32 = 28;
@@ -57,8 +57,8 @@ pub(crate) struct DeviceCore {
     /// The device was removed: no new queue, existing ones were revoked.
     pub(crate) gone: AtomicBool,
     /// F: the open files, so that removal can revoke their queues. Entries
-    /// are added at open and removed at release, both under F. Lock order:
-    /// F → D → L.
+    /// are added at open and removed at release, both under F. F in the
+    /// lock order: the table at the top of queue.rs.
     #[pin]
     files: Mutex<KVec<*const QueueFile>>,
 }

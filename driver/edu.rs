@@ -72,8 +72,15 @@ impl EduDma {
     /// `src` to bus address `dst` through the device's buffer, as one
     /// transfer in and one out. Sleeps. While another transfer holds the
     /// device, polls `abandoned` and gives up if it says so.
-    pub(crate) fn copy(&self, src: u64, dst: u64, len: u64, abandoned: &dyn Fn() -> bool) -> core::result::Result<(), EduError> {
-        if len > EDU_TRANSFER_MAX || src.saturating_add(len) > EDU_DMA_LIMIT || dst.saturating_add(len) > EDU_DMA_LIMIT {
+    pub(crate) fn copy(
+        &self,
+        src: u64,
+        dst: u64,
+        len: u64,
+        abandoned: &dyn Fn() -> bool,
+    ) -> core::result::Result<(), EduError> {
+        if len > EDU_TRANSFER_MAX || src.saturating_add(len) > EDU_DMA_LIMIT || dst.saturating_add(len) > EDU_DMA_LIMIT
+        {
             return Err(EduError::Unreachable);
         }
         while self.busy.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
@@ -84,9 +91,8 @@ impl EduDma {
             unsafe { bindings::msleep(1) };
         }
         // One piece, in then out: the caller orders the pieces (memmove).
-        let result = self
-            .transfer(src, EDU_BUFFER, len, 0)
-            .and_then(|()| self.transfer(EDU_BUFFER, dst, len, CMD_TO_RAM));
+        let result =
+            self.transfer(src, EDU_BUFFER, len, 0).and_then(|()| self.transfer(EDU_BUFFER, dst, len, CMD_TO_RAM));
         self.busy.store(false, Ordering::Release);
         result
     }

@@ -31,7 +31,7 @@ pub(crate) struct Outcome {
 
 impl Outcome {
     fn ok(result: u64) -> Self {
-        Self { status: uapi::STATUS_OK, result }
+        Self { status: uapi::WARPQ_STATUS_OK, result }
     }
     fn fail(status: u32) -> Self {
         Self { status, result: 0 }
@@ -40,10 +40,10 @@ impl Outcome {
 
 fn fault_status(fault: XlateFault) -> u32 {
     match fault {
-        XlateFault::NotRegistered => uapi::STATUS_FAULT_UNREGISTERED,
-        XlateFault::CrossesEnd => uapi::STATUS_FAULT_BOUNDS,
-        XlateFault::AccessDenied => uapi::STATUS_FAULT_ACCESS,
-        XlateFault::NotMapped | XlateFault::Dead => uapi::STATUS_FAULT_UNMAPPED,
+        XlateFault::NotRegistered => uapi::WARPQ_STATUS_FAULT_UNREGISTERED,
+        XlateFault::CrossesEnd => uapi::WARPQ_STATUS_FAULT_BOUNDS,
+        XlateFault::AccessDenied => uapi::WARPQ_STATUS_FAULT_ACCESS,
+        XlateFault::NotMapped | XlateFault::Dead => uapi::WARPQ_STATUS_FAULT_UNMAPPED,
     }
 }
 
@@ -92,35 +92,40 @@ pub(crate) fn execute<W: Waiter + ?Sized, const N: usize>(
     sqe: &Sqe,
 ) -> Outcome {
     let dev = device.pdev.as_dev();
-    let flagged_edu = sqe.flags == uapi::SQE_EDU_DMA;
-    if sqe.reserved || (sqe.flags != 0 && !flagged_edu) || (flagged_edu && sqe.opcode != uapi::OP_COPY) {
-        return Outcome::fail(uapi::STATUS_INVALID);
+    let flagged_edu = sqe.flags == uapi::WARPQ_SQE_EDU_DMA;
+    if sqe.reserved || (sqe.flags != 0 && !flagged_edu) || (flagged_edu && sqe.opcode != uapi::WARPQ_OP_COPY) {
+        return Outcome::fail(uapi::WARPQ_STATUS_INVALID);
     }
     if flagged_edu && sqe.len > EDU_BUFFER_BYTES {
-        return Outcome::fail(uapi::STATUS_INVALID);
+        return Outcome::fail(uapi::WARPQ_STATUS_INVALID);
     }
     // `engine=edu` sends every COPY the edu device can take to it.
-    let edu_dma = flagged_edu || (sqe.opcode == uapi::OP_COPY && sqe.len <= EDU_BUFFER_BYTES && edu_engine_selected());
-    if sqe.opcode == uapi::OP_NOP {
+    let edu_dma =
+        flagged_edu || (sqe.opcode == uapi::WARPQ_OP_COPY && sqe.len <= EDU_BUFFER_BYTES && edu_engine_selected());
+    if sqe.opcode == uapi::WARPQ_OP_NOP {
         return Outcome::ok(0);
     }
     if sqe.len == 0 || sqe.len > MAX_COMMAND_BYTES {
-        return Outcome::fail(uapi::STATUS_INVALID);
+        return Outcome::fail(uapi::WARPQ_STATUS_INVALID);
     }
     let range = |va: u64, access: Access| -> Result<DeviceRange<'_>, u32> {
         let t = guard.translate(va, sqe.len, access).map_err(fault_status)?;
         Ok(DeviceRange { dev, mapping: t.mapping, offset: t.offset })
     };
     let result = match sqe.opcode {
-        uapi::OP_COPY if edu_dma => range(sqe.src, Access::READ)
+        uapi::WARPQ_OP_COPY if edu_dma => range(sqe.src, Access::READ)
             .and_then(|src| Ok((src, range(sqe.dst, Access::WRITE)?)))
             .and_then(|(src, dst)| copy_with_edu(guard, &device.edu, &src, &dst, sqe.len)),
-        uapi::OP_COPY => range(sqe.src, Access::READ)
+        uapi::WARPQ_OP_COPY => range(sqe.src, Access::READ)
             .and_then(|src| Ok((src, range(sqe.dst, Access::WRITE)?)))
             .and_then(|(src, dst)| copy(guard, &src, &dst, sqe.len)),
-        uapi::OP_FILL => range(sqe.dst, Access::WRITE).and_then(|dst| fill(guard, &dst, sqe.len, sqe.value as u8)),
-        uapi::OP_CRC32C => range(sqe.src, Access::READ).and_then(|src| crc32c(guard, &src, sqe.len, sqe.value as u32)),
-        _ => Err(uapi::STATUS_INVALID),
+        uapi::WARPQ_OP_FILL => {
+            range(sqe.dst, Access::WRITE).and_then(|dst| fill(guard, &dst, sqe.len, sqe.value as u8))
+        }
+        uapi::WARPQ_OP_CRC32C => {
+            range(sqe.src, Access::READ).and_then(|src| crc32c(guard, &src, sqe.len, sqe.value as u32))
+        }
+        _ => Err(uapi::WARPQ_STATUS_INVALID),
     };
     match result {
         Ok(r) => Outcome::ok(r),
@@ -141,7 +146,7 @@ fn abandoned<W: Waiter + ?Sized, const N: usize>(guard: &EngineGuard<'_, DmaMapp
     // SAFETY: no precondition; the engine holds no lock.
     unsafe { shim::warpq_cond_resched() };
     if guard.is_abandoned() {
-        Err(uapi::STATUS_ABORTED)
+        Err(uapi::WARPQ_STATUS_ABORTED)
     } else {
         Ok(())
     }
@@ -215,8 +220,8 @@ fn copy<W: Waiter + ?Sized, const N: usize>(
 ) -> Result<u64, u32> {
     for (at, n) in CopyPieces::new(src, dst, len, PAGE_SIZE) {
         abandoned(guard)?;
-        let (s, _) = src.chunk(at).ok_or(uapi::STATUS_FAULT_IOMMU)?;
-        let (d, _) = dst.chunk(at).ok_or(uapi::STATUS_FAULT_IOMMU)?;
+        let (s, _) = src.chunk(at).ok_or(uapi::WARPQ_STATUS_FAULT_IOMMU)?;
+        let (d, _) = dst.chunk(at).ok_or(uapi::WARPQ_STATUS_FAULT_IOMMU)?;
         // The ranges may overlap (same buffer): `copy`, not `copy_nonoverlapping`.
         // SAFETY: both pointers address `n` bytes inside one page each,
         // pinned and DMA-mapped for this region (the guard keeps them so).
@@ -237,12 +242,12 @@ fn copy_with_edu<W: Waiter + ?Sized, const N: usize>(
 ) -> Result<u64, u32> {
     for (at, n) in CopyPieces::new(src, dst, len, EDU_TRANSFER_MAX) {
         abandoned(guard)?;
-        let (s, _) = src.bus_chunk(at).ok_or(uapi::STATUS_FAULT_IOMMU)?;
-        let (d, _) = dst.bus_chunk(at).ok_or(uapi::STATUS_FAULT_IOMMU)?;
+        let (s, _) = src.bus_chunk(at).ok_or(uapi::WARPQ_STATUS_FAULT_IOMMU)?;
+        let (d, _) = dst.bus_chunk(at).ok_or(uapi::WARPQ_STATUS_FAULT_IOMMU)?;
         edu.copy(s, d, n, &|| guard.is_abandoned()).map_err(|e| match e {
-            EduError::Unreachable => uapi::STATUS_FAULT_IOMMU,
-            EduError::Timeout => uapi::STATUS_DEVICE_ERROR,
-            EduError::Abandoned => uapi::STATUS_ABORTED,
+            EduError::Unreachable => uapi::WARPQ_STATUS_FAULT_IOMMU,
+            EduError::Timeout => uapi::WARPQ_STATUS_DEVICE_ERROR,
+            EduError::Abandoned => uapi::WARPQ_STATUS_ABORTED,
         })?;
     }
     Ok(len)
@@ -257,7 +262,7 @@ fn fill<W: Waiter + ?Sized, const N: usize>(
     let mut done = 0;
     while done < len {
         abandoned(guard)?;
-        let (d, d_left) = dst.chunk(done).ok_or(uapi::STATUS_FAULT_IOMMU)?;
+        let (d, d_left) = dst.chunk(done).ok_or(uapi::WARPQ_STATUS_FAULT_IOMMU)?;
         let n = (len - done).min(d_left);
         // SAFETY: `d` addresses `n` bytes of a page pinned and mapped for
         // device writes (the guard keeps it so).
@@ -277,7 +282,7 @@ fn crc32c<W: Waiter + ?Sized, const N: usize>(
     let mut done = 0;
     while done < len {
         abandoned(guard)?;
-        let (s, s_left) = src.chunk(done).ok_or(uapi::STATUS_FAULT_IOMMU)?;
+        let (s, s_left) = src.chunk(done).ok_or(uapi::WARPQ_STATUS_FAULT_IOMMU)?;
         let n = (len - done).min(s_left) as usize;
         for i in 0..n {
             // SAFETY: `s` addresses `n` readable bytes of a pinned, mapped

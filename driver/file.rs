@@ -2,15 +2,13 @@
 
 //! One open `/dev/warpqN` file: the directory of its queues, one per mm.
 //!
-//! Lock order (this file owns D; queue.rs owns L):
-//!   mmap_lock (held by the fault path) → D (`QueueFile::dir`) → L.
-//! Nothing allocates with D held: a queue is built first, then inserted.
+//! D (`QueueFile::dir`) in the lock order: the table at the top of queue.rs.
 
 use core::ptr::NonNull;
 
+use kernel::new_mutex;
 use kernel::prelude::*;
 use kernel::sync::{Arc, Mutex};
-use kernel::new_mutex;
 
 use crate::device::DeviceCore;
 use crate::glue::mm::mm_id;
@@ -21,13 +19,18 @@ use crate::shim::MmRaw;
 /// Queues (distinct mms: a process and its forked children) per open file.
 pub(crate) const MAX_QUEUES_PER_FILE: usize = 64;
 
+/// Queues waiting for a drop outside the mmap lock: each queue of the file
+/// can be left there once (reaped, or a fault's last reference), plus the
+/// queues built by faults that lost a race to publish theirs.
+const GRAVEYARD_SLOTS: usize = 2 * MAX_QUEUES_PER_FILE;
+
 struct Directory {
     table: ContextTable<MAX_QUEUES_PER_FILE>,
     queues: [Option<Arc<Queue>>; MAX_QUEUES_PER_FILE],
     /// Queues to drop later, outside any mmap lock: dropping one stops its
     /// kthread, removes its notifiers and waits for its zap work, which must
     /// not happen under the faulting process's mmap lock.
-    graveyard: [Option<Arc<Queue>>; MAX_QUEUES_PER_FILE],
+    graveyard: [Option<Arc<Queue>>; GRAVEYARD_SLOTS],
 }
 
 /// Where `queue_for` runs: the fault path holds the faulting mm's mmap lock.
@@ -77,7 +80,7 @@ impl QueueFile {
                 dir <- new_mutex!(Directory {
                     table: ContextTable::new(),
                     queues: [const { None }; MAX_QUEUES_PER_FILE],
-                    graveyard: [const { None }; MAX_QUEUES_PER_FILE],
+                    graveyard: [const { None }; GRAVEYARD_SLOTS],
                 }),
             }),
             GFP_KERNEL,
@@ -100,7 +103,7 @@ impl QueueFile {
         if let Some(queue) = self.lookup(id) {
             return Ok(queue);
         }
-        // Build outside D (see the lock order above), then publish.
+        // Build outside D (the lock order in queue.rs), then publish.
         let private = self as *const Self as *mut core::ffi::c_void;
         // SAFETY: `mm` is valid (this function's contract); `private` is this
         // file's `private_data` (the `Arc<QueueFile>` data pointer).
@@ -143,11 +146,29 @@ impl QueueFile {
         self.lookup(mm_id(mm))
     }
 
+    /// Keeps the last reference to `queue` for a drop outside the mmap lock.
+    /// The fault path calls this when unbind or close released the file's
+    /// queues while it used one: dropping the queue there would wait for its
+    /// zap work, which needs the mmap lock the fault holds. The next ioctl
+    /// or the file's release drops it.
+    pub(crate) fn bury_later(&self, queue: Arc<Queue>) {
+        let mut dir = self.dir.lock();
+        if let Some(grave) = dir.graveyard.iter_mut().find(|g| g.is_none()) {
+            *grave = Some(queue);
+            return;
+        }
+        drop(dir);
+        // Every queue of the file fits (see `GRAVEYARD_SLOTS`); more means
+        // a bookkeeping bug, which should show rather than hang.
+        pr_warn!("warpq: graveyard full, dropping a queue on the fault path\n");
+        drop(queue);
+    }
+
     /// Drops the graveyard's queues (outside D; never on the fault path).
     fn bury_the_dead(&self) {
         let dead = {
             let mut dir = self.dir.lock();
-            core::mem::replace(&mut dir.graveyard, [const { None }; MAX_QUEUES_PER_FILE])
+            core::mem::replace(&mut dir.graveyard, [const { None }; GRAVEYARD_SLOTS])
         };
         drop(dead);
     }
@@ -169,7 +190,7 @@ impl QueueFile {
             dir.table = ContextTable::new();
             (
                 core::mem::replace(&mut dir.queues, [const { None }; MAX_QUEUES_PER_FILE]),
-                core::mem::replace(&mut dir.graveyard, [const { None }; MAX_QUEUES_PER_FILE]),
+                core::mem::replace(&mut dir.graveyard, [const { None }; GRAVEYARD_SLOTS]),
             )
         };
         // Dropped outside D.

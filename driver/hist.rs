@@ -31,16 +31,8 @@ pub(crate) enum Kind {
 }
 
 /// The histograms' names in debugfs, indexed by [`Kind`].
-pub(crate) const NAMES: [&core::ffi::CStr; KINDS] = [
-    c"invalidate_ns",
-    c"drain_ns",
-    c"unmap_ns",
-    c"unpin_ns",
-    c"rebuild_ns",
-    c"pin_ns",
-    c"map_ns",
-    c"paused_ns",
-];
+pub(crate) const NAMES: [&core::ffi::CStr; KINDS] =
+    [c"invalidate_ns", c"drain_ns", c"unmap_ns", c"unpin_ns", c"rebuild_ns", c"pin_ns", c"map_ns", c"paused_ns"];
 
 /// Number of [`Kind`]s.
 pub(crate) const KINDS: usize = 8;

@@ -7,24 +7,47 @@
 //! Created by the first fault or ioctl of that mm, so that after fork the
 //! child gets a queue of its own and never the parent's.
 //!
-//! Lock order (file.rs owns D):
-//!   R (`Queue::reg_lock`) → mmap_lock → D (`QueueFile::dir`) → L (`Queue::lock`);
-//!   S (`Queue::submit_lock`) → mmap_lock (SUBMIT reads user memory).
-//! The fault path holds mmap_lock and may take D and L; the notifier
-//! callback may run under mmap_lock and takes only L.
-//! L is the invalidation lock of DESIGN.md: the interval-notifier callback
-//! takes it. Nothing allocates, pins or takes the mmap lock with L held; the
-//! engine never takes L (it synchronises through the protocol's gate).
+//! # Lock order
+//!
+//! The driver's one statement of its lock order; the other files and
+//! `docs/` refer here. Outermost first: a lock is taken only while holding
+//! locks above it, never one below it.
+//!
+//! | lock | what | taken by | takes inside it |
+//! |------|------|----------|-----------------|
+//! | F | `DeviceCore::files` (device.rs): the device's open files | open (under the misc device lock), release, unbind (`revoke_all`, under the PCI device lock) | unbind: D, then dropping the file's queues (below) |
+//! | R | `Queue::reg_lock`: REGISTER, UNREGISTER | `register`, `unregister` | L; mmap_lock (notifier insertion: write, for the mm's first notifier; GUP: read); notifier removal |
+//! | S | `Queue::submit_lock`: SUBMIT ioctls | `submit` | a page fault while copying the entries: mmap_lock, then D and L if they lie in a queue mapping |
+//! | mmap_lock | the queue's mm's | the fault path (read), GUP from an ioctl (read), notifier insertion and the zap worker (write); the kernel around most invalidations (any mode) | fault path: D, then queue creation and L; invalidation callback: L only |
+//! | D | `QueueFile::dir` (file.rs): the file's queues by mm | queue lookup and creation, reaping, release | nothing: a queue is built before D is taken and dropped after it is released |
+//! | L | `Queue::lock` (lockdep class `warpq_queue_lock`): the protocol core's context lock | the invalidation callback (trylock when non-blocking), rebuild, register/arm/unregister, release | the gate's drain; the kernel's spinlocks inside DMA unmap, unpin and wake-ups |
+//! | gate | `notifier/src/gate.rs`, not a lock | the engine, per command; L's holders pause it and wait for the engine to leave | nothing: the engine takes no lock (it polls the edu device's busy flag together with the reset check) |
+//!
+//! - R and S are never held together, nor are D and L.
+//! - Under L nothing may wait for what the kernel may hold when it calls
+//!   the invalidation callback (mmap_lock in any mode, `i_mmap_rwsem`, a
+//!   folio lock, reclaim): no allocation, GUP, `mmu_interval_read_begin`,
+//!   mmap_lock, notifier insertion or removal, folio lock (`set_page_dirty`,
+//!   not its `_lock` variant) or zap (the zap worker does it). Under L the
+//!   protocol core calls only `set_seq`, `read_retry`, the drain wait,
+//!   `unmap_and_unpin`, `engine_reset`, wake-ups and the tracepoint hooks.
+//! - Notifier removal waits for running callbacks, which take L: remove
+//!   notifiers without L.
+//! - Dropping a queue (`PinnedDrop`) takes L, removes the notifiers, stops
+//!   the engine and waits for the zap work, which takes mmap_lock for write:
+//!   the last `Arc<Queue>` must not be dropped under mmap_lock or D (the
+//!   fault path leaves the queues it reaps in the file's graveyard, dropped
+//!   by a later ioctl, at release or at unbind).
 
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 
+use kernel::alloc::KVVec;
 use kernel::bindings;
 use kernel::ffi::{c_int, c_ulong, c_void};
-use kernel::alloc::KVVec;
-use kernel::prelude::*;
 use kernel::new_mutex;
+use kernel::prelude::*;
 use kernel::sync::{Arc, Mutex};
 use kernel::types::Opaque;
 
@@ -32,6 +55,7 @@ use crate::device::DeviceCore;
 use crate::engine;
 use crate::glue::mm::MmGrab;
 use crate::glue::mutex::{KMutex, KMutexGuard};
+use crate::hist::{Histograms, Kind};
 use crate::protocol::context::{Config, ContextLock, LockKey, MmContext};
 use crate::protocol::platform::{Mapping, PinError, Platform, Waiter};
 use crate::protocol::policy::{Event, Policy};
@@ -39,10 +63,9 @@ use crate::protocol::rebuild::{rebuild, RebuildError, RebuildReport};
 use crate::protocol::region::{Access, RegionDesc, RegionError, RegionHandle};
 use crate::protocol::teardown::{invalidate, Invalidation};
 use crate::ring::Ring;
-use crate::hist::{Histograms, Kind};
+use crate::shim::{self, DeviceRaw, IntervalRaw, MmRaw, PageRaw, RangeRaw, TaskRaw};
 use crate::stats::Counters;
 use crate::trace;
-use crate::shim::{self, DeviceRaw, IntervalRaw, MmRaw, PageRaw, RangeRaw, TaskRaw};
 use crate::uapi;
 
 /// Registered buffers per queue (capacity; the `max_regions` parameter may
@@ -143,16 +166,15 @@ pub(crate) struct Queue {
     ring: Ring,
     config: Config,
     ctx: Context,
+    /// L: the protocol core's context lock, taken by the interval-notifier
+    /// callback (lock order: the table at the top of this file).
     #[pin]
     lock: KMutex<LockKey>,
     /// R: serialises REGISTER and UNREGISTER, so that a region slot and its
     /// notifier are reused only after the previous notifier is removed.
-    /// Taken before the mmap lock (insertion and GUP take it) and before L;
-    /// never taken by the fault path or the callback.
     #[pin]
     reg_lock: Mutex<()>,
-    /// Serialises SUBMIT ioctls (they produce into the SQ). Taken before
-    /// reading user memory, never with L.
+    /// S: serialises SUBMIT ioctls (they produce into the SQ).
     #[pin]
     submit_lock: Mutex<()>,
     /// Waiters: drains, the idle engine, WAIT.
@@ -205,6 +227,10 @@ fn current_config() -> Config {
     Config { policy: current_policy(), drain_timeout_ns: u64::from(drain_ms.max(1)) * 1_000_000, ..Config::DEFAULT }
 }
 
+/// How long WAIT sleeps between rebuild attempts while the queue stays
+/// stale (1 ms).
+const STALE_RETRY_NS: u64 = 1_000_000;
+
 impl Queue {
     /// A queue for `mm`, with its engine thread running.
     ///
@@ -252,7 +278,12 @@ impl Queue {
         // SAFETY: the queue outlives the thread: `PinnedDrop` stops it
         // before the memory goes away. The name is a NUL-terminated literal.
         let task = unsafe {
-            shim::warpq_kthread_run(engine_thread, self as *const Self as *mut c_void, c"warpq-engine".as_ptr().cast(), &mut err)
+            shim::warpq_kthread_run(
+                engine_thread,
+                self as *const Self as *mut c_void,
+                c"warpq-engine".as_ptr().cast(),
+                &mut err,
+            )
         };
         if task.is_null() {
             return Err(kernel::error::Error::from_errno(err));
@@ -345,7 +376,7 @@ impl Queue {
             }
         }
         // Advisory for user space; the gate is the truth.
-        self.ring.set_flag(uapi::RING_STALE, self.ctx.gate().is_stale());
+        self.ring.set_flag(uapi::WARPQ_RING_STALE, self.ctx.gate().is_stale());
         // Whatever happened, the gate may have reopened: the engine and
         // waiters re-check their conditions.
         self.wake_all();
@@ -380,13 +411,13 @@ impl Queue {
             return Err(E2BIG);
         }
         let mut bits = 0u8;
-        if access & uapi::ACCESS_READ != 0 {
+        if access & uapi::WARPQ_ACCESS_READ != 0 {
             bits |= Access::READ.bits();
         }
-        if access & uapi::ACCESS_WRITE != 0 {
+        if access & uapi::WARPQ_ACCESS_WRITE != 0 {
             bits |= Access::WRITE.bits();
         }
-        if access & !(uapi::ACCESS_READ | uapi::ACCESS_WRITE) != 0 || bits == 0 {
+        if access & !(uapi::WARPQ_ACCESS_READ | uapi::WARPQ_ACCESS_WRITE) != 0 || bits == 0 {
             return Err(EINVAL);
         }
         let access = Access::from_bits(bits).ok_or(EINVAL)?;
@@ -414,7 +445,9 @@ impl Queue {
         // `unregister` or `PinnedDrop`.
         // SAFETY: `sub` is this slot's notifier storage, in no tree; the mm
         // is held by `self.mm` and has users (this is its own ioctl).
-        let ret = unsafe { shim::warpq_interval_insert(slot.sub.get().cast(), self.mm.as_ptr(), addr as c_ulong, len as c_ulong) };
+        let ret = unsafe {
+            shim::warpq_interval_insert(slot.sub.get().cast(), self.mm.as_ptr(), addr as c_ulong, len as c_ulong)
+        };
         if ret != 0 {
             let mut key = self.lock.lock();
             let _ = self.ctx.unregister(&mut key, &platform, &self.config, desc.handle);
@@ -439,13 +472,10 @@ impl Queue {
         };
         let dead = matches!(state, Ok(crate::protocol::region::StateKind::Dead));
         if result.is_err() || dead {
-            // The engine may be busy for a while (drain timeouts): keep
-            // trying, the slot and its notifier must not leak.
-            for _ in 0..50 {
-                if !matches!(self.unregister_locked(desc.handle.to_raw()), Err(e) if e == EBUSY) {
-                    break;
-                }
-            }
+            // Nothing of a failed REGISTER stays registered, however busy the
+            // engine is: past the drain timeout the queue is reset, as for
+            // an invalidation, rather than the undo giving up.
+            let _ = self.remove_region(desc.handle, true);
             return Err(result.err().unwrap_or(EFAULT));
         }
         Ok(desc.handle.to_raw())
@@ -460,11 +490,23 @@ impl Queue {
     }
 
     fn unregister_locked(&self, raw: u64) -> Result {
-        let handle = RegionHandle::from_raw(raw).ok_or(EINVAL)?;
+        self.remove_region(RegionHandle::from_raw(raw).ok_or(EINVAL)?, false)
+    }
+
+    /// Removes a region and its notifier (under the registration lock);
+    /// `reset_on_timeout`: never EBUSY, reset the queue past the drain
+    /// timeout instead.
+    fn remove_region(&self, handle: RegionHandle, reset_on_timeout: bool) -> Result {
         let slot = self.slots.get(handle.slot()).ok_or(EINVAL)?;
         let report = {
             let mut key = self.lock.lock();
-            self.ctx.unregister(&mut key, &self.platform(false), &self.config, handle).map_err(region_errno)?
+            let platform = self.platform(false);
+            if reset_on_timeout {
+                self.ctx.unregister_or_reset(&mut key, &platform, &self.config, handle)
+            } else {
+                self.ctx.unregister(&mut key, &platform, &self.config, handle)
+            }
+            .map_err(region_errno)?
         };
         // SAFETY: the callback may still read `desc`; removing the notifier
         // below waits for it. The region is gone from the table, so the
@@ -482,37 +524,54 @@ impl Queue {
     /// a signal. An invalidation during the wait makes the queue stale: the
     /// waiter wakes, rebuilds (it is an ioctl of the owning mm) and waits on.
     pub(crate) fn wait(&self, min_ready: u32, timeout_ns: i64) -> Result<u32> {
-        let min_ready = min_ready.min(uapi::CQ_ENTRIES);
+        let min_ready = min_ready.min(uapi::WARPQ_CQ_ENTRIES);
         let now = || {
             // SAFETY: no precondition.
             unsafe { shim::warpq_ktime_ns() }
         };
         let deadline = if timeout_ns < 0 { u64::MAX } else { now().saturating_add(timeout_ns as u64) };
         loop {
+            // Every round checks for signals and sleeps, whatever state the
+            // queue is in: a queue that stays stale (a rebuild colliding
+            // with a stream of invalidations, a REGISTER between insertion
+            // and arming) must not turn WAIT into a busy loop.
+            if kernel::current!().signal_pending() {
+                return Err(ERESTARTSYS);
+            }
             match self.rebuild_if_stale() {
-                // Collisions with a stream of invalidations: back off briefly.
-                Err(e) if e == EAGAIN => {
-                    // SAFETY: sleeping is allowed in an ioctl.
-                    unsafe { bindings::msleep(1) };
-                }
+                // Collisions with a stream of invalidations: retried below,
+                // after a short sleep.
+                Err(e) if e == EAGAIN => {}
                 other => other?,
             }
             self.wake_all();
-            let cond = || self.ring.cq_ready() >= min_ready || self.ctx.is_released() || self.ctx.gate().is_stale();
-            let cond: &dyn Fn() -> bool = &cond;
             let left = if deadline == u64::MAX { u64::MAX } else { deadline.saturating_sub(now()) };
             if left == 0 {
                 break;
             }
+            // Still stale: sleep one slice, then try the rebuild again. Not
+            // stale: sleep until ready, released, a new invalidation (which
+            // the next round rebuilds) or the deadline.
+            let stale = self.ctx.gate().is_stale();
+            let slice = if stale { left.min(STALE_RETRY_NS) } else { left };
+            let cond = || {
+                self.ring.cq_ready() >= min_ready || self.ctx.is_released() || (!stale && self.ctx.gate().is_stale())
+            };
+            let cond: &dyn Fn() -> bool = &cond;
             // SAFETY: the wait queue was initialised in `new`; `cond`
             // outlives the call.
             let ret = unsafe {
-                shim::warpq_wait_interruptible_timeout(self.wq(), call_cond, &cond as *const &dyn Fn() -> bool as *const c_void, left)
+                shim::warpq_wait_interruptible_timeout(
+                    self.wq(),
+                    call_cond,
+                    &cond as *const &dyn Fn() -> bool as *const c_void,
+                    slice,
+                )
             };
             if ret < 0 {
                 return Err(ERESTARTSYS);
             }
-            if self.ring.cq_ready() >= min_ready || self.ctx.is_released() || ret == 0 {
+            if self.ring.cq_ready() >= min_ready || self.ctx.is_released() || (ret == 0 && !stale) {
                 break;
             }
         }
@@ -564,20 +623,20 @@ impl Queue {
         }
     }
 
-    /// STATS: this queue's counters.
-    pub(crate) fn stats(&self) -> uapi::Stats {
-        self.stats.snapshot()
+    /// STATS: this queue's counters and histograms into `out`.
+    pub(crate) fn stats_into(&self, out: &mut uapi::warpq_stats) {
+        self.stats.snapshot_into(out);
+        for (kind, row) in out.hist.iter_mut().enumerate() {
+            for (b, bucket) in row.iter_mut().enumerate() {
+                *bucket = self.hist.get(kind, b);
+            }
+        }
     }
 
     /// Adds a sample to one histogram of the queue and of its device.
     fn record(&self, kind: Kind, ns: u64) {
         self.hist.record(kind, ns);
         self.dev.hist.record(kind, ns);
-    }
-
-    /// This queue's histogram `kind`, bucket `b`.
-    pub(crate) fn hist_bucket(&self, kind: usize, b: usize) -> u64 {
-        self.hist.get(kind, b)
     }
 
     /// Adds `by` to one counter of the queue and of its device.
@@ -642,7 +701,7 @@ impl Queue {
                 return;
             }
         }
-        self.ring.set_flag(uapi::RING_NEED_WAKEUP, true);
+        self.ring.set_flag(uapi::WARPQ_RING_NEED_WAKEUP, true);
         // `set_flag` is SeqCst: a submitter that publishes its tail and then
         // (after its own SeqCst fence) reads no flag is seen by this check.
         if !self.engine_has_work() {
@@ -651,9 +710,15 @@ impl Queue {
             // SAFETY: the wait queue was initialised in `new`; `cond`
             // outlives the call. kthread_stop() wakes the thread and the
             // shim's condition includes kthread_should_stop().
-            unsafe { shim::warpq_wait_event_interruptible(self.wq(), call_cond, &cond as *const &dyn Fn() -> bool as *const c_void) };
+            unsafe {
+                shim::warpq_wait_event_interruptible(
+                    self.wq(),
+                    call_cond,
+                    &cond as *const &dyn Fn() -> bool as *const c_void,
+                )
+            };
         }
-        self.ring.set_flag(uapi::RING_NEED_WAKEUP, false);
+        self.ring.set_flag(uapi::WARPQ_RING_NEED_WAKEUP, false);
     }
 
     /// Executes submissions while the gate lets the engine in.
@@ -666,9 +731,9 @@ impl Queue {
                 crate::protocol::gate::EngineExit::Completed => outcome.status,
                 // A drain timed out and reset the queue while this command
                 // ran: its result is void; report that, never drop it.
-                crate::protocol::gate::EngineExit::Abandoned => uapi::STATUS_ABORTED,
+                crate::protocol::gate::EngineExit::Abandoned => uapi::WARPQ_STATUS_ABORTED,
             };
-            let result = if status == uapi::STATUS_OK { outcome.result } else { 0 };
+            let result = if status == uapi::WARPQ_STATUS_OK { outcome.result } else { 0 };
             self.ring.complete(sqe.user_data, status, result);
             self.stats.completion(status);
             self.dev.stats.completion(status);
@@ -679,14 +744,20 @@ impl Queue {
     }
 
     /// At shutdown: every submission still in the ring completes as aborted,
-    /// and the ring says the queue is dead.
+    /// and the ring says the queue is dead. At most one ring's worth: user
+    /// space may keep publishing entries and consuming completions while
+    /// this runs, and must not be able to keep the engine (and with it
+    /// close, exit and unbind) here.
     fn abort_pending(&self) {
-        self.ring.set_flag(uapi::RING_DEAD, true);
-        while self.ring.cq_space() > 0 {
+        self.ring.set_flag(uapi::WARPQ_RING_DEAD, true);
+        for _ in 0..uapi::WARPQ_SQ_ENTRIES {
+            if self.ring.cq_space() == 0 {
+                break;
+            }
             let Some(sqe) = self.ring.peek_sqe() else { break };
-            self.ring.complete(sqe.user_data, uapi::STATUS_ABORTED, 0);
-            self.stats.completion(uapi::STATUS_ABORTED);
-            self.dev.stats.completion(uapi::STATUS_ABORTED);
+            self.ring.complete(sqe.user_data, uapi::WARPQ_STATUS_ABORTED, 0);
+            self.stats.completion(uapi::WARPQ_STATUS_ABORTED);
+            self.dev.stats.completion(uapi::WARPQ_STATUS_ABORTED);
         }
         self.wake_all();
     }
@@ -853,7 +924,8 @@ unsafe extern "C" fn zap_work_fn(work: *mut bindings::work_struct) {
 extern "C" fn warpq_rs_invalidate(sub: *mut IntervalRaw, range: *const RangeRaw, cur_seq: c_ulong) -> bool {
     // SAFETY: `sub` is the `sub` field of a `RegionSlot` of a live queue:
     // notifiers are removed before their queue is freed.
-    let slot = unsafe { &*kernel::container_of!(sub.cast::<Opaque<bindings::mmu_interval_notifier>>(), RegionSlot, sub) };
+    let slot =
+        unsafe { &*kernel::container_of!(sub.cast::<Opaque<bindings::mmu_interval_notifier>>(), RegionSlot, sub) };
     // SAFETY: slot `index` of the queue's `slots` array is `slot`, so going
     // back `index` slots gives the array, a field of the queue.
     let queue = unsafe {
@@ -895,7 +967,9 @@ impl Waiter for QueuePlatform<'_> {
         let timeout = if deadline_ns == u64::MAX { u64::MAX } else { deadline_ns.saturating_sub(self.now_ns()) };
         // SAFETY: the wait queue was initialised in `Queue::new`; `done`
         // outlives the call.
-        unsafe { shim::warpq_wait_until(self.q.wq(), call_cond, &done as *const &dyn Fn() -> bool as *const c_void, timeout) }
+        unsafe {
+            shim::warpq_wait_until(self.q.wq(), call_cond, &done as *const &dyn Fn() -> bool as *const c_void, timeout)
+        }
     }
 
     fn wake(&self) {
@@ -1055,7 +1129,7 @@ impl Platform for QueuePlatform<'_> {
         // SAFETY: initialised in `Queue::new`; cancelled before the queue goes.
         unsafe { shim::warpq_work_schedule(self.q.zap_work.get()) };
         // A teardown made the queue stale: waiters in WAIT go rebuild.
-        self.q.ring.set_flag(uapi::RING_STALE, true);
+        self.q.ring.set_flag(uapi::WARPQ_RING_STALE, true);
         if self.q.stale_since.compare_exchange(0, now_ns().max(1), Ordering::Relaxed, Ordering::Relaxed).is_ok() {
             trace::queue_state(self.q.mm.id(), true);
         }

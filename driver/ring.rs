@@ -11,16 +11,49 @@ use kernel::bindings;
 use kernel::prelude::*;
 
 use crate::shim::{self, PageRaw};
-use crate::uapi::{self, hdr};
+use crate::uapi;
 
-/// The ring's memory.
+/// Byte offsets of the ring header's fields, from the generated layout of
+/// `struct warpq_ring_header`.
+mod hdr {
+    use crate::uapi::warpq_ring_header as Header;
+    use core::mem::offset_of;
+
+    pub(super) const MAGIC: usize = offset_of!(Header, magic);
+    pub(super) const VERSION: usize = offset_of!(Header, version);
+    pub(super) const SQ_ENTRIES: usize = offset_of!(Header, sq_entries);
+    pub(super) const CQ_ENTRIES: usize = offset_of!(Header, cq_entries);
+    pub(super) const SQ_OFFSET: usize = offset_of!(Header, sq_offset);
+    pub(super) const CQ_OFFSET: usize = offset_of!(Header, cq_offset);
+    pub(super) const OWNER_ID: usize = offset_of!(Header, owner_id);
+    pub(super) const SQ_HEAD: usize = offset_of!(Header, sq_head);
+    pub(super) const SQ_TAIL: usize = offset_of!(Header, sq_tail);
+    pub(super) const CQ_HEAD: usize = offset_of!(Header, cq_head);
+    pub(super) const CQ_TAIL: usize = offset_of!(Header, cq_tail);
+    pub(super) const FLAGS: usize = offset_of!(Header, flags);
+    pub(super) const SQ_INVALID: usize = offset_of!(Header, sq_invalid);
+}
+
+/// The ring's memory, and the kernel's own copies of the indices it writes.
+///
+/// Ownership of the shared page (`uapi/warpq.h`): user space owns `sq_tail`,
+/// `cq_head` and the submission entries between `sq_head` and `sq_tail`;
+/// the kernel owns `sq_head`, `cq_tail`, `flags`, `sq_invalid` and the
+/// completion entries between `cq_head` and `cq_tail`. User space can write
+/// the whole page, so the kernel never reads back an index it owns from it:
+/// `sq_head` and `cq_tail` live here and are only published to the page.
+/// A rewound index in the page then changes nothing the kernel does.
 ///
 /// # Invariants
 ///
-/// `base` points to `uapi::RING_SIZE` bytes from `vmalloc_user()`, owned by
+/// `base` points to `uapi::WARPQ_RING_SIZE` bytes from `vmalloc_user()`, owned by
 /// this value and freed on drop; the header was initialised.
 pub(crate) struct Ring {
     base: NonNull<u8>,
+    /// The next submission the engine takes (published as `sq_head`).
+    sq_head: AtomicU32,
+    /// One past the last completion posted (published as `cq_tail`).
+    cq_tail: AtomicU32,
 }
 
 // SAFETY: the ring is plain memory; all concurrent access goes through
@@ -33,15 +66,15 @@ impl Ring {
     /// Allocates a zeroed ring with its header filled in.
     pub(crate) fn new(owner_id: u64) -> Result<Self> {
         // SAFETY: no precondition; returns zeroed memory or null.
-        let base = NonNull::new(unsafe { shim::warpq_ring_alloc(uapi::RING_SIZE) }).ok_or(ENOMEM)?;
+        let base = NonNull::new(unsafe { shim::warpq_ring_alloc(uapi::WARPQ_RING_SIZE) }).ok_or(ENOMEM)?;
         // INVARIANT: just allocated; initialised below before any use.
-        let ring = Self { base };
-        ring.word(hdr::MAGIC).store(uapi::RING_MAGIC, Ordering::Relaxed);
-        ring.word(hdr::VERSION).store(uapi::VERSION, Ordering::Relaxed);
-        ring.word(hdr::SQ_ENTRIES).store(uapi::SQ_ENTRIES, Ordering::Relaxed);
-        ring.word(hdr::CQ_ENTRIES).store(uapi::CQ_ENTRIES, Ordering::Relaxed);
-        ring.word(hdr::SQ_OFFSET).store(uapi::RING_SQ_OFFSET as u32, Ordering::Relaxed);
-        ring.word(hdr::CQ_OFFSET).store(uapi::RING_CQ_OFFSET as u32, Ordering::Relaxed);
+        let ring = Self { base, sq_head: AtomicU32::new(0), cq_tail: AtomicU32::new(0) };
+        ring.word(hdr::MAGIC).store(uapi::WARPQ_RING_MAGIC, Ordering::Relaxed);
+        ring.word(hdr::VERSION).store(uapi::WARPQ_UAPI_VERSION, Ordering::Relaxed);
+        ring.word(hdr::SQ_ENTRIES).store(uapi::WARPQ_SQ_ENTRIES, Ordering::Relaxed);
+        ring.word(hdr::CQ_ENTRIES).store(uapi::WARPQ_CQ_ENTRIES, Ordering::Relaxed);
+        ring.word(hdr::SQ_OFFSET).store(uapi::WARPQ_RING_SQ_OFFSET as u32, Ordering::Relaxed);
+        ring.word(hdr::CQ_OFFSET).store(uapi::WARPQ_RING_CQ_OFFSET as u32, Ordering::Relaxed);
         ring.dword(hdr::OWNER_ID).store(owner_id, Ordering::Relaxed);
         Ok(ring)
     }
@@ -63,8 +96,8 @@ impl Ring {
     /// One submission entry, copied out of the ring. User space may be
     /// writing it concurrently: the copy is validated, never trusted.
     fn read_sqe(&self, index: u32) -> Sqe {
-        let slot = (index & (uapi::SQ_ENTRIES - 1)) as usize;
-        let p = self.base.as_ptr().wrapping_add(uapi::RING_SQ_OFFSET + slot * 64).cast::<[u64; 8]>();
+        let slot = (index & (uapi::WARPQ_SQ_ENTRIES - 1)) as usize;
+        let p = self.base.as_ptr().wrapping_add(uapi::WARPQ_RING_SQ_OFFSET + slot * 64).cast::<[u64; 8]>();
         // SAFETY: the slot lies inside the ring (type invariant, masked
         // index); a volatile read of plain integers copes with concurrent
         // user writes (a torn entry is just an invalid or odd command).
@@ -84,12 +117,12 @@ impl Ring {
     /// The next submission to execute, if any, with its index. A tail that
     /// runs more than a ring ahead of the head is corrupt: nothing is taken.
     pub(crate) fn peek_sqe(&self) -> Option<Sqe> {
-        let head = self.word(hdr::SQ_HEAD).load(Ordering::Relaxed);
+        let head = self.sq_head.load(Ordering::Relaxed);
         // Acquire: pairs with user space's store-release of the tail after
         // writing the entries.
         let tail = self.word(hdr::SQ_TAIL).load(Ordering::Acquire);
         let pending = tail.wrapping_sub(head);
-        if pending == 0 || pending > uapi::SQ_ENTRIES {
+        if pending == 0 || pending > uapi::WARPQ_SQ_ENTRIES {
             return None;
         }
         Some(self.read_sqe(head))
@@ -97,47 +130,61 @@ impl Ring {
 
     /// Submissions published and not yet taken (0 if the tail is corrupt).
     pub(crate) fn sq_pending(&self) -> u32 {
-        let head = self.word(hdr::SQ_HEAD).load(Ordering::Relaxed);
+        let head = self.sq_head.load(Ordering::Acquire);
         let tail = self.word(hdr::SQ_TAIL).load(Ordering::Acquire);
         let pending = tail.wrapping_sub(head);
-        if pending > uapi::SQ_ENTRIES { 0 } else { pending }
+        if pending > uapi::WARPQ_SQ_ENTRIES {
+            0
+        } else {
+            pending
+        }
     }
 
     /// Free completion slots (0 if user space's head is corrupt).
     pub(crate) fn cq_space(&self) -> u32 {
-        let tail = self.word(hdr::CQ_TAIL).load(Ordering::Relaxed);
+        let tail = self.cq_tail.load(Ordering::Relaxed);
         // Acquire: user space released the slots it consumed.
         let head = self.word(hdr::CQ_HEAD).load(Ordering::Acquire);
         let used = tail.wrapping_sub(head);
-        if used > uapi::CQ_ENTRIES { 0 } else { uapi::CQ_ENTRIES - used }
+        if used > uapi::WARPQ_CQ_ENTRIES {
+            0
+        } else {
+            uapi::WARPQ_CQ_ENTRIES - used
+        }
     }
 
     /// Completions posted and not yet consumed by user space.
     pub(crate) fn cq_ready(&self) -> u32 {
-        let tail = self.word(hdr::CQ_TAIL).load(Ordering::Acquire);
+        // Acquire: pairs with `complete`'s release (WAIT runs on another CPU).
+        let tail = self.cq_tail.load(Ordering::Acquire);
         let head = self.word(hdr::CQ_HEAD).load(Ordering::Acquire);
-        tail.wrapping_sub(head).min(uapi::CQ_ENTRIES)
+        tail.wrapping_sub(head).min(uapi::WARPQ_CQ_ENTRIES)
     }
 
     /// Posts a completion and retires the submission it answers. The engine
     /// is the only producer of completions and the only consumer of
     /// submissions; the caller checked [`Ring::cq_space`].
     pub(crate) fn complete(&self, user_data: u64, status: u32, result: u64) {
-        let tail = self.word(hdr::CQ_TAIL).load(Ordering::Relaxed);
-        let slot = (tail & (uapi::CQ_ENTRIES - 1)) as usize;
-        let p = self.base.as_ptr().wrapping_add(uapi::RING_CQ_OFFSET + slot * 32).cast::<[u64; 4]>();
+        let tail = self.cq_tail.load(Ordering::Relaxed);
+        let slot = (tail & (uapi::WARPQ_CQ_ENTRIES - 1)) as usize;
+        let p = self.base.as_ptr().wrapping_add(uapi::WARPQ_RING_CQ_OFFSET + slot * 32).cast::<[u64; 4]>();
         // SAFETY: the slot lies inside the ring (type invariant, masked
         // index); user space does not read it until the tail moves past it.
         unsafe { core::ptr::write_volatile(p, [user_data, u64::from(status), result, 0]) };
-        if status == uapi::STATUS_INVALID {
+        if status == uapi::WARPQ_STATUS_INVALID {
             // The header's running count of malformed entries (one writer).
             let invalid = self.dword(hdr::SQ_INVALID);
             invalid.store(invalid.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
         }
-        // Release: the entry is visible before the tail that publishes it.
+        // Release: the entry is visible before the tail that publishes it,
+        // to user space (the page) and to WAIT (the kernel's copy).
+        self.cq_tail.store(tail.wrapping_add(1), Ordering::Release);
         self.word(hdr::CQ_TAIL).store(tail.wrapping_add(1), Ordering::Release);
-        let head = self.word(hdr::SQ_HEAD).load(Ordering::Relaxed);
-        self.word(hdr::SQ_HEAD).store(head.wrapping_add(1), Ordering::Release);
+        let head = self.sq_head.load(Ordering::Relaxed).wrapping_add(1);
+        // Release: the slot is free for user space (and SUBMIT) only after
+        // the engine has finished reading it.
+        self.sq_head.store(head, Ordering::Release);
+        self.word(hdr::SQ_HEAD).store(head, Ordering::Release);
     }
 
     /// SUBMIT: appends entries on the caller's behalf, as the SQ producer
@@ -146,16 +193,16 @@ impl Ring {
     /// many fit.
     pub(crate) fn push_sqes(&self, entries: &[[u64; 8]]) -> usize {
         let tail = self.word(hdr::SQ_TAIL).load(Ordering::Relaxed);
-        let head = self.word(hdr::SQ_HEAD).load(Ordering::Acquire);
+        let head = self.sq_head.load(Ordering::Acquire);
         let used = tail.wrapping_sub(head);
-        if used > uapi::SQ_ENTRIES {
+        if used > uapi::WARPQ_SQ_ENTRIES {
             return 0;
         }
-        let room = (uapi::SQ_ENTRIES - used) as usize;
+        let room = (uapi::WARPQ_SQ_ENTRIES - used) as usize;
         let n = entries.len().min(room);
         for (i, e) in entries.iter().take(n).enumerate() {
-            let slot = (tail.wrapping_add(i as u32) & (uapi::SQ_ENTRIES - 1)) as usize;
-            let p = self.base.as_ptr().wrapping_add(uapi::RING_SQ_OFFSET + slot * 64).cast::<[u64; 8]>();
+            let slot = (tail.wrapping_add(i as u32) & (uapi::WARPQ_SQ_ENTRIES - 1)) as usize;
+            let p = self.base.as_ptr().wrapping_add(uapi::WARPQ_RING_SQ_OFFSET + slot * 64).cast::<[u64; 8]>();
             // SAFETY: the slot lies inside the ring (type invariant, masked
             // index) and is free (between tail and head + entries).
             unsafe { core::ptr::write_volatile(p, *e) };
@@ -176,12 +223,14 @@ impl Ring {
 
     /// The page backing page `index` of the mapping, if in range.
     pub(crate) fn page(&self, index: usize) -> Option<NonNull<PageRaw>> {
-        if index >= uapi::RING_SIZE.div_ceil(kernel::page::PAGE_SIZE) {
+        if index >= uapi::WARPQ_RING_SIZE.div_ceil(kernel::page::PAGE_SIZE) {
             return None;
         }
         // SAFETY: the address is inside the vmalloc allocation (type
         // invariant and the check above).
-        NonNull::new(unsafe { bindings::vmalloc_to_page(self.base.as_ptr().add(index * kernel::page::PAGE_SIZE).cast()) }.cast())
+        NonNull::new(
+            unsafe { bindings::vmalloc_to_page(self.base.as_ptr().add(index * kernel::page::PAGE_SIZE).cast()) }.cast(),
+        )
     }
 }
 

@@ -82,7 +82,12 @@ extern "C" {
     pub(crate) fn warpq_iommu_describe(dev: *mut DeviceRaw, group_id: *mut c_int) -> c_int;
 
     // Character device and file.
-    pub(crate) fn warpq_misc_register(index: c_uint, parent: *mut DeviceRaw, owner: *mut c_void, err: *mut c_int) -> *mut c_void;
+    pub(crate) fn warpq_misc_register(
+        index: c_uint,
+        parent: *mut DeviceRaw,
+        owner: *mut c_void,
+        err: *mut c_int,
+    ) -> *mut c_void;
     pub(crate) fn warpq_misc_deregister(handle: *mut c_void);
     pub(crate) fn warpq_file_set_private(file: *mut FileRaw, data: *mut c_void);
 
@@ -129,12 +134,20 @@ extern "C" {
     pub(crate) fn warpq_cond_resched();
 
     // Work items.
-    pub(crate) fn warpq_work_init(work: *mut bindings::work_struct, f: unsafe extern "C" fn(*mut bindings::work_struct));
+    pub(crate) fn warpq_work_init(
+        work: *mut bindings::work_struct,
+        f: unsafe extern "C" fn(*mut bindings::work_struct),
+    );
     pub(crate) fn warpq_work_schedule(work: *mut bindings::work_struct);
     pub(crate) fn warpq_work_cancel_sync(work: *mut bindings::work_struct);
 
     // Interval notifiers.
-    pub(crate) fn warpq_interval_insert(sub: *mut IntervalRaw, mm: *mut MmRaw, start: c_ulong, length: c_ulong) -> c_int;
+    pub(crate) fn warpq_interval_insert(
+        sub: *mut IntervalRaw,
+        mm: *mut MmRaw,
+        start: c_ulong,
+        length: c_ulong,
+    ) -> c_int;
     pub(crate) fn warpq_interval_remove(sub: *mut IntervalRaw);
     pub(crate) fn warpq_interval_read_begin(sub: *mut IntervalRaw) -> c_ulong;
     pub(crate) fn warpq_interval_read_retry(sub: *mut IntervalRaw, seq: c_ulong) -> bool;
@@ -143,8 +156,20 @@ extern "C" {
     pub(crate) fn warpq_range_info(range: *const RangeRaw, start: *mut c_ulong, end: *mut c_ulong, event: *mut c_uint);
 
     // Pinning and DMA.
-    pub(crate) fn warpq_pin_pages(mm: *mut MmRaw, start: c_ulong, nr: c_ulong, write: bool, mmap_locked: bool, pages: *mut *mut PageRaw) -> core::ffi::c_long;
-    pub(crate) fn warpq_dma_map_page(dev: *mut DeviceRaw, page: *mut PageRaw, device_writes: bool, err: *mut c_int) -> u64;
+    pub(crate) fn warpq_pin_pages(
+        mm: *mut MmRaw,
+        start: c_ulong,
+        nr: c_ulong,
+        write: bool,
+        mmap_locked: bool,
+        pages: *mut *mut PageRaw,
+    ) -> core::ffi::c_long;
+    pub(crate) fn warpq_dma_map_page(
+        dev: *mut DeviceRaw,
+        page: *mut PageRaw,
+        device_writes: bool,
+        err: *mut c_int,
+    ) -> u64;
     pub(crate) fn warpq_dma_unmap_page(dev: *mut DeviceRaw, addr: u64, device_writes: bool);
     pub(crate) fn warpq_dma_to_kernel(dev: *mut DeviceRaw, addr: u64) -> *mut u8;
     pub(crate) fn warpq_set_page_dirty(page: *mut PageRaw);
@@ -153,7 +178,13 @@ extern "C" {
     pub(crate) fn warpq_dma_needs_sync(dev: *mut DeviceRaw, addr: u64) -> bool;
 
     // Tracepoints.
-    pub(crate) fn warpq_trace_invalidate_start(notifier: c_ulong, mm: c_ulong, start: c_ulong, end: c_ulong, event: c_uint);
+    pub(crate) fn warpq_trace_invalidate_start(
+        notifier: c_ulong,
+        mm: c_ulong,
+        start: c_ulong,
+        end: c_ulong,
+        event: c_uint,
+    );
     pub(crate) fn warpq_trace_invalidate_end(
         notifier: c_ulong,
         mm: c_ulong,

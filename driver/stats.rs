@@ -39,7 +39,7 @@ impl Counters {
 
     /// One completion with `status`.
     pub(crate) fn completion(&self, status: u32) {
-        if status == uapi::STATUS_OK {
+        if status == uapi::WARPQ_STATUS_OK {
             self.commands_ok.fetch_add(1, Ordering::Relaxed);
         } else {
             self.commands_failed.fetch_add(1, Ordering::Relaxed);
@@ -65,9 +65,17 @@ impl Counters {
     pub(crate) fn reset(&self) {
         let pinned = self.pages_pinned.load(Ordering::Relaxed);
         for c in [
-            &self.commands_ok, &self.commands_failed, &self.invalidations, &self.ignored_by_policy,
-            &self.teardowns, &self.drains, &self.drain_timeouts, &self.rebuilds, &self.rebuild_retries,
-            &self.faults, &self.zaps,
+            &self.commands_ok,
+            &self.commands_failed,
+            &self.invalidations,
+            &self.ignored_by_policy,
+            &self.teardowns,
+            &self.drains,
+            &self.drain_timeouts,
+            &self.rebuilds,
+            &self.rebuild_retries,
+            &self.faults,
+            &self.zaps,
         ] {
             c.store(0, Ordering::Relaxed);
         }
@@ -77,27 +85,25 @@ impl Counters {
         self.pages_pinned_peak.store(pinned, Ordering::Relaxed);
     }
 
-    /// A consistent-enough copy for STATS and sysfs (each field atomic).
-    pub(crate) fn snapshot(&self) -> uapi::Stats {
+    /// Copies the counters into `out` for STATS and sysfs, each field
+    /// atomically (the whole is consistent enough); `size` and the
+    /// histograms are the caller's.
+    pub(crate) fn snapshot_into(&self, out: &mut uapi::warpq_stats) {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        uapi::Stats {
-            size: core::mem::size_of::<uapi::Stats>() as u32,
-            rsvd: 0,
-            commands_ok: get(&self.commands_ok),
-            commands_failed: get(&self.commands_failed),
-            invalidations: get(&self.invalidations),
-            ignored_by_policy: get(&self.ignored_by_policy),
-            teardowns: get(&self.teardowns),
-            drains: get(&self.drains),
-            drain_timeouts: get(&self.drain_timeouts),
-            rebuilds: get(&self.rebuilds),
-            rebuild_retries: get(&self.rebuild_retries),
-            pages_pinned: get(&self.pages_pinned),
-            pages_pinned_peak: get(&self.pages_pinned_peak),
-            faults: get(&self.faults),
-            zaps: get(&self.zaps),
-            invalidations_by_event: core::array::from_fn(|i| get(&self.by_event[i])),
-            commands_by_status: core::array::from_fn(|i| get(&self.by_status[i])),
-        }
+        out.commands_ok = get(&self.commands_ok);
+        out.commands_failed = get(&self.commands_failed);
+        out.invalidations = get(&self.invalidations);
+        out.ignored_by_policy = get(&self.ignored_by_policy);
+        out.teardowns = get(&self.teardowns);
+        out.drains = get(&self.drains);
+        out.drain_timeouts = get(&self.drain_timeouts);
+        out.rebuilds = get(&self.rebuilds);
+        out.rebuild_retries = get(&self.rebuild_retries);
+        out.pages_pinned = get(&self.pages_pinned);
+        out.pages_pinned_peak = get(&self.pages_pinned_peak);
+        out.faults = get(&self.faults);
+        out.zaps = get(&self.zaps);
+        out.invalidations_by_event = core::array::from_fn(|i| get(&self.by_event[i]));
+        out.commands_by_status = core::array::from_fn(|i| get(&self.by_status[i]));
     }
 }

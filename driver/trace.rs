@@ -44,16 +44,40 @@ pub(crate) enum InvalidateOutcome {
 pub(crate) fn invalidate_start(notifier: usize, mm: usize, start: u64, end: u64, event: u32) {
     #[cfg(not(warpq_no_trace))]
     // SAFETY: plain values; the shim only records them.
-    unsafe { shim::warpq_trace_invalidate_start(notifier as c_ulong, mm as c_ulong, start as c_ulong, end as c_ulong, event as c_uint) };
+    unsafe {
+        shim::warpq_trace_invalidate_start(
+            notifier as c_ulong,
+            mm as c_ulong,
+            start as c_ulong,
+            end as c_ulong,
+            event as c_uint,
+        )
+    };
 }
 
 #[allow(clippy::too_many_arguments)]
 #[cfg_attr(warpq_no_trace, inline(always), allow(unused_variables))]
-pub(crate) fn invalidate_end(notifier: usize, mm: usize, event: u32, outcome: InvalidateOutcome, pages: u64, drain_ns: u64, drain_timed_out: bool) {
+pub(crate) fn invalidate_end(
+    notifier: usize,
+    mm: usize,
+    event: u32,
+    outcome: InvalidateOutcome,
+    pages: u64,
+    drain_ns: u64,
+    drain_timed_out: bool,
+) {
     #[cfg(not(warpq_no_trace))]
     // SAFETY: plain values; the shim only records them.
     unsafe {
-        shim::warpq_trace_invalidate_end(notifier as c_ulong, mm as c_ulong, event, outcome as c_uint, pages as c_ulong, drain_ns, drain_timed_out)
+        shim::warpq_trace_invalidate_end(
+            notifier as c_ulong,
+            mm as c_ulong,
+            event,
+            outcome as c_uint,
+            pages as c_ulong,
+            drain_ns,
+            drain_timed_out,
+        )
     };
 }
 
@@ -61,54 +85,70 @@ pub(crate) fn invalidate_end(notifier: usize, mm: usize, event: u32, outcome: In
 pub(crate) fn unmap_unpin(mm: usize, pages: u64, unmap_ns: u64, unpin_ns: u64) {
     #[cfg(not(warpq_no_trace))]
     // SAFETY: plain values; the shim only records them.
-    unsafe { shim::warpq_trace_unmap_unpin(mm as c_ulong, pages as c_ulong, unmap_ns, unpin_ns) };
+    unsafe {
+        shim::warpq_trace_unmap_unpin(mm as c_ulong, pages as c_ulong, unmap_ns, unpin_ns)
+    };
 }
 
 #[cfg_attr(warpq_no_trace, inline(always), allow(unused_variables))]
 pub(crate) fn drain_start(mm: usize, in_flight: u32, timeout_ns: u64) {
     #[cfg(not(warpq_no_trace))]
     // SAFETY: plain values; the shim only records them.
-    unsafe { shim::warpq_trace_drain_start(mm as c_ulong, in_flight as c_uint, timeout_ns) };
+    unsafe {
+        shim::warpq_trace_drain_start(mm as c_ulong, in_flight as c_uint, timeout_ns)
+    };
 }
 
 #[cfg_attr(warpq_no_trace, inline(always), allow(unused_variables))]
 pub(crate) fn drain_end(mm: usize, abandoned: u32, ns: u64) {
     #[cfg(not(warpq_no_trace))]
     // SAFETY: plain values; the shim only records them.
-    unsafe { shim::warpq_trace_drain_end(mm as c_ulong, abandoned as c_uint, ns) };
+    unsafe {
+        shim::warpq_trace_drain_end(mm as c_ulong, abandoned as c_uint, ns)
+    };
 }
 
 #[cfg_attr(warpq_no_trace, inline(always), allow(unused_variables))]
 pub(crate) fn zap(mm: usize) {
     #[cfg(not(warpq_no_trace))]
     // SAFETY: plain values; the shim only records them.
-    unsafe { shim::warpq_trace_zap(mm as c_ulong) };
+    unsafe {
+        shim::warpq_trace_zap(mm as c_ulong)
+    };
 }
 
 #[cfg_attr(warpq_no_trace, inline(always), allow(unused_variables))]
 pub(crate) fn rebuild_start(mm: usize, from_fault: bool) {
     #[cfg(not(warpq_no_trace))]
     // SAFETY: plain values; the shim only records them.
-    unsafe { shim::warpq_trace_rebuild_start(mm as c_ulong, from_fault) };
+    unsafe {
+        shim::warpq_trace_rebuild_start(mm as c_ulong, from_fault)
+    };
 }
 
 #[cfg_attr(warpq_no_trace, inline(always), allow(unused_variables))]
 pub(crate) fn rebuild_end(mm: usize, regions: u32, pages: u64, retries: u32, result: i32) {
     #[cfg(not(warpq_no_trace))]
     // SAFETY: plain values; the shim only records them.
-    unsafe { shim::warpq_trace_rebuild_end(mm as c_ulong, regions, pages as c_ulong, retries, result as c_int) };
+    unsafe {
+        shim::warpq_trace_rebuild_end(mm as c_ulong, regions, pages as c_ulong, retries, result as c_int)
+    };
 }
 
 #[cfg_attr(warpq_no_trace, inline(always), allow(unused_variables))]
 pub(crate) fn queue_state(mm: usize, paused: bool) {
     #[cfg(not(warpq_no_trace))]
     // SAFETY: plain values; the shim only records them.
-    unsafe { shim::warpq_trace_queue_state(mm as c_ulong, paused) };
+    unsafe {
+        shim::warpq_trace_queue_state(mm as c_ulong, paused)
+    };
 }
 
 #[cfg_attr(warpq_no_trace, inline(always), allow(unused_variables))]
 pub(crate) fn submit_ioctl(mm: usize, count: u32, queued: u32) {
     #[cfg(not(warpq_no_trace))]
     // SAFETY: plain values; the shim only records them.
-    unsafe { shim::warpq_trace_submit_ioctl(mm as c_ulong, count, queued) };
+    unsafe {
+        shim::warpq_trace_submit_ioctl(mm as c_ulong, count, queued)
+    };
 }

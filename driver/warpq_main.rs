@@ -109,13 +109,13 @@ unsafe fn queue_file<'a>(private: *mut c_void) -> ArcBorrow<'a, QueueFile> {
 
 /// sysfs `stats` of `/dev/warpqN`: the device's counters.
 #[no_mangle]
-extern "C" fn warpq_rs_device_stats(owner: *mut c_void, out: *mut uapi::Stats) {
+extern "C" fn warpq_rs_device_stats(owner: *mut c_void, out: *mut uapi::warpq_stats) {
     // SAFETY: sysfs attributes exist only while the misc device is
     // registered, which keeps `owner` alive; `out` is the shim's buffer of
     // a whole `struct warpq_stats`, whose counters come first.
     let dev = unsafe { &*owner.cast::<DeviceCore>() };
     // SAFETY: as above.
-    unsafe { *out = dev.stats.snapshot() };
+    dev.stats.snapshot_into(unsafe { &mut *out });
 }
 
 /// sysfs `dma_translation` of `/dev/warpqN`.
@@ -231,19 +231,23 @@ fn ioctl(qf: &QueueFile, cmd: u32, arg: usize) -> Result {
     // not the size bits of the number, says which version the caller speaks.
     let is = |ioc: u32| cmd & !uapi::IOC_SIZE_BITS == ioc & !uapi::IOC_SIZE_BITS;
     match cmd {
-        _ if is(uapi::IOC_INFO) => {
-            let (mut reader, mut writer) = UserSlice::new(arg, core::mem::size_of::<uapi::Info>()).reader_writer();
+        _ if is(uapi::WARPQ_IOC_INFO) => {
+            let (mut reader, mut writer) =
+                UserSlice::new(arg, core::mem::size_of::<uapi::warpq_info>()).reader_writer();
             let size: u32 = reader.read()?;
-            if (size as usize) < core::mem::size_of::<uapi::Info>() {
+            if (size as usize) < core::mem::size_of::<uapi::warpq_info>() {
                 return Err(EINVAL);
             }
-            let info = uapi::Info {
-                size: core::mem::size_of::<uapi::Info>() as u32,
-                version: uapi::VERSION,
-                capabilities: uapi::CAP_RING | uapi::CAP_SUBMIT_IOCTL | uapi::CAP_EDU_DMA | uapi::CAP_FORK_QUEUE,
-                sq_entries: uapi::SQ_ENTRIES,
-                cq_entries: uapi::CQ_ENTRIES,
-                ring_size: uapi::RING_SIZE as u32,
+            let info = uapi::warpq_info {
+                size: core::mem::size_of::<uapi::warpq_info>() as u32,
+                version: uapi::WARPQ_UAPI_VERSION,
+                capabilities: uapi::WARPQ_CAP_RING
+                    | uapi::WARPQ_CAP_SUBMIT_IOCTL
+                    | uapi::WARPQ_CAP_EDU_DMA
+                    | uapi::WARPQ_CAP_FORK_QUEUE,
+                sq_entries: uapi::WARPQ_SQ_ENTRIES,
+                cq_entries: uapi::WARPQ_CQ_ENTRIES,
+                ring_size: uapi::WARPQ_RING_SIZE as u32,
                 max_regions: queue::max_regions() as u32,
                 max_region_bytes: queue::max_region_bytes(),
                 policy: queue::current_policy() as u32,
@@ -251,8 +255,8 @@ fn ioctl(qf: &QueueFile, cmd: u32, arg: usize) -> Result {
             };
             writer.write(&info)
         }
-        _ if is(uapi::IOC_REGISTER) => {
-            let mut req: uapi::Register = read_arg(arg)?;
+        _ if is(uapi::WARPQ_IOC_REGISTER) => {
+            let mut req: uapi::warpq_register = read_arg(arg)?;
             // The handle goes back through `arg`: fail on a read-only `arg`
             // before pinning anything (and undo if it turns read-only
             // meanwhile), so that no registration outlives an EFAULT.
@@ -263,12 +267,12 @@ fn ioctl(qf: &QueueFile, cmd: u32, arg: usize) -> Result {
                 let _ = queue.unregister(req.handle);
             })
         }
-        _ if is(uapi::IOC_UNREGISTER) => {
-            let req: uapi::Unregister = read_arg(arg)?;
+        _ if is(uapi::WARPQ_IOC_UNREGISTER) => {
+            let req: uapi::warpq_unregister = read_arg(arg)?;
             own_queue(qf)?.unregister(req.handle)
         }
-        _ if is(uapi::IOC_SUBMIT) => {
-            let mut req: uapi::Submit = read_arg(arg)?;
+        _ if is(uapi::WARPQ_IOC_SUBMIT) => {
+            let mut req: uapi::warpq_submit = read_arg(arg)?;
             // As for REGISTER: `submitted` must be writable before anything
             // is queued, or the caller would be told of a failure while its
             // entries run.
@@ -276,38 +280,44 @@ fn ioctl(qf: &QueueFile, cmd: u32, arg: usize) -> Result {
             req.submitted = own_queue(qf)?.submit(req.sqes as usize, req.count)?;
             write_arg(arg, &req)
         }
-        _ if is(uapi::IOC_WAIT) => {
-            let mut req: uapi::Wait = read_arg(arg)?;
+        _ if is(uapi::WARPQ_IOC_WAIT) => {
+            let mut req: uapi::warpq_wait = read_arg(arg)?;
             req.ready = own_queue(qf)?.wait(req.min_ready, req.timeout_ns)?;
             write_arg(arg, &req)
         }
-        _ if is(uapi::IOC_WAKE) => {
-            let _req: uapi::Wake = read_arg(arg)?;
+        _ if is(uapi::WARPQ_IOC_WAKE) => {
+            let _req: uapi::warpq_wake = read_arg(arg)?;
             own_queue(qf)?.wake()
         }
-        _ if is(uapi::IOC_STATS) => {
-            let req: uapi::Stats = read_arg(arg)?;
+        _ if is(uapi::WARPQ_IOC_STATS) => {
+            let size: u32 = UserSlice::new(arg, 4).reader().read()?;
+            if (size as usize) < uapi::STATS_V1_SIZE {
+                return Err(EINVAL);
+            }
             let mm = glue::mm::current_mm().ok_or(EINVAL)?;
             // SAFETY: `current->mm` is valid while the task runs this ioctl.
             // STATS never creates a queue (and its engine thread).
             let queue = unsafe { qf.existing_queue(mm) };
-            let mut stats = queue.as_ref().map_or_else(uapi::Stats::default, |q| q.stats());
+            // Too big for the kernel stack with its histograms (2.8 KiB).
+            let stats = KBox::<uapi::warpq_stats>::new_uninit(GFP_KERNEL | __GFP_ZERO)?;
+            // SAFETY: the allocation is zeroed, and all zeroes is a valid
+            // `warpq_stats` (integers only).
+            let mut stats = unsafe { stats.assume_init() };
+            if let Some(q) = &queue {
+                q.stats_into(&mut stats);
+            }
             // The histograms follow the counters for a caller whose `size`
             // covers them; `size` says what was written.
-            let with_hist = req.size as usize >= uapi::STATS_WITH_HIST_SIZE;
-            stats.size = if with_hist { uapi::STATS_WITH_HIST_SIZE } else { core::mem::size_of::<uapi::Stats>() } as u32;
-            if with_hist {
-                // Row by row, straight from the counters: the whole table
-                // (2.6 KiB) is too big for the kernel stack.
-                let hist_bytes = uapi::STATS_WITH_HIST_SIZE - core::mem::size_of::<uapi::Stats>();
-                let mut writer = UserSlice::new(arg + core::mem::size_of::<uapi::Stats>(), hist_bytes).writer();
-                for kind in 0..uapi::HIST_KINDS {
-                    let row: [u64; uapi::HIST_BUCKETS] =
-                        core::array::from_fn(|b| queue.as_ref().map_or(0, |q| q.hist_bucket(kind, b)));
-                    writer.write(&row)?;
-                }
-            }
-            write_arg(arg, &stats)
+            let written = if size as usize >= core::mem::size_of::<uapi::warpq_stats>() {
+                core::mem::size_of::<uapi::warpq_stats>()
+            } else {
+                uapi::STATS_V1_SIZE
+            };
+            stats.size = written as u32;
+            // SAFETY: `stats` is one initialised `warpq_stats` (integers, no
+            // padding) of at least `written` bytes.
+            let bytes = unsafe { core::slice::from_raw_parts(core::ptr::from_ref(&*stats).cast::<u8>(), written) };
+            UserSlice::new(arg, written).writer().write_slice(bytes)
         }
         _ => Err(ENOTTY),
     }
@@ -317,7 +327,7 @@ fn ioctl(qf: &QueueFile, cmd: u32, arg: usize) -> Result {
 #[no_mangle]
 extern "C" fn warpq_rs_mmap(private: *mut c_void, vma: *mut VmaRaw) -> c_int {
     // SAFETY: `vma` is the new mapping, set up under the mmap write lock.
-    let ret = unsafe { shim::warpq_vma_setup(vma, uapi::RING_SIZE as c_ulong, private) };
+    let ret = unsafe { shim::warpq_vma_setup(vma, uapi::WARPQ_RING_SIZE as c_ulong, private) };
     if ret != 0 {
         return ret;
     }
@@ -327,7 +337,13 @@ extern "C" fn warpq_rs_mmap(private: *mut c_void, vma: *mut VmaRaw) -> c_int {
 /// `vm_operations_struct.fault` of a queue mapping: maps the ring page of
 /// the faulting mm's queue, creating that queue on first touch.
 #[no_mangle]
-extern "C" fn warpq_rs_fault(private: *mut c_void, mm: *mut MmRaw, vm_start: c_ulong, pgoff: c_ulong, page: *mut *mut PageRaw) -> c_uint {
+extern "C" fn warpq_rs_fault(
+    private: *mut c_void,
+    mm: *mut MmRaw,
+    vm_start: c_ulong,
+    pgoff: c_ulong,
+    page: *mut *mut PageRaw,
+) -> c_uint {
     // SAFETY: the vma holds a reference on the file, so it is not released.
     let qf = unsafe { queue_file(private) };
     let Some(mm) = NonNull::new(mm) else {
@@ -339,14 +355,21 @@ extern "C" fn warpq_rs_fault(private: *mut c_void, mm: *mut MmRaw, vm_start: c_u
         Err(e) if e == ENOMEM => return bindings::vm_fault_reason_VM_FAULT_OOM,
         Err(_) => return bindings::vm_fault_reason_VM_FAULT_SIGBUS,
     };
-    match queue.fault(vm_start as u64, pgoff as usize) {
+    let ret = match queue.fault(vm_start as u64, pgoff as usize) {
         Ok(p) => {
             // SAFETY: `page` is the shim's out-parameter.
             unsafe { *page = p.as_ptr() };
             0
         }
         Err(reason) => reason,
+    };
+    // Never the last reference dropped under the mmap lock (the lock order
+    // in queue.rs): if unbind or close let go of the file's queues
+    // meanwhile, this one is dropped later, outside the lock.
+    if let Some(last) = Arc::into_unique_or_drop(queue) {
+        qf.bury_later(last.into());
     }
+    ret
 }
 
 /// `vm_operations_struct.open`: a queue mapping was duplicated (fork) or

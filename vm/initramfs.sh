@@ -68,6 +68,9 @@ if [ -d "$guest_bins" ]; then
         if [ -f "$ex" ] && [ -x "$ex" ]; then cp "$ex" "$root/warpq/bin/warpq-example-$name"; fi
     done
 fi
+# The C example, built against the uapi header alone (as a C user would).
+gcc -O2 -Wall -Wextra -Werror -static -I "$top/driver/uapi" -o "$root/warpq/bin/warpq-c-submit" \
+    "$top/user/examples/c/submit.c"
 # The kernel's hmm-tests, built against this kernel's headers.
 hmm=$objdir/warpq-hmm-tests/hmm-tests
 [ -f "$hmm" ] && cp "$hmm" "$root/warpq/bin/hmm-tests"

@@ -84,10 +84,29 @@ if [ "$missing" = 1 ]; then
 fi
 
 # 3. Build the image and prepare the tree for out-of-tree (Rust) modules.
-echo "kernel: building $flavour in $objdir (this takes several minutes)"
+# The compiler's output (the kernel's own -Wframe-larger-than warnings and
+# the like) goes to a log in the cache; the console gets a progress line a
+# minute.
+log=$objdir/build.log
+echo "kernel: building $flavour in $objdir: about 6 minutes (perf) to 8 (debug) on 2 cores; log: $log"
 start=$(date +%s)
-make -s -C "$srcdir" O="$objdir" "${kmake_vars[@]}" -j"$(nproc)" bzImage modules
-make -s -C "$srcdir" O="$objdir" "${kmake_vars[@]}" -j"$(nproc)" modules_prepare
+( make -C "$srcdir" O="$objdir" "${kmake_vars[@]}" -j"$(nproc)" bzImage modules &&
+  make -C "$srcdir" O="$objdir" "${kmake_vars[@]}" -j"$(nproc)" modules_prepare ) > "$log" 2>&1 &
+build=$!
+last=$start
+while kill -0 "$build" 2>/dev/null; do
+    sleep 2
+    now=$(date +%s)
+    if [ $((now - last)) -ge 60 ]; then
+        last=$now
+        echo "kernel: building $flavour: $((now - start)) s, $(grep -c '^  [A-Z]' "$log") steps done"
+    fi
+done
+if ! wait "$build"; then
+    tail -n 40 "$log" >&2
+    echo "kernel: the $flavour build failed (last lines above; whole log: $log)" >&2
+    exit 1
+fi
 # test_hmm.ko and other in-tree modules go where the initramfs builder finds them.
 rm -rf "$objdir/modules-install"
 make -s -C "$srcdir" O="$objdir" "${kmake_vars[@]}" INSTALL_MOD_PATH="$objdir/modules-install" \

@@ -4,7 +4,7 @@
 # with `N passed, N failed`; exits non-zero if anything failed.
 #
 #   vm/test.sh all     host + VM suites (what `make test` runs)
-#   vm/test.sh host    host suites only
+#   vm/test.sh host    host suites only (the lanes of `make check`)
 #   vm/test.sh vm      VM suites only (needs `make initramfs` first)
 set -uo pipefail
 
@@ -74,10 +74,11 @@ vm_expect_failure() {
     record "vm: $name" "$status" $((SECONDS - start)) "(harness rejected it with status $rc)"
 }
 
+# The host suites are the lanes of `make check` (vm/check.sh), one suite each.
 if [ "$what" = all ] || [ "$what" = host ]; then
-    host_suite "cargo test" "$CARGO" test --workspace
-    host_suite "loom models" env RUSTFLAGS="--cfg loom" "$CARGO" test -p warpq-notifier --release \
-        --target-dir "$top/target/loom"
+    for lane in fmt uapi clippy tests loom shape; do
+        host_suite "check $lane" "$here/check.sh" "$lane"
+    done
 fi
 
 if [ "$what" = all ] || [ "$what" = vm ]; then
@@ -102,7 +103,8 @@ if [ "$what" = all ] || [ "$what" = vm ]; then
     vm_suite user-api -- 'warpq-user-check && warpqctl list && warpqctl policy get &&
         { warpq-copy-check 20000 > /tmp/load.log & sleep 4; warpqctl stats; warpqctl hist; warpqctl stats --json; wait $!; } &&
         grep -q "20000 commands verified" /tmp/load.log &&
-        warpq-example-copy && warpq-example-crc_file /bin/busybox && warpq-example-fork && warpq-check pins'
+        warpq-example-copy && warpq-example-crc_file /bin/busybox && warpq-example-fork &&
+        warpq-c-submit && warpq-check pins'
     for policy in filtered strict; do
         vm_suite "churn-$policy" VM_MODULE_ARGS="policy=$policy" -- 'warpq-churn --rounds 3 && warpq-check pins'
     done

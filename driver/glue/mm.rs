@@ -47,7 +47,6 @@ impl MmGrab {
         // INVARIANT: the reference was just taken.
         Self { mm }
     }
-
 }
 
 impl MmGrab {

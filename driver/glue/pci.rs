@@ -3,8 +3,8 @@
 //! Safe glue over the PCI core, through the C shim: the driver registration
 //! and a view of one bound `struct pci_dev`.
 
-use kernel::ffi::{c_int, c_void};
 use core::ptr::NonNull;
+use kernel::ffi::{c_int, c_void};
 
 use kernel::error::to_result;
 use kernel::prelude::*;
@@ -186,7 +186,6 @@ impl PciDevice {
         };
         (u32::try_from(group).ok(), kind)
     }
-
 }
 
 /// Stores the driver's per-device data pointer.

@@ -10,7 +10,9 @@
 //! together with the context: holding `&mut LockKey` is the proof that `L`
 //! is held. Each operation checks that the key belongs to the context.
 //! [`ContextLock`] lets the functions that must drop and retake `L` (the
-//! rebuild's retry loop, the invalidation's trylock) do so.
+//! rebuild's retry loop, the invalidation's trylock) do so. What may run
+//! under `L`, and its place among the driver's locks: the lock-order table
+//! at the top of `driver/queue.rs`.
 
 use core::ops::DerefMut;
 
@@ -18,8 +20,7 @@ use super::gate::{DrainOutcome, Drained, GateGuard, Paused, QueueGate};
 use super::platform::{Mapping, Platform, Waiter};
 use super::policy::Policy;
 use super::region::{
-    Access, RegionDesc, RegionError, RegionHandle, RegionInfo, RegionState, RegionTable,
-    Translation, XlateFault,
+    Access, RegionDesc, RegionError, RegionHandle, RegionInfo, RegionState, RegionTable, Translation, XlateFault,
 };
 
 /// Tunables shared by the operations (module parameters in the driver).
@@ -38,11 +39,7 @@ pub struct Config {
 
 impl Config {
     /// Strict policy, 1 s drain timeout, 8 retries.
-    pub const DEFAULT: Config = Config {
-        policy: Policy::Strict,
-        drain_timeout_ns: 1_000_000_000,
-        max_retries: 8,
-    };
+    pub const DEFAULT: Config = Config { policy: Policy::Strict, drain_timeout_ns: 1_000_000_000, max_retries: 8 };
 }
 
 impl Default for Config {
@@ -138,15 +135,7 @@ impl<M: Mapping, const N: usize> MmContext<M, N> {
     /// in its lock `L`. The queue starts running with no region.
     pub fn new(mm: usize) -> (Self, LockKey) {
         let serial = NEXT_SERIAL.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-        (
-            Self {
-                mm,
-                serial,
-                gate: QueueGate::new(),
-                regions: RegionTable::new(),
-            },
-            LockKey { serial },
-        )
+        (Self { mm, serial, gate: QueueGate::new(), regions: RegionTable::new() }, LockKey { serial })
     }
 
     /// The mm this context belongs to.
@@ -172,14 +161,8 @@ impl<M: Mapping, const N: usize> MmContext<M, N> {
     /// Called by the engine before it executes a command; `None` while the
     /// queue is paused, stale or released. Region lookups go through the
     /// returned guard.
-    pub fn enter<'a, W: Waiter + ?Sized>(
-        &'a self,
-        waiter: &'a W,
-    ) -> Option<EngineGuard<'a, M, N, W>> {
-        Some(EngineGuard {
-            gate: self.gate.enter(waiter)?,
-            regions: &self.regions,
-        })
+    pub fn enter<'a, W: Waiter + ?Sized>(&'a self, waiter: &'a W) -> Option<EngineGuard<'a, M, N, W>> {
+        Some(EngineGuard { gate: self.gate.enter(waiter)?, regions: &self.regions })
     }
 
     /// A copy of one region (caller holds `L`).
@@ -205,11 +188,7 @@ impl<M: Mapping, const N: usize> MmContext<M, N> {
     /// Copies of all live regions, in slot order (caller holds `L`). Empty
     /// if `key` is not this context's.
     pub fn regions<'a>(&'a self, key: &'a LockKey) -> Regions<'a, M, N> {
-        Regions {
-            regions: &self.regions,
-            next: if self.owns_key(key) { 0 } else { N },
-            _key: key,
-        }
+        Regions { regions: &self.regions, next: if self.owns_key(key) { 0 } else { N }, _key: key }
     }
 
     /// True if some region is pending or unmapped (caller holds `L`).
@@ -286,11 +265,40 @@ impl<M: Mapping, const N: usize> MmContext<M, N> {
         config: &Config,
         handle: RegionHandle,
     ) -> Result<UnregisterReport, RegionError> {
+        self.remove(key, platform, config, handle, false)
+    }
+
+    /// As [`Self::unregister`], but never [`RegionError::Busy`]: after
+    /// `drain_timeout_ns` the queue is reset, as an invalidation's drain is
+    /// (the engine's commands are abandoned). For an undo that must not
+    /// fail: a REGISTER that failed leaves nothing registered.
+    pub fn unregister_or_reset<P: Platform<Mapping = M>>(
+        &self,
+        key: &mut LockKey,
+        platform: &P,
+        config: &Config,
+        handle: RegionHandle,
+    ) -> Result<UnregisterReport, RegionError> {
+        self.remove(key, platform, config, handle, true)
+    }
+
+    fn remove<P: Platform<Mapping = M>>(
+        &self,
+        key: &mut LockKey,
+        platform: &P,
+        config: &Config,
+        handle: RegionHandle,
+        reset_on_timeout: bool,
+    ) -> Result<UnregisterReport, RegionError> {
         if !self.owns_key(key) {
             return Err(RegionError::WrongLock);
         }
         let paused = self.gate.pause();
-        let drained = Self::drain_bounded(&paused, platform, config)?;
+        let drained = if reset_on_timeout {
+            self.drain_or_reset(&paused, platform, config).0
+        } else {
+            Self::drain_bounded(&paused, platform, config)?
+        };
         // SAFETY: `key` proves `L` is held and `drained` that the gate is
         // paused and drained.
         let (desc, state) = unsafe { self.regions.remove(handle) }?;
@@ -303,10 +311,7 @@ impl<M: Mapping, const N: usize> MmContext<M, N> {
             // SAFETY: as above.
             unsafe { self.refresh_stale(&paused, &drained) };
         }
-        Ok(UnregisterReport {
-            desc,
-            pages_unpinned,
-        })
+        Ok(UnregisterReport { desc, pages_unpinned })
     }
 
     /// Releases the context (the mm exits, or the file is closed): drains
@@ -341,11 +346,7 @@ impl<M: Mapping, const N: usize> MmContext<M, N> {
             })
         };
         paused.close(&drained);
-        Ok(ReleaseReport {
-            regions,
-            pages_unpinned,
-            drain,
-        })
+        Ok(ReleaseReport { regions, pages_unpinned, drain })
     }
 
     fn check_writable(&self, key: &LockKey) -> Result<(), RegionError> {
@@ -400,13 +401,7 @@ impl<M: Mapping, const N: usize> MmContext<M, N> {
         loop {
             if let DrainOutcome::Drained(drained) = paused.wait_drained(platform, u64::MAX) {
                 platform.drain_finished(reset.abandoned, platform.now_ns().saturating_sub(start));
-                return (
-                    drained,
-                    DrainReport::Reset {
-                        abandoned: reset.abandoned,
-                        generation: reset.generation,
-                    },
-                );
+                return (drained, DrainReport::Reset { abandoned: reset.abandoned, generation: reset.generation });
             }
         }
     }
@@ -462,12 +457,7 @@ pub struct EngineGuard<'a, M, const N: usize, W: Waiter + ?Sized> {
 
 impl<M: Mapping, const N: usize, W: Waiter + ?Sized> EngineGuard<'_, M, N, W> {
     /// Translates a device access of `len` bytes at user address `va`.
-    pub fn translate(
-        &self,
-        va: u64,
-        len: u64,
-        access: Access,
-    ) -> Result<Translation<'_, M>, XlateFault> {
+    pub fn translate(&self, va: u64, len: u64, access: Access) -> Result<Translation<'_, M>, XlateFault> {
         // SAFETY: the engine is inside the gate (`self.gate`), so no writer
         // runs until the guard is gone; the translation borrows `self`.
         unsafe { self.regions.translate(va, len, access) }
@@ -595,13 +585,7 @@ impl<const N: usize> Default for ContextTable<N> {
 impl<const N: usize> ContextTable<N> {
     /// An empty directory.
     pub const fn new() -> Self {
-        Self {
-            slots: [DirectorySlot {
-                mm: 0,
-                generation: 1,
-                state: SlotState::Free,
-            }; N],
-        }
+        Self { slots: [DirectorySlot { mm: 0, generation: 1, state: SlotState::Free }; N] }
     }
 
     fn id(index: usize, slot: &DirectorySlot) -> ContextId {
@@ -654,9 +638,7 @@ impl<const N: usize> ContextTable<N> {
     /// The context of `mm`, if any.
     pub fn lookup(&self, mm: usize) -> Lookup {
         match self.find(mm) {
-            Some((index, slot)) if slot.state == SlotState::Live => {
-                Lookup::Live(Self::id(index, slot))
-            }
+            Some((index, slot)) if slot.state == SlotState::Live => Lookup::Live(Self::id(index, slot)),
             Some((index, slot)) => Lookup::Released(Self::id(index, slot)),
             None => Lookup::Absent,
         }
@@ -715,10 +697,7 @@ impl<const N: usize> ContextTable<N> {
 
     /// Number of entries, live or released (not yet reaped).
     pub fn len(&self) -> usize {
-        self.slots
-            .iter()
-            .filter(|slot| slot.state != SlotState::Free)
-            .count()
+        self.slots.iter().filter(|slot| slot.state != SlotState::Free).count()
     }
 
     /// True if there is no entry.

@@ -121,9 +121,7 @@ impl Default for QueueGate {
 impl QueueGate {
     /// An open gate, generation 0.
     pub fn new() -> Self {
-        Self {
-            state: AtomicU64::new(0),
-        }
+        Self { state: AtomicU64::new(0) }
     }
 
     /// A decoded snapshot of the state (for tracing, counters and tests).
@@ -159,20 +157,8 @@ impl QueueGate {
             if !state.is_open() || u64::from(state.in_flight) == COUNT_MASK {
                 return None;
             }
-            match self.state.compare_exchange(
-                current,
-                current + IN_FLIGHT_ONE,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => {
-                    return Some(GateGuard {
-                        gate: self,
-                        waiter,
-                        generation: state.generation,
-                        left: false,
-                    })
-                }
+            match self.state.compare_exchange(current, current + IN_FLIGHT_ONE, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return Some(GateGuard { gate: self, waiter, generation: state.generation, left: false }),
                 Err(actual) => current = actual,
             }
         }
@@ -238,10 +224,7 @@ impl<'g> Paused<'g> {
     /// Proof that the engine is out now, without waiting.
     pub fn try_drained(&self) -> Option<Drained<'_>> {
         if self.gate.is_empty() {
-            Some(Drained {
-                gate: self.gate,
-                _paused: PhantomData,
-            })
+            Some(Drained { gate: self.gate, _paused: PhantomData })
         } else {
             None
         }
@@ -250,30 +233,17 @@ impl<'g> Paused<'g> {
     /// Waits (at most `timeout_ns`, `u64::MAX` for ever) until no engine is
     /// inside, current or abandoned. Once this returns `Drained` the engine
     /// is out and cannot enter until this pause is dropped.
-    pub fn wait_drained<W: Waiter + ?Sized>(
-        &self,
-        waiter: &W,
-        timeout_ns: u64,
-    ) -> DrainOutcome<'_> {
+    pub fn wait_drained<W: Waiter + ?Sized>(&self, waiter: &W, timeout_ns: u64) -> DrainOutcome<'_> {
         if let Some(drained) = self.try_drained() {
             return DrainOutcome::Drained(drained);
         }
-        let deadline = if timeout_ns == u64::MAX {
-            u64::MAX
-        } else {
-            waiter.now_ns().saturating_add(timeout_ns)
-        };
+        let deadline = if timeout_ns == u64::MAX { u64::MAX } else { waiter.now_ns().saturating_add(timeout_ns) };
         let gate = self.gate;
         if waiter.wait_until(&|| gate.is_empty(), deadline) {
-            DrainOutcome::Drained(Drained {
-                gate,
-                _paused: PhantomData,
-            })
+            DrainOutcome::Drained(Drained { gate, _paused: PhantomData })
         } else {
             let state = self.gate.snapshot();
-            DrainOutcome::TimedOut {
-                in_flight: state.in_flight.saturating_add(state.abandoned),
-            }
+            DrainOutcome::TimedOut { in_flight: state.in_flight.saturating_add(state.abandoned) }
         }
     }
 
@@ -288,8 +258,7 @@ impl<'g> Paused<'g> {
         let mut current = self.gate.state.load(Ordering::Relaxed);
         loop {
             let state = GateState::decode(current);
-            let abandoned =
-                (u64::from(state.abandoned) + u64::from(state.in_flight)).min(COUNT_MASK);
+            let abandoned = (u64::from(state.abandoned) + u64::from(state.in_flight)).min(COUNT_MASK);
             let generation = (u64::from(state.generation) + 1) & GENERATION_MASK;
             let new = (current
                 & !(COUNT_MASK << IN_FLIGHT_SHIFT)
@@ -297,18 +266,8 @@ impl<'g> Paused<'g> {
                 & !(GENERATION_MASK << GENERATION_SHIFT))
                 | (abandoned << ABANDONED_SHIFT)
                 | (generation << GENERATION_SHIFT);
-            match self.gate.state.compare_exchange(
-                current,
-                new,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => {
-                    return ResetReport {
-                        abandoned: state.in_flight,
-                        generation: generation as u16,
-                    }
-                }
+            match self.gate.state.compare_exchange(current, new, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return ResetReport { abandoned: state.in_flight, generation: generation as u16 },
                 Err(actual) => current = actual,
             }
         }
@@ -412,12 +371,7 @@ impl<W: Waiter + ?Sized> GateGuard<'_, W> {
                 // underflow the neighbouring field.
                 return EngineExit::Abandoned;
             };
-            match self.gate.state.compare_exchange(
-                current,
-                new,
-                Ordering::Release,
-                Ordering::Relaxed,
-            ) {
+            match self.gate.state.compare_exchange(current, new, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) => {
                     let after = GateState::decode(new);
                     if after.pauses > 0 && after.is_empty() {
@@ -459,9 +413,7 @@ mod tests {
     }
 
     fn waiter() -> NoWait {
-        NoWait {
-            wakes: Cell::new(0),
-        }
+        NoWait { wakes: Cell::new(0) }
     }
 
     #[test]
@@ -494,16 +446,10 @@ mod tests {
         let w = waiter();
         let guard = gate.enter(&w).unwrap();
         let paused = gate.pause();
-        assert!(matches!(
-            paused.wait_drained(&w, 10),
-            DrainOutcome::TimedOut { in_flight: 1 }
-        ));
+        assert!(matches!(paused.wait_drained(&w, 10), DrainOutcome::TimedOut { in_flight: 1 }));
         drop(guard);
         assert_eq!(w.wakes.get(), 1);
-        assert!(matches!(
-            paused.wait_drained(&w, 10),
-            DrainOutcome::Drained(_)
-        ));
+        assert!(matches!(paused.wait_drained(&w, 10), DrainOutcome::Drained(_)));
     }
 
     #[test]
@@ -540,13 +486,7 @@ mod tests {
         let guard = gate.enter(&w).unwrap();
         let paused = gate.pause();
         let report = paused.reset();
-        assert_eq!(
-            report,
-            ResetReport {
-                abandoned: 1,
-                generation: 1
-            }
-        );
+        assert_eq!(report, ResetReport { abandoned: 1, generation: 1 });
         assert!(guard.is_abandoned());
         // Still inside: the drain must keep waiting for it.
         assert!(paused.try_drained().is_none());
@@ -558,14 +498,7 @@ mod tests {
         assert_eq!(again.finish(), EngineExit::Completed);
         assert_eq!(
             gate.snapshot(),
-            GateState {
-                in_flight: 0,
-                abandoned: 0,
-                pauses: 0,
-                stale: false,
-                closed: false,
-                generation: 1,
-            }
+            GateState { in_flight: 0, abandoned: 0, pauses: 0, stale: false, closed: false, generation: 1 }
         );
     }
 

@@ -22,7 +22,8 @@
 //! directly (`#[path = "../notifier/src"] pub mod protocol { ... }`), so
 //! this file holds only attributes and module declarations, and the other
 //! files refer to each other as `super::...`. `docs/protocol.md` describes
-//! the state machines, invariants, lock order and loom models.
+//! the state machines, invariants and loom models; the lock order, `L`'s
+//! place in it included, is the table at the top of `driver/queue.rs`.
 
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 

@@ -161,9 +161,7 @@ pub fn decide(policy: Policy, event: Event, region_access: Access, owner_is_us: 
         Event::Release => TearDown(TearDownReason::AddressSpaceGone),
         Event::Migrate | Event::Exclusive if owner_is_us => Ignore(IgnoreReason::OwnedByUs),
         Event::Migrate | Event::Exclusive => TearDown(TearDownReason::PagesMoving),
-        Event::ProtectionVma if region_access.device_writes() => {
-            TearDown(TearDownReason::WriteRightMayShrink)
-        }
+        Event::ProtectionVma if region_access.device_writes() => TearDown(TearDownReason::WriteRightMayShrink),
         Event::ProtectionVma => Ignore(IgnoreReason::ReadOnlyProtectionChange),
         Event::ProtectionPage => Ignore(IgnoreReason::WriteProtectOnly),
         Event::SoftDirty => Ignore(IgnoreReason::SoftDirtyOnly),
@@ -201,26 +199,14 @@ mod tests {
             (S, E::Release, A::READ, false, TearDown(T::Strict)),
             (S, E::Exclusive, A::WRITE, false, TearDown(T::Strict)),
             (S, E::SoftDirty, A::READ, false, TearDown(T::Strict)),
-            (
-                S,
-                E::ProtectionPage,
-                A::READ_WRITE,
-                false,
-                TearDown(T::Strict),
-            ),
+            (S, E::ProtectionPage, A::READ_WRITE, false, TearDown(T::Strict)),
             (S, E::ProtectionVma, A::READ, false, TearDown(T::Strict)),
             (S, E::Migrate, A::READ, true, TearDown(T::Strict)),
             // Pages may change or vanish.
             (F, E::Unmap, A::READ, false, TearDown(T::PagesMayChange)),
             (F, E::Unmap, A::WRITE, false, TearDown(T::PagesMayChange)),
             (F, E::Clear, A::READ, false, TearDown(T::PagesMayChange)),
-            (
-                F,
-                E::Clear,
-                A::READ_WRITE,
-                true,
-                TearDown(T::PagesMayChange),
-            ),
+            (F, E::Clear, A::READ_WRITE, true, TearDown(T::PagesMayChange)),
             (F, E::Release, A::READ, false, TearDown(T::AddressSpaceGone)),
             // Someone else migrates or takes exclusive access.
             (F, E::Migrate, A::READ, false, TearDown(T::PagesMoving)),
@@ -229,50 +215,14 @@ mod tests {
             (F, E::Migrate, A::READ, true, Ignore(I::OwnedByUs)),
             (F, E::Exclusive, A::READ_WRITE, true, Ignore(I::OwnedByUs)),
             // mprotect: the write right may shrink; reads keep the same pages.
-            (
-                F,
-                E::ProtectionVma,
-                A::WRITE,
-                false,
-                TearDown(T::WriteRightMayShrink),
-            ),
-            (
-                F,
-                E::ProtectionVma,
-                A::READ_WRITE,
-                false,
-                TearDown(T::WriteRightMayShrink),
-            ),
-            (
-                F,
-                E::ProtectionVma,
-                A::READ,
-                false,
-                Ignore(I::ReadOnlyProtectionChange),
-            ),
+            (F, E::ProtectionVma, A::WRITE, false, TearDown(T::WriteRightMayShrink)),
+            (F, E::ProtectionVma, A::READ_WRITE, false, TearDown(T::WriteRightMayShrink)),
+            (F, E::ProtectionVma, A::READ, false, Ignore(I::ReadOnlyProtectionChange)),
             // Fork's COW write-protect / page cleaning: same PFN.
-            (
-                F,
-                E::ProtectionPage,
-                A::READ_WRITE,
-                false,
-                Ignore(I::WriteProtectOnly),
-            ),
-            (
-                F,
-                E::ProtectionPage,
-                A::READ,
-                false,
-                Ignore(I::WriteProtectOnly),
-            ),
+            (F, E::ProtectionPage, A::READ_WRITE, false, Ignore(I::WriteProtectOnly)),
+            (F, E::ProtectionPage, A::READ, false, Ignore(I::WriteProtectOnly)),
             // Soft-dirty reset: same PFN, same rights.
-            (
-                F,
-                E::SoftDirty,
-                A::READ_WRITE,
-                false,
-                Ignore(I::SoftDirtyOnly),
-            ),
+            (F, E::SoftDirty, A::READ_WRITE, false, Ignore(I::SoftDirtyOnly)),
         ]
     };
 
@@ -299,10 +249,7 @@ mod tests {
         for raw in 0..8 {
             let event = Event::from_raw(raw);
             for policy in [Policy::Strict, Policy::Filtered] {
-                assert!(
-                    TABLE.iter().any(|row| row.0 == policy && row.1 == event),
-                    "{policy:?} {event:?} has no row"
-                );
+                assert!(TABLE.iter().any(|row| row.0 == policy && row.1 == event), "{policy:?} {event:?} has no row");
             }
         }
     }

@@ -94,9 +94,7 @@ where
     let mut report = RebuildReport::default();
     // Each round resolves one region or spends one retry, but regions can be
     // invalidated again between rounds: bound the rounds too.
-    let rounds = N
-        .saturating_add(config.max_retries as usize)
-        .saturating_add(1);
+    let rounds = N.saturating_add(config.max_retries as usize).saturating_add(1);
     for _ in 0..rounds {
         let next = {
             let key = lock.lock();
@@ -131,17 +129,13 @@ where
                 Step::Collision => {
                     report.retries = report.retries.saturating_add(1);
                     if report.retries > config.max_retries {
-                        return Err(RebuildError::RetriesExhausted {
-                            retries: report.retries,
-                        });
+                        return Err(RebuildError::RetriesExhausted { retries: report.retries });
                     }
                 }
             }
         }
     }
-    Err(RebuildError::RetriesExhausted {
-        retries: report.retries,
-    })
+    Err(RebuildError::RetriesExhausted { retries: report.retries })
 }
 
 /// One attempt at one region.
@@ -181,10 +175,8 @@ where
         return Err(RebuildError::Released);
     }
     // SAFETY: `key` proves `L` is held.
-    let still_unmapped = matches!(
-        unsafe { ctx.table().info(desc.handle) }.map(|info| info.state),
-        Some(StateKind::Unmapped)
-    );
+    let still_unmapped =
+        matches!(unsafe { ctx.table().info(desc.handle) }.map(|info| info.state), Some(StateKind::Unmapped));
     if !still_unmapped {
         // Another rebuild published it, or it was unregistered (its notifier
         // may be gone: the sequence is meaningless then).

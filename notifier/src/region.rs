@@ -95,10 +95,7 @@ impl RegionHandle {
         if generation == 0 || generation > u32::MAX as u64 {
             return None;
         }
-        Some(RegionHandle {
-            slot: (raw & 0xffff) as u16,
-            generation: generation as u32,
-        })
+        Some(RegionHandle { slot: (raw & 0xffff) as u16, generation: generation as u32 })
     }
 }
 
@@ -251,16 +248,10 @@ impl<M: Mapping> Entry<M> {
         let (state, pages) = match &self.state {
             RegionState::Pending => (StateKind::Pending, 0),
             RegionState::Unmapped => (StateKind::Unmapped, 0),
-            RegionState::Mapped { seq, mapping } => {
-                (StateKind::Mapped { seq: *seq }, mapping.page_count())
-            }
+            RegionState::Mapped { seq, mapping } => (StateKind::Mapped { seq: *seq }, mapping.page_count()),
             RegionState::Dead => (StateKind::Dead, 0),
         };
-        RegionInfo {
-            desc: self.desc,
-            state,
-            pages,
-        }
+        RegionInfo { desc: self.desc, state, pages }
     }
 }
 
@@ -285,14 +276,7 @@ impl<M, const N: usize> RegionTable<M, N> {
     /// An empty table. `N` must fit a `u16` slot index; larger tables only
     /// use the first 65536 slots.
     pub fn new() -> Self {
-        Self {
-            slots: core::array::from_fn(|_| {
-                UnsafeCell::new(Slot {
-                    generation: 1,
-                    entry: None,
-                })
-            }),
-        }
+        Self { slots: core::array::from_fn(|_| UnsafeCell::new(Slot { generation: 1, entry: None })) }
     }
 
     /// Number of slots usable (capacity).
@@ -312,10 +296,7 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
     ///
     /// No writer may run concurrently: the caller holds `L` or is inside the
     /// gate, and the returned borrow must not outlive that.
-    unsafe fn find_entry<'a, R>(
-        &'a self,
-        mut f: impl FnMut(&'a Entry<M>) -> Option<R>,
-    ) -> Option<R> {
+    unsafe fn find_entry<'a, R>(&'a self, mut f: impl FnMut(&'a Entry<M>) -> Option<R>) -> Option<R> {
         for cell in self.slots.iter().take(self.capacity()) {
             // SAFETY: no concurrent writer (this function's contract), so a
             // shared borrow of the slot for 'a is sound.
@@ -335,11 +316,7 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
     ///
     /// The caller holds `L`, the gate is paused and drained (no reader inside
     /// the gate, no other writer).
-    unsafe fn with_entry_mut<R>(
-        &self,
-        handle: RegionHandle,
-        f: impl FnOnce(&mut Entry<M>) -> R,
-    ) -> Option<R> {
+    unsafe fn with_entry_mut<R>(&self, handle: RegionHandle, f: impl FnOnce(&mut Entry<M>) -> R) -> Option<R> {
         let cell = self.slots.get(handle.slot())?;
         cell.with_mut(|ptr| {
             // SAFETY: exclusive access by this function's contract.
@@ -408,8 +385,7 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
     /// As for reads: the caller holds `L` or is inside the gate.
     pub(super) unsafe fn any_needing_rebuild(&self) -> bool {
         // SAFETY: forwarded contract.
-        unsafe { self.find_entry(|entry| entry.info().state.needs_rebuild().then_some(())) }
-            .is_some()
+        unsafe { self.find_entry(|entry| entry.info().state.needs_rebuild().then_some(())) }.is_some()
     }
 
     /// The first armed region that has nothing pinned.
@@ -433,12 +409,7 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
     ///
     /// As for reads, and the returned borrow must end before the next write:
     /// the engine ties it to its gate guard.
-    pub(super) unsafe fn translate(
-        &self,
-        va: u64,
-        len: u64,
-        access: Access,
-    ) -> Result<Translation<'_, M>, XlateFault> {
+    pub(super) unsafe fn translate(&self, va: u64, len: u64, access: Access) -> Result<Translation<'_, M>, XlateFault> {
         // SAFETY: forwarded contract.
         let found = unsafe {
             self.find_entry(|entry| {
@@ -456,12 +427,9 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
             return Err(XlateFault::AccessDenied);
         }
         match &entry.state {
-            RegionState::Mapped { seq, mapping } => Ok(Translation {
-                region: desc.handle,
-                mapping,
-                offset: va - desc.start,
-                seq: *seq,
-            }),
+            RegionState::Mapped { seq, mapping } => {
+                Ok(Translation { region: desc.handle, mapping, offset: va - desc.start, seq: *seq })
+            }
             RegionState::Pending | RegionState::Unmapped => Err(XlateFault::NotMapped),
             RegionState::Dead => Err(XlateFault::Dead),
         }
@@ -472,12 +440,7 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
     /// # Safety
     ///
     /// The caller holds `L` and the gate is paused and drained.
-    pub(super) unsafe fn insert(
-        &self,
-        start: u64,
-        len: u64,
-        access: Access,
-    ) -> Result<RegionDesc, RegionError> {
+    pub(super) unsafe fn insert(&self, start: u64, len: u64, access: Access) -> Result<RegionDesc, RegionError> {
         if len == 0 {
             return Err(RegionError::ZeroLength);
         }
@@ -486,9 +449,7 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
             return Err(RegionError::InvalidAccess);
         }
         // SAFETY: we are the only writer; reading is covered too.
-        let overlap = unsafe {
-            self.find_entry(|entry| entry.desc.overlaps(start, end).then_some(entry.desc.handle))
-        };
+        let overlap = unsafe { self.find_entry(|entry| entry.desc.overlaps(start, end).then_some(entry.desc.handle)) };
         if let Some(handle) = overlap {
             return Err(RegionError::Overlaps(handle));
         }
@@ -509,10 +470,7 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
                     len,
                     access,
                 };
-                slot.entry = Some(Entry {
-                    desc,
-                    state: RegionState::Pending,
-                });
+                slot.entry = Some(Entry { desc, state: RegionState::Pending });
                 Some(desc)
             });
             if let Some(desc) = inserted {
@@ -547,14 +505,8 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
     /// # Safety
     ///
     /// The caller holds `L` and the gate is paused and drained.
-    pub(super) unsafe fn remove(
-        &self,
-        handle: RegionHandle,
-    ) -> Result<(RegionDesc, RegionState<M>), RegionError> {
-        let cell = self
-            .slots
-            .get(handle.slot())
-            .ok_or(RegionError::NoSuchRegion)?;
+    pub(super) unsafe fn remove(&self, handle: RegionHandle) -> Result<(RegionDesc, RegionState<M>), RegionError> {
+        let cell = self.slots.get(handle.slot()).ok_or(RegionError::NoSuchRegion)?;
         cell.with_mut(|ptr| {
             // SAFETY: exclusive access by this function's contract.
             let slot = unsafe { &mut *ptr };
@@ -577,12 +529,7 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
     /// # Safety
     ///
     /// The caller holds `L` and the gate is paused and drained.
-    pub(super) unsafe fn publish(
-        &self,
-        handle: RegionHandle,
-        seq: u64,
-        mapping: M,
-    ) -> Result<u64, M> {
+    pub(super) unsafe fn publish(&self, handle: RegionHandle, seq: u64, mapping: M) -> Result<u64, M> {
         let mut mapping = Some(mapping);
         // SAFETY: forwarded contract.
         let published = unsafe {

@@ -127,10 +127,7 @@ where
     // this point and takes `L` after it sees `read_retry()` true.
     platform.set_seq(region, inv.cur_seq);
 
-    let mapped = matches!(
-        ctx.region(&key, region.handle).map(|info| info.state),
-        Ok(StateKind::Mapped { .. })
-    );
+    let mapped = matches!(ctx.region(&key, region.handle).map(|info| info.state), Ok(StateKind::Mapped { .. }));
     if !mapped {
         return report(InvalidateOutcome::NothingMapped);
     }
@@ -154,9 +151,5 @@ where
     drop(key);
 
     platform.schedule_zap();
-    report(InvalidateOutcome::TornDown {
-        pages_unpinned,
-        drain,
-        drain_ns,
-    })
+    report(InvalidateOutcome::TornDown { pages_unpinned, drain, drain_ns })
 }

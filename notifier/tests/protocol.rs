@@ -621,3 +621,43 @@ fn register_times_out_as_busy_without_changes() {
     assert_eq!(w.ctx.regions(&w.lock.lock()).count(), 1);
     assert!(w.ctx.gate().is_running());
 }
+
+/// The undo of a failed REGISTER cannot be outwaited: where `unregister`
+/// answers Busy while the engine stays inside, `unregister_or_reset` resets
+/// the queue past the drain timeout, waits for the engine to leave, and
+/// removes the region (unpinned).
+#[test]
+fn unregister_or_reset_never_answers_busy() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Barrier;
+
+    let w = World::new(0x1000, Policy::Strict);
+    let w = World { cfg: Config { drain_timeout_ns: 2_000_000, ..w.cfg }, ..w };
+    let desc = w.register(0x10000, PAGE, Access::READ_WRITE);
+    w.rebuild().unwrap();
+    w.p.state().real_time = true;
+    let entered = Barrier::new(2);
+    let engine_done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let engine = w.ctx.enter(&w.p).unwrap();
+            entered.wait();
+            while !engine.is_abandoned() {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            engine_done.store(true, Ordering::SeqCst);
+            assert_eq!(engine.finish(), EngineExit::Abandoned);
+        });
+        entered.wait();
+        assert_eq!(
+            w.ctx.unregister(&mut w.lock.lock(), &w.p, &w.cfg, desc.handle).map(|_| ()),
+            Err(RegionError::Busy)
+        );
+        let report = w.ctx.unregister_or_reset(&mut w.lock.lock(), &w.p, &w.cfg, desc.handle).unwrap();
+        assert!(engine_done.load(Ordering::SeqCst), "returned while the engine was inside");
+        assert_eq!(report.pages_unpinned, 1);
+    });
+    assert_eq!(w.p.state().engine_resets, 1);
+    assert_eq!(w.ctx.regions(&w.lock.lock()).count(), 0);
+    w.check_pins();
+}

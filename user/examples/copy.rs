@@ -60,17 +60,25 @@ fn main_() -> Result<String, String> {
 
     // 1. Owned buffers. The source is an ordinary buffer until registered.
     let want = pattern(len);
-    let src = dev.register_buffer(Buffer::from_slice(&want).map_err(|e| e.to_string())?, Access::Read).map_err(|e| e.to_string())?;
+    let src = dev
+        .register_buffer(Buffer::from_slice(&want).map_err(|e| e.to_string())?, Access::Read)
+        .map_err(|e| e.to_string())?;
     let dst = dev.alloc(len, Access::ReadWrite).map_err(|e| e.to_string())?;
     let copies: Vec<Entry> = (0..len / CHUNK)
-        .map(|i| opcode::Copy::new(src.addr_at(i * CHUNK), dst.addr_at(i * CHUNK), CHUNK as u64).build().user_data(i as u64))
+        .map(|i| {
+            opcode::Copy::new(src.addr_at(i * CHUNK), dst.addr_at(i * CHUNK), CHUNK as u64).build().user_data(i as u64)
+        })
         .collect();
     let done = run(&mut q, &copies).map_err(|e| e.to_string())?;
     check(&done, |_| CHUNK as u64)?;
     if dst.to_vec() != want {
         return Err("owned: the destination differs from the source".into());
     }
-    println!("copy: {mib} MiB in {} commands through the ring, verified ({} wake-up system calls)", copies.len(), q.wakeups());
+    println!(
+        "copy: {mib} MiB in {} commands through the ring, verified ({} wake-up system calls)",
+        copies.len(),
+        q.wakeups()
+    );
 
     // 2. Borrowed memory, registered for the scope only.
     let mut back = Buffer::new(len).map_err(|e| e.to_string())?;
@@ -78,7 +86,11 @@ fn main_() -> Result<String, String> {
     dev.scope(|s| -> Result<(), String> {
         let reg = s.register(&mut *back_slice, Access::Write).map_err(|e| e.to_string())?;
         let copies: Vec<Entry> = (0..len / CHUNK)
-            .map(|i| opcode::Copy::new(dst.addr_at(i * CHUNK), reg.addr_at(i * CHUNK), CHUNK as u64).build().user_data(i as u64))
+            .map(|i| {
+                opcode::Copy::new(dst.addr_at(i * CHUNK), reg.addr_at(i * CHUNK), CHUNK as u64)
+                    .build()
+                    .user_data(i as u64)
+            })
             .collect();
         let done = run(&mut q, &copies).map_err(|e| e.to_string())?;
         check(&done, |_| CHUNK as u64)

@@ -46,7 +46,8 @@ fn run(q: &mut Queue<'_>, entries: &[Entry]) -> Result<Vec<(Status, u64)>, Strin
 /// statuses, the CRC and every byte.
 fn fill_and_check(q: &mut Queue<'_>, buf: &RegisteredBuffer<'_>, byte: u8, who: &str) -> Result<(), String> {
     let piece = LEN / 16;
-    let mut cmds: Vec<Entry> = (0..16).map(|i| opcode::Fill::new(buf.addr_at(i * piece), piece as u64, byte).build()).collect();
+    let mut cmds: Vec<Entry> =
+        (0..16).map(|i| opcode::Fill::new(buf.addr_at(i * piece), piece as u64, byte).build()).collect();
     cmds.push(opcode::Crc32c::new(buf.addr(), LEN as u64).build());
     let cmds: Vec<Entry> = cmds.into_iter().enumerate().map(|(i, e)| e.user_data(i as u64)).collect();
     let done = run(q, &cmds)?;
@@ -66,7 +67,12 @@ fn fill_and_check(q: &mut Queue<'_>, buf: &RegisteredBuffer<'_>, byte: u8, who: 
     Ok(())
 }
 
-fn child(dev: &Device, old: &mut Queue<'_>, parents: &RegisteredBuffer<'_>, parent_owner: u64) -> Result<String, String> {
+fn child(
+    dev: &Device,
+    old: &mut Queue<'_>,
+    parents: &RegisteredBuffer<'_>,
+    parent_owner: u64,
+) -> Result<String, String> {
     // The parent's queue value refuses to work here, and says why.
     let e = old.submit().expect_err("the parent's Queue must refuse to submit in the child");
     if e.kind() != ErrorKind::Forked {
@@ -115,7 +121,8 @@ fn main_() -> Result<String, String> {
     {
         let mut sq = q.submission();
         for i in 0..64 {
-            sq.push(&opcode::Fill::new(buf.addr_at(i * 4096), 4096, 0x22).build().user_data(i as u64)).map_err(|e| e.to_string())?;
+            sq.push(&opcode::Fill::new(buf.addr_at(i * 4096), 4096, 0x22).build().user_data(i as u64))
+                .map_err(|e| e.to_string())?;
         }
     }
     q.submit().map_err(|e| e.to_string())?;

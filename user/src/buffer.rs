@@ -101,9 +101,9 @@ impl Buffer {
             return Err(Error::new(Op::Alloc, ErrorKind::Empty, None, "a buffer must not be empty"));
         }
         let page = page_size();
-        let map_len = len.checked_next_multiple_of(page).ok_or_else(|| {
-            Error::new(Op::Alloc, ErrorKind::TooLarge, None, format!("{len} bytes cannot be mapped"))
-        })?;
+        let map_len = len
+            .checked_next_multiple_of(page)
+            .ok_or_else(|| Error::new(Op::Alloc, ErrorKind::TooLarge, None, format!("{len} bytes cannot be mapped")))?;
         // SAFETY: a fresh private anonymous mapping at an address the
         // kernel picks; nothing else refers to it.
         let p = unsafe {
@@ -119,7 +119,8 @@ impl Buffer {
         if p == libc::MAP_FAILED {
             return Err(Error::last_os(Op::Alloc));
         }
-        let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| Error::new(Op::Alloc, ErrorKind::Other, None, "mmap gave null"))?;
+        let ptr = NonNull::new(p.cast::<u8>())
+            .ok_or_else(|| Error::new(Op::Alloc, ErrorKind::Other, None, "mmap gave null"))?;
         Ok(Self { ptr, len, map_len })
     }
 

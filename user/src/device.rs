@@ -40,7 +40,11 @@ impl Device {
                 Op::Info,
                 ErrorKind::AbiVersion,
                 None,
-                format!("the file speaks warpq ABI version {}, this crate version {}", info.version, sys::WARPQ_UAPI_VERSION),
+                format!(
+                    "the file speaks warpq ABI version {}, this crate version {}",
+                    info.version,
+                    sys::WARPQ_UAPI_VERSION
+                ),
             ));
         }
         Ok(dev)
@@ -227,11 +231,8 @@ impl Device {
 
     /// Unregisters a buffer: when this returns the device no longer touches it.
     pub fn unregister(&self, handle: u64) -> Result<()> {
-        let mut req = sys::warpq_unregister {
-            size: std::mem::size_of::<sys::warpq_unregister>() as u32,
-            rsvd: 0,
-            handle,
-        };
+        let mut req =
+            sys::warpq_unregister { size: std::mem::size_of::<sys::warpq_unregister>() as u32, rsvd: 0, handle };
         self.ioctl(Op::Unregister, sys::WARPQ_IOC_UNREGISTER, &mut req)
     }
 
@@ -280,7 +281,12 @@ impl Device {
     pub fn histograms(&self) -> Result<Vec<crate::sysfs::Histogram>> {
         let st = self.stats()?;
         if (st.size as usize) < std::mem::size_of::<sys::warpq_stats>() {
-            return Err(Error::new(Op::Stats, ErrorKind::AbiVersion, None, "the driver's STATS has no per-queue histograms"));
+            return Err(Error::new(
+                Op::Stats,
+                ErrorKind::AbiVersion,
+                None,
+                "the driver's STATS has no per-queue histograms",
+            ));
         }
         Ok(crate::sysfs::HIST_NAMES
             .iter()

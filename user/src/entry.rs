@@ -163,7 +163,9 @@ impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Status::Ok => f.write_str("ok"),
-            Status::Invalid => f.write_str("invalid command (unknown opcode, bad flags or reserved fields, zero or too long)"),
+            Status::Invalid => {
+                f.write_str("invalid command (unknown opcode, bad flags or reserved fields, zero or too long)")
+            }
             Status::FaultUnregistered => f.write_str("address not in a buffer registered with this queue"),
             Status::FaultBounds => f.write_str("range crosses the end of its registered buffer"),
             Status::FaultAccess => f.write_str("buffer not registered for this access"),
@@ -406,7 +408,8 @@ mod tests {
     fn completion_accessors() {
         let c = Completion(sys::warpq_cqe { user_data: 5, status: 0, result: 42, ..Default::default() });
         assert_eq!(c.into_result(), Ok(42));
-        let c = Completion(sys::warpq_cqe { user_data: 5, status: sys::WARPQ_STATUS_FAULT_BOUNDS, ..Default::default() });
+        let c =
+            Completion(sys::warpq_cqe { user_data: 5, status: sys::WARPQ_STATUS_FAULT_BOUNDS, ..Default::default() });
         assert_eq!(c.into_result(), Err(Status::FaultBounds));
         assert!(format!("{c:?}").contains("FaultBounds"));
     }

@@ -151,10 +151,9 @@ impl Error {
                 "the pages could not be pinned: the range is not mapped, or is read-only while the device \
                  may write it (Access::Write/ReadWrite)",
             ),
-            (Op::Register, libc::EEXIST) => (
-                ErrorKind::Overlap,
-                "the range overlaps a buffer this queue already has registered",
-            ),
+            (Op::Register, libc::EEXIST) => {
+                (ErrorKind::Overlap, "the range overlaps a buffer this queue already has registered")
+            }
             (Op::Register, libc::E2BIG) => (
                 ErrorKind::TooLarge,
                 "the range is larger than the device takes per registered buffer (WARPQ_IOC_INFO max_region_bytes)",
@@ -168,10 +167,9 @@ impl Error {
             }
             (_, libc::EBUSY) => (ErrorKind::Busy, "the device did not drain in time; try again"),
             (_, libc::ESRCH) => (ErrorKind::QueueGone, "this process's queue is being torn down (exiting?)"),
-            (_, libc::ENODEV | libc::ENXIO | libc::EIO) => (
-                ErrorKind::QueueGone,
-                "the device is gone (unbound or removed): open one again (`warpqctl list`)",
-            ),
+            (_, libc::ENODEV | libc::ENXIO | libc::EIO) => {
+                (ErrorKind::QueueGone, "the device is gone (unbound or removed): open one again (`warpqctl list`)")
+            }
             (_, libc::ENOTTY) => (ErrorKind::Other, "the driver does not know this request (older driver?)"),
             (_, libc::EINVAL) => (ErrorKind::InvalidArgument, "invalid argument"),
             (_, libc::EAGAIN) => (ErrorKind::Busy, "the device is busy rebuilding its mappings; try again"),

@@ -534,7 +534,8 @@ impl Submitter<'_> {
         // Acquire: pairs with the kernel's store-release of cq_tail.
         let ready = self.ring.cq_tail().load(Ordering::Acquire).wrapping_sub(head) as usize;
         // Acquire: pairs with the engine's store-release of sq_head.
-        let in_flight = self.local.sq_published.get().wrapping_sub(self.ring.sq_head().load(Ordering::Acquire)) as usize;
+        let in_flight =
+            self.local.sq_published.get().wrapping_sub(self.ring.sq_head().load(Ordering::Acquire)) as usize;
         let want = want.min(ready + in_flight).min(sys::WARPQ_CQ_ENTRIES as usize);
         if ready >= want {
             return Ok(ready);

@@ -198,7 +198,8 @@ where
             self.0.finish();
         }
     }
-    let s = Scope { dev, live: Mutex::new(Vec::new()), pid: std::process::id(), _scope: PhantomData, _env: PhantomData };
+    let s =
+        Scope { dev, live: Mutex::new(Vec::new()), pid: std::process::id(), _scope: PhantomData, _env: PhantomData };
     let guard = Finish(&s);
     let out = f(&s);
     drop(guard);

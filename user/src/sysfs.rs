@@ -1,14 +1,14 @@
 //! The driver's files in sysfs and debugfs (what `warpqctl` reads and
 //! writes), with their formats.
 //!
-//! | file | format | in the driver |
-//! |---|---|---|
-//! | `/sys/bus/pci/drivers/warpq/<pci-address>` | one entry per bound device; its `misc/` directory names `warpqN` | yes |
-//! | `/sys/class/misc/warpqN/stats` | `<name> <value>` lines, `u64` decimal values: the device's counters, summed over its queues | yes |
-//! | `/sys/class/misc/warpqN/dma_translation` | one word: how device addresses translate | yes |
-//! | `/sys/module/warpq/parameters/policy` | `strict` or `filtered`: the invalidation policy of queues created from now on | yes |
-//! | `/sys/kernel/debug/warpq/warpqN/hist` | latency histograms, format below | yes |
-//! | `/sys/class/misc/warpqN/reset` | write-only: writing `1` zeroes the device's counters and histograms | yes |
+//! | file | format |
+//! |---|---|
+//! | `/sys/bus/pci/drivers/warpq/<pci-address>` | one entry per bound device; its `misc/` directory names `warpqN` |
+//! | `/sys/class/misc/warpqN/stats` | `<name> <value>` lines, `u64` decimal values: the device's counters, summed over its queues |
+//! | `/sys/class/misc/warpqN/dma_translation` | one word: how device addresses translate |
+//! | `/sys/module/warpq/parameters/policy` | `strict` or `filtered`: the invalidation policy of queues created from now on |
+//! | `/sys/kernel/debug/warpq/warpqN/hist` | latency histograms, format below |
+//! | `/sys/class/misc/warpqN/reset` | write-only: writing `1` zeroes the device's counters and histograms |
 //!
 //! ## The histogram file
 //!
@@ -91,7 +91,7 @@ impl Sysfs {
         self.class_dir(name).join("reset")
     }
 
-    /// The device's histograms (not in the driver yet).
+    /// The device's histograms (debugfs).
     pub fn hist_path(&self, name: &str) -> PathBuf {
         self.path("/sys/kernel/debug/warpq").join(name).join("hist")
     }
@@ -343,7 +343,11 @@ pub fn parse_hist(text: &str) -> std::result::Result<Vec<Histogram>, String> {
         if !name.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_') {
             return Err(format!("line {}: histogram name {name:?} is not [a-z0-9_]+", i + 1));
         }
-        let bucket: u32 = bucket.parse().ok().filter(|&b| b < 64).ok_or(format!("line {}: bucket {bucket:?} is not 0..=63", i + 1))?;
+        let bucket: u32 = bucket
+            .parse()
+            .ok()
+            .filter(|&b| b < 64)
+            .ok_or(format!("line {}: bucket {bucket:?} is not 0..=63", i + 1))?;
         let count: u64 = count.parse().map_err(|_| format!("line {}: count {count:?} is not a number", i + 1))?;
         let h = by_name.entry(name.to_string()).or_default();
         if h.insert(bucket, count).is_some() {

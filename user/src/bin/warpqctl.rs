@@ -231,7 +231,8 @@ fn hist_text(all: &[(String, Vec<Histogram>)]) -> String {
                 let _ = write!(out, ", p50 < {}, p99 < {}", fmt_value(p50, ns), fmt_value(p99, ns));
             }
             out.push('\n');
-            let (Some((&first, _)), Some((&last, _))) = (h.buckets.first_key_value(), h.buckets.last_key_value()) else {
+            let (Some((&first, _)), Some((&last, _))) = (h.buckets.first_key_value(), h.buckets.last_key_value())
+            else {
                 continue;
             };
             let max = h.buckets.values().copied().max().unwrap_or(1).max(1);
@@ -257,10 +258,20 @@ fn hist_json(all: &[(String, Vec<Histogram>)]) -> String {
     for (i, (name, hists)) in all.iter().enumerate() {
         let _ = write!(out, "{}{}:{{", if i > 0 { "," } else { "" }, json_str(name));
         for (j, h) in hists.iter().enumerate() {
-            let _ = write!(out, "{}{}:{{\"total\":{},\"buckets\":[", if j > 0 { "," } else { "" }, json_str(&h.name), h.total());
+            let _ = write!(
+                out,
+                "{}{}:{{\"total\":{},\"buckets\":[",
+                if j > 0 { "," } else { "" },
+                json_str(&h.name),
+                h.total()
+            );
             for (k, (&b, &n)) in h.buckets.iter().enumerate() {
                 let (lo, hi) = Histogram::bucket_range(b);
-                let _ = write!(out, "{}{{\"bucket\":{b},\"lo\":{lo},\"hi\":{hi},\"count\":{n}}}", if k > 0 { "," } else { "" });
+                let _ = write!(
+                    out,
+                    "{}{{\"bucket\":{b},\"lo\":{lo},\"hi\":{hi},\"count\":{n}}}",
+                    if k > 0 { "," } else { "" }
+                );
             }
             out.push_str("]}");
         }

@@ -135,13 +135,17 @@ impl KernelSide {
         let head = self.sq_head().load(Ordering::Relaxed);
         let slot = (head & (SQ - 1)) as usize;
         // SAFETY: inside the ring; published by the acquire load of the tail.
-        let sqe = unsafe { std::ptr::read_volatile(self.base.add(sys::WARPQ_RING_SQ_OFFSET + slot * 64).cast::<warpq_sqe>()) };
+        let sqe = unsafe {
+            std::ptr::read_volatile(self.base.add(sys::WARPQ_RING_SQ_OFFSET + slot * 64).cast::<warpq_sqe>())
+        };
         let (status, result) = execute(&sqe);
         let tail = self.cq_tail().load(Ordering::Relaxed);
         let cslot = (tail & (CQ - 1)) as usize;
         let cqe = warpq_cqe { user_data: sqe.user_data, status, result, ..Default::default() };
         // SAFETY: inside the ring; a free slot (cq_space > 0).
-        unsafe { std::ptr::write_volatile(self.base.add(sys::WARPQ_RING_CQ_OFFSET + cslot * 32).cast::<warpq_cqe>(), cqe) };
+        unsafe {
+            std::ptr::write_volatile(self.base.add(sys::WARPQ_RING_CQ_OFFSET + cslot * 32).cast::<warpq_cqe>(), cqe)
+        };
         self.cq_tail().store(tail.wrapping_add(1), Ordering::Release);
         self.sq_head().store(head.wrapping_add(1), Ordering::Release);
         true
@@ -167,7 +171,9 @@ impl KernelSide {
         for (i, e) in entries.iter().take(n).enumerate() {
             let slot = (tail.wrapping_add(i as u32) & (SQ - 1)) as usize;
             // SAFETY: inside the ring, a free slot.
-            unsafe { std::ptr::write_volatile(self.base.add(sys::WARPQ_RING_SQ_OFFSET + slot * 64).cast::<warpq_sqe>(), *e) };
+            unsafe {
+                std::ptr::write_volatile(self.base.add(sys::WARPQ_RING_SQ_OFFSET + slot * 64).cast::<warpq_sqe>(), *e)
+            };
         }
         self.sq_tail().store(tail.wrapping_add(n as u32), Ordering::Release);
         n
@@ -260,7 +266,12 @@ fn round_trip_in_order_with_results() {
     let got: Vec<_> = done.iter().map(|c| (c.user_data(), c.status(), c.result())).collect();
     assert_eq!(
         got,
-        [(1, Status::Ok, 0), (2, Status::Ok, 64), (3, Status::Ok, expected_crc(0x2000, 10, 3)), (4, Status::Invalid, 0)]
+        [
+            (1, Status::Ok, 0),
+            (2, Status::Ok, 64),
+            (3, Status::Ok, expected_crc(0x2000, 10, 3)),
+            (4, Status::Invalid, 0)
+        ]
     );
     assert_eq!(k.side().cq_head().load(Ordering::Relaxed), 4, "consumed slots are handed back");
     assert_eq!(core.in_flight(), 0);
@@ -442,8 +453,8 @@ fn a_forked_child_gets_a_clear_error_and_touches_nothing() {
     side.run();
     assert_eq!(drain(&core).len(), 3);
     core.sq().push(&nop(3)).unwrap(); // pushed, not submitted, at fork
-    // What the child sees after fork: its first touch of the mapping
-    // faulted in a fresh queue of its own (new owner id, indices at 0).
+                                      // What the child sees after fork: its first touch of the mapping
+                                      // faulted in a fresh queue of its own (new owner id, indices at 0).
     side.set_owner(0x2222);
     for w in [side.sq_head(), side.sq_tail(), side.cq_head(), side.cq_tail()] {
         w.store(0, Ordering::Relaxed);
@@ -636,7 +647,8 @@ fn concurrent_engine_thread_with_need_wakeup() {
                 if next == total {
                     break;
                 }
-                let e = opcode::Crc32c::new(next * 3, next % 4096 + 1).seed((next as u32) ^ 0x55).build().user_data(next);
+                let e =
+                    opcode::Crc32c::new(next * 3, next % 4096 + 1).seed((next as u32) ^ 0x55).build().user_data(next);
                 if sq.push(&e).is_err() {
                     break;
                 }
