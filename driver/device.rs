@@ -168,15 +168,16 @@ impl DeviceCore {
 
     /// The device is going away: refuse new queues and revoke every queue
     /// of every open file (drain, DMA unmap, unpin, engine stopped), so no
-    /// DMA mapping outlives the binding. The files stay open; their ioctls
-    /// fail with ENODEV and their rings show WARPQ_RING_DEAD.
+    /// DMA mapping outlives the binding, whoever still holds a queue. The
+    /// files stay open; their ioctls fail with ENODEV, waiters wake with
+    /// ENODEV and their rings show WARPQ_RING_DEAD.
     fn revoke_all(&self) {
         self.gone.store(true, Ordering::SeqCst);
         let files = self.files.lock();
         for &file in files.iter() {
             // SAFETY: a file in the list is open (release removes it under
             // F before it frees anything), so the pointer is valid here.
-            unsafe { &*file }.release_all();
+            unsafe { &*file }.revoke_all();
         }
     }
 }

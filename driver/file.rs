@@ -182,19 +182,31 @@ impl QueueFile {
         }
     }
 
+    /// Unbind: revokes every queue of the file (see `Queue::revoke`), also
+    /// those a WAIT, SUBMIT or fault still holds, and forgets them. Runs
+    /// under F.
+    pub(crate) fn revoke_all(&self) {
+        let (queues, dead) = self.take_all();
+        for queue in Iterator::chain(queues.iter(), dead.iter()).flatten() {
+            queue.revoke();
+        }
+    }
+
+    /// Empties the directory and the graveyard (under D) for a drop outside it.
+    #[allow(clippy::type_complexity)]
+    fn take_all(&self) -> ([Option<Arc<Queue>>; MAX_QUEUES_PER_FILE], [Option<Arc<Queue>>; GRAVEYARD_SLOTS]) {
+        let mut dir = self.dir.lock();
+        dir.table = ContextTable::new();
+        (
+            core::mem::replace(&mut dir.queues, [const { None }; MAX_QUEUES_PER_FILE]),
+            core::mem::replace(&mut dir.graveyard, [const { None }; GRAVEYARD_SLOTS]),
+        )
+    }
+
     /// Called when the file is released (no vma maps it any more, no ioctl
     /// runs): forgets every queue; each is freed when its last user drops it.
     pub(crate) fn release_all(&self) {
-        let (queues, dead) = {
-            let mut dir = self.dir.lock();
-            dir.table = ContextTable::new();
-            (
-                core::mem::replace(&mut dir.queues, [const { None }; MAX_QUEUES_PER_FILE]),
-                core::mem::replace(&mut dir.graveyard, [const { None }; GRAVEYARD_SLOTS]),
-            )
-        };
         // Dropped outside D.
-        drop(queues);
-        drop(dead);
+        drop(self.take_all());
     }
 }

@@ -15,8 +15,8 @@
 //!
 //! | lock | what | taken by | takes inside it |
 //! |------|------|----------|-----------------|
-//! | F | `DeviceCore::files` (device.rs): the device's open files | open (under the misc device lock), release, unbind (`revoke_all`, under the PCI device lock) | unbind: D, then dropping the file's queues (below) |
-//! | R | `Queue::reg_lock`: REGISTER, UNREGISTER | `register`, `unregister` | L; mmap_lock (notifier insertion: write, for the mm's first notifier; GUP: read); notifier removal |
+//! | F | `DeviceCore::files` (device.rs): the device's open files | open (under the misc device lock), release, unbind (`revoke_all`, under the PCI device lock) | unbind: D (to take the file's queues out), then each queue's `revoke`: R, L, notifier removal, engine stop; then dropping the queues (below) |
+//! | R | `Queue::reg_lock`: REGISTER, UNREGISTER, revocation | `register`, `unregister`, `revoke` (under F) | L; mmap_lock (notifier insertion: write, for the mm's first notifier; GUP: read); notifier removal |
 //! | S | `Queue::submit_lock`: SUBMIT ioctls | `submit` | a page fault while copying the entries: mmap_lock, then D and L if they lie in a queue mapping |
 //! | mmap_lock | the queue's mm's | the fault path (read), GUP from an ioctl (read), notifier insertion and the zap worker (write); the kernel around most invalidations (any mode) | fault path: D, then queue creation and L; invalidation callback: L only |
 //! | D | `QueueFile::dir` (file.rs): the file's queues by mm | queue lookup and creation, reaping, release | nothing: a queue is built before D is taken and dropped after it is released |
@@ -36,8 +36,9 @@
 //! - Dropping a queue (`PinnedDrop`) takes L, removes the notifiers, stops
 //!   the engine and waits for the zap work, which takes mmap_lock for write:
 //!   the last `Arc<Queue>` must not be dropped under mmap_lock or D (the
-//!   fault path leaves the queues it reaps in the file's graveyard, dropped
-//!   by a later ioctl, at release or at unbind).
+//!   fault path leaves the queues it reaps, and its own reference when it
+//!   turns out to be the last, in the file's graveyard, dropped by a later
+//!   ioctl, at release or at unbind).
 
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
@@ -185,6 +186,9 @@ pub(crate) struct Queue {
     slots: [RegionSlot; MAX_REGIONS],
     ring_mappings: [AtomicU64; MAX_RING_MAPPINGS],
     engine: AtomicPtr<TaskRaw>,
+    /// Unbind revoked the queue (`revoke`): every ioctl on it fails with
+    /// ENODEV, whoever still holds it.
+    revoked: AtomicBool,
     /// When the queue last went stale (0: not stale), for the paused-time
     /// histogram and the queue-state tracepoint.
     stale_since: AtomicU64,
@@ -263,6 +267,7 @@ impl Queue {
                 slots: core::array::from_fn(RegionSlot::new),
                 ring_mappings: [const { AtomicU64::new(0) }; MAX_RING_MAPPINGS],
                 engine: AtomicPtr::new(core::ptr::null_mut()),
+                revoked: AtomicBool::new(false),
                 stale_since: AtomicU64::new(0),
                 stats: Counters::default(),
                 hist: Histograms::default(),
@@ -290,6 +295,65 @@ impl Queue {
         }
         self.engine.store(task, Ordering::Release);
         Ok(())
+    }
+
+    /// Unbind: ends the queue, whoever still holds a reference to it (a
+    /// WAIT without a timeout, a SUBMIT, a fault). The context is released
+    /// (drained, every region unmapped and unpinned, the gate closed for
+    /// good, so no command starts after this begins), the notifiers are
+    /// removed, the engine is stopped (what is left in the ring completes
+    /// ABORTED and the ring shows DEAD) and waiters wake to ENODEV.
+    /// Idempotent; the queue's drop then finds nothing left to do.
+    ///
+    /// Runs under F (the lock order above): takes R, then L.
+    pub(crate) fn revoke(&self) {
+        self.revoked.store(true, Ordering::SeqCst);
+        // R: no REGISTER between inserting its notifier and arming it.
+        let _registration = self.reg_lock.lock();
+        {
+            let mut key = self.lock.lock();
+            let _ = self.ctx.release(&mut key, &self.platform(false), &self.config);
+        }
+        self.remove_notifiers();
+        self.stop_engine();
+        self.wake_all();
+    }
+
+    /// ENODEV once unbind revoked the queue.
+    fn check_live(&self) -> Result {
+        if self.revoked.load(Ordering::SeqCst) {
+            Err(ENODEV)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The policy this queue was created with (WARPQ_IOC_INFO).
+    pub(crate) fn policy(&self) -> Policy {
+        self.config.policy
+    }
+
+    /// Removes every inserted notifier (waits for running callbacks; never
+    /// from one, never under L).
+    fn remove_notifiers(&self) {
+        for slot in &self.slots {
+            if slot.inserted.swap(false, Ordering::AcqRel) {
+                // SAFETY: inserted by `register`, not removed since (the
+                // swap makes exactly one caller remove it).
+                unsafe { shim::warpq_interval_remove(slot.sub.get().cast()) };
+            }
+        }
+    }
+
+    /// Stops the engine thread, once: it completes what is left in the ring
+    /// as aborted and exits.
+    fn stop_engine(&self) {
+        let task = self.engine.swap(core::ptr::null_mut(), Ordering::AcqRel);
+        if !task.is_null() {
+            // SAFETY: our running kthread (the swap hands it to one caller);
+            // kthread_stop() waits for it to exit.
+            unsafe { bindings::kthread_stop(task.cast()) };
+        }
     }
 
     /// The queue's mm identity (its directory key).
@@ -428,6 +492,7 @@ impl Queue {
     }
 
     fn register_locked(&self, addr: u64, len: u64, access: Access) -> Result<u64> {
+        self.check_live()?;
         let platform = self.platform(false);
         let desc = {
             let mut key = self.lock.lock();
@@ -484,6 +549,7 @@ impl Queue {
     /// UNREGISTER: drains the engine, unpins, removes the notifier.
     pub(crate) fn unregister(&self, raw: u64) -> Result {
         let _registration = self.reg_lock.lock();
+        self.check_live()?;
         let result = self.unregister_locked(raw);
         self.wake_all();
         result
@@ -535,6 +601,7 @@ impl Queue {
             // queue is in: a queue that stays stale (a rebuild colliding
             // with a stream of invalidations, a REGISTER between insertion
             // and arming) must not turn WAIT into a busy loop.
+            self.check_live()?;
             if kernel::current!().signal_pending() {
                 return Err(ERESTARTSYS);
             }
@@ -575,6 +642,7 @@ impl Queue {
                 break;
             }
         }
+        self.check_live()?;
         Ok(self.ring.cq_ready())
     }
 
@@ -583,6 +651,7 @@ impl Queue {
     /// fills up).
     pub(crate) fn submit(&self, sqes: usize, count: u32) -> Result<u32> {
         const CHUNK: usize = 32;
+        self.check_live()?;
         // As in WAKE: a colliding rebuild is retried later, not an error.
         match self.rebuild_if_stale() {
             Err(e) if e == EAGAIN => {}
@@ -649,6 +718,7 @@ impl Queue {
     /// that collides with ongoing invalidations is not an error here: the
     /// queue stays stale and the next WAIT, WAKE or touch of the ring retries.
     pub(crate) fn wake(&self) -> Result {
+        self.check_live()?;
         match self.rebuild_if_stale() {
             Err(e) if e == EAGAIN => {}
             other => other?,
@@ -854,18 +924,9 @@ impl PinnedDrop for Queue {
             let _ = self.ctx.release(&mut key, &self.platform(false), &self.config);
         }
         // 2. Remove the notifiers (waits for running callbacks; never from one).
-        for slot in &self.slots {
-            if slot.inserted.swap(false, Ordering::AcqRel) {
-                // SAFETY: inserted by `register`, not removed since.
-                unsafe { shim::warpq_interval_remove(slot.sub.get().cast()) };
-            }
-        }
+        self.remove_notifiers();
         // 3. Stop the engine: it completes what is left in the ring as aborted.
-        let task = self.engine.swap(core::ptr::null_mut(), Ordering::AcqRel);
-        if !task.is_null() {
-            // SAFETY: our running kthread; kthread_stop() waits for it to exit.
-            unsafe { bindings::kthread_stop(task.cast()) };
-        }
+        self.stop_engine();
         // 4. No zap may run after this.
         // SAFETY: initialised in `new`.
         unsafe { shim::warpq_work_cancel_sync(self.zap_work.get()) };

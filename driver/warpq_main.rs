@@ -10,6 +10,9 @@
 //! `device.rs`, `file.rs`, `queue.rs`, `ring.rs` are the driver; the
 //! protocol core comes from `notifier/` as [`protocol`], unchanged.
 
+// `pin_init!` of `Queue` (many fields) expands deeper than the default 128.
+#![recursion_limit = "256"]
+
 use core::ptr::NonNull;
 
 use kernel::bindings;
@@ -219,6 +222,13 @@ fn write_arg<T: kernel::types::AsBytes>(arg: usize, value: &T) -> Result {
     UserSlice::new(arg, core::mem::size_of::<T>()).writer().write(value)
 }
 
+/// The calling process's queue on this file, if it has one (never creates one).
+fn caller_queue(qf: &QueueFile) -> Option<Arc<queue::Queue>> {
+    let mm = glue::mm::current_mm()?;
+    // SAFETY: `current->mm` is valid while the task runs this ioctl.
+    unsafe { qf.existing_queue(mm) }
+}
+
 /// The calling process's queue on this file (created on first use).
 fn own_queue(qf: &QueueFile) -> Result<Arc<queue::Queue>> {
     let mm = glue::mm::current_mm().ok_or(EINVAL)?;
@@ -250,7 +260,9 @@ fn ioctl(qf: &QueueFile, cmd: u32, arg: usize) -> Result {
                 ring_size: uapi::WARPQ_RING_SIZE as u32,
                 max_regions: queue::max_regions() as u32,
                 max_region_bytes: queue::max_region_bytes(),
-                policy: queue::current_policy() as u32,
+                // The caller's queue keeps the policy it was created with;
+                // a caller without one would get the current parameter's.
+                policy: caller_queue(qf).map_or_else(queue::current_policy, |q| q.policy()) as u32,
                 dma_translation: qf.dev.translation as u32,
             };
             writer.write(&info)
