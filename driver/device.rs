@@ -194,6 +194,9 @@ impl Drop for WarpqDevice {
         // Open files keep `core` alive, but nothing of theirs may keep using
         // the device once it is unbound.
         self.core.revoke_all();
+        // Then BAR 0 goes (no engine runs any more), so the device can be
+        // bound again while this binding's files are still open.
+        self.core.edu.release();
         // SAFETY: created in `probe`; removing it waits for readers.
         unsafe { shim::warpq_debugfs_remove_device(self.debugfs_dir) };
         self.core.pdev.disable();

@@ -11,6 +11,7 @@
 //! 0x80/0x88 DMA source/destination (64 bit), 0x90 count, 0x98 command
 //! (bit 0 start, cleared when done; bit 1 direction: 1 = device to RAM).
 
+use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use kernel::bindings;
@@ -41,12 +42,22 @@ const POLL_MS: u32 = 5;
 
 /// The edu DMA engine of one device: one transfer at a time.
 pub(crate) struct EduDma {
-    bar: Bar0,
-    /// One transfer at a time. A flag, not a lock: a queue's engine waits
-    /// for it inside its gate and must notice when a reset abandons its
-    /// command instead of sleeping behind other queues' transfers.
+    /// BAR 0 until unbind releases it ([`EduDma::release`]); only touched
+    /// by the holder of `busy`.
+    bar: UnsafeCell<Option<Bar0>>,
+    /// One transfer at a time, and the right to touch `bar`. A flag, not a
+    /// lock: a queue's engine waits for it inside its gate and must notice
+    /// when a reset abandons its command instead of sleeping behind other
+    /// queues' transfers.
     busy: AtomicBool,
+    /// Unbind released BAR 0: no transfer starts any more.
+    gone: AtomicBool,
 }
+
+// SAFETY: `bar` is only accessed by the thread that holds `busy` (acquired
+// with Acquire, released with Release), so accesses never overlap; the rest
+// is atomics.
+unsafe impl Sync for EduDma {}
 
 /// Why an edu transfer failed.
 pub(crate) enum EduError {
@@ -56,16 +67,35 @@ pub(crate) enum EduError {
     Timeout,
     /// A reset abandoned the command while it waited for the device.
     Abandoned,
+    /// The device was unbound.
+    Gone,
 }
 
 impl EduDma {
     pub(crate) fn new(bar: Bar0) -> Self {
-        Self { bar, busy: AtomicBool::new(false) }
+        Self { bar: UnsafeCell::new(Some(bar)), busy: AtomicBool::new(false), gone: AtomicBool::new(false) }
     }
 
-    /// The identification register (`0x010000ed` for edu 1.0).
+    /// The identification register (`0x010000ed` for edu 1.0), at probe.
     pub(crate) fn id(&self) -> u32 {
-        self.bar.read32(REG_ID)
+        // SAFETY: probe runs before any queue exists, so nobody holds `busy`
+        // and nobody touches `bar` concurrently.
+        unsafe { &*self.bar.get() }.as_ref().map_or(0, |bar| bar.read32(REG_ID))
+    }
+
+    /// Unbind: waits for the transfer in progress (if any) to end, then
+    /// unmaps and releases BAR 0, so the device can be bound again while
+    /// files of this binding are still open. Transfers fail with
+    /// [`EduError::Gone`] from now on.
+    pub(crate) fn release(&self) {
+        self.gone.store(true, Ordering::SeqCst);
+        while self.busy.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            // SAFETY: sleeping is allowed here (unbind runs in process context).
+            unsafe { bindings::msleep(POLL_MS) };
+        }
+        // SAFETY: we hold `busy`, and keep it for good: nobody else touches
+        // `bar` again.
+        drop(unsafe { &mut *self.bar.get() }.take());
     }
 
     /// Copies `len` (at most [`EDU_TRANSFER_MAX`]) bytes from bus address
@@ -84,33 +114,43 @@ impl EduDma {
             return Err(EduError::Unreachable);
         }
         while self.busy.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            if self.gone.load(Ordering::Relaxed) {
+                return Err(EduError::Gone);
+            }
             if abandoned() {
                 return Err(EduError::Abandoned);
             }
             // SAFETY: sleeping is allowed here (process context, no spinlock).
             unsafe { bindings::msleep(1) };
         }
+        // SAFETY: we hold `busy`, which gives the right to touch `bar`.
+        let Some(bar) = (unsafe { &*self.bar.get() }).as_ref() else {
+            // Released by unbind, which keeps `busy`: not reached, but
+            // harmless.
+            return Err(EduError::Gone);
+        };
         // One piece, in then out: the caller orders the pieces (memmove).
         let result =
-            self.transfer(src, EDU_BUFFER, len, 0).and_then(|()| self.transfer(EDU_BUFFER, dst, len, CMD_TO_RAM));
+            transfer(bar, src, EDU_BUFFER, len, 0).and_then(|()| transfer(bar, EDU_BUFFER, dst, len, CMD_TO_RAM));
         self.busy.store(false, Ordering::Release);
         result
     }
+}
 
-    fn transfer(&self, src: u64, dst: u64, len: u64, direction: u32) -> core::result::Result<(), EduError> {
-        self.bar.write64(REG_DMA_SRC, src);
-        self.bar.write64(REG_DMA_DST, dst);
-        self.bar.write64(REG_DMA_COUNT, len);
-        self.bar.write32(REG_DMA_CMD, CMD_START | direction);
-        let mut waited = 0;
-        while self.bar.read32(REG_DMA_CMD) & CMD_START != 0 {
-            if waited >= TRANSFER_TIMEOUT_MS {
-                return Err(EduError::Timeout);
-            }
-            // SAFETY: sleeping is allowed here (process context, no spinlock).
-            unsafe { bindings::msleep(POLL_MS) };
-            waited += POLL_MS;
+/// One DMA transfer of the device, waited for.
+fn transfer(bar: &Bar0, src: u64, dst: u64, len: u64, direction: u32) -> core::result::Result<(), EduError> {
+    bar.write64(REG_DMA_SRC, src);
+    bar.write64(REG_DMA_DST, dst);
+    bar.write64(REG_DMA_COUNT, len);
+    bar.write32(REG_DMA_CMD, CMD_START | direction);
+    let mut waited = 0;
+    while bar.read32(REG_DMA_CMD) & CMD_START != 0 {
+        if waited >= TRANSFER_TIMEOUT_MS {
+            return Err(EduError::Timeout);
         }
-        Ok(())
+        // SAFETY: sleeping is allowed here (process context, no spinlock).
+        unsafe { bindings::msleep(POLL_MS) };
+        waited += POLL_MS;
     }
+    Ok(())
 }

@@ -248,6 +248,7 @@ fn copy_with_edu<W: Waiter + ?Sized, const N: usize>(
             EduError::Unreachable => uapi::WARPQ_STATUS_FAULT_IOMMU,
             EduError::Timeout => uapi::WARPQ_STATUS_DEVICE_ERROR,
             EduError::Abandoned => uapi::WARPQ_STATUS_ABORTED,
+            EduError::Gone => uapi::WARPQ_STATUS_DEVICE_ERROR,
         })?;
     }
     Ok(len)
