@@ -93,10 +93,15 @@ impl QueueFile {
     ///
     /// `mm` must be valid for the duration of the call.
     pub(crate) unsafe fn queue_for(&self, mm: NonNull<MmRaw>, caller: Caller) -> Result<Arc<Queue>> {
-        if self.dev.gone.load(core::sync::atomic::Ordering::SeqCst) {
-            return Err(ENODEV);
-        }
         let id = mm_id(mm);
+        if self.dev.gone.load(core::sync::atomic::Ordering::SeqCst) {
+            // A touch of the mapping finds its revoked queue's ring; ioctls
+            // and everything new get ENODEV.
+            return match caller {
+                Caller::Fault => self.lookup(id).ok_or(ENODEV),
+                Caller::Ioctl => Err(ENODEV),
+            };
+        }
         if caller == Caller::Ioctl {
             self.bury_the_dead();
         }
@@ -185,8 +190,17 @@ impl QueueFile {
     /// Unbind: revokes every queue of the file (see `Queue::revoke`), also
     /// those a WAIT, SUBMIT or fault still holds, and forgets them. Runs
     /// under F.
+    ///
+    /// The revoked queues stay in the directory until the file is released:
+    /// they hold no pins, mappings or engine any more, only their ring, which
+    /// a touch of the queue mapping still finds (DEAD in its header) instead
+    /// of a SIGBUS.
     pub(crate) fn revoke_all(&self) {
-        let (queues, dead) = self.take_all();
+        let (queues, dead) = {
+            let mut dir = self.dir.lock();
+            let live: [Option<Arc<Queue>>; MAX_QUEUES_PER_FILE] = core::array::from_fn(|i| dir.queues[i].clone());
+            (live, core::mem::replace(&mut dir.graveyard, [const { None }; GRAVEYARD_SLOTS]))
+        };
         for queue in Iterator::chain(queues.iter(), dead.iter()).flatten() {
             queue.revoke();
         }

@@ -109,6 +109,9 @@ if [ "$what" = all ] || [ "$what" = vm ]; then
         vm_suite "churn-$policy" VM_MODULE_ARGS="policy=$policy" -- 'warpq-churn --rounds 3 && warpq-check pins'
     done
     vm_suite unbind -- 'warpq-user-check unbind && warpq-check pins'
+    # Unbind under load (a WAIT without timeout, a publisher) 20 times, and a
+    # ring whose indices are rewound while close and unbind abort the queue.
+    vm_suite lifecycle -- 'warpq-lifecycle && warpq-check pins'
     vm_suite tracing -- '/warpq/tests/tracing.sh && warpq-check pins'
     vm_suite module-parameters VM_MODULE_ARGS="engine=edu" -- 'test "$(cat /sys/module/warpq/parameters/engine)" = edu &&
         warpq-copy-check 90 && rmmod warpq && insmod /lib/modules/warpq.ko max_regions=2 max_region_mb=1 &&
