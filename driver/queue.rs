@@ -232,8 +232,9 @@ fn current_config() -> Config {
 }
 
 /// How long WAIT sleeps between rebuild attempts while the queue stays
-/// stale (1 ms).
-const STALE_RETRY_NS: u64 = 1_000_000;
+/// stale: 1 ms at first, doubling up to 16 ms while it stays stale.
+const STALE_RETRY_MIN_NS: u64 = 1_000_000;
+const STALE_RETRY_MAX_NS: u64 = 16_000_000;
 
 impl Queue {
     /// A queue for `mm`, with its engine thread running.
@@ -520,6 +521,12 @@ impl Queue {
         }
         slot.ever_inserted.store(true, Ordering::Release);
         slot.inserted.store(true, Ordering::Release);
+        // SAFETY: reads a module parameter; no precondition.
+        let delay_ms = unsafe { shim::warpq_param_fail_register_arm_delay_ms() };
+        if delay_ms != 0 {
+            // SAFETY: sleeping is allowed in an ioctl (R held, not L).
+            unsafe { bindings::msleep(delay_ms) };
+        }
         let armed = {
             let mut key = self.lock.lock();
             self.ctx.arm(&mut key, &platform, &self.config, desc.handle)
@@ -596,6 +603,7 @@ impl Queue {
             unsafe { shim::warpq_ktime_ns() }
         };
         let deadline = if timeout_ns < 0 { u64::MAX } else { now().saturating_add(timeout_ns as u64) };
+        let mut stale_retry = STALE_RETRY_MIN_NS;
         loop {
             // Every round checks for signals and sleeps, whatever state the
             // queue is in: a queue that stays stale (a rebuild colliding
@@ -620,7 +628,8 @@ impl Queue {
             // stale: sleep until ready, released, a new invalidation (which
             // the next round rebuilds) or the deadline.
             let stale = self.ctx.gate().is_stale();
-            let slice = if stale { left.min(STALE_RETRY_NS) } else { left };
+            let slice = if stale { left.min(stale_retry) } else { left };
+            stale_retry = if stale { (stale_retry * 2).min(STALE_RETRY_MAX_NS) } else { STALE_RETRY_MIN_NS };
             let cond = || {
                 self.ring.cq_ready() >= min_ready || self.ctx.is_released() || (!stale && self.ctx.gate().is_stale())
             };

@@ -138,6 +138,18 @@ unsigned int warpq_param_max_region_mb(void)
 	return READ_ONCE(max_region_mb);
 }
 
+/* Fault injection for tests: a REGISTER sleeps this long between inserting
+ * its notifier and arming its region (the window in which the queue stays
+ * stale), so a test can hold it there. 0, the default, in production. */
+static unsigned int fail_register_arm_delay_ms;
+module_param(fail_register_arm_delay_ms, uint, 0644);
+MODULE_PARM_DESC(fail_register_arm_delay_ms, "fault injection: REGISTER sleeps this long between inserting its notifier and arming its region (default 0)");
+
+unsigned int warpq_param_fail_register_arm_delay_ms(void)
+{
+	return READ_ONCE(fail_register_arm_delay_ms);
+}
+
 int warpq_param_policy(void)
 {
 	return READ_ONCE(warpq_policy);

@@ -61,6 +61,7 @@ unsigned int warpq_param_engine_idle_us(void);
 void warpq_cpu_relax(void);
 unsigned int warpq_param_max_regions(void);
 unsigned int warpq_param_max_region_mb(void);
+unsigned int warpq_param_fail_register_arm_delay_ms(void);
 int warpq_pci_register_driver(void);
 void warpq_pci_unregister_driver(void);
 struct device *warpq_pci_to_dev(struct pci_dev *pdev);
