@@ -16,6 +16,9 @@
 #   VM_MODULE_ARGS='...'  parameters for insmod warpq.ko
 #   VM_OUT=dir            where console.log, dmesg.log and out.log go
 #                         (default target/vm)
+#   VM_QUIET=1            show only the command's output, not the kernel's
+#                         lines (they stay in console.log), and end with a
+#                         one-line verdict on the kernel log
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -74,8 +77,10 @@ kvm_works() {
     local probe=$cache/kvm-probe-$flavour
     if [ ! -f "$probe" ]; then
         local log; log=$(mktemp)
-        if [ -w /dev/kvm ] && timeout 30 qemu-system-x86_64 "${qemu_args[@]}" -accel kvm -cpu host \
-               -append "$append rdinit=/warpq/probe" -serial "file:$log" >/dev/null 2>&1 \
+        # In a subshell whose stderr is dropped: a probe that dies of SIGABRT
+        # would otherwise make bash print "Aborted".
+        if [ -w /dev/kvm ] && ( timeout 30 qemu-system-x86_64 "${qemu_args[@]}" -accel kvm -cpu host \
+               -append "$append rdinit=/warpq/probe" -serial "file:$log" >/dev/null 2>&1 ) 2>/dev/null \
            && grep -q "warpq-probe-ok" "$log"; then
             echo yes > "$probe"
         else
@@ -100,7 +105,13 @@ fi
 # ttyS0: kernel console and the command's output; ttyS1: full dmesg, the
 # kmemleak report and the exit status, written by init after the command.
 touch "$out/console.log"
-tail -n +1 -f "$out/console.log" &
+if [ "${VM_QUIET:-0}" = 1 ]; then
+    # The kernel's lines carry a timestamp: show everything else.
+    # (Killing tail ends the filter: it reads tail's output to its end.)
+    tail -n +1 -f "$out/console.log" > >(tr -d '\r' | grep --line-buffered -v -E '^\[ *[0-9]+\.[0-9]+\] ') &
+else
+    tail -n +1 -f "$out/console.log" &
+fi
 tail_pid=$!
 set +e
 timeout --kill-after=10 "$timeout_s" qemu-system-x86_64 "${qemu_args[@]}" -append "$append" \
@@ -166,6 +177,9 @@ if [ -z "$rc" ]; then
 elif [ "$status" = 0 ]; then
     status=$rc
     [ "$rc" = 0 ] || verdict "command exited with status $rc"
+fi
+if [ "${VM_QUIET:-0}" = 1 ] && [ -z "$offending" ] && [ -z "$leak" ] && [ -n "$rc" ]; then
+    echo "vm: kernel log clean: no splat, no leak ($(wc -l < "$out/dmesg.log") lines in dmesg.log)" >&2
 fi
 echo "vm: logs in $out (console.log, dmesg.log, out.log)" >&2
 exit "$status"
