@@ -174,7 +174,9 @@ impl<'a> Stream<'a> {
                     }
                     self.tally.ok += 1;
                 }
-                WARPQ_STATUS_FAULT_UNMAPPED | WARPQ_STATUS_FAULT_UNREGISTERED if self.faults_allowed => self.tally.faulted += 1,
+                WARPQ_STATUS_FAULT_UNMAPPED | WARPQ_STATUS_FAULT_UNREGISTERED if self.faults_allowed => {
+                    self.tally.faulted += 1
+                }
                 WARPQ_STATUS_ABORTED if self.faults_allowed => self.tally.aborted += 1,
                 s => return Err(format!("command {id}: status {s}")),
             }

@@ -7,44 +7,45 @@
 //! reference), so the check waits up to 10 s for the counters to meet.
 
 use std::process::ExitCode;
+use std::time::Duration;
+
 use warpq_stress::PinCounts;
 
-fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("pins") => match wait_for_balance() {
-            Ok((c, waited)) if c.outstanding() == 0 => {
-                println!("pins balanced: acquired {} released {} (after {waited} ms)", c.acquired, c.released);
-                ExitCode::SUCCESS
-            }
-            Ok((c, waited)) => {
-                println!(
-                    "pins NOT balanced after {waited} ms: acquired {} released {} ({} outstanding)",
-                    c.acquired, c.released, c.outstanding()
-                );
-                ExitCode::FAILURE
-            }
-            Err(e) => {
-                eprintln!("warpq-check: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        _ => {
-            eprintln!("usage: warpq-check pins");
-            ExitCode::from(2)
-        }
-    }
-}
+/// How long the counters may take to meet.
+const LIMIT: Duration = Duration::from_secs(10);
 
-/// Reads the counters until they balance or 10 s pass.
-fn wait_for_balance() -> std::io::Result<(PinCounts, u64)> {
-    let mut waited = 0;
-    loop {
-        let c = PinCounts::read()?;
-        if c.outstanding() == 0 || waited >= 10_000 {
-            return Ok((c, waited));
+fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() != Some("pins") {
+        eprintln!("usage: warpq-check pins");
+        return ExitCode::from(2);
+    }
+    let balanced = PinCounts::wait_balanced(LIMIT);
+    let c = match PinCounts::read() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("warpq-check: {e}");
+            return ExitCode::FAILURE;
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        waited += 50;
+    };
+    match balanced {
+        Ok(waited) if c.outstanding() == 0 => {
+            println!(
+                "pins balanced: acquired {} released {} (after {} ms)",
+                c.acquired,
+                c.released,
+                waited.as_millis()
+            );
+            ExitCode::SUCCESS
+        }
+        _ => {
+            println!(
+                "pins NOT balanced after {} ms: acquired {} released {} ({} outstanding)",
+                LIMIT.as_millis(),
+                c.acquired,
+                c.released,
+                c.outstanding()
+            );
+            ExitCode::FAILURE
+        }
     }
 }

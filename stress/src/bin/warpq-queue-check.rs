@@ -1,173 +1,18 @@
-//! warpq-queue-check: the queue mapping's rules, on the real driver.
+//! warpq-queue-check: the queue mapping's rules, on the real driver
+//! (`warpq_stress::checks::queue` lists them).
 //!
-//! - INFO answers with this ABI version and the ring size;
-//! - the ring maps shared, read/write, and carries the header;
-//! - MAP_PRIVATE, PROT_EXEC, a wrong size or offset, mremap (move and grow)
-//!   and a partial munmap are refused with the documented errno;
-//! - after fork the child's first touch gives it a queue of its own (a new
-//!   owner_id), while the parent keeps its queue; the same holds for a
-//!   grandchild; several processes sharing one file each get their own.
-//!
-//! Prints one `ok:` line per check and exits non-zero at the first failure.
+//! `warpq-queue-check [DEVICE]` (default `/dev/warpq0`). One `ok` line per
+//! check; the first failure is a `FAIL` line and ends the run; then
+//! `N passed, N failed`.
 
-use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 
-use warpq::sys::*;
-use warpq::Device;
-
-fn fail(what: &str) -> ExitCode {
-    println!("FAIL: {what}");
-    ExitCode::FAILURE
-}
-
-macro_rules! check {
-    ($what:expr, $cond:expr) => {
-        if $cond {
-            println!("ok: {}", $what);
-        } else {
-            return fail(&$what);
-        }
-    };
-}
-
-/// mmap with these arguments; the errno if it was refused.
-fn try_mmap(dev: &Device, len: usize, prot: i32, flags: i32, offset: i64) -> Result<*mut libc::c_void, i32> {
-    // SAFETY: a fresh mapping; unmapped by the caller.
-    let p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, dev.as_file().as_raw_fd(), offset) };
-    if p == libc::MAP_FAILED {
-        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
-    } else {
-        Ok(p)
-    }
-}
-
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
-}
-
-/// Forks; the child runs `f` and exits with its status; returns the
-/// child's exit status.
-fn in_child(f: impl FnOnce() -> i32) -> i32 {
-    // SAFETY: the child only runs `f` and exits.
-    match unsafe { libc::fork() } {
-        0 => {
-            let code = f();
-            // SAFETY: leave the child without running the parent's atexit handlers.
-            unsafe { libc::_exit(code) }
-        }
-        pid if pid > 0 => {
-            let mut status = 0;
-            // SAFETY: waiting for our own child.
-            unsafe { libc::waitpid(pid, &mut status, 0) };
-            if libc::WIFEXITED(status) {
-                libc::WEXITSTATUS(status)
-            } else {
-                128 + libc::WTERMSIG(status)
-            }
-        }
-        _ => 255,
-    }
-}
+use warpq_stress::checks::{conclude, queue};
+use warpq_stress::report::Report;
 
 fn main() -> ExitCode {
     let path = std::env::args().nth(1).unwrap_or_else(|| "/dev/warpq0".into());
-    let dev = match Device::open(&path) {
-        Ok(dev) => dev,
-        Err(e) => return fail(&format!("open {path}: {e}")),
-    };
-    let info = match dev.info() {
-        Ok(info) => info,
-        Err(e) => return fail(&format!("INFO: {e}")),
-    };
-    check!("INFO: version and ring size", info.version == WARPQ_UAPI_VERSION && info.ring_size as usize == WARPQ_RING_SIZE);
-    check!("INFO: capabilities include the ring and per-fork queues",
-        info.capabilities & (WARPQ_CAP_RING | WARPQ_CAP_FORK_QUEUE) == (WARPQ_CAP_RING | WARPQ_CAP_FORK_QUEUE));
-
-    // Refusals.
-    let rw = libc::PROT_READ | libc::PROT_WRITE;
-    check!("MAP_PRIVATE refused with EINVAL", try_mmap(&dev, WARPQ_RING_SIZE, rw, libc::MAP_PRIVATE, 0) == Err(libc::EINVAL));
-    check!("PROT_EXEC refused with EPERM",
-        try_mmap(&dev, WARPQ_RING_SIZE, rw | libc::PROT_EXEC, libc::MAP_SHARED, 0) == Err(libc::EPERM));
-    check!("wrong size refused with EINVAL", try_mmap(&dev, 4096, rw, libc::MAP_SHARED, 0) == Err(libc::EINVAL));
-    check!("nonzero offset refused with EINVAL", try_mmap(&dev, WARPQ_RING_SIZE, rw, libc::MAP_SHARED, 4096) == Err(libc::EINVAL));
-
-    let ring = match dev.map_queue() {
-        Ok(ring) => ring,
-        Err(e) => return fail(&format!("map the queue: {e}")),
-    };
-    let hdr = ring.header();
-    check!("ring header: magic, version, geometry",
-        hdr.magic == WARPQ_RING_MAGIC && hdr.version == WARPQ_UAPI_VERSION && hdr.sq_entries == WARPQ_SQ_ENTRIES
-            && hdr.cq_entries == WARPQ_CQ_ENTRIES && hdr.sq_offset as usize == WARPQ_RING_SQ_OFFSET
-            && hdr.cq_offset as usize == WARPQ_RING_CQ_OFFSET);
-    let parent_owner = hdr.owner_id;
-    check!("ring header: an owner id", parent_owner != 0);
-    check!("mprotect(PROT_EXEC) refused", {
-        // SAFETY: our mapping; the call is expected to fail and change nothing.
-        let r = unsafe { libc::mprotect(ring.as_ptr().cast(), WARPQ_RING_SIZE, rw | libc::PROT_EXEC) };
-        r != 0
-    });
-
-    // mremap: neither moved nor grown nor shrunk.
-    // SAFETY: asks to grow our mapping in place; expected to fail.
-    let grown = unsafe { libc::mremap(ring.as_ptr().cast(), WARPQ_RING_SIZE, WARPQ_RING_SIZE + 4096, 0) };
-    check!("mremap grow refused", grown == libc::MAP_FAILED);
-    // SAFETY: asks to move our mapping; expected to fail.
-    let moved = unsafe { libc::mremap(ring.as_ptr().cast(), WARPQ_RING_SIZE, WARPQ_RING_SIZE, libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
-        ring.as_ptr().add(1 << 30).cast::<libc::c_void>()) };
-    check!("mremap move refused with EINVAL", moved == libc::MAP_FAILED && errno() == libc::EINVAL);
-    // SAFETY: tries to unmap the last page of our mapping; expected to fail.
-    let split = unsafe { libc::munmap(ring.as_ptr().add(WARPQ_RING_SIZE - 4096).cast(), 4096) };
-    check!("partial munmap refused with EINVAL", split != 0 && errno() == libc::EINVAL);
-    check!("ring still intact after the refusals", ring.header().owner_id == parent_owner);
-
-    // fork: the child's first touch builds its own queue.
-    let child = in_child(|| {
-        let h = ring.header();
-        if h.magic != WARPQ_RING_MAGIC {
-            println!("child: no ring header");
-            return 1;
-        }
-        if h.owner_id == parent_owner || h.owner_id == 0 {
-            println!("child: saw owner id {} (parent's is {parent_owner})", h.owner_id);
-            return 2;
-        }
-        let mine = h.owner_id;
-        // A grandchild gets yet another queue.
-        let grandchild = in_child(|| {
-            let g = ring.header().owner_id;
-            if g == mine || g == parent_owner || g == 0 { 3 } else { 0 }
-        });
-        if grandchild != 0 {
-            println!("grandchild: shared a queue (status {grandchild})");
-            return 4;
-        }
-        // Writes to the child's ring stay in the child's queue.
-        // SAFETY: cq_head is user-written; our mapping.
-        unsafe { std::ptr::write_volatile(ring.as_ptr().add(std::mem::offset_of!(warpq_ring_header, cq_head)).cast::<u32>(), 77) };
-        if ring.header().owner_id != mine { 5 } else { 0 }
-    });
-    check!("fork: the child (and grandchild) get queues of their own", child == 0);
-    check!("fork: the parent keeps its queue", ring.header().owner_id == parent_owner);
-    check!("fork: the child's writes did not reach the parent's ring", ring.header().cq_head == 0);
-
-    // Another process with the same file but no mapping of its own before
-    // fork (maps after): also its own queue.
-    drop(ring);
-    let status = in_child(|| match dev.map_queue() {
-        Ok(r) => {
-            let o = r.header().owner_id;
-            if o != 0 && o != parent_owner { 0 } else { 6 }
-        }
-        Err(_) => 7,
-    });
-    check!("a child mapping the inherited file gets its own queue", status == 0);
-    let again = match dev.map_queue() {
-        Ok(r) => r,
-        Err(e) => return fail(&format!("map again: {e}")),
-    };
-    check!("the parent's queue survives unmap and re-map", again.header().owner_id == parent_owner);
-    println!("warpq-queue-check: all checks passed");
-    ExitCode::SUCCESS
+    let mut r = Report::new();
+    let result = queue::run(&mut r, &path);
+    conclude(r, result)
 }

@@ -1,0 +1,23 @@
+//! Invalidations with commands in flight (`warpq-invalidate-check`): what
+//! munmap, fork, exec, process death and fd passing do to a queue whose
+//! commands are running.
+//!
+//! - [`munmap_in_flight`] and [`touch_rebuilds`] ([`unmap`]): a registered
+//!   buffer unmapped (or a page of it dropped) under the device;
+//! - [`fork_in_flight`] and [`fork_storm`] ([`fork`]): fork with commands in
+//!   flight, and children in sequence on the parent's file;
+//! - [`death`] and [`scm_rights`] ([`death`](mod@death)): SIGKILL and close
+//!   with work in flight, and the fd passed to another process.
+
+pub mod death;
+pub mod fork;
+pub mod unmap;
+
+pub use death::{death, scm_rights};
+pub use fork::{fork_in_flight, fork_storm};
+pub use unmap::{munmap_in_flight, touch_rebuilds};
+
+const PAGE: usize = 4096;
+
+/// How long a child of these checks may run (each takes seconds at most).
+const CHILD_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);

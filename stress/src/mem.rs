@@ -1,0 +1,81 @@
+//! Anonymous memory for the programs' buffers.
+
+/// A private anonymous mapping, unmapped on drop (unless [`Anon::unmap`]
+/// was called first).
+pub struct Anon {
+    ptr: *mut u8,
+    len: usize,
+    mapped: bool,
+}
+
+impl Anon {
+    /// Maps `len` bytes, read/write, zero-filled.
+    pub fn new(len: usize) -> Anon {
+        // SAFETY: a fresh private anonymous mapping.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED, "mmap {len} bytes");
+        Anon { ptr: p.cast(), len, mapped: true }
+    }
+
+    /// A view of memory owned elsewhere (never unmapped by this value).
+    pub fn borrowed(ptr: *mut u8, len: usize) -> Anon {
+        Anon { ptr, len, mapped: false }
+    }
+
+    /// The first byte.
+    pub fn ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+
+    /// Size in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Never empty (for clippy's `len_without_is_empty`).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The user address of byte `off`.
+    pub fn addr(&self, off: usize) -> u64 {
+        self.ptr as u64 + off as u64
+    }
+
+    /// A copy of the contents (take it while the device does not write).
+    pub fn bytes(&self) -> Vec<u8> {
+        // SAFETY: `len` readable bytes while mapped.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }.to_vec()
+    }
+
+    /// Overwrites the start of the mapping with `data`.
+    pub fn write(&self, data: &[u8]) {
+        assert!(data.len() <= self.len);
+        // SAFETY: in bounds while mapped.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr, data.len()) };
+    }
+
+    /// munmap now (the address range is then free).
+    pub fn unmap(&mut self) {
+        if self.mapped {
+            // SAFETY: our mapping.
+            unsafe { libc::munmap(self.ptr.cast(), self.len) };
+            self.mapped = false;
+        }
+    }
+}
+
+impl Drop for Anon {
+    fn drop(&mut self) {
+        self.unmap();
+    }
+}

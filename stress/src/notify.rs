@@ -1,0 +1,209 @@
+//! Readiness notification: `poll`/`epoll` on `/dev/warpqN`.
+//!
+//! [`run`] opens two queues (two files of one process) beside an unrelated
+//! pipe in one epoll set and checks: nothing is ready before anything is
+//! submitted; a completion makes exactly its queue readable (`EPOLLIN`),
+//! and reaping it makes it quiet again (level-triggered); the pipe is
+//! reported on its own; a stream of `completions` NOPs, each batch waited
+//! for in `epoll_wait`, never misses a wake-up (a 5 s wait that returns
+//! nothing with a batch outstanding is a failure); unbinding the device
+//! reports `EPOLLERR | EPOLLHUP` on both queues. The device is bound again
+//! at the end.
+
+use std::time::{Duration, Instant};
+
+use warpq::opcode;
+use warpq::sys::*;
+
+use crate::raw::{header, Errno, RawRing};
+use crate::report::Report;
+
+const MISSED_WAKEUP: Duration = Duration::from_secs(5);
+
+/// An epoll set, closed on drop.
+struct Epoll(i32);
+
+impl Epoll {
+    fn new() -> Result<Epoll, String> {
+        // SAFETY: no pointer arguments.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(format!("epoll_create1: {}", Errno::last()));
+        }
+        Ok(Epoll(fd))
+    }
+
+    fn add(&self, fd: i32, events: u32) -> Result<(), String> {
+        let mut ev = libc::epoll_event { events, u64: fd as u64 };
+        // SAFETY: `ev` is a valid epoll_event.
+        if unsafe { libc::epoll_ctl(self.0, libc::EPOLL_CTL_ADD, fd, &mut ev) } != 0 {
+            return Err(format!("epoll_ctl ADD {fd}: {}", Errno::last()));
+        }
+        Ok(())
+    }
+
+    /// The ready (fd, events) pairs, waiting at most `timeout`.
+    fn wait(&self, timeout: Duration) -> Result<Vec<(i32, u32)>, String> {
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 8];
+        // SAFETY: `evs` has room for the 8 events asked for.
+        let n = unsafe { libc::epoll_wait(self.0, evs.as_mut_ptr(), 8, timeout.as_millis() as i32) };
+        if n < 0 {
+            return Err(format!("epoll_wait: {}", Errno::last()));
+        }
+        Ok(evs[..n as usize].iter().map(|e| (e.u64 as i32, e.events)).collect())
+    }
+}
+
+impl Drop for Epoll {
+    fn drop(&mut self) {
+        // SAFETY: our descriptor, closed once.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+/// One queue: a file, its mapped ring.
+struct Queue {
+    fd: i32,
+    ring: RawRing,
+}
+
+impl Queue {
+    fn open(path: &str) -> Result<Queue, String> {
+        let cpath = std::ffi::CString::new(path).map_err(|e| e.to_string())?;
+        // SAFETY: a valid NUL-terminated path.
+        let fd = unsafe { libc::open(cpath.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(format!("open {path}: {}", Errno::last()));
+        }
+        let ring = RawRing::map(fd).map_err(|e| format!("map the ring: {e}"))?;
+        Ok(Queue { fd, ring })
+    }
+
+    /// Publishes `n` NOPs, waking the engine if it sleeps.
+    fn nops(&self, n: u32) -> Result<(), String> {
+        for _ in 0..n {
+            self.ring.push(opcode::Nop::new().build())?;
+        }
+        if self.ring.get(header::FLAGS) & WARPQ_RING_NEED_WAKEUP != 0 {
+            self.ring.kick()?;
+        }
+        Ok(())
+    }
+
+    /// Consumes every posted completion; fails on a non-OK one.
+    fn reap(&self) -> Result<u32, String> {
+        let mut n = 0;
+        while let Some(c) = self.ring.pop() {
+            if c.status != WARPQ_STATUS_OK {
+                return Err(format!("a NOP completed with status {}", c.status));
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        // SAFETY: our descriptor, closed once (the mapping goes with `ring`).
+        unsafe { libc::close(self.fd) };
+    }
+}
+
+fn ready(evs: &[(i32, u32)], fd: i32) -> Option<u32> {
+    evs.iter().find(|(f, _)| *f == fd).map(|(_, e)| *e)
+}
+
+fn check_readiness(b: &Queue, ep: &Epoll, pipe: [i32; 2]) -> Result<String, String> {
+    let idle = ep.wait(Duration::ZERO)?;
+    if !idle.is_empty() {
+        return Err(format!("ready before anything was submitted: {idle:?}"));
+    }
+    b.nops(1)?;
+    let evs = ep.wait(MISSED_WAKEUP)?;
+    let reaped = b.reap()?;
+    // epoll reports the events asked for: EPOLLIN.
+    if ready(&evs, b.fd) != Some(libc::EPOLLIN as u32) || evs.len() != 1 {
+        return Err(format!("after a NOP on queue b: {evs:?} (want only b, EPOLLIN); {reaped} reaped"));
+    }
+    let after = ep.wait(Duration::ZERO)?;
+    if !after.is_empty() {
+        return Err(format!("still ready after reaping: {after:?}"));
+    }
+    // SAFETY: writing one byte from a valid buffer to our pipe.
+    unsafe { libc::write(pipe[1], b"x".as_ptr().cast(), 1) };
+    let evs = ep.wait(MISSED_WAKEUP)?;
+    if evs.len() != 1 || ready(&evs, pipe[0]).is_none() {
+        return Err(format!("after a write to the pipe: {evs:?} (want only the pipe)"));
+    }
+    let mut byte = [0u8; 1];
+    // SAFETY: reading one byte into a valid buffer.
+    unsafe { libc::read(pipe[0], byte.as_mut_ptr().cast(), 1) };
+    Ok("idle: none ready; a NOP on b: only b, EPOLLIN; reaped: none; the pipe: only the pipe".into())
+}
+
+fn check_stream(a: &Queue, ep: &Epoll, completions: u32) -> Result<String, String> {
+    let start = Instant::now();
+    let (mut done, mut waits) = (0u32, 0u32);
+    while done < completions {
+        let batch = (completions - done).min(64);
+        a.nops(batch)?;
+        let mut got = 0;
+        while got < batch {
+            let evs = ep.wait(MISSED_WAKEUP)?;
+            waits += 1;
+            if evs.is_empty() {
+                // Not ready in 5 s with `batch - got` NOPs outstanding.
+                let n = a.reap()?;
+                return Err(format!(
+                    "missed wake-up: epoll_wait returned {evs:?} after {MISSED_WAKEUP:?} with {} NOPs outstanding ({n} were in fact completed) after {done} completions",
+                    batch - got
+                ));
+            }
+            got += a.reap()?;
+        }
+        done += got;
+    }
+    Ok(format!(
+        "{done} completions, each batch waited for in epoll_wait ({waits} waits), none missed, in {:?}",
+        start.elapsed()
+    ))
+}
+
+fn check_hangup(a: &Queue, b: &Queue, ep: &Epoll, pci: &str) -> Result<String, String> {
+    std::fs::write(format!("{}/unbind", warpq::SYSFS_DRIVER_DIR), pci).map_err(|e| format!("unbind: {e}"))?;
+    let evs = ep.wait(MISSED_WAKEUP)?;
+    let hup = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
+    let (ea, eb) = (ready(&evs, a.fd).unwrap_or(0), ready(&evs, b.fd).unwrap_or(0));
+    std::fs::write(format!("{}/bind", warpq::SYSFS_DRIVER_DIR), pci).map_err(|e| format!("bind: {e}"))?;
+    if ea & hup != hup || eb & hup != hup {
+        return Err(format!("after unbind: {evs:?} (want EPOLLERR|EPOLLHUP on both queues)"));
+    }
+    Ok(format!("after unbind: both queues EPOLLERR|EPOLLHUP ({ea:#x}, {eb:#x}); bound again"))
+}
+
+/// Runs the checks above; `completions` NOPs for the stream.
+pub fn run(r: &mut Report, completions: u32) -> Result<(), String> {
+    let dev = warpq::devices().map_err(|e| e.to_string())?.into_iter().next().ok_or("no warpq device bound")?;
+    let path = dev.dev_path().ok_or("the bound device has no /dev node")?.display().to_string();
+    let (a, b) = (Queue::open(&path)?, Queue::open(&path)?);
+    // Each file's queue exists once its ring is touched.
+    let _ = (a.ring.get(header::MAGIC), b.ring.get(header::MAGIC));
+    let mut pipe = [0i32; 2];
+    // SAFETY: `pipe` has room for two descriptors.
+    if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(format!("pipe2: {}", Errno::last()));
+    }
+    let ep = Epoll::new()?;
+    for fd in [a.fd, b.fd, pipe[0]] {
+        ep.add(fd, libc::EPOLLIN as u32)?;
+    }
+    r.record("poll-readiness", &check_readiness(&b, &ep, pipe));
+    r.record("poll-stream", &check_stream(&a, &ep, completions));
+    r.record("poll-hangup", &check_hangup(&a, &b, &ep, &dev.pci_address));
+    for fd in pipe {
+        // SAFETY: our descriptors, closed once.
+        unsafe { libc::close(fd) };
+    }
+    Ok(())
+}
