@@ -6,9 +6,11 @@
 
 use core::ptr::NonNull;
 
+use kernel::bindings;
 use kernel::new_mutex;
 use kernel::prelude::*;
 use kernel::sync::{Arc, Mutex};
+use kernel::types::Opaque;
 
 use crate::device::DeviceCore;
 use crate::glue::mm::mm_id;
@@ -45,6 +47,11 @@ pub(crate) struct QueueFile {
     pub(crate) dev: Arc<DeviceCore>,
     #[pin]
     dir: Mutex<Directory>,
+    /// Where `poll`/`epoll` wait on this file: the file's, not a queue's,
+    /// because an epoll entry lives as long as the file and a queue may go
+    /// before it (reaped, revoked). Every queue of the file wakes it.
+    #[pin]
+    poll_wq: Opaque<bindings::wait_queue_head>,
 }
 
 impl Directory {
@@ -82,6 +89,8 @@ impl QueueFile {
                     queues: [const { None }; MAX_QUEUES_PER_FILE],
                     graveyard: [const { None }; GRAVEYARD_SLOTS],
                 }),
+                // SAFETY: `slot` is pinned memory for a wait queue head.
+                poll_wq <- Opaque::ffi_init(|slot| unsafe { crate::shim::warpq_waitqueue_init(slot) }),
             }),
             GFP_KERNEL,
         )
@@ -140,6 +149,17 @@ impl QueueFile {
             Err(CreateError::Released(_)) => Err(ESRCH),
             Err(CreateError::InvalidMm) => Err(EINVAL),
         }
+    }
+
+    /// The file's poll wait queue (see the field).
+    pub(crate) fn poll_wq(&self) -> *mut bindings::wait_queue_head {
+        self.poll_wq.get()
+    }
+
+    /// Wakes the file's pollers, if any.
+    pub(crate) fn wake_pollers(&self) {
+        // SAFETY: initialised in `new`.
+        unsafe { crate::shim::warpq_wake_up_pollers(self.poll_wq.get()) };
     }
 
     /// The queue of `mm` if it exists; never creates one.

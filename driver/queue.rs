@@ -54,6 +54,7 @@ use kernel::types::Opaque;
 
 use crate::device::DeviceCore;
 use crate::engine;
+use crate::file::QueueFile;
 use crate::glue::mm::MmGrab;
 use crate::glue::mutex::{KMutex, KMutexGuard};
 use crate::hist::{Histograms, Kind};
@@ -231,6 +232,15 @@ fn current_config() -> Config {
     Config { policy: current_policy(), drain_timeout_ns: u64::from(drain_ms.max(1)) * 1_000_000, ..Config::DEFAULT }
 }
 
+/// `EPOLL*` bits (include/uapi/asm-generic/poll.h; the kernel's own macros
+/// carry a `__force` cast bindgen does not evaluate).
+pub(crate) const POLL_IN: u32 = 0x0001;
+const POLL_OUT: u32 = 0x0004;
+pub(crate) const POLL_ERR: u32 = 0x0008;
+pub(crate) const POLL_HUP: u32 = 0x0010;
+const POLL_RDNORM: u32 = 0x0040;
+const POLL_WRNORM: u32 = 0x0100;
+
 /// How long WAIT sleeps between rebuild attempts while the queue stays
 /// stale: 1 ms at first, doubling up to 16 ms while it stays stale.
 const STALE_RETRY_MIN_NS: u64 = 1_000_000;
@@ -378,6 +388,34 @@ impl Queue {
     fn wake_all(&self) {
         // SAFETY: the wait queue head was initialised in `new`.
         unsafe { shim::warpq_wake_up_all(self.wq()) };
+        self.file().wake_pollers();
+    }
+
+    /// The file this queue belongs to.
+    fn file(&self) -> &QueueFile {
+        // SAFETY: `file_private` is the `QueueFile` that created this queue
+        // (`Queue::new`'s contract), and a file outlives its queues: every
+        // `Arc<Queue>` is held by the file's directory or graveyard (dropped
+        // at the latest by the file's release, before the `QueueFile` is
+        // freed) or by an ioctl, fault or unbind running on the open file.
+        unsafe { &*(self.file_private as *const QueueFile) }
+    }
+
+    /// `poll`: `EPOLLIN` when completions are ready, `EPOLLOUT` when the
+    /// submission ring has room, `EPOLLERR | EPOLLHUP` once the queue is
+    /// dead (its process or its device gone).
+    pub(crate) fn poll_mask(&self) -> u32 {
+        if self.revoked.load(Ordering::SeqCst) || self.ctx.is_released() {
+            return POLL_ERR | POLL_HUP;
+        }
+        let mut mask = 0;
+        if self.ring.cq_ready() > 0 {
+            mask |= POLL_IN | POLL_RDNORM;
+        }
+        if self.ring.sq_space() > 0 {
+            mask |= POLL_OUT | POLL_WRNORM;
+        }
+        mask
     }
 
     /// The page to map at page `index` of a queue mapping at `vm_start` in

@@ -140,6 +140,19 @@ impl Ring {
         }
     }
 
+    /// Free submission slots as user space sees them (0 if its tail is
+    /// corrupt).
+    pub(crate) fn sq_space(&self) -> u32 {
+        let head = self.sq_head.load(Ordering::Acquire);
+        let tail = self.word(hdr::SQ_TAIL).load(Ordering::Acquire);
+        let used = tail.wrapping_sub(head);
+        if used > uapi::WARPQ_SQ_ENTRIES {
+            0
+        } else {
+            uapi::WARPQ_SQ_ENTRIES - used
+        }
+    }
+
     /// Free completion slots (0 if user space's head is corrupt).
     pub(crate) fn cq_space(&self) -> u32 {
         let tail = self.cq_tail.load(Ordering::Relaxed);

@@ -108,6 +108,12 @@ extern "C" {
     pub(crate) fn warpq_mutex_init(lock: *mut bindings::mutex);
     pub(crate) fn warpq_waitqueue_init(wq: *mut bindings::wait_queue_head);
     pub(crate) fn warpq_wake_up_all(wq: *mut bindings::wait_queue_head);
+    pub(crate) fn warpq_wake_up_pollers(wq: *mut bindings::wait_queue_head);
+    pub(crate) fn warpq_poll_wait(
+        file: *mut FileRaw,
+        wq: *mut bindings::wait_queue_head,
+        pt: *mut bindings::poll_table_struct,
+    );
     pub(crate) fn warpq_wait_until(
         wq: *mut bindings::wait_queue_head,
         cond: unsafe extern "C" fn(*const c_void) -> bool,

@@ -254,7 +254,8 @@ fn ioctl(qf: &QueueFile, cmd: u32, arg: usize) -> Result {
                 capabilities: uapi::WARPQ_CAP_RING
                     | uapi::WARPQ_CAP_SUBMIT_IOCTL
                     | uapi::WARPQ_CAP_EDU_DMA
-                    | uapi::WARPQ_CAP_FORK_QUEUE,
+                    | uapi::WARPQ_CAP_FORK_QUEUE
+                    | uapi::WARPQ_CAP_POLL,
                 sq_entries: uapi::WARPQ_SQ_ENTRIES,
                 cq_entries: uapi::WARPQ_CQ_ENTRIES,
                 ring_size: uapi::WARPQ_RING_SIZE as u32,
@@ -344,6 +345,25 @@ extern "C" fn warpq_rs_mmap(private: *mut c_void, vma: *mut VmaRaw) -> c_int {
         return ret;
     }
     0
+}
+
+/// `poll` of `/dev/warpqN`: the readiness of the caller's queue on this file
+/// (`Queue::poll_mask`). The wait queue is the file's, which every queue of
+/// the file wakes. A caller with no queue yet is not ready; on a device
+/// that is gone, every poll says `EPOLLERR | EPOLLHUP`.
+#[no_mangle]
+extern "C" fn warpq_rs_poll(private: *mut c_void, file: *mut FileRaw, pt: *mut bindings::poll_table_struct) -> c_uint {
+    // SAFETY: called on an open file.
+    let qf = unsafe { queue_file(private) };
+    // SAFETY: `file` is open, and the wait queue head lives as long as the
+    // file (it is the file's `QueueFile`'s); epoll removes its entries
+    // before the file is released.
+    unsafe { shim::warpq_poll_wait(file, qf.poll_wq(), pt) };
+    match caller_queue(&qf) {
+        Some(queue) => queue.poll_mask(),
+        None if qf.dev.gone.load(core::sync::atomic::Ordering::SeqCst) => queue::POLL_ERR | queue::POLL_HUP,
+        None => 0,
+    }
 }
 
 /// `vm_operations_struct.fault` of a queue mapping: maps the ring page of

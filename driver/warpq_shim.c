@@ -426,6 +426,24 @@ static int warpq_fop_mmap(struct file *file, struct vm_area_struct *vma)
 	return warpq_rs_mmap(file->private_data, vma);
 }
 
+static __poll_t warpq_fop_poll(struct file *file, struct poll_table_struct *pt)
+{
+	return warpq_rs_poll(file->private_data, file, pt);
+}
+
+/* poll_wait() is a static inline. */
+void warpq_poll_wait(struct file *file, struct wait_queue_head *wq, struct poll_table_struct *pt)
+{
+	poll_wait(file, wq, pt);
+}
+
+/* Wakes pollers, if any (wq_has_sleeper: no lock taken on an empty queue). */
+void warpq_wake_up_pollers(struct wait_queue_head *wq)
+{
+	if (wq_has_sleeper(wq))
+		wake_up_all(wq);
+}
+
 static const struct file_operations warpq_fops = {
 	.owner = THIS_MODULE,
 	.open = warpq_fop_open,
@@ -433,6 +451,7 @@ static const struct file_operations warpq_fops = {
 	.unlocked_ioctl = warpq_fop_ioctl,
 	.compat_ioctl = compat_ptr_ioctl,
 	.mmap = warpq_fop_mmap,
+	.poll = warpq_fop_poll,
 	.llseek = noop_llseek,
 };
 

@@ -38,6 +38,7 @@ int warpq_rs_open(void *owner, struct file *file);
 void warpq_rs_release(void *private);
 long warpq_rs_ioctl(void *private, unsigned int cmd, unsigned long arg);
 int warpq_rs_mmap(void *private, struct vm_area_struct *vma);
+__poll_t warpq_rs_poll(void *private, struct file *file, struct poll_table_struct *pt);
 unsigned int warpq_rs_fault(void *private, struct mm_struct *mm, unsigned long vm_start,
 			    unsigned long pgoff, struct page **page);
 void warpq_rs_vma_open(void *private, struct mm_struct *mm);
@@ -106,6 +107,8 @@ void warpq_set_page_dirty(struct page *page);
 void warpq_mutex_init(struct mutex *lock);
 void warpq_waitqueue_init(struct wait_queue_head *wq);
 void warpq_wake_up_all(struct wait_queue_head *wq);
+void warpq_wake_up_pollers(struct wait_queue_head *wq);
+void warpq_poll_wait(struct file *file, struct wait_queue_head *wq, struct poll_table_struct *pt);
 bool warpq_wait_until(struct wait_queue_head *wq, bool (*cond)(const void *), const void *arg,
 		      u64 timeout_ns);
 int warpq_wait_event_interruptible(struct wait_queue_head *wq, bool (*cond)(const void *),

@@ -111,7 +111,9 @@ if [ "$what" = all ] || [ "$what" = vm ]; then
     vm_suite unbind -- 'warpq-user-check unbind && warpq-check pins'
     # Unbind under load (a WAIT without timeout, a publisher) 20 times, and a
     # ring whose indices are rewound while close and unbind abort the queue.
-    vm_suite lifecycle -- 'warpq-lifecycle && warpq-check pins'
+    # ... and poll/epoll on two queues beside a pipe: readiness, 100 000
+    # completions without a missed wake-up, hang-up on unbind.
+    vm_suite lifecycle -- 'warpq-lifecycle && warpq-poll-check && warpq-check pins'
     vm_suite tracing -- '/warpq/tests/tracing.sh && warpq-check pins'
     vm_suite module-parameters VM_MODULE_ARGS="engine=edu" -- 'test "$(cat /sys/module/warpq/parameters/engine)" = edu &&
         warpq-copy-check 90 && rmmod warpq && insmod /lib/modules/warpq.ko max_regions=2 max_region_mb=1 &&

@@ -123,6 +123,8 @@ struct warpq_cqe {
 #define WARPQ_CAP_SUBMIT_IOCTL	(1ull << 1)
 #define WARPQ_CAP_EDU_DMA	(1ull << 2)	/* WARPQ_SQE_EDU_DMA available */
 #define WARPQ_CAP_FORK_QUEUE	(1ull << 3)	/* the child gets its own queue at fault time */
+#define WARPQ_CAP_POLL		(1ull << 4)	/* poll/epoll: EPOLLIN completions ready, EPOLLOUT
+						 * SQ room, EPOLLERR|EPOLLHUP queue dead */
 
 #define WARPQ_POLICY_STRICT	0
 #define WARPQ_POLICY_FILTERED	1
