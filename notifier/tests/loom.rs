@@ -31,8 +31,7 @@ use loom::sync::{Condvar, Mutex, MutexGuard};
 use loom::thread;
 
 use warpq_notifier::context::{
-    Config, ContextLock, ContextTable, CreateError, DrainReport, LockKey, MmContext, ReleaseError,
-    ReleaseOutcome,
+    Config, ContextLock, ContextTable, CreateError, DrainReport, LockKey, MmContext, ReleaseError, ReleaseOutcome,
 };
 use warpq_notifier::gate::EngineExit;
 use warpq_notifier::platform::{Mapping, PinError, Platform, Waiter};
@@ -152,20 +151,9 @@ impl LoomPlatform {
     /// The engine touches memory through `mapping`.
     fn touch(&self, mapping: &LMapping) {
         let book = self.book();
-        assert_eq!(
-            mapping.mm, self.mm,
-            "engine of mm {:#x} used mm {:#x}'s pages",
-            self.mm, mapping.mm
-        );
-        assert!(
-            book.live.contains(&mapping.id),
-            "engine touched unpinned mapping {}",
-            mapping.id
-        );
-        assert_eq!(
-            mapping.page_epoch, book.page_epoch[mapping.slot],
-            "engine touched pages that were replaced"
-        );
+        assert_eq!(mapping.mm, self.mm, "engine of mm {:#x} used mm {:#x}'s pages", self.mm, mapping.mm);
+        assert!(book.live.contains(&mapping.id), "engine touched unpinned mapping {}", mapping.id);
+        assert_eq!(mapping.page_epoch, book.page_epoch[mapping.slot], "engine touched pages that were replaced");
     }
 
     fn complete(&self, cmd: u64, status: &'static str) {
@@ -186,10 +174,7 @@ impl Waiter for LoomPlatform {
     }
 
     fn wait_until(&self, done: &dyn Fn() -> bool, deadline_ns: u64) -> bool {
-        assert!(
-            !NON_BLOCKING.with(Cell::get),
-            "a non-blocking invalidation waited"
-        );
+        assert!(!NON_BLOCKING.with(Cell::get), "a non-blocking invalidation waited");
         if done() {
             return true;
         }
@@ -252,11 +237,7 @@ impl Platform for LoomPlatform {
 
     fn unmap_and_unpin(&self, mapping: LMapping, _dirty: bool) {
         let mut book = self.book();
-        let index = book
-            .live
-            .iter()
-            .position(|&id| id == mapping.id)
-            .expect("double unpin");
+        let index = book.live.iter().position(|&id| id == mapping.id).expect("double unpin");
         book.live.swap_remove(index);
         book.unpins += 1;
     }
@@ -292,17 +273,10 @@ struct Setup {
 }
 
 /// One region, nothing pinned yet: the queue waits for a fault.
-const STALE: Setup = Setup {
-    regions: 1,
-    mapped: false,
-    timeouts: false,
-};
+const STALE: Setup = Setup { regions: 1, mapped: false, timeouts: false };
 
 /// One region, pinned: the queue runs.
-const RUNNING: Setup = Setup {
-    mapped: true,
-    ..STALE
-};
+const RUNNING: Setup = Setup { mapped: true, ..STALE };
 
 struct World {
     ctx: MmContext<LMapping, SLOTS>,
@@ -320,11 +294,7 @@ impl World {
             ctx,
             lock: LoomLock(Mutex::new(key)),
             p: LoomPlatform::new(mm, setup.timeouts),
-            cfg: Config {
-                policy: Policy::Strict,
-                drain_timeout_ns: 1_000_000,
-                max_retries: 2,
-            },
+            cfg: Config { policy: Policy::Strict, drain_timeout_ns: 1_000_000, max_retries: 2 },
             regions: Vec::new(),
         };
         for i in 0..setup.regions as u64 {
@@ -338,19 +308,12 @@ impl World {
 
     fn register(&self, start: u64, len: u64) -> RegionDesc {
         let mut key = self.lock.lock();
-        let desc = self
-            .ctx
-            .register(&mut key, &self.p, &self.cfg, start, len, Access::READ_WRITE)
-            .unwrap();
-        self.ctx
-            .arm(&mut key, &self.p, &self.cfg, desc.handle)
-            .unwrap();
+        let desc = self.ctx.register(&mut key, &self.p, &self.cfg, start, len, Access::READ_WRITE).unwrap();
+        self.ctx.arm(&mut key, &self.p, &self.cfg, desc.handle).unwrap();
         desc
     }
 
-    fn rebuild(
-        &self,
-    ) -> Result<warpq_notifier::rebuild::RebuildReport, warpq_notifier::rebuild::RebuildError> {
+    fn rebuild(&self) -> Result<warpq_notifier::rebuild::RebuildReport, warpq_notifier::rebuild::RebuildError> {
         rebuild(&self.ctx, &self.lock, &self.p, &self.cfg)
     }
 
@@ -384,10 +347,7 @@ impl World {
     }
 
     fn state(&self, index: usize) -> StateKind {
-        self.ctx
-            .region(&self.lock.lock(), self.regions[index].handle)
-            .unwrap()
-            .state
+        self.ctx.region(&self.lock.lock(), self.regions[index].handle).unwrap().state
     }
 
     /// Pins balance with what is mapped; nothing mapped holds replaced pages;
@@ -400,14 +360,8 @@ impl World {
             if let StateKind::Mapped { .. } = info.state {
                 mapped += 1;
                 let mapping = self.ctx.mapping(&key, info.desc.handle).unwrap();
-                assert_eq!(
-                    mapping.region, info.desc.handle,
-                    "a pin published into another region"
-                );
-                assert_eq!(
-                    mapping.start, info.desc.start,
-                    "pages of another range published"
-                );
+                assert_eq!(mapping.region, info.desc.handle, "a pin published into another region");
+                assert_eq!(mapping.start, info.desc.start, "pages of another range published");
                 assert!(book.live.contains(&mapping.id), "mapped region without pin");
                 assert_eq!(
                     mapping.page_epoch, book.page_epoch[mapping.slot],
@@ -415,11 +369,7 @@ impl World {
                 );
             }
         }
-        assert_eq!(
-            book.live.len(),
-            mapped,
-            "pins not balanced with mapped regions"
-        );
+        assert_eq!(book.live.len(), mapped, "pins not balanced with mapped regions");
         assert_eq!(book.pins - book.unpins, mapped as u64);
         let gate = self.ctx.gate().snapshot();
         assert_eq!((gate.pauses, gate.in_flight, gate.abandoned), (0, 0, 0));
@@ -432,9 +382,7 @@ impl World {
 fn model(name: &str, preemptions: usize, f: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
     // Set here, not only from LOOM_MAX_PREEMPTIONS; the env may raise it.
-    let from_env = std::env::var("LOOM_MAX_PREEMPTIONS")
-        .ok()
-        .and_then(|v| v.parse().ok());
+    let from_env = std::env::var("LOOM_MAX_PREEMPTIONS").ok().and_then(|v| v.parse().ok());
     builder.preemption_bound = Some(from_env.unwrap_or(preemptions).max(preemptions));
     let started = Instant::now();
     let iterations = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -453,12 +401,7 @@ fn model(name: &str, preemptions: usize, f: impl Fn() + Sync + Send + 'static) {
 
 /// [`model`] of one world of `PARENT_MM` started as `setup`. Its end state
 /// is checked after `f`, which must have joined every thread it spawned.
-fn model_world(
-    name: &str,
-    preemptions: usize,
-    setup: Setup,
-    f: impl Fn(&Arc<World>) + Sync + Send + 'static,
-) {
+fn model_world(name: &str, preemptions: usize, setup: Setup, f: impl Fn(&Arc<World>) + Sync + Send + 'static) {
     model(name, preemptions, move || {
         let w = World::new(PARENT_MM, setup);
         f(&w);
@@ -521,13 +464,7 @@ fn m2_invalidate_vs_engine_in_flight() {
             }
         });
         let report = w.kernel_invalidate(0, Event::Clear, true);
-        assert!(matches!(
-            report.outcome,
-            InvalidateOutcome::TornDown {
-                drain: DrainReport::Drained,
-                ..
-            }
-        ));
+        assert!(matches!(report.outcome, InvalidateOutcome::TornDown { drain: DrainReport::Drained, .. }));
         // Teardown returned: the engine must be out and shut out.
         assert!(w.ctx.enter(&w.p).is_none());
         engine.join().unwrap();
@@ -562,10 +499,7 @@ fn m2c_engine_vs_invalidate_vs_rebuild() {
 /// and nothing is unpinned while the engine is still inside.
 #[test]
 fn m2b_drain_timeout_reset_completes_exactly_once() {
-    let setup = Setup {
-        timeouts: true,
-        ..RUNNING
-    };
+    let setup = Setup { timeouts: true, ..RUNNING };
     let name = "2b drain timeout reset, exactly-once completion";
     model_world(name, 3, setup, |w| {
         let current_cmd = Arc::new(AtomicU64::new(0));
@@ -582,11 +516,7 @@ fn m2b_drain_timeout_reset_completes_exactly_once() {
             })
         };
         let report = w.kernel_invalidate(0, Event::Clear, true);
-        if let InvalidateOutcome::TornDown {
-            drain: DrainReport::Reset { abandoned, .. },
-            ..
-        } = report.outcome
-        {
+        if let InvalidateOutcome::TornDown { drain: DrainReport::Reset { abandoned, .. }, .. } = report.outcome {
             // The driver completes the abandoned commands with an error.
             if abandoned == 1 {
                 w.p.complete(current_cmd.load(Ordering::Relaxed), "error");
@@ -594,12 +524,7 @@ fn m2b_drain_timeout_reset_completes_exactly_once() {
         }
         engine.join().unwrap();
         let book = w.p.book();
-        assert_eq!(
-            book.completions.len(),
-            1,
-            "completions {:?}",
-            book.completions
-        );
+        assert_eq!(book.completions.len(), 1, "completions {:?}", book.completions);
         assert_eq!(book.completions[0].0, 7);
     });
 }
@@ -608,10 +533,7 @@ fn m2b_drain_timeout_reset_completes_exactly_once() {
 /// other pin is undone; the queue runs.
 #[test]
 fn m3_two_racing_faults() {
-    let setup = Setup {
-        regions: 2,
-        ..STALE
-    };
+    let setup = Setup { regions: 2, ..STALE };
     model_world("3 two racing faults", 3, setup, |w| {
         let other = spawn_with(w, |w| {
             w.rebuild().unwrap();
@@ -672,18 +594,9 @@ fn m4_release_vs_fault() {
         fault.join().unwrap();
 
         assert_eq!(releases.load(Ordering::Relaxed), 1);
-        assert_eq!(
-            dir.lock().unwrap().release(PARENT_MM),
-            ReleaseOutcome::AlreadyReleased(id)
-        );
-        assert_eq!(
-            w.ctx.release(&mut w.lock.lock(), &w.p, &w.cfg),
-            Err(ReleaseError::AlreadyReleased)
-        );
-        assert!(matches!(
-            dir.lock().unwrap().get_or_create(PARENT_MM),
-            Err(CreateError::Released(_))
-        ));
+        assert_eq!(dir.lock().unwrap().release(PARENT_MM), ReleaseOutcome::AlreadyReleased(id));
+        assert_eq!(w.ctx.release(&mut w.lock.lock(), &w.p, &w.cfg), Err(ReleaseError::AlreadyReleased));
+        assert!(matches!(dir.lock().unwrap().get_or_create(PARENT_MM), Err(CreateError::Released(_))));
         assert!(w.p.book().live.is_empty(), "pins leaked past release");
         assert_eq!(w.state(0), StateKind::Dead);
         w.check_end();
@@ -720,10 +633,7 @@ fn m5c_non_blocking_vs_blocking_invalidate_vs_engine() {
             assert!(w.kernel_invalidate(0, Event::Clear, true).callback_result());
         });
         let report = w.kernel_invalidate(0, Event::Unmap, false);
-        assert!(matches!(
-            report.outcome,
-            InvalidateOutcome::CannotProceed | InvalidateOutcome::NothingMapped
-        ));
+        assert!(matches!(report.outcome, InvalidateOutcome::CannotProceed | InvalidateOutcome::NothingMapped));
         engine.join().unwrap();
         munmap.join().unwrap();
         assert_eq!(w.state(0), StateKind::Unmapped);
@@ -740,10 +650,7 @@ fn m5b_non_blocking_invalidate_vs_rebuild() {
             w.rebuild().unwrap();
         });
         let report = w.kernel_invalidate(0, Event::Unmap, false);
-        assert!(matches!(
-            report.outcome,
-            InvalidateOutcome::CannotProceed | InvalidateOutcome::NothingMapped
-        ));
+        assert!(matches!(report.outcome, InvalidateOutcome::CannotProceed | InvalidateOutcome::NothingMapped));
         fault.join().unwrap();
     });
 }
@@ -759,28 +666,16 @@ fn m6_fork_child_vs_parent_invalidation() {
         let dir = Arc::new(Mutex::new(ContextTable::<2>::new()));
         let (parent_id, _) = dir.lock().unwrap().get_or_create(PARENT_MM).unwrap();
         let parent = World::new(PARENT_MM, RUNNING);
-        let child = World::new(
-            CHILD_MM,
-            Setup {
-                regions: 0,
-                ..STALE
-            },
-        );
+        let child = World::new(CHILD_MM, Setup { regions: 0, ..STALE });
         let parent_va = parent.regions[0].start;
 
         let child_thread = {
             let dir = dir.clone();
             spawn_with(&child, move |child| {
                 let (id, created) = dir.lock().unwrap().get_or_create(CHILD_MM).unwrap();
-                assert!(
-                    created && id != parent_id,
-                    "the child must get its own context"
-                );
+                assert!(created && id != parent_id, "the child must get its own context");
                 let engine = child.ctx.enter(&child.p).expect("empty child queue runs");
-                assert_eq!(
-                    engine.translate(parent_va, 8, Access::READ).unwrap_err(),
-                    XlateFault::NotRegistered
-                );
+                assert_eq!(engine.translate(parent_va, 8, Access::READ).unwrap_err(), XlateFault::NotRegistered);
                 drop(engine);
                 // The child registers its own buffer at the same address.
                 let desc = child.register(parent_va, PAGE);
@@ -794,19 +689,13 @@ fn m6_fork_child_vs_parent_invalidation() {
         let report = parent.kernel_invalidate(0, Event::ProtectionPage, true);
         assert!(report.callback_result());
         // The parent's next fault looks its context up by its own mm.
-        assert_eq!(
-            dir.lock().unwrap().get_or_create(PARENT_MM),
-            Ok((parent_id, false))
-        );
+        assert_eq!(dir.lock().unwrap().get_or_create(PARENT_MM), Ok((parent_id, false)));
         parent.rebuild().unwrap();
         if let Some(exit) = parent.engine_command(0) {
             assert_eq!(exit, EngineExit::Completed);
         }
         child_thread.join().unwrap();
-        assert!(matches!(
-            dir.lock().unwrap().lookup(CHILD_MM),
-            warpq_notifier::context::Lookup::Live(_)
-        ));
+        assert!(matches!(dir.lock().unwrap().lookup(CHILD_MM), warpq_notifier::context::Lookup::Live(_)));
         parent.check_end();
         child.check_end();
     });
@@ -822,9 +711,7 @@ fn m8_unregister_vs_fault_rebuild() {
             w.rebuild().unwrap();
         });
         let old = w.regions[0];
-        w.ctx
-            .unregister(&mut w.lock.lock(), &w.p, &w.cfg, old.handle)
-            .unwrap();
+        w.ctx.unregister(&mut w.lock.lock(), &w.p, &w.cfg, old.handle).unwrap();
         let new = w.register(0x80000, PAGE);
         assert_eq!(new.handle.slot(), old.handle.slot());
         fault.join().unwrap();
@@ -854,9 +741,6 @@ fn m7_zap_worker_vs_rebuild() {
         // Work queued meanwhile runs eventually.
         w.p.run_zap_worker(&w.ctx, &ring_pte);
         let mapped = *ring_pte.lock().unwrap();
-        assert!(
-            !(w.ctx.gate().is_stale() && mapped),
-            "stale queue with its ring mapped and no zap to come"
-        );
+        assert!(!(w.ctx.gate().is_stale() && mapped), "stale queue with its ring mapped and no zap to come");
     });
 }

@@ -15,9 +15,7 @@ use warpq_notifier::gate::EngineExit;
 use warpq_notifier::platform::PinError;
 use warpq_notifier::policy::{Decision, Event, IgnoreReason, Policy, TearDownReason};
 use warpq_notifier::rebuild::{rebuild, RebuildError, RebuildReport};
-use warpq_notifier::region::{
-    Access, RegionDesc, RegionError, RegionHandle, StateKind, XlateFault,
-};
+use warpq_notifier::region::{Access, RegionDesc, RegionError, RegionHandle, StateKind, XlateFault};
 use warpq_notifier::teardown::{invalidate, InvalidateOutcome, InvalidateReport, Invalidation};
 
 const PAGE: u64 = 4096;
@@ -36,24 +34,15 @@ impl World {
             ctx,
             lock: StdLock::new(key),
             p: TestPlatform::new(mm),
-            cfg: Config {
-                policy,
-                drain_timeout_ns: 1_000_000,
-                max_retries: 3,
-            },
+            cfg: Config { policy, drain_timeout_ns: 1_000_000, max_retries: 3 },
         }
     }
 
     /// Register + (driver inserts the notifier) + arm.
     fn register(&self, start: u64, len: u64, access: Access) -> RegionDesc {
         let mut key = self.lock.lock();
-        let desc = self
-            .ctx
-            .register(&mut key, &self.p, &self.cfg, start, len, access)
-            .unwrap();
-        self.ctx
-            .arm(&mut key, &self.p, &self.cfg, desc.handle)
-            .unwrap();
+        let desc = self.ctx.register(&mut key, &self.p, &self.cfg, start, len, access).unwrap();
+        self.ctx.arm(&mut key, &self.p, &self.cfg, desc.handle).unwrap();
         desc
     }
 
@@ -62,18 +51,11 @@ impl World {
     }
 
     fn state(&self, handle: RegionHandle) -> Result<StateKind, RegionError> {
-        self.ctx
-            .region(&self.lock.lock(), handle)
-            .map(|info| info.state)
+        self.ctx.region(&self.lock.lock(), handle).map(|info| info.state)
     }
 
     /// What the kernel does around the callback of one notifier.
-    fn kernel_invalidate(
-        &self,
-        desc: &RegionDesc,
-        event: Event,
-        blockable: bool,
-    ) -> InvalidateReport {
+    fn kernel_invalidate(&self, desc: &RegionDesc, event: Event, blockable: bool) -> InvalidateReport {
         let cur_seq = self.p.invalidate_start();
         let inv = whole_region(*desc, cur_seq, event, blockable);
         let report = invalidate(&self.ctx, &self.lock, &self.p, &self.cfg, &inv);
@@ -93,11 +75,7 @@ impl World {
                 mapped.insert(self.ctx.mapping(&key, info.desc.handle).unwrap().id);
             }
         }
-        assert_eq!(
-            mapped,
-            self.p.live_ids(),
-            "pins do not match mapped regions"
-        );
+        assert_eq!(mapped, self.p.live_ids(), "pins do not match mapped regions");
     }
 }
 
@@ -107,10 +85,7 @@ fn register_rebuild_translate() {
     let rw = w.register(0x10000, 4 * PAGE, Access::READ_WRITE);
     let _ro = w.register(0x20000, PAGE, Access::READ);
     assert_eq!(w.state(rw.handle), Ok(StateKind::Unmapped));
-    assert!(
-        w.ctx.gate().is_stale(),
-        "a new region keeps the queue shut until pinned"
-    );
+    assert!(w.ctx.gate().is_stale(), "a new region keeps the queue shut until pinned");
     assert!(w.ctx.enter(&w.p).is_none());
 
     let report = w.rebuild().unwrap();
@@ -123,26 +98,10 @@ fn register_rebuild_translate() {
     let t = engine.translate(0x10000 + 100, 64, Access::WRITE).unwrap();
     assert_eq!((t.region, t.offset), (rw.handle, 100));
     assert_eq!(t.mapping.region, rw.handle);
-    assert_eq!(
-        engine.translate(0x20000, 8, Access::WRITE).unwrap_err(),
-        XlateFault::AccessDenied
-    );
-    assert_eq!(
-        engine
-            .translate(0x10000 + 4 * PAGE - 8, 16, Access::READ)
-            .unwrap_err(),
-        XlateFault::CrossesEnd
-    );
-    assert_eq!(
-        engine
-            .translate(0x10000, u64::MAX, Access::READ)
-            .unwrap_err(),
-        XlateFault::CrossesEnd
-    );
-    assert_eq!(
-        engine.translate(0x30000, 8, Access::READ).unwrap_err(),
-        XlateFault::NotRegistered
-    );
+    assert_eq!(engine.translate(0x20000, 8, Access::WRITE).unwrap_err(), XlateFault::AccessDenied);
+    assert_eq!(engine.translate(0x10000 + 4 * PAGE - 8, 16, Access::READ).unwrap_err(), XlateFault::CrossesEnd);
+    assert_eq!(engine.translate(0x10000, u64::MAX, Access::READ).unwrap_err(), XlateFault::CrossesEnd);
+    assert_eq!(engine.translate(0x30000, 8, Access::READ).unwrap_err(), XlateFault::NotRegistered);
     assert_eq!(engine.finish(), EngineExit::Completed);
 }
 
@@ -153,38 +112,19 @@ fn register_rejects_bad_ranges() {
     let mut key = w.lock.lock();
     let mut reg = |start, len, access| w.ctx.register(&mut key, &w.p, &w.cfg, start, len, access);
     assert_eq!(reg(0x20000, 0, Access::READ), Err(RegionError::ZeroLength));
-    assert_eq!(
-        reg(u64::MAX - 10, 100, Access::READ),
-        Err(RegionError::Overflow)
-    );
-    assert_eq!(
-        reg(0x20000, PAGE, Access::NONE),
-        Err(RegionError::InvalidAccess)
-    );
-    assert_eq!(
-        reg(0x10000 + PAGE - 1, 10, Access::READ),
-        Err(RegionError::Overlaps(a.handle))
-    );
-    assert_eq!(
-        reg(0x10000 - 10, 11, Access::READ),
-        Err(RegionError::Overlaps(a.handle))
-    );
+    assert_eq!(reg(u64::MAX - 10, 100, Access::READ), Err(RegionError::Overflow));
+    assert_eq!(reg(0x20000, PAGE, Access::NONE), Err(RegionError::InvalidAccess));
+    assert_eq!(reg(0x10000 + PAGE - 1, 10, Access::READ), Err(RegionError::Overlaps(a.handle)));
+    assert_eq!(reg(0x10000 - 10, 11, Access::READ), Err(RegionError::Overlaps(a.handle)));
     // Adjacent is fine.
     assert!(reg(0x10000 + PAGE, PAGE, Access::READ).is_ok());
     assert!(reg(0x30000, PAGE, Access::READ).is_ok());
     assert!(reg(0x40000, PAGE, Access::READ).is_ok());
-    assert_eq!(
-        reg(0x50000, PAGE, Access::READ),
-        Err(RegionError::TableFull)
-    );
+    assert_eq!(reg(0x50000, PAGE, Access::READ), Err(RegionError::TableFull));
     drop(key);
 
     let (other, mut other_key) = MmContext::<TestMapping, 4>::new(0x2000);
-    assert_eq!(
-        w.ctx
-            .register(&mut other_key, &w.p, &w.cfg, 0x90000, PAGE, Access::READ),
-        Err(RegionError::WrongLock)
-    );
+    assert_eq!(w.ctx.register(&mut other_key, &w.p, &w.cfg, 0x90000, PAGE, Access::READ), Err(RegionError::WrongLock));
     assert!(other.regions(&w.lock.lock()).next().is_none());
 }
 
@@ -193,21 +133,14 @@ fn pending_region_is_not_pinned_until_armed() {
     let w = World::new(0x1000, Policy::Strict);
     let desc = {
         let mut key = w.lock.lock();
-        w.ctx
-            .register(&mut key, &w.p, &w.cfg, 0x10000, PAGE, Access::READ)
-            .unwrap()
+        w.ctx.register(&mut key, &w.p, &w.cfg, 0x10000, PAGE, Access::READ).unwrap()
     };
     let report = w.rebuild().unwrap();
     assert_eq!(report.mapped, 0);
     assert!(!report.running, "pending region keeps the queue stale");
     assert!(w.p.live_ids().is_empty());
-    w.ctx
-        .arm(&mut w.lock.lock(), &w.p, &w.cfg, desc.handle)
-        .unwrap();
-    assert_eq!(
-        w.ctx.arm(&mut w.lock.lock(), &w.p, &w.cfg, desc.handle),
-        Err(RegionError::InvalidState)
-    );
+    w.ctx.arm(&mut w.lock.lock(), &w.p, &w.cfg, desc.handle).unwrap();
+    assert_eq!(w.ctx.arm(&mut w.lock.lock(), &w.p, &w.cfg, desc.handle), Err(RegionError::InvalidState));
     assert!(w.rebuild().unwrap().running);
 }
 
@@ -221,14 +154,7 @@ fn invalidate_tears_down_in_order() {
     let report = w.kernel_invalidate(&desc, Event::Clear, true);
     assert_eq!(report.decision, Decision::TearDown(TearDownReason::Strict));
     assert!(
-        matches!(
-            report.outcome,
-            InvalidateOutcome::TornDown {
-                pages_unpinned: 2,
-                drain: DrainReport::Drained,
-                ..
-            }
-        ),
+        matches!(report.outcome, InvalidateOutcome::TornDown { pages_unpinned: 2, drain: DrainReport::Drained, .. }),
         "{:?}",
         report.outcome
     );
@@ -260,11 +186,7 @@ fn read_only_regions_unpin_clean() {
     w.rebuild().unwrap();
     w.p.clear_calls();
     w.kernel_invalidate(&desc, Event::Unmap, true);
-    assert!(w
-        .p
-        .calls()
-        .iter()
-        .any(|c| matches!(c, Call::Unpin { dirty: false, .. })));
+    assert!(w.p.calls().iter().any(|c| matches!(c, Call::Unpin { dirty: false, .. })));
 }
 
 #[test]
@@ -278,27 +200,17 @@ fn filtered_policy_skips_without_touching_anything() {
     for (desc, event, reason) in [
         (rw, Event::ProtectionPage, IgnoreReason::WriteProtectOnly),
         (rw, Event::SoftDirty, IgnoreReason::SoftDirtyOnly),
-        (
-            ro,
-            Event::ProtectionVma,
-            IgnoreReason::ReadOnlyProtectionChange,
-        ),
+        (ro, Event::ProtectionVma, IgnoreReason::ReadOnlyProtectionChange),
     ] {
         let report = w.kernel_invalidate(&desc, event, true);
         assert_eq!(report.outcome, InvalidateOutcome::Ignored(reason));
         assert!(report.callback_result());
     }
-    assert!(
-        w.p.calls().is_empty(),
-        "ignored events must not even set the sequence"
-    );
+    assert!(w.p.calls().is_empty(), "ignored events must not even set the sequence");
     assert!(w.ctx.gate().is_running());
 
     let report = w.kernel_invalidate(&rw, Event::ProtectionVma, true);
-    assert_eq!(
-        report.decision,
-        Decision::TearDown(TearDownReason::WriteRightMayShrink)
-    );
+    assert_eq!(report.decision, Decision::TearDown(TearDownReason::WriteRightMayShrink));
     assert!(matches!(report.outcome, InvalidateOutcome::TornDown { .. }));
 }
 
@@ -307,16 +219,9 @@ fn range_outside_the_region_is_ignored() {
     let w = World::new(0x1000, Policy::Strict);
     let desc = w.register(0x10000, PAGE, Access::READ);
     w.rebuild().unwrap();
-    let inv = Invalidation {
-        start: desc.end(),
-        end: desc.end() + PAGE,
-        ..whole_region(desc, 1, Event::Unmap, true)
-    };
+    let inv = Invalidation { start: desc.end(), end: desc.end() + PAGE, ..whole_region(desc, 1, Event::Unmap, true) };
     let report = invalidate(&w.ctx, &w.lock, &w.p, &w.cfg, &inv);
-    assert_eq!(
-        report.outcome,
-        InvalidateOutcome::Ignored(IgnoreReason::NoOverlap)
-    );
+    assert_eq!(report.outcome, InvalidateOutcome::Ignored(IgnoreReason::NoOverlap));
 }
 
 #[test]
@@ -337,10 +242,7 @@ fn non_blocking_never_waits_and_refuses_only_when_mapped() {
     let report = w.kernel_invalidate(&desc, Event::Unmap, false);
     assert_eq!(report.outcome, InvalidateOutcome::CannotProceed);
     assert!(!report.callback_result());
-    assert!(
-        matches!(w.p.calls().as_slice(), [Call::SetSeq { .. }]),
-        "no wait, no unpin"
-    );
+    assert!(matches!(w.p.calls().as_slice(), [Call::SetSeq { .. }]), "no wait, no unpin");
     assert!(matches!(w.state(desc.handle), Ok(StateKind::Mapped { .. })));
     let t = engine.translate(0x10000, 8, Access::READ).unwrap();
     w.p.check_touch(t.mapping, false).unwrap();
@@ -376,10 +278,7 @@ fn collisions_beyond_the_budget_give_up_cleanly() {
     let w = World::new(0x1000, Policy::Strict);
     let desc = w.register(0x10000, PAGE, Access::READ);
     w.p.state().inject_collisions = 10;
-    assert_eq!(
-        w.rebuild(),
-        Err(RebuildError::RetriesExhausted { retries: 4 })
-    );
+    assert_eq!(w.rebuild(), Err(RebuildError::RetriesExhausted { retries: 4 }));
     assert_eq!(w.state(desc.handle), Ok(StateKind::Unmapped));
     assert!(w.ctx.gate().is_stale());
     w.check_pins();
@@ -402,17 +301,10 @@ fn pin_failures_kill_or_keep_the_region() {
     assert_eq!((report.dead, report.mapped), (1, 1));
     assert!(report.running, "a dead region does not hold the queue");
     let engine = w.ctx.enter(&w.p).unwrap();
-    assert_eq!(
-        engine.translate(0x10000, 8, Access::READ).unwrap_err(),
-        XlateFault::Dead
-    );
+    assert_eq!(engine.translate(0x10000, 8, Access::READ).unwrap_err(), XlateFault::Dead);
     assert!(engine.translate(0x20000, 8, Access::READ).is_ok());
     drop(engine);
-    assert_eq!(
-        w.state(b.handle)
-            .map(|s| matches!(s, StateKind::Mapped { .. })),
-        Ok(true)
-    );
+    assert_eq!(w.state(b.handle).map(|s| matches!(s, StateKind::Mapped { .. })), Ok(true));
     w.check_pins();
 }
 
@@ -422,19 +314,10 @@ fn unregister_unpins_and_stale_handles_never_match() {
     let a = w.register(0x10000, PAGE, Access::READ_WRITE);
     w.rebuild().unwrap();
     w.p.clear_calls();
-    let report = w
-        .ctx
-        .unregister(&mut w.lock.lock(), &w.p, &w.cfg, a.handle)
-        .unwrap();
+    let report = w.ctx.unregister(&mut w.lock.lock(), &w.p, &w.cfg, a.handle).unwrap();
     assert_eq!(report.pages_unpinned, 1);
-    assert!(matches!(
-        w.p.calls().as_slice(),
-        [Call::Unpin { dirty: true, .. }]
-    ));
-    assert_eq!(
-        w.ctx.unregister(&mut w.lock.lock(), &w.p, &w.cfg, a.handle),
-        Err(RegionError::NoSuchRegion)
-    );
+    assert!(matches!(w.p.calls().as_slice(), [Call::Unpin { dirty: true, .. }]));
+    assert_eq!(w.ctx.unregister(&mut w.lock.lock(), &w.p, &w.cfg, a.handle), Err(RegionError::NoSuchRegion));
     // The slot is reused with a new generation.
     let b = w.register(0x10000, PAGE, Access::READ);
     assert_eq!(b.handle.slot(), a.handle.slot());
@@ -457,9 +340,7 @@ fn unregistering_the_last_stale_region_reopens_the_queue() {
     w.rebuild().unwrap();
     w.kernel_invalidate(&a, Event::Unmap, true);
     assert!(w.ctx.gate().is_stale());
-    w.ctx
-        .unregister(&mut w.lock.lock(), &w.p, &w.cfg, a.handle)
-        .unwrap();
+    w.ctx.unregister(&mut w.lock.lock(), &w.p, &w.cfg, a.handle).unwrap();
     assert!(w.ctx.gate().is_running());
     assert!(matches!(w.state(b.handle), Ok(StateKind::Mapped { .. })));
 }
@@ -474,31 +355,18 @@ fn release_is_final_and_once() {
     assert_eq!((report.regions, report.pages_unpinned), (2, 3));
     assert_eq!(report.drain, DrainReport::Drained);
     assert!(w.p.live_ids().is_empty());
-    assert_eq!(
-        w.ctx.release(&mut w.lock.lock(), &w.p, &w.cfg),
-        Err(ReleaseError::AlreadyReleased)
-    );
+    assert_eq!(w.ctx.release(&mut w.lock.lock(), &w.p, &w.cfg), Err(ReleaseError::AlreadyReleased));
     assert!(w.ctx.enter(&w.p).is_none());
     assert_eq!(w.rebuild(), Err(RebuildError::Released));
     assert_eq!(
-        w.ctx.register(
-            &mut w.lock.lock(),
-            &w.p,
-            &w.cfg,
-            0x90000,
-            PAGE,
-            Access::READ
-        ),
+        w.ctx.register(&mut w.lock.lock(), &w.p, &w.cfg, 0x90000, PAGE, Access::READ),
         Err(RegionError::Released)
     );
     assert_eq!(w.state(a.handle), Ok(StateKind::Dead));
     let report = w.kernel_invalidate(&a, Event::Release, true);
     assert_eq!(report.outcome, InvalidateOutcome::NothingMapped);
     // The driver may still unregister the dead regions.
-    assert!(w
-        .ctx
-        .unregister(&mut w.lock.lock(), &w.p, &w.cfg, a.handle)
-        .is_ok());
+    assert!(w.ctx.unregister(&mut w.lock.lock(), &w.p, &w.cfg, a.handle).is_ok());
 }
 
 #[test]
@@ -507,17 +375,11 @@ fn wrong_lock_is_refused_everywhere() {
     let desc = w.register(0x10000, PAGE, Access::READ);
     let (_other, other_key) = MmContext::<TestMapping, 4>::new(0x2000);
     let other_lock = StdLock::new(other_key);
-    assert_eq!(
-        rebuild(&w.ctx, &other_lock, &w.p, &w.cfg),
-        Err(RebuildError::WrongLock)
-    );
+    assert_eq!(rebuild(&w.ctx, &other_lock, &w.p, &w.cfg), Err(RebuildError::WrongLock));
     let inv = whole_region(desc, 1, Event::Unmap, true);
     let report = invalidate(&w.ctx, &other_lock, &w.p, &w.cfg, &inv);
     assert_eq!(report.outcome, InvalidateOutcome::WrongLock);
-    assert_eq!(
-        w.ctx.release(&mut other_lock.lock(), &w.p, &w.cfg),
-        Err(ReleaseError::WrongLock)
-    );
+    assert_eq!(w.ctx.release(&mut other_lock.lock(), &w.p, &w.cfg), Err(ReleaseError::WrongLock));
 }
 
 #[test]
@@ -542,13 +404,7 @@ fn drain_timeout_resets_and_waits_for_the_engine() {
     use std::sync::Barrier;
 
     let w = World::new(0x1000, Policy::Strict);
-    let w = World {
-        cfg: Config {
-            drain_timeout_ns: 2_000_000,
-            ..w.cfg
-        },
-        ..w
-    };
+    let w = World { cfg: Config { drain_timeout_ns: 2_000_000, ..w.cfg }, ..w };
     let desc = w.register(0x10000, PAGE, Access::READ_WRITE);
     w.rebuild().unwrap();
     w.p.state().real_time = true;
@@ -564,26 +420,19 @@ fn drain_timeout_resets_and_waits_for_the_engine() {
             while !engine.is_abandoned() {
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
-            w.p.check_touch(t.mapping, true)
-                .expect("still pinned while inside");
+            w.p.check_touch(t.mapping, true).expect("still pinned while inside");
             engine_done.store(true, Ordering::SeqCst);
             assert_eq!(engine.finish(), EngineExit::Abandoned);
         });
         entered.wait();
         let report = w.kernel_invalidate(&desc, Event::Clear, true);
-        assert!(
-            engine_done.load(Ordering::SeqCst),
-            "returned while the engine was inside"
-        );
+        assert!(engine_done.load(Ordering::SeqCst), "returned while the engine was inside");
         assert!(
             matches!(
                 report.outcome,
                 InvalidateOutcome::TornDown {
                     pages_unpinned: 1,
-                    drain: DrainReport::Reset {
-                        abandoned: 1,
-                        generation: 1
-                    },
+                    drain: DrainReport::Reset { abandoned: 1, generation: 1 },
                     ..
                 }
             ),
@@ -606,17 +455,7 @@ fn register_times_out_as_busy_without_changes() {
     let _a = w.register(0x10000, PAGE, Access::READ);
     w.rebuild().unwrap();
     let engine = w.ctx.enter(&w.p).unwrap();
-    assert_eq!(
-        w.ctx.register(
-            &mut w.lock.lock(),
-            &w.p,
-            &w.cfg,
-            0x20000,
-            PAGE,
-            Access::READ
-        ),
-        Err(RegionError::Busy)
-    );
+    assert_eq!(w.ctx.register(&mut w.lock.lock(), &w.p, &w.cfg, 0x20000, PAGE, Access::READ), Err(RegionError::Busy));
     drop(engine);
     assert_eq!(w.ctx.regions(&w.lock.lock()).count(), 1);
     assert!(w.ctx.gate().is_running());
@@ -649,10 +488,7 @@ fn unregister_or_reset_never_answers_busy() {
             assert_eq!(engine.finish(), EngineExit::Abandoned);
         });
         entered.wait();
-        assert_eq!(
-            w.ctx.unregister(&mut w.lock.lock(), &w.p, &w.cfg, desc.handle).map(|_| ()),
-            Err(RegionError::Busy)
-        );
+        assert_eq!(w.ctx.unregister(&mut w.lock.lock(), &w.p, &w.cfg, desc.handle).map(|_| ()), Err(RegionError::Busy));
         let report = w.ctx.unregister_or_reset(&mut w.lock.lock(), &w.p, &w.cfg, desc.handle).unwrap();
         assert!(engine_done.load(Ordering::SeqCst), "returned while the engine was inside");
         assert_eq!(report.pages_unpinned, 1);

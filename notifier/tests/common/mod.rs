@@ -41,26 +41,11 @@ impl Mapping for TestMapping {
 /// Every call the core made, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Call {
-    ReadBegin {
-        slot: usize,
-        seq: u64,
-    },
-    ReadRetry {
-        slot: usize,
-        retry: bool,
-    },
-    SetSeq {
-        slot: usize,
-        seq: u64,
-    },
-    Pin {
-        slot: usize,
-        result: Result<u64, PinError>,
-    },
-    Unpin {
-        id: u64,
-        dirty: bool,
-    },
+    ReadBegin { slot: usize, seq: u64 },
+    ReadRetry { slot: usize, retry: bool },
+    SetSeq { slot: usize, seq: u64 },
+    Pin { slot: usize, result: Result<u64, PinError> },
+    Unpin { id: u64, dirty: bool },
     ScheduleZap,
     EngineReset,
     Wait,
@@ -110,14 +95,7 @@ pub struct TestPlatform {
 
 impl TestPlatform {
     pub fn new(mm: usize) -> Self {
-        Self {
-            mm,
-            state: Mutex::new(State {
-                record: true,
-                ..State::default()
-            }),
-            started: std::time::Instant::now(),
-        }
+        Self { mm, state: Mutex::new(State { record: true, ..State::default() }), started: std::time::Instant::now() }
     }
 
     pub fn state(&self) -> MutexGuard<'_, State> {
@@ -182,10 +160,7 @@ impl TestPlatform {
             return Err(format!("engine used unpinned mapping {}", mapping.id));
         }
         if mapping.mm != self.mm {
-            return Err(format!(
-                "mm {:#x} used a mapping of mm {:#x}",
-                self.mm, mapping.mm
-            ));
+            return Err(format!("mm {:#x} used a mapping of mm {:#x}", self.mm, mapping.mm));
         }
         let epoch = s.page_epoch.get(&raw).copied().unwrap_or(0);
         if mapping.page_epoch != epoch {
@@ -196,9 +171,7 @@ impl TestPlatform {
         }
         let wepoch = s.write_epoch.get(&raw).copied().unwrap_or(0);
         if write && mapping.write_epoch != wepoch {
-            return Err(format!(
-                "engine wrote region {raw:#x} after its write right changed"
-            ));
+            return Err(format!("engine wrote region {raw:#x} after its write right changed"));
         }
         Ok(())
     }
@@ -242,11 +215,7 @@ impl Waiter for TestPlatform {
         if done() {
             return true;
         }
-        assert_ne!(
-            deadline_ns,
-            u64::MAX,
-            "unbounded wait that can never finish"
-        );
+        assert_ne!(deadline_ns, u64::MAX, "unbounded wait that can never finish");
         let mut s = self.state();
         s.now_ns = s.now_ns.max(deadline_ns);
         drop(s);
@@ -264,53 +233,26 @@ impl Platform for TestPlatform {
 
     fn read_begin(&self, region: &RegionDesc) -> u64 {
         let mut s = self.state();
-        let seq = s
-            .notifier_seq
-            .get(&region.handle.to_raw())
-            .copied()
-            .unwrap_or(0);
+        let seq = s.notifier_seq.get(&region.handle.to_raw()).copied().unwrap_or(0);
         assert!(
             !(s.mm_seq % 2 == 1 && seq == s.mm_seq),
             "read_begin would wait for the running invalidation: single-threaded deadlock"
         );
-        Self::log(
-            &mut s,
-            Call::ReadBegin {
-                slot: region.handle.slot(),
-                seq,
-            },
-        );
+        Self::log(&mut s, Call::ReadBegin { slot: region.handle.slot(), seq });
         seq
     }
 
     fn read_retry(&self, region: &RegionDesc, seq: u64) -> bool {
         let mut s = self.state();
-        let retry = s
-            .notifier_seq
-            .get(&region.handle.to_raw())
-            .copied()
-            .unwrap_or(0)
-            != seq;
-        Self::log(
-            &mut s,
-            Call::ReadRetry {
-                slot: region.handle.slot(),
-                retry,
-            },
-        );
+        let retry = s.notifier_seq.get(&region.handle.to_raw()).copied().unwrap_or(0) != seq;
+        Self::log(&mut s, Call::ReadRetry { slot: region.handle.slot(), retry });
         retry
     }
 
     fn set_seq(&self, region: &RegionDesc, cur_seq: u64) {
         let mut s = self.state();
         s.notifier_seq.insert(region.handle.to_raw(), cur_seq);
-        Self::log(
-            &mut s,
-            Call::SetSeq {
-                slot: region.handle.slot(),
-                seq: cur_seq,
-            },
-        );
+        Self::log(&mut s, Call::SetSeq { slot: region.handle.slot(), seq: cur_seq });
     }
 
     fn pin_and_map(&self, region: &RegionDesc) -> Result<TestMapping, PinError> {
@@ -319,16 +261,10 @@ impl Platform for TestPlatform {
         let slot = region.handle.slot();
         let page_epoch = s.page_epoch.get(&raw).copied().unwrap_or(0);
         let write_epoch = s.write_epoch.get(&raw).copied().unwrap_or(0);
-        let injected = if s.inject_pin.is_empty() {
-            None
-        } else {
-            Some(s.inject_pin.remove(0))
-        };
+        let injected = if s.inject_pin.is_empty() { None } else { Some(s.inject_pin.remove(0)) };
         let result = if let Some(err) = injected {
             Err(err)
-        } else if s.gone.contains(&raw)
-            || (region.access.device_writes() && s.write_lost.contains(&raw))
-        {
+        } else if s.gone.contains(&raw) || (region.access.device_writes() && s.write_lost.contains(&raw)) {
             Err(PinError::Gone)
         } else {
             Ok(())
@@ -349,41 +285,18 @@ impl Platform for TestPlatform {
             let pages = region.len.div_ceil(4096).max(1);
             s.live.insert(id, (raw, pages));
             s.pins += 1;
-            TestMapping {
-                id,
-                mm: self.mm,
-                region: region.handle,
-                pages,
-                page_epoch,
-                write_epoch,
-            }
+            TestMapping { id, mm: self.mm, region: region.handle, pages, page_epoch, write_epoch }
         });
-        Self::log(
-            &mut s,
-            Call::Pin {
-                slot,
-                result: result.as_ref().map(|m| m.id).map_err(|e| *e),
-            },
-        );
+        Self::log(&mut s, Call::Pin { slot, result: result.as_ref().map(|m| m.id).map_err(|e| *e) });
         result
     }
 
     fn unmap_and_unpin(&self, mapping: TestMapping, dirty: bool) {
         let mut s = self.state();
-        assert!(
-            s.live.remove(&mapping.id).is_some(),
-            "double unpin of mapping {}",
-            mapping.id
-        );
+        assert!(s.live.remove(&mapping.id).is_some(), "double unpin of mapping {}", mapping.id);
         assert_eq!(mapping.mm, self.mm, "unpinned another mm's mapping");
         s.unpins += 1;
-        Self::log(
-            &mut s,
-            Call::Unpin {
-                id: mapping.id,
-                dirty,
-            },
-        );
+        Self::log(&mut s, Call::Unpin { id: mapping.id, dirty });
     }
 
     fn schedule_zap(&self) {
