@@ -391,13 +391,13 @@ impl Queue {
         self.file().wake_pollers();
     }
 
-    /// The file this queue belongs to.
+    /// The file this queue belongs to. A file outlives its queues: every
+    /// `Arc<Queue>` is held by the file's directory or graveyard (dropped at
+    /// the latest by the file's release, before the `QueueFile` is freed) or
+    /// by an ioctl, fault or unbind running on the open file.
     fn file(&self) -> &QueueFile {
         // SAFETY: `file_private` is the `QueueFile` that created this queue
-        // (`Queue::new`'s contract), and a file outlives its queues: every
-        // `Arc<Queue>` is held by the file's directory or graveyard (dropped
-        // at the latest by the file's release, before the `QueueFile` is
-        // freed) or by an ioctl, fault or unbind running on the open file.
+        // (`Queue::new`'s contract), which outlives it (above).
         unsafe { &*(self.file_private as *const QueueFile) }
     }
 
