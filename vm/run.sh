@@ -46,7 +46,9 @@ rm -f "$out"/console.log "$out"/dmesg.log "$out"/out.log "$out"/verdict.log
 # The kernel unpacks concatenated cpio archives in order, so the large base
 # archive is built once and this small one is appended per run.
 run_dir=$(mktemp -d)
-trap 'rm -rf "$run_dir"' EXIT
+# (The console reader started below must not outlive us: it would hold any
+# lock our caller holds, such as a flock around the VM.)
+trap 'rm -rf "$run_dir"; [ -z "${tail_pid:-}" ] || kill "$tail_pid" 2>/dev/null' EXIT
 mkdir -p "$run_dir/root/warpq"
 printf '%s\n' "$cmd" > "$run_dir/root/warpq/cmd"
 {
