@@ -48,7 +48,7 @@ rm -f "$out"/console.log "$out"/dmesg.log "$out"/out.log "$out"/verdict.log
 run_dir=$(mktemp -d)
 # (The console reader started below must not outlive us: it would hold any
 # lock our caller holds, such as a flock around the VM.)
-trap 'rm -rf "$run_dir"; [ -z "${tail_pid:-}" ] || kill "$tail_pid" 2>/dev/null' EXIT
+trap 'rm -rf "$run_dir"; [ -z "${tail_pid:-}" ] || kill "$tail_pid" 2>/dev/null || true' EXIT
 mkdir -p "$run_dir/root/warpq"
 printf '%s\n' "$cmd" > "$run_dir/root/warpq/cmd"
 {
