@@ -72,9 +72,9 @@ fn opening(r: &mut Report) -> Result<(), String> {
 fn registering(r: &mut Report, dev: &Device) -> Result<(), String> {
     let info = dev.info().map_err(|e| e.to_string())?;
     let buf = Anon::new(16 * PAGE);
-    // SAFETY (this and every register_raw below): only raw pointers refer
-    // to these mappings, which outlive the calls; a successful registration
-    // is unregistered right away.
+    // Every register_raw below: only raw pointers refer to these mappings,
+    // which outlive the calls; a successful registration is undone at once.
+    // SAFETY: as just said.
     expect_err(r, "register unaligned", ErrorKind::Unaligned, unsafe { dev.register_raw(buf.ptr().add(8), PAGE, 3) })?;
     // SAFETY: as above: raw pointers only, to memory that outlives the call.
     expect_err(r, "register a partial page", ErrorKind::Unaligned, unsafe {
