@@ -101,16 +101,43 @@ static NEXT_OWNER_ID: AtomicU64 = AtomicU64::new(1);
 
 type Context = MmContext<DmaMapping, MAX_REGIONS>;
 
-/// The pinned pages of one region and their DMA addresses.
+/// How a queue holds the pages of its registered memory (module parameter
+/// `backing`, read when the queue is created).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Backing {
+    /// GUP `FOLL_LONGTERM` pins, charged to the mm's `pinned_vm` against
+    /// RLIMIT_MEMLOCK (the seed's scheme).
+    Pin,
+    /// `hmm_range_fault()` against the region's notifier sequence: no page
+    /// reference, no charge. The invalidate callback is what keeps the
+    /// pages from going away under the device: it drains and unmaps before
+    /// it returns, and the kernel frees nothing before that.
+    Mirror,
+}
+
+/// The module parameter `backing` (`pin` by default).
+pub(crate) fn current_backing() -> Backing {
+    // SAFETY: reads a module parameter; no precondition.
+    match unsafe { shim::warpq_param_backing() } {
+        1 => Backing::Mirror,
+        _ => Backing::Pin,
+    }
+}
+
+/// The pages of one region, pinned or mirrored, and their DMA addresses.
 pub(crate) struct DmaMapping {
     pages: KVVec<*mut PageRaw>,
     dma: KVVec<u64>,
     /// Mapped for device writes (bidirectional): the unmap must say the same.
     device_writes: bool,
+    /// The pages are pinned (and charged): the `pin` backing. A `mirror`
+    /// mapping holds no reference.
+    pinned: bool,
 }
 
 // SAFETY: page pointers and bus addresses are plain values usable from any
-// thread; the pages are pinned for the mapping's lifetime.
+// thread; the pages stay allocated for the mapping's lifetime (pinned, or
+// mirrored: an invalidation drops the mapping before the kernel frees them).
 unsafe impl Send for DmaMapping {}
 // SAFETY: as above; shared access only reads them.
 unsafe impl Sync for DmaMapping {}
@@ -167,6 +194,7 @@ pub(crate) struct Queue {
     file_private: *mut c_void,
     ring: Ring,
     config: Config,
+    backing: Backing,
     ctx: Context,
     /// L: the protocol core's context lock, taken by the interval-notifier
     /// callback (lock order: the table at the top of this file).
@@ -267,6 +295,7 @@ impl Queue {
                 file_private,
                 ring,
                 config,
+                backing: current_backing(),
                 ctx,
                 lock <- KMutex::new(key),
                 submit_lock <- new_mutex!(()),
@@ -342,6 +371,11 @@ impl Queue {
     /// The policy this queue was created with (WARPQ_IOC_INFO).
     pub(crate) fn policy(&self) -> Policy {
         self.config.policy
+    }
+
+    /// The backing this queue was created with (WARPQ_IOC_INFO).
+    pub(crate) fn backing(&self) -> Backing {
+        self.backing
     }
 
     /// Removes every inserted notifier (waits for running callbacks; never
@@ -1063,6 +1097,132 @@ impl QueuePlatform<'_> {
     fn dev(&self) -> *mut DeviceRaw {
         self.q.dev.pdev.as_dev()
     }
+
+    /// The `pin` backing: GUP `FOLL_LONGTERM` (`FOLL_WRITE` if the device
+    /// writes), charged to the mm's `pinned_vm` first.
+    fn pin_pages(&self, region: &RegionDesc, npages: usize) -> core::result::Result<KVVec<*mut PageRaw>, PinError> {
+        let mm = self.q.mm.as_ptr();
+        // SAFETY: the mm is held by the queue.
+        if unsafe { shim::warpq_charge_pinned(mm, npages as c_ulong) } != 0 {
+            // Over RLIMIT_MEMLOCK: not the range's fault, and it may pass
+            // later (the limit raised, other buffers unregistered). REGISTER
+            // says ENOMEM, as io_uring and VFIO do.
+            return Err(PinError::Transient);
+        }
+        let uncharge = || {
+            // SAFETY: charged just above.
+            unsafe { shim::warpq_uncharge_pinned(mm, npages as c_ulong) }
+        };
+        let Ok(mut pages) = KVVec::<*mut PageRaw>::with_capacity(npages, GFP_KERNEL) else {
+            uncharge();
+            return Err(PinError::Transient);
+        };
+        // GUP may pin fewer pages than asked (a later page hit a transient
+        // error): ask again for the rest to learn why.
+        let mut err: core::ffi::c_long = 0;
+        while pages.len() < npages {
+            let done = pages.len();
+            // SAFETY: `pages` has room for `npages - done` more pointers at
+            // its end; the mm is held by the queue; `mmap_locked` says
+            // whether this thread holds its lock.
+            let pinned = unsafe {
+                shim::warpq_pin_pages(
+                    mm,
+                    (region.start + done as u64 * PAGE_SIZE) as c_ulong,
+                    (npages - done) as c_ulong,
+                    region.access.device_writes(),
+                    self.mmap_locked,
+                    pages.as_mut_ptr().add(done),
+                )
+            };
+            if pinned <= 0 {
+                err = pinned;
+                break;
+            }
+            // SAFETY: the kernel wrote `pinned` more page pointers.
+            unsafe { pages.set_len(done + (pinned as usize).min(npages - done)) };
+        }
+        if pages.len() != npages {
+            unpin(&mut pages);
+            uncharge();
+            return Err(pin_error(err));
+        }
+        Ok(pages)
+    }
+
+    /// The `mirror` backing: `hmm_range_fault()` against `seq`, no
+    /// reference and no charge.
+    fn mirror_pages(
+        &self,
+        region: &RegionDesc,
+        npages: usize,
+        seq: u64,
+    ) -> core::result::Result<KVVec<*mut PageRaw>, PinError> {
+        let sub = self.sub(region).ok_or(PinError::Collision)?;
+        let Ok(mut pfns) = KVVec::<c_ulong>::with_capacity(npages, GFP_KERNEL) else {
+            return Err(PinError::Transient);
+        };
+        let Ok(mut pages) = KVVec::<*mut PageRaw>::with_capacity(npages, GFP_KERNEL) else {
+            return Err(PinError::Transient);
+        };
+        // SAFETY: both vectors have room for `npages` entries; the notifier
+        // was initialised by an insertion and its mm is held by the queue;
+        // `mmap_locked` says whether this thread holds its lock.
+        let ret = unsafe {
+            shim::warpq_mirror_pages(
+                sub,
+                self.q.mm.as_ptr(),
+                region.start as c_ulong,
+                npages as c_ulong,
+                region.access.device_writes(),
+                self.mmap_locked,
+                seq as c_ulong,
+                pfns.as_mut_ptr(),
+                pages.as_mut_ptr(),
+            )
+        };
+        if ret != 0 {
+            return Err(pin_error(ret));
+        }
+        // SAFETY: on success the shim wrote all `npages` page pointers.
+        unsafe { pages.set_len(npages) };
+        Ok(pages)
+    }
+
+    /// DMA-unmaps every address of `mapping`.
+    fn unmap_dma(&self, mapping: &DmaMapping) {
+        for &addr in mapping.dma.iter() {
+            // SAFETY: mapped by `pin_and_map` with this direction, and not
+            // used by the device any more (drained, or never published).
+            unsafe { shim::warpq_dma_unmap_page(self.dev(), addr, mapping.device_writes) };
+        }
+    }
+
+    /// Gives the pages back: unpins and uncharges them (`pin`); a `mirror`
+    /// mapping holds nothing.
+    fn release_pages(&self, mapping: &mut DmaMapping) {
+        let n = mapping.pages.len();
+        if mapping.pinned {
+            unpin(&mut mapping.pages);
+            // SAFETY: charged in `pin_pages`; the mm is held by the queue.
+            unsafe { shim::warpq_uncharge_pinned(self.q.mm.as_ptr(), n as c_ulong) };
+        } else {
+            // SAFETY: plain pointers, nothing to drop; no reference is held.
+            unsafe { mapping.pages.set_len(0) };
+        }
+    }
+}
+
+/// The protocol's reading of a GUP or `hmm_range_fault()` error.
+fn pin_error(err: core::ffi::c_long) -> PinError {
+    let is = |e: u32| err == -(e as core::ffi::c_long);
+    if is(bindings::EBUSY) {
+        PinError::Collision
+    } else if [bindings::ENOMEM, bindings::EINTR, bindings::EAGAIN, bindings::ERESTARTSYS].into_iter().any(is) {
+        PinError::Transient
+    } else {
+        PinError::Gone
+    }
 }
 
 impl Waiter for QueuePlatform<'_> {
@@ -1113,122 +1273,73 @@ impl Platform for QueuePlatform<'_> {
         }
     }
 
-    fn pin_and_map(&self, region: &RegionDesc) -> core::result::Result<DmaMapping, PinError> {
+    fn pin_and_map(&self, region: &RegionDesc, seq: u64) -> core::result::Result<DmaMapping, PinError> {
         let npages = usize::try_from(region.len / PAGE_SIZE).map_err(|_| PinError::Gone)?;
         let writes = region.access.device_writes();
-        let mm = self.q.mm.as_ptr();
-        // SAFETY: the mm is held by the queue.
-        if unsafe { shim::warpq_charge_pinned(mm, npages as c_ulong) } != 0 {
-            // Over RLIMIT_MEMLOCK: not the range's fault, and it may pass
-            // later (the limit raised, other buffers unregistered). REGISTER
-            // says ENOMEM, as io_uring and VFIO do.
-            return Err(PinError::Transient);
-        }
-        let uncharge = || {
-            // SAFETY: charged just above.
-            unsafe { shim::warpq_uncharge_pinned(mm, npages as c_ulong) }
-        };
-        let mut pages: KVVec<*mut PageRaw> = match KVVec::with_capacity(npages, GFP_KERNEL) {
-            Ok(v) => v,
-            Err(_) => {
-                uncharge();
-                return Err(PinError::Transient);
-            }
-        };
-        let mut dma: KVVec<u64> = match KVVec::with_capacity(npages, GFP_KERNEL) {
-            Ok(v) => v,
-            Err(_) => {
-                uncharge();
-                return Err(PinError::Transient);
-            }
-        };
-        // GUP may pin fewer pages than asked (a later page hit a transient
-        // error): ask again for the rest to learn why.
-        let mut err: core::ffi::c_long = 0;
         let t_pin = now_ns();
-        while pages.len() < npages {
-            let done = pages.len();
-            // SAFETY: `pages` has room for `npages - done` more pointers at
-            // its end; the mm is held by the queue; `mmap_locked` says
-            // whether this thread holds its lock.
-            let pinned = unsafe {
-                shim::warpq_pin_pages(
-                    mm,
-                    (region.start + done as u64 * PAGE_SIZE) as c_ulong,
-                    (npages - done) as c_ulong,
-                    writes,
-                    self.mmap_locked,
-                    pages.as_mut_ptr().add(done),
-                )
-            };
-            if pinned <= 0 {
-                err = pinned;
-                break;
-            }
-            // SAFETY: the kernel wrote `pinned` more page pointers.
-            unsafe { pages.set_len(done + (pinned as usize).min(npages - done)) };
-        }
-        if pages.len() != npages {
-            unpin(&mut pages);
-            uncharge();
-            let transient = [bindings::ENOMEM, bindings::EINTR, bindings::EAGAIN, bindings::ERESTARTSYS]
-                .iter()
-                .any(|&e| err == -(e as core::ffi::c_long));
-            return Err(if transient { PinError::Transient } else { PinError::Gone });
-        }
+        let pages = match self.q.backing {
+            Backing::Pin => self.pin_pages(region, npages)?,
+            Backing::Mirror => self.mirror_pages(region, npages, seq)?,
+        };
+        let pinned = self.q.backing == Backing::Pin;
+        let mut mapping = DmaMapping { pages, dma: KVVec::new(), device_writes: writes, pinned };
         let t_map = now_ns();
         self.q.record(Kind::Pin, t_map - t_pin);
-        for &page in pages.iter() {
+        if mapping.dma.reserve(npages, GFP_KERNEL).is_err() {
+            self.release_pages(&mut mapping);
+            return Err(PinError::Transient);
+        }
+        for &page in mapping.pages.iter() {
             let mut map_err = 0;
-            // SAFETY: `page` is pinned; the device is bound.
+            // SAFETY: `page` is pinned, or mirrored under a notifier sequence
+            // the rebuild checks before publishing (an invalidation in
+            // between waits for L, so the page is not freed yet); the
+            // device is bound.
             let addr = unsafe { shim::warpq_dma_map_page(self.dev(), page, writes, &mut map_err) };
             // SAFETY: asking about a mapping just made.
             let bounced = map_err == 0 && unsafe { shim::warpq_dma_needs_sync(self.dev(), addr) };
-            if map_err != 0 || bounced || dma.push(addr, GFP_KERNEL).is_err() {
+            if map_err != 0 || bounced {
                 if map_err == 0 {
                     // SAFETY: mapped just above with this direction.
                     unsafe { shim::warpq_dma_unmap_page(self.dev(), addr, writes) };
                 }
-                for &a in dma.iter() {
-                    // SAFETY: mapped above with the same direction.
-                    unsafe { shim::warpq_dma_unmap_page(self.dev(), a, writes) };
-                }
-                unpin(&mut pages);
-                uncharge();
+                self.unmap_dma(&mapping);
+                self.release_pages(&mut mapping);
                 // A mapping that needs syncs (swiotlb) would make the device
                 // work on copies: that memory can never be shared.
                 return Err(if bounced { PinError::Gone } else { PinError::Transient });
             }
+            // Cannot fail: reserved above.
+            let _ = mapping.dma.push(addr, GFP_KERNEL);
         }
         self.q.record(Kind::Map, now_ns() - t_map);
         self.q.stats.pinned(npages as u64);
         self.q.dev.stats.pinned(npages as u64);
-        Ok(DmaMapping { pages, dma, device_writes: writes })
+        Ok(mapping)
     }
 
     fn unmap_and_unpin(&self, mut mapping: DmaMapping, dirty: bool) {
         let t0 = now_ns();
-        for &a in mapping.dma.iter() {
-            // SAFETY: mapped by `pin_and_map` with this direction; the engine
-            // is drained (the core's contract), so the device no longer uses it.
-            unsafe { shim::warpq_dma_unmap_page(self.dev(), a, mapping.device_writes) };
-        }
+        // The engine is drained (the core's contract): the device no longer
+        // uses these addresses.
+        self.unmap_dma(&mapping);
         let t1 = now_ns();
         if dirty && mapping.device_writes {
             for &page in mapping.pages.iter() {
-                // SAFETY: pinned by us. set_page_dirty() rather than the
-                // _lock variant: the caller may hold the folio lock.
+                // SAFETY: pinned by us, or mirrored and still mapped in the
+                // process (an invalidation that would free it waits for L,
+                // which our caller holds, or is the caller). set_page_dirty()
+                // rather than the _lock variant: the caller may hold the
+                // folio lock.
                 unsafe { shim::warpq_set_page_dirty(page) };
             }
         }
         let n = mapping.pages.len() as u64;
-        unpin(&mut mapping.pages);
+        self.release_pages(&mut mapping);
         let t2 = now_ns();
         self.q.record(Kind::Unmap, t1 - t0);
         self.q.record(Kind::Unpin, t2 - t1);
         trace::unmap_unpin(self.q.mm.id(), n, t1 - t0, t2 - t1);
-        // SAFETY: charged in `pin_and_map`; the mm is held by the queue.
-        unsafe { shim::warpq_uncharge_pinned(self.q.mm.as_ptr(), n as c_ulong) };
         self.q.stats.unpinned(n);
         self.q.dev.stats.unpinned(n);
     }

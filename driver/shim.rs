@@ -54,6 +54,7 @@ pub(crate) mod dma_kind {
 extern "C" {
     // Module parameters.
     pub(crate) fn warpq_param_policy() -> c_int;
+    pub(crate) fn warpq_param_backing() -> c_int;
     pub(crate) fn warpq_param_drain_timeout_ms() -> c_uint;
     pub(crate) fn warpq_param_engine_edu() -> bool;
     pub(crate) fn warpq_param_engine_idle_us() -> c_uint;
@@ -169,6 +170,17 @@ extern "C" {
         nr: c_ulong,
         write: bool,
         mmap_locked: bool,
+        pages: *mut *mut PageRaw,
+    ) -> core::ffi::c_long;
+    pub(crate) fn warpq_mirror_pages(
+        sub: *mut IntervalRaw,
+        mm: *mut MmRaw,
+        start: c_ulong,
+        nr: c_ulong,
+        write: bool,
+        mmap_locked: bool,
+        seq: c_ulong,
+        pfns: *mut c_ulong,
         pages: *mut *mut PageRaw,
     ) -> core::ffi::c_long;
     pub(crate) fn warpq_dma_map_page(

@@ -255,7 +255,11 @@ fn ioctl(qf: &QueueFile, cmd: u32, arg: usize) -> Result {
                     | uapi::WARPQ_CAP_SUBMIT_IOCTL
                     | uapi::WARPQ_CAP_EDU_DMA
                     | uapi::WARPQ_CAP_FORK_QUEUE
-                    | uapi::WARPQ_CAP_POLL,
+                    | uapi::WARPQ_CAP_POLL
+                    | match caller_queue(qf).map_or_else(queue::current_backing, |q| q.backing()) {
+                        queue::Backing::Mirror => uapi::WARPQ_CAP_MIRROR,
+                        queue::Backing::Pin => 0,
+                    },
                 sq_entries: uapi::WARPQ_SQ_ENTRIES,
                 cq_entries: uapi::WARPQ_CQ_ENTRIES,
                 ring_size: uapi::WARPQ_RING_SIZE as u32,

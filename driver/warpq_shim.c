@@ -21,6 +21,7 @@
 #include <linux/mmap_lock.h>
 #include <linux/sched/mm.h>
 #include <linux/mmu_notifier.h>
+#include <linux/hmm.h>
 #include <linux/slab.h>
 #include <linux/highmem.h>
 #include <linux/kthread.h>
@@ -71,6 +72,40 @@ static const struct kernel_param_ops warpq_policy_ops = {
 };
 module_param_cb(policy, &warpq_policy_ops, NULL, 0644);
 MODULE_PARM_DESC(policy, "invalidation policy for new queues: strict (tear down on every event) or filtered (default)");
+
+#define WARPQ_BACKING_PIN	0
+#define WARPQ_BACKING_MIRROR	1
+
+static int warpq_backing = WARPQ_BACKING_PIN;
+
+static int warpq_backing_set(const char *val, const struct kernel_param *kp)
+{
+	if (sysfs_streq(val, "pin"))
+		WRITE_ONCE(warpq_backing, WARPQ_BACKING_PIN);
+	else if (sysfs_streq(val, "mirror"))
+		WRITE_ONCE(warpq_backing, WARPQ_BACKING_MIRROR);
+	else
+		return -EINVAL;
+	return 0;
+}
+
+static int warpq_backing_get(char *buf, const struct kernel_param *kp)
+{
+	return sysfs_emit(buf, "%s\n",
+			  READ_ONCE(warpq_backing) == WARPQ_BACKING_MIRROR ? "mirror" : "pin");
+}
+
+static const struct kernel_param_ops warpq_backing_ops = {
+	.set = warpq_backing_set,
+	.get = warpq_backing_get,
+};
+module_param_cb(backing, &warpq_backing_ops, NULL, 0644);
+MODULE_PARM_DESC(backing, "how new queues hold registered memory: pin (GUP FOLL_LONGTERM, charged to RLIMIT_MEMLOCK; default) or mirror (hmm_range_fault, no page reference, no charge)");
+
+int warpq_param_backing(void)
+{
+	return READ_ONCE(warpq_backing);
+}
 
 static unsigned int drain_timeout_ms = 1000;
 module_param(drain_timeout_ms, uint, 0644);
@@ -906,6 +941,54 @@ long warpq_pin_pages(struct mm_struct *mm, unsigned long start, unsigned long nr
 		mmput(mm);
 	}
 	return ret;
+}
+
+/*
+ * The mirror backing: faults in [start, start + nr pages) of @mm for
+ * reading, or writing if @write, and returns one struct page pointer per
+ * page in @pages, without taking a reference. The pages stay the process's
+ * only while @sub's sequence is still @seq: the caller checks
+ * mmu_interval_read_retry() under its lock before publishing them, and its
+ * invalidate callback drops them. @pfns is scratch space for @nr entries.
+ * -EBUSY: @sub was invalidated after @seq was read (retry); -EFAULT: no
+ * vma, a hole, no permission, VM_IO/VM_PFNMAP, or the queue's own ring.
+ */
+long warpq_mirror_pages(struct mmu_interval_notifier *sub, struct mm_struct *mm,
+			unsigned long start, unsigned long nr, bool write, bool mmap_locked,
+			unsigned long seq, unsigned long *pfns, struct page **pages)
+{
+	struct hmm_range range = {
+		.notifier = sub,
+		.notifier_seq = seq,
+		.start = start,
+		.end = start + nr * PAGE_SIZE,
+		.hmm_pfns = pfns,
+		.default_flags = HMM_PFN_REQ_FAULT | (write ? HMM_PFN_REQ_WRITE : 0),
+	};
+	unsigned long i;
+	long ret;
+
+	if (!mmap_locked) {
+		if (!mmget_not_zero(mm))
+			return -ESRCH;
+		mmap_read_lock(mm);
+	}
+	if (warpq_range_has_queue_mapping(mm, range.start, range.end))
+		ret = -EFAULT;
+	else
+		ret = hmm_range_fault(&range);
+	if (!mmap_locked) {
+		mmap_read_unlock(mm);
+		mmput(mm);
+	}
+	if (ret)
+		return ret;
+	for (i = 0; i < nr; i++) {
+		if (!(pfns[i] & HMM_PFN_VALID) || (write && !(pfns[i] & HMM_PFN_WRITE)))
+			return -EFAULT;
+		pages[i] = hmm_pfn_to_page(pfns[i]);
+	}
+	return 0;
 }
 
 /* ---- work items ------------------------------------------------------------- */

@@ -56,6 +56,7 @@ bool warpq_rs_invalidate(struct mmu_interval_notifier *sub, const struct mmu_not
 
 /* Implemented in warpq_shim.c. */
 int warpq_param_policy(void);
+int warpq_param_backing(void);
 unsigned int warpq_param_drain_timeout_ms(void);
 bool warpq_param_engine_edu(void);
 unsigned int warpq_param_engine_idle_us(void);
@@ -128,6 +129,9 @@ void warpq_interval_remove(struct mmu_interval_notifier *sub);
 unsigned long warpq_interval_read_begin(struct mmu_interval_notifier *sub);
 long warpq_pin_pages(struct mm_struct *mm, unsigned long start, unsigned long nr, bool write,
 		     bool mmap_locked, struct page **pages);
+long warpq_mirror_pages(struct mmu_interval_notifier *sub, struct mm_struct *mm,
+			unsigned long start, unsigned long nr, bool write, bool mmap_locked,
+			unsigned long seq, unsigned long *pfns, struct page **pages);
 void warpq_work_init(struct work_struct *work, void (*fn)(struct work_struct *));
 void warpq_work_schedule(struct work_struct *work);
 void warpq_work_cancel_sync(struct work_struct *work);

@@ -125,6 +125,10 @@ struct warpq_cqe {
 #define WARPQ_CAP_FORK_QUEUE	(1ull << 3)	/* the child gets its own queue at fault time */
 #define WARPQ_CAP_POLL		(1ull << 4)	/* poll/epoll: EPOLLIN completions ready, EPOLLOUT
 						 * SQ room, EPOLLERR|EPOLLHUP queue dead */
+#define WARPQ_CAP_MIRROR	(1ull << 5)	/* the caller's queue (or, without one, a new
+						 * queue) mirrors registered memory with
+						 * hmm_range_fault: no pin, no RLIMIT_MEMLOCK
+						 * charge (module parameter backing=mirror) */
 
 #define WARPQ_POLICY_STRICT	0
 #define WARPQ_POLICY_FILTERED	1

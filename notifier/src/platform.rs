@@ -37,9 +37,12 @@ pub enum PinError {
     /// complete with a fault status.
     Gone,
     /// A transient failure (`-ENOMEM`, `-EINTR`, `-EAGAIN`, DMA mapping
-    /// failure, the `RLIMIT_MEMLOCK` charge): the region stays unmapped and the rebuild reports an error;
-    /// a later fault or ioctl tries again.
+    /// failure, the `RLIMIT_MEMLOCK` charge): the region stays unmapped and
+    /// the rebuild reports an error; a later fault or ioctl tries again.
     Transient,
+    /// The region's notifier was invalidated after `seq` was read
+    /// (`hmm_range_fault()` said `-EBUSY`): a collision, retried as one.
+    Collision,
 }
 
 /// The pinned pages and DMA addresses of one region.
@@ -74,12 +77,15 @@ pub trait Platform: Waiter {
     /// held, from the invalidate callback of this region's notifier.
     fn set_seq(&self, region: &RegionDesc, cur_seq: u64);
 
-    /// Pins the region's pages (`FOLL_LONGTERM`, plus `FOLL_WRITE` if the
-    /// device may write) and DMA-maps them. Called without `L`; may sleep
-    /// and allocate.
-    fn pin_and_map(&self, region: &RegionDesc) -> Result<Self::Mapping, PinError>;
+    /// Makes the region's pages reachable by the device, as of notifier
+    /// sequence `seq` (from [`Platform::read_begin`]): the `pin` backing pins
+    /// them (`FOLL_LONGTERM`, plus `FOLL_WRITE` if the device may write), the
+    /// `mirror` backing faults them in with `hmm_range_fault()` against
+    /// `seq` and holds no reference; then DMA-maps them. Called without `L`;
+    /// may sleep and allocate.
+    fn pin_and_map(&self, region: &RegionDesc, seq: u64) -> Result<Self::Mapping, PinError>;
 
-    /// DMA-unmaps and unpins. `dirty`: the device may have written, so mark
+    /// DMA-unmaps and unpins (a `mirror` mapping holds no pin). `dirty`: the device may have written, so mark
     /// the pages dirty first (`set_page_dirty()` or a trylock variant; never
     /// `unpin_user_pages_dirty_lock()`, the folio may be locked by the
     /// caller of the invalidation). May be called with `L` held; must not

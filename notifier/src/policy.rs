@@ -5,10 +5,31 @@
 //! `range->event` says why the kernel invalidates a range. Under
 //! [`Policy::Strict`] every event that overlaps a region tears it down (the
 //! seed's scheme). Under [`Policy::Filtered`] only events that can change the
-//! pages behind the region's addresses, or shrink the rights the device
-//! uses, tear down; the rest are counted and skipped. Each row of
-//! [`decide`] carries its reason; `docs/protocol.md` has the table with the
-//! kernel call sites (6.12).
+//! pages behind the region's addresses, shrink the rights the device uses,
+//! or write-protect pages the device may write, tear down; the rest are
+//! counted and skipped. Each row of [`decide`] carries its reason;
+//! `docs/protocol.md` has the table with the kernel call sites (6.12).
+//!
+//! # One table for both backings
+//!
+//! The table was derived once per backing (`pin`: pages held by GUP
+//! `FOLL_LONGTERM`; `mirror`: pages looked up by `hmm_range_fault`, no
+//! reference held) and the two derivations agree; only the reasons differ:
+//!
+//! - A write-protect (`PROTECTION_PAGE`: fork's COW setup, writeback's
+//!   `folio_mkclean`; `SOFT_DIRTY`: the clear_refs reset) exists to catch
+//!   the next write. Under `mirror` a device write that bypasses it lands in
+//!   a page the child now shares, or one writeback thinks clean. Under `pin`
+//!   the pin makes fork copy every pinned anonymous page into the child, and
+//!   the same writeback and soft-dirty blindness holds. So a device-writable
+//!   region is torn down (its write right revoked); the rebuild faults it
+//!   back in with write access, which breaks COW, dirties the page and sets
+//!   soft-dirty, as a CPU write would.
+//! - A region the device only reads keeps working through a write-protect:
+//!   the page does not change until a writer breaks COW, and that is a
+//!   `CLEAR`. Under `pin`, fork still copies a pinned read-only page into
+//!   the child; tearing it down would only move that copy into the parent,
+//!   because re-pinning an anonymous page for reading unshares it.
 
 use super::region::Access;
 
@@ -93,15 +114,13 @@ impl Policy {
 pub enum IgnoreReason {
     /// The range does not intersect the region.
     NoOverlap,
-    /// SOFT_DIRTY only write-protects PTEs for dirty tracking: same pages,
-    /// same rights.
+    /// SOFT_DIRTY on a region the device only reads: it write-protects PTEs
+    /// for dirty tracking, and the device makes no write to track.
     SoftDirtyOnly,
-    /// PROTECTION_PAGE write-protects PTEs without changing the page (fork's
-    /// COW setup of the parent, writeback cleaning). At fork, an anon page
-    /// that may be pinned is copied for the *child* right away
-    /// (`copy_present_ptes()` → `folio_try_dup_anon_rmap_pte()` fails →
-    /// `copy_present_page()`), so the parent keeps the pinned page mapped
-    /// and writable.
+    /// PROTECTION_PAGE on a region the device only reads: it write-protects
+    /// PTEs without changing the page (fork's COW setup of the parent,
+    /// writeback cleaning); the page the device reads stays the process's
+    /// until a writer breaks COW, which is a CLEAR.
     WriteProtectOnly,
     /// PROTECTION_VMA on a region the device only reads: the PFNs do not
     /// change (`change_protection()` only rewrites PTE bits) and no
@@ -125,9 +144,15 @@ pub enum TearDownReason {
     /// RELEASE: the address space is being torn down.
     AddressSpaceGone,
     /// PROTECTION_VMA on a device-writable region: the write right may have
-    /// been removed; the rebuild re-pins with `FOLL_WRITE`, which fails (and
+    /// been removed; the rebuild faults with write access, which fails (and
     /// kills the region) if it was.
     WriteRightMayShrink,
+    /// PROTECTION_PAGE or SOFT_DIRTY on a device-writable region: the kernel
+    /// write-protects to see the next write (fork's COW, writeback, dirty
+    /// tracking), so the device's write right is revoked until a rebuild
+    /// faults the pages back in for writing. Under `pin` this also unpins
+    /// before fork decides whether to copy pinned pages into the child.
+    WriteProtected,
 }
 
 /// What to do with one invalidation.
@@ -163,6 +188,9 @@ pub fn decide(policy: Policy, event: Event, region_access: Access, owner_is_us: 
         Event::Migrate | Event::Exclusive => TearDown(TearDownReason::PagesMoving),
         Event::ProtectionVma if region_access.device_writes() => TearDown(TearDownReason::WriteRightMayShrink),
         Event::ProtectionVma => Ignore(IgnoreReason::ReadOnlyProtectionChange),
+        Event::ProtectionPage | Event::SoftDirty if region_access.device_writes() => {
+            TearDown(TearDownReason::WriteProtected)
+        }
         Event::ProtectionPage => Ignore(IgnoreReason::WriteProtectOnly),
         Event::SoftDirty => Ignore(IgnoreReason::SoftDirtyOnly),
     }
@@ -218,11 +246,13 @@ mod tests {
             (F, E::ProtectionVma, A::WRITE, false, TearDown(T::WriteRightMayShrink)),
             (F, E::ProtectionVma, A::READ_WRITE, false, TearDown(T::WriteRightMayShrink)),
             (F, E::ProtectionVma, A::READ, false, Ignore(I::ReadOnlyProtectionChange)),
-            // Fork's COW write-protect / page cleaning: same PFN.
-            (F, E::ProtectionPage, A::READ_WRITE, false, Ignore(I::WriteProtectOnly)),
+            // Fork's COW write-protect / page cleaning / soft-dirty reset:
+            // the device's write right is revoked; reads keep the same page.
+            (F, E::ProtectionPage, A::READ_WRITE, false, TearDown(T::WriteProtected)),
+            (F, E::ProtectionPage, A::WRITE, false, TearDown(T::WriteProtected)),
             (F, E::ProtectionPage, A::READ, false, Ignore(I::WriteProtectOnly)),
-            // Soft-dirty reset: same PFN, same rights.
-            (F, E::SoftDirty, A::READ_WRITE, false, Ignore(I::SoftDirtyOnly)),
+            (F, E::SoftDirty, A::READ_WRITE, false, TearDown(T::WriteProtected)),
+            (F, E::SoftDirty, A::READ, false, Ignore(I::SoftDirtyOnly)),
         ]
     };
 

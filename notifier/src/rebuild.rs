@@ -152,9 +152,12 @@ where
     L: ContextLock,
 {
     let seq = platform.read_begin(desc);
-    let pinned = platform.pin_and_map(desc);
-    if let Err(PinError::Transient) = pinned {
-        return Err(RebuildError::PinFailed(desc.handle));
+    let pinned = platform.pin_and_map(desc, seq);
+    match pinned {
+        Err(PinError::Transient) => return Err(RebuildError::PinFailed(desc.handle)),
+        // Invalidated while faulting: the same collision `read_retry` finds.
+        Err(PinError::Collision) => return Ok(Step::Collision),
+        _ => {}
     }
 
     let key = lock.lock();

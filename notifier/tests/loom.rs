@@ -218,7 +218,7 @@ impl Platform for LoomPlatform {
         self.notifier_seq[region.handle.slot()].store(cur_seq, Ordering::Relaxed);
     }
 
-    fn pin_and_map(&self, region: &RegionDesc) -> Result<LMapping, PinError> {
+    fn pin_and_map(&self, region: &RegionDesc, _seq: u64) -> Result<LMapping, PinError> {
         let slot = region.handle.slot();
         let mut book = self.book();
         book.next_id += 1;

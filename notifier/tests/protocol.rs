@@ -198,8 +198,8 @@ fn filtered_policy_skips_without_touching_anything() {
     w.p.clear_calls();
 
     for (desc, event, reason) in [
-        (rw, Event::ProtectionPage, IgnoreReason::WriteProtectOnly),
-        (rw, Event::SoftDirty, IgnoreReason::SoftDirtyOnly),
+        (ro, Event::ProtectionPage, IgnoreReason::WriteProtectOnly),
+        (ro, Event::SoftDirty, IgnoreReason::SoftDirtyOnly),
         (ro, Event::ProtectionVma, IgnoreReason::ReadOnlyProtectionChange),
     ] {
         let report = w.kernel_invalidate(&desc, event, true);
@@ -212,6 +212,27 @@ fn filtered_policy_skips_without_touching_anything() {
     let report = w.kernel_invalidate(&rw, Event::ProtectionVma, true);
     assert_eq!(report.decision, Decision::TearDown(TearDownReason::WriteRightMayShrink));
     assert!(matches!(report.outcome, InvalidateOutcome::TornDown { .. }));
+}
+
+/// Fork's write-protect (PROTECTION_PAGE) and the soft-dirty reset revoke
+/// the device's write right under `filtered` too: the region is torn down
+/// (unpinned before fork decides whether to copy pinned pages) and rebuilt
+/// on the next use.
+#[test]
+fn filtered_policy_revokes_device_writes_on_write_protect() {
+    for event in [Event::ProtectionPage, Event::SoftDirty] {
+        let w = World::new(0x1000, Policy::Filtered);
+        let rw = w.register(0x10000, PAGE, Access::READ_WRITE);
+        w.rebuild().unwrap();
+        w.p.clear_calls();
+        let report = w.kernel_invalidate(&rw, event, true);
+        assert_eq!(report.decision, Decision::TearDown(TearDownReason::WriteProtected), "{event:?}");
+        assert!(matches!(report.outcome, InvalidateOutcome::TornDown { .. }), "{event:?}");
+        assert!(w.p.calls().iter().any(|c| matches!(c, Call::Unpin { dirty: true, .. })), "{event:?}");
+        assert!(w.ctx.gate().is_stale(), "{event:?}");
+        w.rebuild().unwrap();
+        assert!(w.ctx.gate().is_running(), "{event:?}");
+    }
 }
 
 #[test]
@@ -271,6 +292,32 @@ fn collision_retries_then_publishes_fresh_pages() {
     let s = w.p.state();
     assert_eq!(s.pins, 3);
     assert_eq!(s.unpins, 2, "the colliding pins were undone");
+}
+
+/// The mirror backing's lookup fails with `Collision` when an invalidation
+/// overtakes it: the rebuild retries it like a `read_retry` collision, and
+/// nothing is left mapped from the failed attempts.
+#[test]
+fn mirror_collision_is_retried_and_holds_nothing() {
+    let w = World::new(0x1000, Policy::Filtered);
+    let desc = w.register(0x10000, PAGE, Access::READ_WRITE);
+    {
+        let mut s = w.p.state();
+        s.mirror = true;
+        s.inject_collisions = 3;
+    }
+    let report = w.rebuild().unwrap();
+    assert_eq!(report.retries, 3);
+    assert_eq!(report.mapped, 1);
+    w.check_pins();
+    {
+        let s = w.p.state();
+        assert_eq!(s.pins, 1, "only the lookup that was not overtaken produced a mapping");
+        assert_eq!(s.live.len(), 1);
+    }
+    let engine = w.ctx.enter(&w.p).unwrap();
+    let t = engine.translate(desc.start, 8, Access::WRITE).unwrap();
+    w.p.check_touch(t.mapping, true).unwrap();
 }
 
 #[test]

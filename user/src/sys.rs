@@ -34,6 +34,7 @@ pub const WARPQ_CAP_SUBMIT_IOCTL: u64 = 2;
 pub const WARPQ_CAP_EDU_DMA: u64 = 4;
 pub const WARPQ_CAP_FORK_QUEUE: u64 = 8;
 pub const WARPQ_CAP_POLL: u64 = 16;
+pub const WARPQ_CAP_MIRROR: u64 = 32;
 pub const WARPQ_POLICY_STRICT: u32 = 0;
 pub const WARPQ_POLICY_FILTERED: u32 = 1;
 pub const WARPQ_ACCESS_READ: u32 = 1;

@@ -68,6 +68,10 @@ pub struct State {
     pub write_lost: BTreeSet<u64>,
     /// Live mappings: id → (raw handle, pages).
     pub live: BTreeMap<u64, (u64, u64)>,
+    /// Behave as the `mirror` backing: a lookup that an invalidation
+    /// overtook fails with `Collision` (as `hmm_range_fault()` says
+    /// `-EBUSY`) instead of returning pages the pin backing would hold.
+    pub mirror: bool,
     pub pins: u64,
     pub unpins: u64,
     pub zaps_scheduled: u64,
@@ -255,7 +259,7 @@ impl Platform for TestPlatform {
         Self::log(&mut s, Call::SetSeq { slot: region.handle.slot(), seq: cur_seq });
     }
 
-    fn pin_and_map(&self, region: &RegionDesc) -> Result<TestMapping, PinError> {
+    fn pin_and_map(&self, region: &RegionDesc, seq: u64) -> Result<TestMapping, PinError> {
         let mut s = self.state();
         let raw = region.handle.to_raw();
         let slot = region.handle.slot();
@@ -280,6 +284,8 @@ impl Platform for TestPlatform {
             *s.page_epoch.entry(raw).or_default() += 1;
             s.mm_seq += 1;
         }
+        let overtaken = s.notifier_seq.get(&raw).copied().unwrap_or(0) != seq;
+        let result = if s.mirror && overtaken { Err(PinError::Collision) } else { result };
         let result = result.map(|()| {
             let id = NEXT_MAPPING_ID.fetch_add(1, Ordering::Relaxed);
             let pages = region.len.div_ceil(4096).max(1);
