@@ -55,7 +55,7 @@ use kernel::types::Opaque;
 use crate::device::DeviceCore;
 use crate::engine;
 use crate::file::QueueFile;
-use crate::glue::mm::MmGrab;
+use crate::glue::mm::{MmGrab, UserRef};
 use crate::glue::mutex::{KMutex, KMutexGuard};
 use crate::hist::{Histograms, Kind};
 use crate::protocol::context::{Config, ContextLock, LockKey, MmContext};
@@ -130,9 +130,12 @@ pub(crate) struct DmaMapping {
     dma: KVVec<u64>,
     /// Mapped for device writes (bidirectional): the unmap must say the same.
     device_writes: bool,
-    /// The pages are pinned (and charged): the `pin` backing. A `mirror`
-    /// mapping holds no reference.
+    /// The pages are pinned: the `pin` backing. A `mirror` mapping holds no
+    /// reference.
     pinned: bool,
+    /// The pins are charged to the queue's user (the pinning task had no
+    /// CAP_IPC_LOCK).
+    charged: bool,
 }
 
 // SAFETY: page pointers and bus addresses are plain values usable from any
@@ -192,6 +195,10 @@ pub(crate) struct Queue {
     /// `file->private_data` of the file this queue belongs to (the queue
     /// vma's `vm_private_data`), to recognise its mappings.
     file_private: *mut c_void,
+    /// The user who created the queue: the `pin` backing charges its pins
+    /// to this user's `locked_vm`, so a user's processes share one
+    /// RLIMIT_MEMLOCK budget.
+    user: UserRef,
     ring: Ring,
     config: Config,
     backing: Backing,
@@ -293,6 +300,7 @@ impl Queue {
                 dev,
                 mm,
                 file_private,
+                user: UserRef::current(),
                 ring,
                 config,
                 backing: current_backing(),
@@ -1099,19 +1107,26 @@ impl QueuePlatform<'_> {
     }
 
     /// The `pin` backing: GUP `FOLL_LONGTERM` (`FOLL_WRITE` if the device
-    /// writes), charged to the mm's `pinned_vm` first.
-    fn pin_pages(&self, region: &RegionDesc, npages: usize) -> core::result::Result<KVVec<*mut PageRaw>, PinError> {
-        let mm = self.q.mm.as_ptr();
-        // SAFETY: the mm is held by the queue.
-        if unsafe { shim::warpq_charge_pinned(mm, npages as c_ulong) } != 0 {
+    /// writes), charged to the queue's user first. Returns the pages and
+    /// whether they were charged (not with CAP_IPC_LOCK).
+    fn pin_pages(
+        &self,
+        region: &RegionDesc,
+        npages: usize,
+    ) -> core::result::Result<(KVVec<*mut PageRaw>, bool), PinError> {
+        let (user, mm) = (self.q.user.as_ptr(), self.q.mm.as_ptr());
+        // SAFETY: the user and the mm are held by the queue.
+        let charge = unsafe { shim::warpq_charge_pinned(user, mm, npages as c_ulong) };
+        if charge < 0 {
             // Over RLIMIT_MEMLOCK: not the range's fault, and it may pass
             // later (the limit raised, other buffers unregistered). REGISTER
             // says ENOMEM, as io_uring and VFIO do.
             return Err(PinError::Transient);
         }
+        let charged = charge > 0;
         let uncharge = || {
             // SAFETY: charged just above.
-            unsafe { shim::warpq_uncharge_pinned(mm, npages as c_ulong) }
+            unsafe { shim::warpq_uncharge_pinned(user, mm, npages as c_ulong, charged) }
         };
         let Ok(mut pages) = KVVec::<*mut PageRaw>::with_capacity(npages, GFP_KERNEL) else {
             uncharge();
@@ -1147,7 +1162,7 @@ impl QueuePlatform<'_> {
             uncharge();
             return Err(pin_error(err));
         }
-        Ok(pages)
+        Ok((pages, charged))
     }
 
     /// The `mirror` backing: `hmm_range_fault()` against `seq`, no
@@ -1204,8 +1219,11 @@ impl QueuePlatform<'_> {
         let n = mapping.pages.len();
         if mapping.pinned {
             unpin(&mut mapping.pages);
-            // SAFETY: charged in `pin_pages`; the mm is held by the queue.
-            unsafe { shim::warpq_uncharge_pinned(self.q.mm.as_ptr(), n as c_ulong) };
+            // SAFETY: charged in `pin_pages` (as `charged` says); the user and
+            // the mm are held by the queue.
+            unsafe {
+                shim::warpq_uncharge_pinned(self.q.user.as_ptr(), self.q.mm.as_ptr(), n as c_ulong, mapping.charged)
+            };
         } else {
             // SAFETY: plain pointers, nothing to drop; no reference is held.
             unsafe { mapping.pages.set_len(0) };
@@ -1277,12 +1295,12 @@ impl Platform for QueuePlatform<'_> {
         let npages = usize::try_from(region.len / PAGE_SIZE).map_err(|_| PinError::Gone)?;
         let writes = region.access.device_writes();
         let t_pin = now_ns();
-        let pages = match self.q.backing {
+        let (pages, charged) = match self.q.backing {
             Backing::Pin => self.pin_pages(region, npages)?,
-            Backing::Mirror => self.mirror_pages(region, npages, seq)?,
+            Backing::Mirror => (self.mirror_pages(region, npages, seq)?, false),
         };
         let pinned = self.q.backing == Backing::Pin;
-        let mut mapping = DmaMapping { pages, dma: KVVec::new(), device_writes: writes, pinned };
+        let mut mapping = DmaMapping { pages, dma: KVVec::new(), device_writes: writes, pinned, charged };
         let t_map = now_ns();
         self.q.record(Kind::Pin, t_map - t_pin);
         if mapping.dma.reserve(npages, GFP_KERNEL).is_err() {

@@ -41,6 +41,8 @@ opaque_c_types! {
     IntervalRaw;
     /// Opaque `struct task_struct`.
     TaskRaw;
+    /// Opaque `struct user_struct`.
+    UserRaw;
 }
 
 /// `enum warpq_dma_kind` values returned by [`warpq_iommu_describe`].
@@ -192,8 +194,10 @@ extern "C" {
     pub(crate) fn warpq_dma_unmap_page(dev: *mut DeviceRaw, addr: u64, device_writes: bool);
     pub(crate) fn warpq_dma_to_kernel(dev: *mut DeviceRaw, addr: u64) -> *mut u8;
     pub(crate) fn warpq_set_page_dirty(page: *mut PageRaw);
-    pub(crate) fn warpq_charge_pinned(mm: *mut MmRaw, npages: c_ulong) -> c_int;
-    pub(crate) fn warpq_uncharge_pinned(mm: *mut MmRaw, npages: c_ulong);
+    pub(crate) fn warpq_charge_pinned(user: *mut UserRaw, mm: *mut MmRaw, npages: c_ulong) -> c_int;
+    pub(crate) fn warpq_uncharge_pinned(user: *mut UserRaw, mm: *mut MmRaw, npages: c_ulong, charged: bool);
+    pub(crate) fn warpq_current_user_get() -> *mut UserRaw;
+    pub(crate) fn warpq_user_put(user: *mut UserRaw);
     pub(crate) fn warpq_dma_needs_sync(dev: *mut DeviceRaw, addr: u64) -> bool;
 
     // Tracepoints.

@@ -20,6 +20,8 @@
 #include <linux/mm.h>
 #include <linux/mmap_lock.h>
 #include <linux/sched/mm.h>
+#include <linux/sched/user.h>
+#include <linux/cred.h>
 #include <linux/mmu_notifier.h>
 #include <linux/hmm.h>
 #include <linux/slab.h>
@@ -819,26 +821,54 @@ void warpq_cond_resched(void)
 	cond_resched();
 }
 
-/*
- * Long-term pins are charged to the mm's pinned_vm and limited by
- * RLIMIT_MEMLOCK unless the caller has CAP_IPC_LOCK, as RDMA and io_uring
- * do. Lock-free, so the uncharge may run in an invalidation.
- */
-int warpq_charge_pinned(struct mm_struct *mm, unsigned long npages)
-{
-	unsigned long limit = rlimit(RLIMIT_MEMLOCK) >> PAGE_SHIFT;
-	u64 now = atomic64_add_return(npages, &mm->pinned_vm);
+#if !(defined(CONFIG_NET) || defined(CONFIG_IO_URING) || defined(CONFIG_SECRETMEM))
+#error "warpq charges pins to user_struct.locked_vm, which needs CONFIG_NET (or IO_URING, SECRETMEM)"
+#endif
 
-	if (now > limit && !capable(CAP_IPC_LOCK)) {
-		atomic64_sub(npages, &mm->pinned_vm);
-		return -ENOMEM;
+/*
+ * The pin backing charges long-term pins to the user who created the queue
+ * (@user, user->locked_vm), limited by the calling task's RLIMIT_MEMLOCK
+ * unless it has CAP_IPC_LOCK (then nothing is charged), as io_uring does:
+ * a user's forked children share one budget instead of getting one per mm.
+ * mm->pinned_vm is kept as well, for VmPin in /proc/PID/status. Returns 1
+ * if charged, 0 if exempt, -ENOMEM over the limit. Lock-free, so the
+ * uncharge may run in an invalidation.
+ */
+int warpq_charge_pinned(struct user_struct *user, struct mm_struct *mm, unsigned long npages)
+{
+	unsigned long limit, cur, next;
+
+	if (capable(CAP_IPC_LOCK)) {
+		atomic64_add(npages, &mm->pinned_vm);
+		return 0;
 	}
-	return 0;
+	limit = rlimit(RLIMIT_MEMLOCK) >> PAGE_SHIFT;
+	cur = atomic_long_read(&user->locked_vm);
+	do {
+		next = cur + npages;
+		if (next > limit || next < cur)
+			return -ENOMEM;
+	} while (!atomic_long_try_cmpxchg(&user->locked_vm, &cur, next));
+	atomic64_add(npages, &mm->pinned_vm);
+	return 1;
 }
 
-void warpq_uncharge_pinned(struct mm_struct *mm, unsigned long npages)
+void warpq_uncharge_pinned(struct user_struct *user, struct mm_struct *mm, unsigned long npages,
+			   bool charged)
 {
+	if (charged)
+		atomic_long_sub(npages, &user->locked_vm);
 	atomic64_sub(npages, &mm->pinned_vm);
+}
+
+struct user_struct *warpq_current_user_get(void)
+{
+	return get_uid(current_user());
+}
+
+void warpq_user_put(struct user_struct *user)
+{
+	free_uid(user);
 }
 
 /* Streaming DMA that needs syncs (swiotlb bouncing) cannot be shared memory. */

@@ -119,8 +119,11 @@ long warpq_wait_interruptible_timeout(struct wait_queue_head *wq, bool (*cond)(c
 struct task_struct *warpq_kthread_run(int (*fn)(void *), void *data, const char *name, int *err);
 u64 warpq_ktime_ns(void);
 void warpq_cond_resched(void);
-int warpq_charge_pinned(struct mm_struct *mm, unsigned long npages);
-void warpq_uncharge_pinned(struct mm_struct *mm, unsigned long npages);
+int warpq_charge_pinned(struct user_struct *user, struct mm_struct *mm, unsigned long npages);
+void warpq_uncharge_pinned(struct user_struct *user, struct mm_struct *mm, unsigned long npages,
+			   bool charged);
+struct user_struct *warpq_current_user_get(void);
+void warpq_user_put(struct user_struct *user);
 bool warpq_dma_needs_sync(struct device *dev, dma_addr_t addr);
 void *warpq_ring_alloc(size_t size);
 int warpq_interval_insert(struct mmu_interval_notifier *sub, struct mm_struct *mm,

@@ -4,7 +4,7 @@
 
 use core::ptr::NonNull;
 
-use crate::shim::{self, MmRaw};
+use crate::shim::{self, MmRaw, UserRaw};
 
 /// The identity of an mm as the protocol core knows it (its address). Only
 /// meaningful while some reference keeps the `mm_struct` allocated.
@@ -72,5 +72,42 @@ impl Drop for MmGrab {
     fn drop(&mut self) {
         // SAFETY: the reference taken in `new` (type invariant).
         unsafe { shim::warpq_mmdrop(self.mm.as_ptr()) };
+    }
+}
+
+/// A reference on the calling task's `user_struct` (`get_uid()`), which the
+/// `pin` backing charges its pins to.
+///
+/// # Invariants
+///
+/// `user` is a valid `user_struct` on which this value holds a reference.
+pub(crate) struct UserRef {
+    user: NonNull<UserRaw>,
+}
+
+// SAFETY: uid references may be taken and dropped on any thread.
+unsafe impl Send for UserRef {}
+// SAFETY: only the (immutable) pointer is shared; the charge is atomic.
+unsafe impl Sync for UserRef {}
+
+impl UserRef {
+    /// The calling task's user.
+    pub(crate) fn current() -> Self {
+        // SAFETY: every task has credentials; get_uid() takes a reference.
+        let user = unsafe { shim::warpq_current_user_get() };
+        // INVARIANT: get_uid() never returns NULL and took a reference.
+        Self { user: NonNull::new(user).expect("current_user() is never NULL") }
+    }
+
+    /// The raw pointer, valid while `self` lives.
+    pub(crate) fn as_ptr(&self) -> *mut UserRaw {
+        self.user.as_ptr()
+    }
+}
+
+impl Drop for UserRef {
+    fn drop(&mut self) {
+        // SAFETY: the reference taken in `current` (type invariant).
+        unsafe { shim::warpq_user_put(self.user.as_ptr()) };
     }
 }

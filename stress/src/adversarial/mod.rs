@@ -37,6 +37,7 @@ macro_rules! ensure {
     };
 }
 
+pub mod backing;
 pub mod copy;
 pub mod files;
 pub mod ioctl;
@@ -176,6 +177,7 @@ pub fn cases() -> Vec<Case> {
     all.extend(mmap::cases());
     all.extend(files::cases());
     all.extend(submit::cases());
+    all.extend(backing::cases());
     all
 }
 

@@ -185,8 +185,9 @@ pub(super) fn cases() -> Vec<Case> {
     ));
     v.push(story(
         "reg-memlock",
-        "without CAP_IPC_LOCK and with RLIMIT_MEMLOCK 64 KiB: REGISTER of 16 KiB (accepted), then of 256 KiB",
-        Expect::Errno(libc::ENOMEM),
+        "without CAP_IPC_LOCK and with RLIMIT_MEMLOCK 64 KiB: REGISTER of 16 KiB (accepted), then of 256 KiB \
+         (pin: ENOMEM; mirror: accepted, nothing is pinned)",
+        Expect::Ok,
         memlock,
     ));
     v.push(story(
@@ -355,7 +356,7 @@ fn too_many(env: &Env) -> Result<Got, String> {
 }
 
 /// Drops CAP_IPC_LOCK from this process's effective set.
-fn drop_ipc_lock() -> Result<(), String> {
+pub(super) fn drop_ipc_lock() -> Result<(), String> {
     const CAP_IPC_LOCK: u32 = 14;
     // `struct __user_cap_header_struct` (version 3) and two data words.
     let mut hdr: [u32; 2] = [0x2008_0522, 0];
@@ -379,6 +380,7 @@ fn memlock(env: &Env) -> Result<Got, String> {
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) } != 0 {
         return Err(format!("setrlimit: {}", Errno::last()));
     }
+    let mirror = env.info.capabilities & WARPQ_CAP_MIRROR != 0;
     let dev = open(env)?;
     let fd = fd_of(&dev);
     let (small, big) = (Anon::new(4 * PAGE), Anon::new(64 * PAGE));
@@ -389,7 +391,13 @@ fn memlock(env: &Env) -> Result<Got, String> {
     }
     ensure!(r.is_ok() || pinned(fd)? == 4, "{} pages pinned (the refused registration left pins)", pinned(fd)?);
     want_ok("UNREGISTER", unregister(fd, h))?;
-    Ok(Got::call(&r, "16 KiB accepted first; then 256 KiB over a 64 KiB RLIMIT_MEMLOCK"))
+    // The mirror backing pins nothing, so RLIMIT_MEMLOCK does not apply.
+    if mirror {
+        want_ok("mirror: 256 KiB over a 64 KiB RLIMIT_MEMLOCK", r)?;
+        return Ok(Got::ok("mirror: 16 KiB, then 256 KiB over a 64 KiB RLIMIT_MEMLOCK, both accepted"));
+    }
+    ensure!(matches!(r, Err(Errno(libc::ENOMEM))), "pin: 256 KiB over a 64 KiB RLIMIT_MEMLOCK gave {}", raw::show(&r));
+    Ok(Got::ok("pin: 16 KiB accepted first; then ENOMEM for 256 KiB over a 64 KiB RLIMIT_MEMLOCK"))
 }
 
 fn race(env: &Env) -> Result<Got, String> {
