@@ -6,6 +6,8 @@
 #   vm/test.sh all     host + VM suites (what `make test` runs)
 #   vm/test.sh host    host suites only (the lanes of `make check`)
 #   vm/test.sh vm      VM suites only (needs `make initramfs` first)
+#
+# SUITES='regex' keeps only the VM suites whose name matches (grep -E).
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -31,6 +33,8 @@ record() { # record NAME STATUS SECONDS [DETAIL]
     echo "=== ${summary[-1]}"
 }
 
+selected() { [ -z "${SUITES:-}" ] || grep -qE "$SUITES" <<< "$1"; }
+
 # host_suite NAME command...: output goes to the terminal and to a log.
 host_suite() {
     local name=$1; shift
@@ -43,6 +47,7 @@ host_suite() {
 # vm_suite NAME [VAR=value...] -- 'guest command': one boot of the VM.
 vm_suite() {
     local name=$1; shift
+    selected "$name" || return 0
     local env=()
     while [ "$1" != "--" ]; do env+=("$1"); shift; done
     shift
@@ -56,6 +61,7 @@ vm_suite() {
 # harness itself must fail this boot and say PATTERN.
 vm_expect_failure() {
     local name=$1 pattern=$2; shift 2
+    selected "$name" || return 0
     local env=()
     while [ "$1" != "--" ]; do env+=("$1"); shift; done
     shift
@@ -88,25 +94,30 @@ if [ "$what" = all ] || [ "$what" = vm ]; then
     vm_suite copy-iommu VM_IOMMU=on -- 'warpq-copy-check 10000 && warpq-check pins'
     vm_suite copy-no-iommu VM_IOMMU=off -- 'warpq-copy-check 10000 && warpq-check pins'
     vm_suite copy-submit-ioctl -- 'warpq-copy-check --ioctl 3000 && warpq-check pins'
-    for policy in filtered strict; do
-        vm_suite "invalidate-$policy" VM_MODULE_ARGS="policy=$policy" -- \
-            'warpq-invalidate-check munmap && warpq-invalidate-check fork && warpq-invalidate-check touch &&
-             warpq-check pins'
+    # Suites that run under both backings and both policies reload the
+    # module inside one boot for each configuration (vm/tests/matrix.sh).
+    matrix=/warpq/tests/matrix.sh
+    for backing in pin mirror; do
+        vm_suite "invalidate-$backing" -- "$matrix $backing 'filtered strict' \
+            'warpq-invalidate-check munmap && warpq-invalidate-check fork && warpq-invalidate-check touch' &&
+             warpq-check pins"
     done
-    # The bounded subset of `make stress`: a minute of fork/exec storm, the
-    # OOM kills and the fail-nth sweep, each followed by the suite's own pin,
-    # kmemleak and kernel-log checks.
-    vm_suite stress-subset -- 'warpq-stress-suite --seconds 60 storm oom fault-inject && warpq-check pins'
-    vm_suite process-death -- 'warpq-invalidate-check death && warpq-invalidate-check scm && warpq-check pins'
-    vm_suite adversarial -- 'warpq-adversarial && warpq-check pins'
+    # The bounded subset of `make stress`: fork/exec storm, the OOM kills and
+    # the fail-nth sweep under pin, storm and OOM again under mirror, each
+    # followed by the suite's own pin, kmemleak and kernel-log checks.
+    vm_suite stress-subset -- "warpq-stress-suite --seconds 45 storm oom fault-inject &&
+        $matrix mirror filtered 'warpq-stress-suite --seconds 30 storm oom' && warpq-check pins"
+    vm_suite process-death -- "$matrix 'pin mirror' filtered \
+        'warpq-invalidate-check death && warpq-invalidate-check scm' && warpq-check pins"
+    vm_suite adversarial -- "$matrix 'pin mirror' filtered warpq-adversarial && warpq-check pins"
     vm_suite edu-dma -- 'warpq-copy-check --edu 20 && warpq-check pins'
     vm_suite user-api -- 'warpq-user-check && warpqctl list && warpqctl policy get &&
         { warpq-copy-check 20000 > /tmp/load.log & sleep 4; warpqctl stats; warpqctl hist; warpqctl stats --json; wait $!; } &&
         grep -q "20000 commands verified" /tmp/load.log &&
         warpq-example-copy && warpq-example-crc_file /bin/busybox && warpq-example-fork &&
         warpq-c-submit && warpq-check pins'
-    for policy in filtered strict; do
-        vm_suite "churn-$policy" VM_MODULE_ARGS="policy=$policy" -- 'warpq-churn --rounds 3 && warpq-check pins'
+    for backing in pin mirror; do
+        vm_suite "churn-$backing" -- "$matrix $backing 'filtered strict' 'warpq-churn --rounds 2' && warpq-check pins"
     done
     vm_suite unbind -- 'warpq-user-check unbind && warpq-check pins'
     # Unbind under load (a WAIT without timeout, a publisher) 20 times, and a
@@ -119,7 +130,8 @@ if [ "$what" = all ] || [ "$what" = vm ]; then
         warpq-copy-check 90 && rmmod warpq && insmod /lib/modules/warpq.ko max_regions=2 max_region_mb=1 &&
         warpq-copy-check 10 | grep "register RO: .*ENOSPC" && warpq-check pins'
 
-    vm_suite fuzz -- 'warpq-fuzz --seed 1 --runs 20 --steps 300 --seconds 120 && warpq-check pins'
+    vm_suite fuzz -- "$matrix 'pin mirror' filtered 'warpq-fuzz --seed 1 --runs 10 --steps 300 --seconds 60' &&
+        warpq-check pins"
     vm_suite hmm-tests VM_NO_MODULE=1 -- '/warpq/tests/hmm-tests.sh'
     vm_expect_failure harness-exit-status 'command exited with status 1' -- 'false'
     vm_expect_failure harness-splat 'splat: .*WARNING: CPU: 0 PID: 1 at test' \

@@ -16,8 +16,9 @@
 //! B2 munmap latency of a registered 64-page buffer vs the same buffer
 //!    unregistered (idle queue, and with commands in flight);
 //! B3 the first command after an invalidation (the rebuild) vs steady state;
-//! B4 fork+exit+wait latency with 64 MiB registered and an active queue vs
-//!    without, for each policy;
+//! B4 fork+exit+wait plus the first command after it with 64 MiB
+//!    registered vs the same 64 MiB populated and not registered, for each
+//!    backing and policy (5 interleaved rounds);
 //! B5 teardowns caused by unrelated address-space activity, strict vs
 //!    filtered;
 //! B6 munmap latency of a registered buffer with 1, 8 and 64 queues, in one
@@ -131,6 +132,11 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
 /// Sets the driver's invalidation policy (`filtered` or `strict`).
 fn set_policy(policy: &str) {
     let _ = std::fs::write("/sys/module/warpq/parameters/policy", policy);
+}
+
+/// The backing new queues get (`pin` or `mirror`).
+fn set_backing(backing: &str) {
+    let _ = std::fs::write("/sys/module/warpq/parameters/backing", backing);
 }
 
 /// The median of `v`.
