@@ -11,7 +11,7 @@ use warpq::sys::*;
 
 use super::register::drop_ipc_lock;
 use super::*;
-use crate::raw::{register, unregister};
+use crate::raw::{mmap, register, unregister, Map};
 use crate::PinCounts;
 
 const P: u64 = PAGE as u64;
@@ -41,6 +41,15 @@ pub fn cases() -> Vec<Case> {
              and its FILLs stay right afterwards",
             Expect::Ok,
             compaction,
+        ),
+        story(
+            "backing-huge-pages",
+            "a 4 MiB THP buffer (MADV_HUGEPAGE) and a 4 MiB hugetlb buffer (MAP_HUGETLB), each registered \
+             read/write: a COPY across the 2 MiB boundary, then 64 FILLs in flight while 4 KiB inside the THP \
+             (and a whole huge page of the hugetlb buffer) is dropped with MADV_DONTNEED; every FILL completes OK \
+             and the device's CRC32C of each buffer matches the CPU's afterwards",
+            Expect::Ok,
+            huge_pages,
         ),
         story(
             "backing-soft-dirty",
@@ -282,6 +291,111 @@ fn compaction(env: &Env) -> Result<Got, String> {
         ensure!(moved == 0, "pin: compaction moved {moved} pinned pages");
     }
     Ok(Got::ok(format!("{moved} of {pages} registered pages moved; the device's CRC32C and FILLs were right after")))
+}
+
+/// `len` bytes of anonymous memory aligned to 2 MiB (`MAP_HUGETLB` if
+/// `hugetlb`, else THP-eligible with `MADV_HUGEPAGE`), written with a
+/// pattern: the mapping and the buffer's address in it.
+fn huge_buffer(len: usize, hugetlb: bool) -> Result<(Map, u64), String> {
+    const HUGE: usize = 2 << 20;
+    let (map, at) = if hugetlb {
+        // Huge pages for the pool: enough for this row's 2 (and 2 spare).
+        std::fs::write("/proc/sys/vm/nr_hugepages", "4").map_err(|e| format!("nr_hugepages: {e}"))?;
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_HUGETLB;
+        let map = want_ok("mmap MAP_HUGETLB (hugetlbfs)", mmap(len, PROT_RW, flags, -1, 0))?;
+        let at = map.addr(0);
+        (map, at)
+    } else {
+        // Over-allocate and use the 2 MiB-aligned part.
+        let map = want_ok("mmap", mmap(len + HUGE, PROT_RW, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0))?;
+        let at = map.addr(0).next_multiple_of(HUGE as u64);
+        // SAFETY: advice on our own mapping (`at + len` lies inside it).
+        ensure!(
+            unsafe { libc::madvise(at as *mut libc::c_void, len, libc::MADV_HUGEPAGE) } == 0,
+            "MADV_HUGEPAGE: {}",
+            Errno::last()
+        );
+        (map, at)
+    };
+    let data = pattern(len, if hugetlb { 5 } else { 9 });
+    // SAFETY: `[at, at + len)` is inside our fresh mapping.
+    unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), at as *mut u8, len) };
+    Ok((map, at))
+}
+
+/// The device's CRC32C of `[addr, addr + len)`, 1 MiB per command, chained.
+fn device_crc(ring: &RawRing, addr: u64, len: usize) -> Result<u32, String> {
+    let mut crc = 0u32;
+    for off in (0..len).step_by(1 << 20) {
+        let piece = (len - off).min(1 << 20) as u64;
+        let c = ring.run(op::Crc32c::new(addr + off as u64, piece).seed(crc))?;
+        ensure!(c.status == WARPQ_STATUS_OK, "CRC32C: {}", st(c.status));
+        crc = c.result as u32;
+    }
+    Ok(crc)
+}
+
+fn huge_pages(env: &Env) -> Result<Got, String> {
+    const LEN: usize = 4 << 20;
+    let dev = open(env)?;
+    let fd = fd_of(&dev);
+    let ring = map_ring(fd)?;
+    let mut said = Vec::new();
+    for hugetlb in [false, true] {
+        let kind = if hugetlb { "hugetlb" } else { "THP" };
+        let (_map, at) = huge_buffer(LEN, hugetlb)?;
+        let buf = Anon::borrowed(at as *mut u8, LEN);
+        let h = want_ok(&format!("REGISTER the {kind} buffer"), register(fd, buf.addr(0), LEN as u64, RW))?;
+        let thp_kb = anon_huge_kb();
+        // A COPY whose source and destination both cross the 2 MiB boundary.
+        let (src, dst) = ((2 << 20) - 8192, (3 << 20) - 4096);
+        let c = ring.run(op::Copy::new(buf.addr(src), buf.addr(dst), 16384))?;
+        ensure!(c.status == WARPQ_STATUS_OK, "{kind}: COPY across 2 MiB: {}", st(c.status));
+        // SAFETY: inside our mapping.
+        let (a, b) = unsafe {
+            (
+                std::slice::from_raw_parts(buf.ptr().add(src), 16384),
+                std::slice::from_raw_parts(buf.ptr().add(dst), 16384),
+            )
+        };
+        ensure!(a == b, "{kind}: the COPY across 2 MiB did not copy the bytes");
+        // 64 FILLs in flight, and a drop under them.
+        for i in 0..64u64 {
+            let off = (i as usize * 61 * PAGE) % (LEN - 16 * PAGE);
+            ring.push(op::Fill::new(buf.addr(off), 16 * P, 0x40 + i as u8).build().user_data(100 + i))?;
+        }
+        ring.kick()?;
+        let (drop_at, drop_len) = if hugetlb { (2 << 20, 2 << 20) } else { ((2 << 20) + 12 * PAGE, PAGE) };
+        // SAFETY: drops pages of our own mapping under the device (the point).
+        ensure!(
+            unsafe { libc::madvise(buf.ptr().add(drop_at).cast(), drop_len, libc::MADV_DONTNEED) } == 0,
+            "{kind}: MADV_DONTNEED: {}",
+            Errno::last()
+        );
+        for i in 0..64u64 {
+            let c = ring.reap(Duration::from_secs(30))?;
+            ensure!(c.user_data == 100 + i, "{kind}: completion {} where {} was due", c.user_data, 100 + i);
+            ensure!(c.status == WARPQ_STATUS_OK, "{kind}: FILL {i} beside the drop: {}", st(c.status));
+        }
+        let crc = device_crc(&ring, buf.addr(0), LEN)?;
+        // SAFETY: our mapping of LEN bytes.
+        let want = warpq::crc32c(0, unsafe { std::slice::from_raw_parts(buf.ptr(), LEN) });
+        ensure!(crc == want, "{kind}: the device's CRC32C {crc:#x} after the drop, the CPU's {want:#x}");
+        want_ok("UNREGISTER", unregister(fd, h))?;
+        let backed = if hugetlb { String::new() } else { format!(" ({thp_kb} KiB of THP while registered)") };
+        said.push(format!("{kind}{backed}: COPY across 2 MiB, 64 FILLs OK around the drop, CRC32C matches"));
+    }
+    Ok(Got::ok(said.join("; ")))
+}
+
+/// `AnonHugePages` of this process in KiB (`/proc/self/smaps_rollup`; 0 if
+/// unreadable).
+fn anon_huge_kb() -> u64 {
+    let text = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("AnonHugePages:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 fn soft_dirty(env: &Env) -> Result<Got, String> {
