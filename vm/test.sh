@@ -117,7 +117,7 @@ if [ "$what" = all ] || [ "$what" = vm ]; then
         warpq-example-copy && warpq-example-crc_file /bin/busybox && warpq-example-fork &&
         warpq-c-submit && warpq-check pins'
     for backing in pin mirror; do
-        vm_suite "churn-$backing" -- "$matrix $backing 'filtered strict' 'warpq-churn --rounds 2' && warpq-check pins"
+        vm_suite "churn-$backing" -- "$matrix $backing 'filtered strict' 'warpq-churn --rounds 1' && warpq-check pins"
     done
     vm_suite unbind -- 'warpq-user-check unbind && warpq-check pins'
     # Unbind under load (a WAIT without timeout, a publisher) 20 times, and a
