@@ -11,7 +11,7 @@ use crate::device::DeviceCore;
 use crate::edu::{EduDma, EduError, EDU_BUFFER_BYTES, EDU_TRANSFER_MAX};
 use crate::protocol::context::EngineGuard;
 use crate::protocol::platform::Waiter;
-use crate::protocol::region::{Access, XlateFault};
+use crate::protocol::region::{Access, RegionHandle, Translation, XlateFault};
 use crate::queue::DmaMapping;
 use crate::ring::Sqe;
 use crate::shim::{self, DeviceRaw};
@@ -38,45 +38,71 @@ impl Outcome {
     }
 }
 
+/// How [`execute`] ended.
+pub(crate) enum Execution {
+    /// The command ran (or failed): complete it with this.
+    Done(Outcome),
+    /// A chunk the command needs is unmapped: it was not run and stays
+    /// queued; the engine asks for a rebuild of `wanted` chunks of `region`
+    /// (`EngineGuard::request_rebuild`).
+    NeedsRebuild {
+        /// The region.
+        region: RegionHandle,
+        /// Its chunks the command waits for.
+        wanted: u64,
+    },
+}
+
 fn fault_status(fault: XlateFault) -> u32 {
     match fault {
         XlateFault::NotRegistered => uapi::WARPQ_STATUS_FAULT_UNREGISTERED,
         XlateFault::CrossesEnd => uapi::WARPQ_STATUS_FAULT_BOUNDS,
         XlateFault::AccessDenied => uapi::WARPQ_STATUS_FAULT_ACCESS,
-        XlateFault::NotMapped | XlateFault::Dead => uapi::WARPQ_STATUS_FAULT_UNMAPPED,
+        // `NeedsRebuild` is handled by `execute` before it gets here.
+        XlateFault::NotMapped | XlateFault::Dead | XlateFault::NeedsRebuild { .. } => {
+            uapi::WARPQ_STATUS_FAULT_UNMAPPED
+        }
     }
 }
 
 /// A byte range of one region as the device reaches it.
 struct DeviceRange<'a> {
     dev: *mut DeviceRaw,
-    mapping: &'a DmaMapping,
-    /// Offset of the first byte in the region.
-    offset: u64,
+    /// The translation: its chunks' mappings and the range's offset in the
+    /// region.
+    t: Translation<'a, DmaMapping>,
 }
 
 impl DeviceRange<'_> {
+    /// Offset of the first byte in the region.
+    fn offset(&self) -> u64 {
+        self.t.offset
+    }
+
+    /// Bus address of byte `at` of the range (its page is in one chunk).
+    fn dma_of(&self, at: u64) -> Option<(u64, u64)> {
+        let pos = self.t.offset.checked_add(at)?;
+        let (mapping, in_chunk) = self.t.locate(pos)?;
+        let page = usize::try_from(in_chunk / PAGE_SIZE).ok()?;
+        let in_page = pos % PAGE_SIZE;
+        Some((*mapping.dma_addresses().get(page)? + in_page, in_page))
+    }
+
     /// Bus address of byte `at` of the range, and how many bytes follow it
     /// in the same page (for a real device's DMA).
     fn bus_chunk(&self, at: u64) -> Option<(u64, u64)> {
-        let pos = self.offset.checked_add(at)?;
-        let page = usize::try_from(pos / PAGE_SIZE).ok()?;
-        let in_page = pos % PAGE_SIZE;
-        let dma = *self.mapping.dma_addresses().get(page)?;
-        Some((dma + in_page, PAGE_SIZE - in_page))
+        let (dma, in_page) = self.dma_of(at)?;
+        Some((dma, PAGE_SIZE - in_page))
     }
 
     /// Kernel pointer to byte `at` of the range, and how many bytes follow
     /// it in the same page; `None` if the DMA address does not translate.
     fn chunk(&self, at: u64) -> Option<(*mut u8, u64)> {
-        let pos = self.offset.checked_add(at)?;
-        let page = usize::try_from(pos / PAGE_SIZE).ok()?;
-        let in_page = pos % PAGE_SIZE;
-        let dma = *self.mapping.dma_addresses().get(page)?;
+        let (dma, in_page) = self.dma_of(at)?;
         // SAFETY: `dev` is the bound device (its `DeviceCore` outlives the
         // queue); asking the DMA layer what an address maps to has no other
         // precondition.
-        let ptr = unsafe { shim::warpq_dma_to_kernel(self.dev, dma + in_page) };
+        let ptr = unsafe { shim::warpq_dma_to_kernel(self.dev, dma) };
         if ptr.is_null() {
             None
         } else {
@@ -90,6 +116,22 @@ pub(crate) fn execute<W: Waiter + ?Sized, const N: usize>(
     guard: &EngineGuard<'_, DmaMapping, N, W>,
     device: &DeviceCore,
     sqe: &Sqe,
+) -> Execution {
+    let needs_rebuild = core::cell::Cell::new(None);
+    let outcome = run(guard, device, sqe, &needs_rebuild);
+    match needs_rebuild.get() {
+        Some((region, wanted)) => Execution::NeedsRebuild { region, wanted },
+        None => Execution::Done(outcome),
+    }
+}
+
+/// [`execute`]'s work; a translation that needs a rebuild is left in
+/// `needs_rebuild` (the outcome is then meaningless: nothing ran).
+fn run<W: Waiter + ?Sized, const N: usize>(
+    guard: &EngineGuard<'_, DmaMapping, N, W>,
+    device: &DeviceCore,
+    sqe: &Sqe,
+    needs_rebuild: &core::cell::Cell<Option<(RegionHandle, u64)>>,
 ) -> Outcome {
     let dev = device.pdev.as_dev();
     let flagged_edu = sqe.flags == uapi::WARPQ_SQE_EDU_DMA;
@@ -109,8 +151,14 @@ pub(crate) fn execute<W: Waiter + ?Sized, const N: usize>(
         return Outcome::fail(uapi::WARPQ_STATUS_INVALID);
     }
     let range = |va: u64, access: Access| -> Result<DeviceRange<'_>, u32> {
-        let t = guard.translate(va, sqe.len, access).map_err(fault_status)?;
-        Ok(DeviceRange { dev, mapping: t.mapping, offset: t.offset })
+        match guard.translate(va, sqe.len, access) {
+            Ok(t) => Ok(DeviceRange { dev, t }),
+            Err(XlateFault::NeedsRebuild { region, wanted }) => {
+                needs_rebuild.set(Some((region, wanted)));
+                Err(uapi::WARPQ_STATUS_FAULT_UNMAPPED)
+            }
+            Err(fault) => Err(fault_status(fault)),
+        }
     };
     let result = match sqe.opcode {
         uapi::WARPQ_OP_COPY if edu_dma => range(sqe.src, Access::READ)
@@ -172,11 +220,12 @@ struct CopyPieces {
 
 impl CopyPieces {
     fn new(src: &DeviceRange<'_>, dst: &DeviceRange<'_>, len: u64, max_piece: u64) -> Self {
-        let same_region = core::ptr::eq(src.mapping, dst.mapping);
-        let backwards = same_region && dst.offset > src.offset && dst.offset - src.offset < len;
+        let same_region = src.t.region == dst.t.region;
+        let (src_offset, dst_offset) = (src.offset(), dst.offset());
+        let backwards = same_region && dst_offset > src_offset && dst_offset - src_offset < len;
         CopyPieces {
-            src_offset: src.offset,
-            dst_offset: dst.offset,
+            src_offset,
+            dst_offset,
             max_piece,
             backwards,
             cursor: if backwards { len } else { 0 },

@@ -44,7 +44,7 @@ use core::cell::UnsafeCell;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 
-use kernel::alloc::KVVec;
+use kernel::alloc::{KVBox, KVVec};
 use kernel::bindings;
 use kernel::ffi::{c_int, c_ulong, c_void};
 use kernel::new_mutex;
@@ -202,7 +202,7 @@ pub(crate) struct Queue {
     ring: Ring,
     config: Config,
     backing: Backing,
-    ctx: Context,
+    ctx: KVBox<Context>,
     /// L: the protocol core's context lock, taken by the interval-notifier
     /// callback (lock order: the table at the top of this file).
     #[pin]
@@ -264,7 +264,16 @@ pub(crate) fn current_policy() -> Policy {
 fn current_config() -> Config {
     // SAFETY: reads a module parameter; no precondition.
     let drain_ms = unsafe { shim::warpq_param_drain_timeout_ms() };
-    Config { policy: current_policy(), drain_timeout_ns: u64::from(drain_ms.max(1)) * 1_000_000, ..Config::DEFAULT }
+    // SAFETY: reads a module parameter; no precondition.
+    let chunk_kb = u64::from(unsafe { shim::warpq_param_chunk_kb() }).max(64);
+    // The smallest power of two at least `chunk_kb` KiB.
+    let chunk_shift = (64 - (chunk_kb * 1024 - 1).leading_zeros()) as u8;
+    Config {
+        policy: current_policy(),
+        drain_timeout_ns: u64::from(drain_ms.max(1)) * 1_000_000,
+        chunk_shift,
+        ..Config::DEFAULT
+    }
 }
 
 /// `EPOLL*` bits (include/uapi/asm-generic/poll.h; the kernel's own macros
@@ -293,7 +302,13 @@ impl Queue {
         let ring = Ring::new(owner_id)?;
         // SAFETY: `mm` is valid (this function's contract).
         let mm = unsafe { MmGrab::new(mm) };
-        let (ctx, key) = MmContext::new(mm.id());
+        // The context holds every chunk state inline: built in place, in its
+        // own allocation (vmalloc when large), never on the stack.
+        let mut slot = KVBox::<Context>::new_uninit(GFP_KERNEL)?;
+        // SAFETY: a fresh allocation of the right size and alignment.
+        let key = unsafe { Context::init_in_place(slot.as_mut_ptr(), mm.id()) };
+        // SAFETY: `init_in_place` initialised every field.
+        let ctx = unsafe { slot.assume_init() };
         let config = current_config();
         let queue = Arc::pin_init(
             pin_init!(Self {
@@ -616,13 +631,13 @@ impl Queue {
             Err(RebuildError::PinFailed(_)) => Err(ENOMEM),
             Err(_) => Err(EAGAIN),
         });
-        // A region that could not be pinned (unmapped, read-only for a
-        // device-writable registration, VM_IO...) is dead: refuse it.
-        let state = {
+        // A region with a chunk that could not be faulted in (unmapped,
+        // read-only for a device-writable registration, VM_IO...): refuse it.
+        let info = {
             let key = self.lock.lock();
-            self.ctx.region(&key, desc.handle).map(|info| info.state)
+            self.ctx.region(&key, desc.handle)
         };
-        let dead = matches!(state, Ok(crate::protocol::region::StateKind::Dead));
+        let dead = info.map_or(true, |info| info.dead_chunks > 0);
         if result.is_err() || dead {
             // Nothing of a failed REGISTER stays registered, however busy the
             // engine is: past the drain timeout the queue is reset, as for
@@ -885,7 +900,25 @@ impl Queue {
         while self.ring.cq_space() > 0 {
             let Some(sqe) = self.ring.peek_sqe() else { break };
             let Some(guard) = self.ctx.enter(platform) else { break };
-            let outcome = engine::execute(&guard, &self.dev, &sqe);
+            let outcome = match engine::execute(&guard, &self.dev, &sqe) {
+                engine::Execution::Done(outcome) => outcome,
+                engine::Execution::NeedsRebuild { region, wanted } => {
+                    // The command stays first in the ring; the queue is stale
+                    // until a rebuild maps the chunks it needs: the owner's
+                    // next touch of the ring (zapped now) or ioctl.
+                    let exit = guard.request_rebuild(region, wanted);
+                    platform.schedule_zap();
+                    if exit == crate::protocol::gate::EngineExit::Abandoned {
+                        // A reset abandoned the queue meanwhile: report it,
+                        // as for a command that ran.
+                        self.ring.complete(sqe.user_data, uapi::WARPQ_STATUS_ABORTED, 0);
+                        self.stats.completion(uapi::WARPQ_STATUS_ABORTED);
+                        self.dev.stats.completion(uapi::WARPQ_STATUS_ABORTED);
+                        self.wake_all();
+                    }
+                    break;
+                }
+            };
             let status = match guard.finish() {
                 crate::protocol::gate::EngineExit::Completed => outcome.status,
                 // A drain timed out and reset the queue while this command
@@ -972,7 +1005,7 @@ impl Queue {
             O::Ignored(_) => (trace::InvalidateOutcome::Ignored, 0, 0, false),
             O::NothingMapped => (trace::InvalidateOutcome::NothingMapped, 0, 0, false),
             O::CannotProceed => (trace::InvalidateOutcome::CannotProceed, 0, 0, false),
-            O::TornDown { pages_unpinned, drain, drain_ns } => (
+            O::TornDown { pages_unpinned, drain, drain_ns, .. } => (
                 trace::InvalidateOutcome::TornDown,
                 pages_unpinned,
                 drain_ns,
@@ -1106,12 +1139,14 @@ impl QueuePlatform<'_> {
         self.q.dev.pdev.as_dev()
     }
 
-    /// The `pin` backing: GUP `FOLL_LONGTERM` (`FOLL_WRITE` if the device
-    /// writes), charged to the queue's user first. Returns the pages and
+    /// The `pin` backing for the `npages` pages at `start` (one chunk of
+    /// `region`): GUP `FOLL_LONGTERM` (`FOLL_WRITE` if the device writes),
+    /// charged to the queue's user first. Returns the pages and
     /// whether they were charged (not with CAP_IPC_LOCK).
     fn pin_pages(
         &self,
         region: &RegionDesc,
+        start: u64,
         npages: usize,
     ) -> core::result::Result<(KVVec<*mut PageRaw>, bool), PinError> {
         let (user, mm) = (self.q.user.as_ptr(), self.q.mm.as_ptr());
@@ -1143,7 +1178,7 @@ impl QueuePlatform<'_> {
             let pinned = unsafe {
                 shim::warpq_pin_pages(
                     mm,
-                    (region.start + done as u64 * PAGE_SIZE) as c_ulong,
+                    (start + done as u64 * PAGE_SIZE) as c_ulong,
                     (npages - done) as c_ulong,
                     region.access.device_writes(),
                     self.mmap_locked,
@@ -1165,11 +1200,13 @@ impl QueuePlatform<'_> {
         Ok((pages, charged))
     }
 
-    /// The `mirror` backing: `hmm_range_fault()` against `seq`, no
-    /// reference and no charge.
+    /// The `mirror` backing for the `npages` pages at `start` (one chunk of
+    /// `region`): `hmm_range_fault()` against `seq` on the region's
+    /// notifier, no reference and no charge.
     fn mirror_pages(
         &self,
         region: &RegionDesc,
+        start: u64,
         npages: usize,
         seq: u64,
     ) -> core::result::Result<KVVec<*mut PageRaw>, PinError> {
@@ -1187,7 +1224,7 @@ impl QueuePlatform<'_> {
             shim::warpq_mirror_pages(
                 sub,
                 self.q.mm.as_ptr(),
-                region.start as c_ulong,
+                start as c_ulong,
                 npages as c_ulong,
                 region.access.device_writes(),
                 self.mmap_locked,
@@ -1291,13 +1328,14 @@ impl Platform for QueuePlatform<'_> {
         }
     }
 
-    fn pin_and_map(&self, region: &RegionDesc, seq: u64) -> core::result::Result<DmaMapping, PinError> {
-        let npages = usize::try_from(region.len / PAGE_SIZE).map_err(|_| PinError::Gone)?;
+    fn pin_and_map(&self, region: &RegionDesc, chunk: usize, seq: u64) -> core::result::Result<DmaMapping, PinError> {
+        let (start, len) = region.chunk_range(chunk);
+        let npages = usize::try_from(len / PAGE_SIZE).map_err(|_| PinError::Gone)?;
         let writes = region.access.device_writes();
         let t_pin = now_ns();
         let (pages, charged) = match self.q.backing {
-            Backing::Pin => self.pin_pages(region, npages)?,
-            Backing::Mirror => (self.mirror_pages(region, npages, seq)?, false),
+            Backing::Pin => self.pin_pages(region, start, npages)?,
+            Backing::Mirror => (self.mirror_pages(region, start, npages, seq)?, false),
         };
         let pinned = self.q.backing == Backing::Pin;
         let mut mapping = DmaMapping { pages, dma: KVVec::new(), device_writes: writes, pinned, charged };

@@ -57,6 +57,7 @@ extern "C" {
     // Module parameters.
     pub(crate) fn warpq_param_policy() -> c_int;
     pub(crate) fn warpq_param_backing() -> c_int;
+    pub(crate) fn warpq_param_chunk_kb() -> c_uint;
     pub(crate) fn warpq_param_drain_timeout_ms() -> c_uint;
     pub(crate) fn warpq_param_engine_edu() -> bool;
     pub(crate) fn warpq_param_engine_idle_us() -> c_uint;

@@ -109,6 +109,15 @@ int warpq_param_backing(void)
 	return READ_ONCE(warpq_backing);
 }
 
+static unsigned int chunk_kb = 2048;
+module_param(chunk_kb, uint, 0644);
+MODULE_PARM_DESC(chunk_kb, "chunk size of registered memory for new queues, in KiB (default 2048, at least 64, rounded up to a power of two; a region has at most 32 chunks, so larger regions get larger chunks): the unit of invalidation and rebuild");
+
+unsigned int warpq_param_chunk_kb(void)
+{
+	return READ_ONCE(chunk_kb);
+}
+
 static unsigned int drain_timeout_ms = 1000;
 module_param(drain_timeout_ms, uint, 0644);
 MODULE_PARM_DESC(drain_timeout_ms, "how long an invalidation waits for the engine before resetting the queue");

@@ -57,6 +57,7 @@ bool warpq_rs_invalidate(struct mmu_interval_notifier *sub, const struct mmu_not
 /* Implemented in warpq_shim.c. */
 int warpq_param_policy(void);
 int warpq_param_backing(void);
+unsigned int warpq_param_chunk_kb(void);
 unsigned int warpq_param_drain_timeout_ms(void);
 bool warpq_param_engine_edu(void);
 unsigned int warpq_param_engine_idle_us(void);

@@ -19,9 +19,7 @@ use core::ops::DerefMut;
 use super::gate::{DrainOutcome, Drained, GateGuard, Paused, QueueGate};
 use super::platform::{Mapping, Platform, Waiter};
 use super::policy::Policy;
-use super::region::{
-    Access, RegionDesc, RegionError, RegionHandle, RegionInfo, RegionState, RegionTable, Translation, XlateFault,
-};
+use super::region::{Access, RegionDesc, RegionError, RegionHandle, RegionInfo, RegionTable, Translation, XlateFault};
 
 /// Tunables shared by the operations (module parameters in the driver).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,11 +33,15 @@ pub struct Config {
     /// Collisions (`mmu_interval_read_retry()` true, or a lost race) a rebuild
     /// absorbs before giving up.
     pub max_retries: u32,
+    /// Preferred chunk size as a shift (a region gets larger chunks if it
+    /// would have more than [`MAX_CHUNKS`](super::region::MAX_CHUNKS)).
+    pub chunk_shift: u8,
 }
 
 impl Config {
-    /// Strict policy, 1 s drain timeout, 8 retries.
-    pub const DEFAULT: Config = Config { policy: Policy::Strict, drain_timeout_ns: 1_000_000_000, max_retries: 8 };
+    /// Strict policy, 1 s drain timeout, 8 retries, 2 MiB chunks.
+    pub const DEFAULT: Config =
+        Config { policy: Policy::Strict, drain_timeout_ns: 1_000_000_000, max_retries: 8, chunk_shift: 21 };
 }
 
 impl Default for Config {
@@ -138,6 +140,27 @@ impl<M: Mapping, const N: usize> MmContext<M, N> {
         (Self { mm, serial, gate: QueueGate::new(), regions: RegionTable::new() }, LockKey { serial })
     }
 
+    /// As [`MmContext::new`], but writes the context at `slot` instead of
+    /// returning it: the table holds every chunk state inline (tens of KiB
+    /// in the driver), too much to pass through a kernel stack.
+    ///
+    /// # Safety
+    ///
+    /// `slot` is valid for writes of `Self` and properly aligned; whatever
+    /// it held is overwritten without being dropped.
+    pub unsafe fn init_in_place(slot: *mut Self, mm: usize) -> LockKey {
+        let serial = NEXT_SERIAL.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        // SAFETY: `slot` is valid for writes and aligned (this function's
+        // contract), so are its fields; each is written exactly once.
+        unsafe {
+            core::ptr::addr_of_mut!((*slot).mm).write(mm);
+            core::ptr::addr_of_mut!((*slot).serial).write(serial);
+            core::ptr::addr_of_mut!((*slot).gate).write(QueueGate::new());
+            RegionTable::init_in_place(core::ptr::addr_of_mut!((*slot).regions));
+        }
+        LockKey { serial }
+    }
+
     /// The mm this context belongs to.
     pub fn mm(&self) -> usize {
         self.mm
@@ -174,15 +197,16 @@ impl<M: Mapping, const N: usize> MmContext<M, N> {
         unsafe { self.regions.info(handle) }.ok_or(RegionError::NoSuchRegion)
     }
 
-    /// The mapping of a mapped region (caller holds `L`; borrowing the key
-    /// keeps every writer out while the mapping is borrowed).
-    pub fn mapping<'a>(&'a self, key: &'a LockKey, handle: RegionHandle) -> Option<&'a M> {
+    /// The mapping of chunk `chunk` of a region, if mapped (caller holds
+    /// `L`; borrowing the key keeps every writer out while the mapping is
+    /// borrowed).
+    pub fn mapping<'a>(&'a self, key: &'a LockKey, handle: RegionHandle, chunk: usize) -> Option<&'a M> {
         if !self.owns_key(key) {
             return None;
         }
         // SAFETY: `key` proves `L` is held and is borrowed as long as the
         // result, and every writer needs `&mut` of that key.
-        unsafe { self.regions.mapping(handle) }
+        unsafe { self.regions.mapping(handle, chunk) }
     }
 
     /// Copies of all live regions, in slot order (caller holds `L`). Empty
@@ -191,14 +215,16 @@ impl<M: Mapping, const N: usize> MmContext<M, N> {
         Regions { regions: &self.regions, next: if self.owns_key(key) { 0 } else { N }, _key: key }
     }
 
-    /// True if some region is pending or unmapped (caller holds `L`).
+    /// True if some region is pending, or a command waits for an unmapped
+    /// chunk (caller holds `L`).
     pub fn needs_rebuild(&self, key: &LockKey) -> bool {
         // SAFETY: `key` proves `L` is held, so no writer runs concurrently.
         self.owns_key(key) && unsafe { self.regions.any_needing_rebuild() }
     }
 
     /// For the zap worker: true if the queue's user mapping should be zapped
-    /// (the queue is stale, so its next touch must fault and rebuild).
+    /// (the queue is stale: a command waits for a rebuild, so the next touch
+    /// of the ring must fault and rebuild).
     pub fn zap_needed(&self) -> bool {
         self.gate.is_stale()
     }
@@ -233,13 +259,14 @@ impl<M: Mapping, const N: usize> MmContext<M, N> {
         let drained = Self::drain_bounded(&paused, platform, config)?;
         // SAFETY: `key` proves `L` is held and `drained` that the gate is
         // paused and drained.
-        let desc = unsafe { self.regions.insert(start, len, access) }?;
+        let desc = unsafe { self.regions.insert(start, len, access, config.chunk_shift) }?;
         paused.mark_stale(&drained);
         Ok(desc)
     }
 
-    /// Pending → Unmapped, once the region's interval notifier is inserted
-    /// (caller holds `L`). Until then no rebuild pins it.
+    /// Pending → Armed, once the region's interval notifier is inserted
+    /// (caller holds `L`). Until then no rebuild maps it; from then on
+    /// every chunk is wanted, so the next rebuild maps the whole region.
     pub fn arm<P: Platform<Mapping = M>>(
         &self,
         key: &mut LockKey,
@@ -301,12 +328,9 @@ impl<M: Mapping, const N: usize> MmContext<M, N> {
         };
         // SAFETY: `key` proves `L` is held and `drained` that the gate is
         // paused and drained.
-        let (desc, state) = unsafe { self.regions.remove(handle) }?;
-        let mut pages_unpinned = 0;
-        if let RegionState::Mapped { mapping, .. } = state {
-            pages_unpinned = mapping.page_count();
-            platform.unmap_and_unpin(mapping, desc.access.device_writes());
-        }
+        let (desc, pages_unpinned) = unsafe {
+            self.regions.remove(handle, |desc, mapping| platform.unmap_and_unpin(mapping, desc.access.device_writes()))
+        }?;
         if !self.is_released() {
             // SAFETY: as above.
             unsafe { self.refresh_stale(&paused, &drained) };
@@ -340,7 +364,7 @@ impl<M: Mapping, const N: usize> MmContext<M, N> {
         // SAFETY: `key` proves `L` is held and `drained` that the gate is
         // paused and drained.
         let regions = unsafe {
-            self.regions.kill_all(|desc, mapping| {
+            self.regions.kill_all(|desc: &RegionDesc, mapping| {
                 pages_unpinned = pages_unpinned.saturating_add(mapping.page_count());
                 platform.unmap_and_unpin(mapping, desc.access.device_writes());
             })
@@ -406,7 +430,8 @@ impl<M: Mapping, const N: usize> MmContext<M, N> {
         }
     }
 
-    /// Keeps the stale flag equal to "some region needs a rebuild".
+    /// Keeps the stale flag equal to "a region is pending or a command waits
+    /// for an unmapped chunk".
     ///
     /// # Safety
     ///
@@ -461,6 +486,19 @@ impl<M: Mapping, const N: usize, W: Waiter + ?Sized> EngineGuard<'_, M, N, W> {
         // SAFETY: the engine is inside the gate (`self.gate`), so no writer
         // runs until the guard is gone; the translation borrows `self`.
         unsafe { self.regions.translate(va, len, access) }
+    }
+
+    /// The command needs chunks that are unmapped
+    /// ([`XlateFault::NeedsRebuild`]): records them in the region's want
+    /// mask, marks the queue stale (no command starts until a rebuild) and
+    /// leaves. The command stays queued; the caller then schedules the zap
+    /// ([`Platform::schedule_zap`](super::platform::Platform::schedule_zap))
+    /// so that the owner's next touch of the ring faults and rebuilds, and
+    /// wakes the waiters (a WAIT rebuilds too).
+    pub fn request_rebuild(self, region: RegionHandle, wanted: u64) -> super::gate::EngineExit {
+        self.regions.want(region, wanted);
+        self.gate.mark_stale();
+        self.gate.finish()
     }
 
     /// The gate generation this entry belongs to.

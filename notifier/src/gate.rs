@@ -348,6 +348,14 @@ impl<W: Waiter + ?Sized> GateGuard<'_, W> {
         self.gate.snapshot().generation != self.generation
     }
 
+    /// Marks the queue stale from inside (the command needs a rebuild): no
+    /// entry starts until a holder of `L` clears it with the gate drained.
+    /// `Release`, so what the engine stored before (the want bits) is seen
+    /// by that holder, whose drain acquires this entry's leave.
+    pub fn mark_stale(&self) {
+        self.gate.state.fetch_or(STALE, Ordering::Release);
+    }
+
     /// Leaves the gate and tells whether the engine still owns the command's
     /// completion.
     pub fn finish(mut self) -> EngineExit {

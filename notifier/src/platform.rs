@@ -45,7 +45,7 @@ pub enum PinError {
     Collision,
 }
 
-/// The pinned pages and DMA addresses of one region.
+/// The pinned (or mirrored) pages and DMA addresses of one chunk.
 pub trait Mapping {
     /// Number of pages pinned by this mapping (for the reports and counters).
     fn page_count(&self) -> u64;
@@ -61,8 +61,8 @@ pub trait Mapping {
 /// unregistered (its notifier removed): return anything; the core discards
 /// the result because the region is no longer in the table.
 pub trait Platform: Waiter {
-    /// Pinned pages plus DMA addresses of one region. Owned by the region
-    /// table while published; handed back to [`Platform::unmap_and_unpin`].
+    /// Pages plus DMA addresses of one chunk. Owned by the region table
+    /// while published; handed back to [`Platform::unmap_and_unpin`].
     type Mapping: Mapping;
 
     /// `mmu_interval_read_begin()` on the region's notifier. Called without
@@ -77,13 +77,14 @@ pub trait Platform: Waiter {
     /// held, from the invalidate callback of this region's notifier.
     fn set_seq(&self, region: &RegionDesc, cur_seq: u64);
 
-    /// Makes the region's pages reachable by the device, as of notifier
+    /// Makes the pages of chunk `chunk` of the region
+    /// ([`RegionDesc::chunk_range`]) reachable by the device, as of notifier
     /// sequence `seq` (from [`Platform::read_begin`]): the `pin` backing pins
     /// them (`FOLL_LONGTERM`, plus `FOLL_WRITE` if the device may write), the
     /// `mirror` backing faults them in with `hmm_range_fault()` against
     /// `seq` and holds no reference; then DMA-maps them. Called without `L`;
     /// may sleep and allocate.
-    fn pin_and_map(&self, region: &RegionDesc, seq: u64) -> Result<Self::Mapping, PinError>;
+    fn pin_and_map(&self, region: &RegionDesc, chunk: usize, seq: u64) -> Result<Self::Mapping, PinError>;
 
     /// DMA-unmaps and unpins (a `mirror` mapping holds no pin). `dirty`: the device may have written, so mark
     /// the pages dirty first (`set_page_dirty()` or a trylock variant; never

@@ -4,29 +4,35 @@
 //!
 //! Runs in the queue's `->fault` handler (under `mmap_read_lock` of the
 //! faulting mm, after the context was looked up by `vmf->vma->vm_mm`) or in
-//! an ioctl of the owning mm. For each region with nothing pinned:
+//! an ioctl of the owning mm. For each chunk a command waits for (its bit in
+//! the region's want mask; REGISTER wants every chunk), and only those:
 //!
 //! 1. `seq = read_begin()` without `L` (may sleep);
-//! 2. pin and DMA-map without `L` (may sleep and allocate);
+//! 2. pin (or mirror) and DMA-map the chunk without `L` (may sleep and
+//!    allocate);
 //! 3. take `L`; if `read_retry(seq)`: drop `L`, undo, retry (bounded);
-//! 4. else pause and drain the gate, publish `Mapped { seq }`, and clear the
-//!    stale state if no region needs a rebuild any more; drop `L`.
+//! 4. else pause and drain the gate, publish the chunk `Mapped { seq }`
+//!    (clearing its want bit), and clear the stale state if no command
+//!    waits any more; drop `L`.
+//!
+//! Chunks nobody asked for stay unmapped: after fork or a `MADV_DONTNEED`
+//! the rebuild costs the chunks the next commands touch, not the region.
 
 use super::context::{Config, ContextLock, MmContext};
 use super::platform::{PinError, Platform};
-use super::region::{RegionDesc, RegionHandle, StateKind};
+use super::region::{RegionDesc, RegionHandle, MAX_CHUNKS};
 
 /// Counters of one [`rebuild`] call.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RebuildReport {
-    /// Regions pinned and published.
+    /// Chunks mapped and published.
     pub mapped: u32,
-    /// Regions found unpinnable and marked dead.
+    /// Chunks found unmappable and marked dead.
     pub dead: u32,
     /// Collisions: an invalidation ran between `read_begin` and the check.
     pub retries: u32,
-    /// Regions another rebuild published (or that changed) first; our pin
-    /// was undone.
+    /// Chunks another rebuild published (or that changed) first; our
+    /// mapping was undone.
     pub lost_races: u32,
     /// Pages pinned by the published mappings.
     pub pages_pinned: u64,
@@ -41,7 +47,8 @@ pub enum RebuildError {
     WrongLock,
     /// The context was released.
     Released,
-    /// A transient pin or DMA-map failure on this region; it stays unmapped.
+    /// A transient pin or DMA-map failure on a chunk of this region; it
+    /// stays unmapped (and wanted).
     PinFailed(RegionHandle),
     /// More than `max_retries` collisions.
     RetriesExhausted {
@@ -58,8 +65,8 @@ enum Step {
     Collision,
 }
 
-/// Rebuilds every armed region that has nothing pinned; resumes the queue
-/// when none is left. Takes and drops `L` itself; call without `L`.
+/// Rebuilds every chunk a command waits for; resumes the queue when none is
+/// left. Takes and drops `L` itself; call without `L`.
 ///
 /// On error the queue may stay stale: a zap is then queued, so that the next
 /// touch of the queue faults and tries again (the caller may be an ioctl,
@@ -92,9 +99,9 @@ where
     L: ContextLock,
 {
     let mut report = RebuildReport::default();
-    // Each round resolves one region or spends one retry, but regions can be
-    // invalidated again between rounds: bound the rounds too.
-    let rounds = N.saturating_add(config.max_retries as usize).saturating_add(1);
+    // Each round resolves one chunk or spends one retry, but chunks can be
+    // invalidated (and wanted) again between rounds: bound the rounds too.
+    let rounds = N.saturating_mul(MAX_CHUNKS).saturating_add(config.max_retries as usize).saturating_add(1);
     for _ in 0..rounds {
         let next = {
             let key = lock.lock();
@@ -105,12 +112,12 @@ where
                 return Err(RebuildError::Released);
             }
             // SAFETY: `key` proves `L` is held.
-            let next = unsafe { ctx.table().first_unmapped() };
+            let next = unsafe { ctx.table().first_wanted() };
             // SAFETY: `key` proves `L` is held.
             let pending = unsafe { ctx.table().any_needing_rebuild() };
             if next.is_none() && !pending && ctx.gate().is_stale() {
-                // Stale with nothing to rebuild: a region died or went away
-                // without a refresh. Reopen.
+                // Stale with nothing to rebuild: a chunk died or its region
+                // went away without a refresh. Reopen.
                 let paused = ctx.gate().pause();
                 let drained = MmContext::<P::Mapping, N>::drain_bounded(&paused, platform, config)
                     .map_err(|_| RebuildError::Busy)?;
@@ -119,12 +126,12 @@ where
             }
             next
         };
-        let Some(desc) = next else {
+        let Some((desc, chunk)) = next else {
             report.running = ctx.gate().is_running();
             return Ok(report);
         };
         loop {
-            match rebuild_one(ctx, lock, platform, config, &desc, &mut report)? {
+            match rebuild_one(ctx, lock, platform, config, &desc, chunk, &mut report)? {
                 Step::Resolved => break,
                 Step::Collision => {
                     report.retries = report.retries.saturating_add(1);
@@ -138,13 +145,14 @@ where
     Err(RebuildError::RetriesExhausted { retries: report.retries })
 }
 
-/// One attempt at one region.
+/// One attempt at one chunk.
 fn rebuild_one<P, L, const N: usize>(
     ctx: &MmContext<P::Mapping, N>,
     lock: &L,
     platform: &P,
     config: &Config,
     desc: &RegionDesc,
+    chunk: usize,
     report: &mut RebuildReport,
 ) -> Result<Step, RebuildError>
 where
@@ -152,7 +160,7 @@ where
     L: ContextLock,
 {
     let seq = platform.read_begin(desc);
-    let pinned = platform.pin_and_map(desc, seq);
+    let pinned = platform.pin_and_map(desc, chunk, seq);
     match pinned {
         Err(PinError::Transient) => return Err(RebuildError::PinFailed(desc.handle)),
         // Invalidated while faulting: the same collision `read_retry` finds.
@@ -178,8 +186,7 @@ where
         return Err(RebuildError::Released);
     }
     // SAFETY: `key` proves `L` is held.
-    let still_unmapped =
-        matches!(unsafe { ctx.table().info(desc.handle) }.map(|info| info.state), Some(StateKind::Unmapped));
+    let still_unmapped = unsafe { ctx.table().chunk_unmapped(desc.handle, chunk) };
     if !still_unmapped {
         // Another rebuild published it, or it was unregistered (its notifier
         // may be gone: the sequence is meaningless then).
@@ -210,7 +217,7 @@ where
         Ok(mapping) => {
             // SAFETY: `key` proves `L` is held and `drained` that the gate is
             // paused and drained.
-            match unsafe { ctx.table().publish(desc.handle, seq, mapping) } {
+            match unsafe { ctx.table().publish(desc.handle, chunk, seq, mapping) } {
                 Ok(pages) => {
                     report.mapped = report.mapped.saturating_add(1);
                     report.pages_pinned = report.pages_pinned.saturating_add(pages);
@@ -224,7 +231,7 @@ where
         }
         Err(_gone) => {
             // SAFETY: as above.
-            if unsafe { ctx.table().mark_dead(desc.handle) } {
+            if unsafe { ctx.table().mark_dead(desc.handle, chunk) } {
                 report.dead = report.dead.saturating_add(1);
             } else {
                 report.lost_races = report.lost_races.saturating_add(1);

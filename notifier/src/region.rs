@@ -3,8 +3,13 @@
 //! The region table of one mm context.
 //!
 //! A region is a user buffer the device may touch: `[start, start + len)`
-//! with read and/or write access for the device. Its pages are pinned and
-//! DMA-mapped while it is [`RegionState::Mapped`].
+//! with read and/or write access for the device. It is cut into at most
+//! [`MAX_CHUNKS`] chunks of `1 << chunk_shift` bytes (the last may be
+//! shorter), and each chunk has its own state ([`ChunkState`]): its pages
+//! are made reachable (pinned or mirrored) and DMA-mapped while it is
+//! mapped, independently of the other chunks. An invalidation tears down
+//! only the chunks its range intersects, and a rebuild maps only the chunks
+//! a command waits for (their bits in the region's *want* mask).
 //!
 //! # Who may touch the table
 //!
@@ -16,9 +21,17 @@
 //! is the only caller of the `unsafe` accessors below. Each slot is a
 //! [`sync::UnsafeCell`](super::sync::UnsafeCell), so the loom models check
 //! every access against those rules.
+//!
+//! The want masks are atomics beside the slots: the engine sets bits from
+//! inside the gate (then marks the gate stale and leaves), the holders of
+//! `L` with a drained gate read and clear them. The drain orders the
+//! engine's bits before the reader (its leave is a release, the drain's
+//! check an acquire).
+
+use core::ops::Range;
 
 use super::platform::Mapping;
-use super::sync::UnsafeCell;
+use super::sync::{AtomicU64, Ordering, UnsafeCell};
 
 /// What the device may do with a region.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -63,6 +76,24 @@ impl Access {
     pub const fn device_writes(self) -> bool {
         self.contains(Self::WRITE)
     }
+}
+
+/// Chunks per region at most: a region longer than `MAX_CHUNKS` chunks of
+/// the preferred size gets larger chunks ([`chunk_shift_for`]).
+pub const MAX_CHUNKS: usize = 32;
+
+/// The smallest chunk: 64 KiB.
+pub const MIN_CHUNK_SHIFT: u8 = 16;
+
+/// The chunk size (as a shift) for a region of `len` bytes when
+/// `preferred_shift` is asked for: at least [`MIN_CHUNK_SHIFT`], and large
+/// enough that the region has at most [`MAX_CHUNKS`] chunks.
+pub const fn chunk_shift_for(len: u64, preferred_shift: u8) -> u8 {
+    let mut shift = if preferred_shift < MIN_CHUNK_SHIFT { MIN_CHUNK_SHIFT } else { preferred_shift };
+    while shift < 63 && len.div_ceil(1u64 << shift) > MAX_CHUNKS as u64 {
+        shift += 1;
+    }
+    shift
 }
 
 /// Names one registered region; a handle of a removed region never matches
@@ -110,6 +141,8 @@ pub struct RegionDesc {
     pub len: u64,
     /// What the device may do.
     pub access: Access,
+    /// Chunk size as a shift ([`chunk_shift_for`]).
+    pub chunk_shift: u8,
 }
 
 impl RegionDesc {
@@ -122,49 +155,95 @@ impl RegionDesc {
     pub const fn overlaps(&self, start: u64, end: u64) -> bool {
         start < self.end() && self.start < end
     }
+
+    /// Bytes per chunk (the last chunk may be shorter).
+    pub const fn chunk_bytes(&self) -> u64 {
+        1u64 << self.chunk_shift
+    }
+
+    /// Number of chunks (1..=[`MAX_CHUNKS`]).
+    pub const fn chunk_count(&self) -> usize {
+        self.len.div_ceil(self.chunk_bytes()) as usize
+    }
+
+    /// `(start, len)` of chunk `chunk` in user addresses.
+    pub const fn chunk_range(&self, chunk: usize) -> (u64, u64) {
+        let offset = (chunk as u64) << self.chunk_shift;
+        let len = if self.len - offset < self.chunk_bytes() { self.len - offset } else { self.chunk_bytes() };
+        (self.start + offset, len)
+    }
+
+    /// The chunks `[start, end)` intersects (empty if it does not overlap).
+    pub fn chunks_in(&self, start: u64, end: u64) -> Range<usize> {
+        if !self.overlaps(start, end) {
+            return 0..0;
+        }
+        let first = (start.max(self.start) - self.start) >> self.chunk_shift;
+        let last = (end.min(self.end()) - 1 - self.start) >> self.chunk_shift;
+        first as usize..last as usize + 1
+    }
+
+    /// The want-mask bits of every chunk.
+    pub const fn all_chunks(&self) -> u64 {
+        mask_of(0, self.chunk_count())
+    }
+}
+
+/// The mask of chunks `first..end`.
+const fn mask_of(first: usize, end: usize) -> u64 {
+    let width = end - first;
+    let bits = if width >= 64 { u64::MAX } else { (1u64 << width) - 1 };
+    bits << first
 }
 
 /// Where a region is in its life.
-#[derive(Debug, PartialEq, Eq)]
-pub enum RegionState<M> {
-    /// Registered; its interval notifier is not armed yet, so it must not be
-    /// pinned ([`MmContext::arm`](super::context::MmContext::arm)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Registered; its interval notifier is not armed yet, so none of its
+    /// chunks may be mapped ([`MmContext::arm`](super::context::MmContext::arm)).
     Pending,
-    /// Needs a rebuild: nothing pinned.
+    /// Armed: each chunk has its own [`ChunkState`].
+    Armed,
+    /// The context was released: nothing may be mapped again.
+    Dead,
+}
+
+/// The state of one chunk of an armed region.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ChunkState<M> {
+    /// Needs a rebuild: nothing reachable.
     Unmapped,
-    /// Pinned and DMA-mapped, valid as of notifier sequence `seq`.
+    /// Pinned or mirrored and DMA-mapped, valid as of notifier sequence `seq`.
     Mapped {
         /// `mmu_interval_read_begin()` value the mapping was checked against.
         seq: u64,
-        /// Pinned pages and DMA addresses.
+        /// The chunk's pages and DMA addresses.
         mapping: M,
     },
-    /// Cannot be rebuilt (the range is gone or lost its permission, or the
-    /// context was released); commands touching it fail with a fault status.
+    /// Cannot be rebuilt (the range is gone or lost its permission);
+    /// commands touching it fail with a fault status.
     Dead,
 }
 
-/// [`RegionState`] without the mapping.
+/// A summary of a region's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StateKind {
-    /// See [`RegionState::Pending`].
+    /// Registered, notifier not armed yet.
     Pending,
-    /// See [`RegionState::Unmapped`].
+    /// Armed, no chunk mapped (and not every chunk dead).
     Unmapped,
-    /// See [`RegionState::Mapped`].
+    /// Armed, some chunks mapped and some not.
+    Partial {
+        /// Chunks mapped.
+        mapped: u32,
+    },
+    /// Every chunk mapped; `seq` is the newest sequence among them.
     Mapped {
-        /// The sequence the mapping was published at.
+        /// The newest sequence a chunk was published at.
         seq: u64,
     },
-    /// See [`RegionState::Dead`].
+    /// Released, or every chunk dead.
     Dead,
-}
-
-impl StateKind {
-    /// True for states a rebuild still has to resolve (pending or unmapped).
-    pub const fn needs_rebuild(self) -> bool {
-        matches!(self, StateKind::Pending | StateKind::Unmapped)
-    }
 }
 
 /// A copy of one region's description and state.
@@ -172,10 +251,14 @@ impl StateKind {
 pub struct RegionInfo {
     /// The description.
     pub desc: RegionDesc,
-    /// The state.
+    /// The summary.
     pub state: StateKind,
-    /// Pages pinned (0 unless mapped).
+    /// Pages mapped now (over all chunks).
     pub pages: u64,
+    /// Chunks mapped.
+    pub mapped_chunks: u32,
+    /// Chunks dead.
+    pub dead_chunks: u32,
 }
 
 /// Why a region-table operation was refused.
@@ -213,28 +296,55 @@ pub enum XlateFault {
     CrossesEnd,
     /// The region does not grant the access.
     AccessDenied,
-    /// The region is registered but not pinned (pending or unmapped).
+    /// The region is registered but its notifier is not armed yet.
     NotMapped,
-    /// The region is dead.
+    /// A chunk the access needs is unmapped: the command waits for a
+    /// rebuild of the chunks in `wanted` (see [`EngineGuard::request_rebuild`]).
+    ///
+    /// [`EngineGuard::request_rebuild`]: super::context::EngineGuard::request_rebuild
+    NeedsRebuild {
+        /// The region.
+        region: RegionHandle,
+        /// The chunks the access needs that are unmapped.
+        wanted: u64,
+    },
+    /// The region, or a chunk the access needs, is dead.
     Dead,
 }
 
-/// A successful translation: the access lies inside `mapping` at `offset`.
+/// A successful translation: the access lies inside the region at `offset`,
+/// and every chunk it touches is mapped.
 #[derive(Debug)]
 pub struct Translation<'a, M> {
     /// The region.
     pub region: RegionHandle,
-    /// The region's pinned pages and DMA addresses.
+    /// The mapping of the chunk holding the access's first byte.
     pub mapping: &'a M,
     /// Byte offset of the access from the region's start.
     pub offset: u64,
-    /// The sequence the mapping was published at.
+    /// The sequence the first chunk's mapping was published at.
     pub seq: u64,
+    chunk_shift: u8,
+    chunks: &'a [ChunkState<M>],
+}
+
+impl<'a, M> Translation<'a, M> {
+    /// The mapping of the chunk holding region offset `pos`, and `pos`'s
+    /// offset inside that chunk; `None` outside the mapped chunks (never
+    /// inside the translated access).
+    pub fn locate(&self, pos: u64) -> Option<(&'a M, u64)> {
+        let chunk = usize::try_from(pos >> self.chunk_shift).ok()?;
+        match self.chunks.get(chunk)? {
+            ChunkState::Mapped { mapping, .. } => Some((mapping, pos & ((1u64 << self.chunk_shift) - 1))),
+            _ => None,
+        }
+    }
 }
 
 struct Entry<M> {
     desc: RegionDesc,
-    state: RegionState<M>,
+    phase: Phase,
+    chunks: [ChunkState<M>; MAX_CHUNKS],
 }
 
 struct Slot<M> {
@@ -244,20 +354,41 @@ struct Slot<M> {
 }
 
 impl<M: Mapping> Entry<M> {
+    fn live_chunks(&self) -> &[ChunkState<M>] {
+        &self.chunks[..self.desc.chunk_count()]
+    }
+
     fn info(&self) -> RegionInfo {
-        let (state, pages) = match &self.state {
-            RegionState::Pending => (StateKind::Pending, 0),
-            RegionState::Unmapped => (StateKind::Unmapped, 0),
-            RegionState::Mapped { seq, mapping } => (StateKind::Mapped { seq: *seq }, mapping.page_count()),
-            RegionState::Dead => (StateKind::Dead, 0),
+        let (mut mapped, mut dead, mut pages, mut newest) = (0u32, 0u32, 0u64, 0u64);
+        for chunk in self.live_chunks() {
+            match chunk {
+                ChunkState::Mapped { seq, mapping } => {
+                    mapped += 1;
+                    pages = pages.saturating_add(mapping.page_count());
+                    newest = newest.max(*seq);
+                }
+                ChunkState::Dead => dead += 1,
+                ChunkState::Unmapped => {}
+            }
+        }
+        let count = self.desc.chunk_count() as u32;
+        let state = match self.phase {
+            Phase::Pending => StateKind::Pending,
+            Phase::Dead => StateKind::Dead,
+            Phase::Armed if dead == count => StateKind::Dead,
+            Phase::Armed if mapped == count => StateKind::Mapped { seq: newest },
+            Phase::Armed if mapped == 0 => StateKind::Unmapped,
+            Phase::Armed => StateKind::Partial { mapped },
         };
-        RegionInfo { desc: self.desc, state, pages }
+        RegionInfo { desc: self.desc, state, pages, mapped_chunks: mapped, dead_chunks: dead }
     }
 }
 
 /// Fixed-capacity table of the regions of one mm context.
 pub struct RegionTable<M, const N: usize> {
     slots: [UnsafeCell<Slot<M>>; N],
+    /// Per slot: the chunks a command waits for (see the module docs).
+    wanted: [AtomicU64; N],
 }
 
 // SAFETY: the slots are only accessed under the rules in the module
@@ -276,7 +407,29 @@ impl<M, const N: usize> RegionTable<M, N> {
     /// An empty table. `N` must fit a `u16` slot index; larger tables only
     /// use the first 65536 slots.
     pub fn new() -> Self {
-        Self { slots: core::array::from_fn(|_| UnsafeCell::new(Slot { generation: 1, entry: None })) }
+        Self {
+            slots: core::array::from_fn(|_| UnsafeCell::new(Slot { generation: 1, entry: None })),
+            wanted: core::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    /// Writes an empty table at `slot`, one slot at a time (never the
+    /// whole table on the stack).
+    ///
+    /// # Safety
+    ///
+    /// `slot` is valid for writes of `Self` and properly aligned.
+    pub unsafe fn init_in_place(slot: *mut Self) {
+        // SAFETY: the fields of a valid, aligned `Self` are valid and
+        // aligned arrays; each element is written exactly once.
+        unsafe {
+            let slots = core::ptr::addr_of_mut!((*slot).slots).cast::<UnsafeCell<Slot<M>>>();
+            let wanted = core::ptr::addr_of_mut!((*slot).wanted).cast::<AtomicU64>();
+            for i in 0..N {
+                slots.add(i).write(UnsafeCell::new(Slot { generation: 1, entry: None }));
+                wanted.add(i).write(AtomicU64::new(0));
+            }
+        }
     }
 
     /// Number of slots usable (capacity).
@@ -287,22 +440,42 @@ impl<M, const N: usize> RegionTable<M, N> {
             N
         }
     }
+
+    /// Adds `chunks` to the want mask of `handle`'s slot (the engine, from
+    /// inside the gate; or a holder of `L`).
+    pub(super) fn want(&self, handle: RegionHandle, chunks: u64) {
+        if let Some(wanted) = self.wanted.get(handle.slot()) {
+            wanted.fetch_or(chunks, Ordering::Release);
+        }
+    }
+
+    /// The want mask of slot `slot`.
+    fn wanted(&self, slot: usize) -> u64 {
+        self.wanted.get(slot).map_or(0, |w| w.load(Ordering::Acquire))
+    }
+
+    fn unwant(&self, slot: usize, chunks: u64) {
+        if let Some(wanted) = self.wanted.get(slot) {
+            wanted.fetch_and(!chunks, Ordering::AcqRel);
+        }
+    }
 }
 
 impl<M: Mapping, const N: usize> RegionTable<M, N> {
-    /// Runs `f` on every live entry, in slot order, until it returns `Some`.
+    /// Runs `f` on every live entry with its slot index, in slot order, until
+    /// it returns `Some`.
     ///
     /// # Safety
     ///
     /// No writer may run concurrently: the caller holds `L` or is inside the
     /// gate, and the returned borrow must not outlive that.
-    unsafe fn find_entry<'a, R>(&'a self, mut f: impl FnMut(&'a Entry<M>) -> Option<R>) -> Option<R> {
-        for cell in self.slots.iter().take(self.capacity()) {
+    unsafe fn find_entry<'a, R>(&'a self, mut f: impl FnMut(usize, &'a Entry<M>) -> Option<R>) -> Option<R> {
+        for (index, cell) in self.slots.iter().enumerate().take(self.capacity()) {
             // SAFETY: no concurrent writer (this function's contract), so a
             // shared borrow of the slot for 'a is sound.
             let slot: &'a Slot<M> = cell.with(|ptr| unsafe { &*ptr });
             if let Some(entry) = &slot.entry {
-                if let Some(found) = f(entry) {
+                if let Some(found) = f(index, entry) {
                     return Some(found);
                 }
             }
@@ -328,21 +501,30 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
         })
     }
 
+    /// The live entry named by `handle`.
+    ///
+    /// # Safety
+    ///
+    /// As for reads, and the borrow must end before the next write.
+    unsafe fn entry(&self, handle: RegionHandle) -> Option<&Entry<M>> {
+        let cell = self.slots.get(handle.slot())?;
+        // SAFETY: no concurrent writer by this function's contract, and the
+        // caller bounds the borrow.
+        let slot: &Slot<M> = cell.with(|ptr| unsafe { &*ptr });
+        if slot.generation != handle.generation {
+            return None;
+        }
+        slot.entry.as_ref()
+    }
+
     /// A copy of the region named by `handle`.
     ///
     /// # Safety
     ///
     /// As for reads: the caller holds `L` or is inside the gate.
     pub(super) unsafe fn info(&self, handle: RegionHandle) -> Option<RegionInfo> {
-        let cell = self.slots.get(handle.slot())?;
-        cell.with(|ptr| {
-            // SAFETY: no concurrent writer by this function's contract.
-            let slot = unsafe { &*ptr };
-            if slot.generation != handle.generation {
-                return None;
-            }
-            slot.entry.as_ref().map(Entry::info)
-        })
+        // SAFETY: forwarded contract.
+        unsafe { self.entry(handle) }.map(Entry::info)
     }
 
     /// A copy of the live region in slot `slot`, if any.
@@ -359,51 +541,80 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
         })
     }
 
-    /// The mapping of the region named by `handle`, if it is mapped.
+    /// The mapping of chunk `chunk` of the region named by `handle`, if it
+    /// is mapped.
     ///
     /// # Safety
     ///
     /// As for reads, and the returned borrow must end before the next write.
-    pub(super) unsafe fn mapping(&self, handle: RegionHandle) -> Option<&M> {
-        let cell = self.slots.get(handle.slot())?;
-        // SAFETY: no concurrent writer by this function's contract, and the
-        // caller bounds the borrow.
-        let slot: &Slot<M> = cell.with(|ptr| unsafe { &*ptr });
-        if slot.generation != handle.generation {
-            return None;
-        }
-        match &slot.entry.as_ref()?.state {
-            RegionState::Mapped { mapping, .. } => Some(mapping),
+    pub(super) unsafe fn mapping(&self, handle: RegionHandle, chunk: usize) -> Option<&M> {
+        // SAFETY: forwarded contract.
+        match unsafe { self.entry(handle) }?.live_chunks().get(chunk)? {
+            ChunkState::Mapped { mapping, .. } => Some(mapping),
             _ => None,
         }
     }
 
-    /// True if some region still needs a rebuild (pending or unmapped).
+    /// True if chunk `chunk` of `handle` is armed and unmapped.
+    ///
+    /// # Safety
+    ///
+    /// As for reads: the caller holds `L` or is inside the gate.
+    pub(super) unsafe fn chunk_unmapped(&self, handle: RegionHandle, chunk: usize) -> bool {
+        // SAFETY: forwarded contract.
+        let Some(entry) = (unsafe { self.entry(handle) }) else { return false };
+        entry.phase == Phase::Armed && matches!(entry.live_chunks().get(chunk), Some(ChunkState::Unmapped))
+    }
+
+    /// True if some chunk of `handle` in `chunks` is mapped.
+    ///
+    /// # Safety
+    ///
+    /// As for reads: the caller holds `L` or is inside the gate.
+    pub(super) unsafe fn any_mapped(&self, handle: RegionHandle, chunks: Range<usize>) -> bool {
+        // SAFETY: forwarded contract.
+        let Some(entry) = (unsafe { self.entry(handle) }) else { return false };
+        let live = entry.live_chunks();
+        chunks.into_iter().any(|i| matches!(live.get(i), Some(ChunkState::Mapped { .. })))
+    }
+
+    /// True if the queue must stay stale: a region is pending, or a command
+    /// waits for a chunk that is still unmapped.
     ///
     /// # Safety
     ///
     /// As for reads: the caller holds `L` or is inside the gate.
     pub(super) unsafe fn any_needing_rebuild(&self) -> bool {
         // SAFETY: forwarded contract.
-        unsafe { self.find_entry(|entry| entry.info().state.needs_rebuild().then_some(())) }.is_some()
+        unsafe { self.first_wanted() }.is_some()
+            // SAFETY: forwarded contract.
+            || unsafe { self.find_entry(|_, entry| (entry.phase == Phase::Pending).then_some(())) }.is_some()
     }
 
-    /// The first armed region that has nothing pinned.
+    /// The first chunk a command waits for that is armed and unmapped. Want
+    /// bits of chunks that are mapped, dead or gone are ignored (they are
+    /// cleared when the chunk changes).
     ///
     /// # Safety
     ///
     /// As for reads: the caller holds `L` or is inside the gate.
-    pub(super) unsafe fn first_unmapped(&self) -> Option<RegionDesc> {
+    pub(super) unsafe fn first_wanted(&self) -> Option<(RegionDesc, usize)> {
         // SAFETY: forwarded contract.
         unsafe {
-            self.find_entry(|entry| match entry.state {
-                RegionState::Unmapped => Some(entry.desc),
-                _ => None,
+            self.find_entry(|index, entry| {
+                if entry.phase != Phase::Armed {
+                    return None;
+                }
+                let wanted = self.wanted(index) & entry.desc.all_chunks();
+                (0..entry.desc.chunk_count())
+                    .find(|&i| wanted & (1 << i) != 0 && matches!(entry.chunks[i], ChunkState::Unmapped))
+                    .map(|i| (entry.desc, i))
             })
         }
     }
 
-    /// Finds the region containing `va` and checks the access.
+    /// Finds the region containing `va` and checks the access and the
+    /// chunks it touches.
     ///
     /// # Safety
     ///
@@ -412,35 +623,65 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
     pub(super) unsafe fn translate(&self, va: u64, len: u64, access: Access) -> Result<Translation<'_, M>, XlateFault> {
         // SAFETY: forwarded contract.
         let found = unsafe {
-            self.find_entry(|entry| {
+            self.find_entry(|_, entry| {
                 let desc = &entry.desc;
                 (desc.start <= va && va < desc.end()).then_some(entry)
             })
         };
         let entry = found.ok_or(XlateFault::NotRegistered)?;
         let desc = &entry.desc;
-        match va.checked_add(len) {
-            Some(end) if end <= desc.end() => {}
+        let end = match va.checked_add(len) {
+            Some(end) if end <= desc.end() => end,
             _ => return Err(XlateFault::CrossesEnd),
-        }
+        };
         if !desc.access.contains(access) {
             return Err(XlateFault::AccessDenied);
         }
-        match &entry.state {
-            RegionState::Mapped { seq, mapping } => {
-                Ok(Translation { region: desc.handle, mapping, offset: va - desc.start, seq: *seq })
+        match entry.phase {
+            Phase::Pending => return Err(XlateFault::NotMapped),
+            Phase::Dead => return Err(XlateFault::Dead),
+            Phase::Armed => {}
+        }
+        // A zero-length access still needs the chunk it names.
+        let chunks = desc.chunks_in(va, end.max(va + 1));
+        let mut wanted = 0u64;
+        for i in chunks.clone() {
+            match entry.chunks[i] {
+                ChunkState::Dead => return Err(XlateFault::Dead),
+                ChunkState::Unmapped => wanted |= 1 << i,
+                ChunkState::Mapped { .. } => {}
             }
-            RegionState::Pending | RegionState::Unmapped => Err(XlateFault::NotMapped),
-            RegionState::Dead => Err(XlateFault::Dead),
+        }
+        if wanted != 0 {
+            return Err(XlateFault::NeedsRebuild { region: desc.handle, wanted });
+        }
+        let offset = va - desc.start;
+        match &entry.chunks[chunks.start] {
+            ChunkState::Mapped { seq, mapping } => Ok(Translation {
+                region: desc.handle,
+                mapping,
+                offset,
+                seq: *seq,
+                chunk_shift: desc.chunk_shift,
+                chunks: entry.live_chunks(),
+            }),
+            // Checked above.
+            _ => Err(XlateFault::Dead),
         }
     }
 
-    /// Adds a region as [`RegionState::Pending`].
+    /// Adds a region as [`Phase::Pending`] with every chunk unmapped.
     ///
     /// # Safety
     ///
     /// The caller holds `L` and the gate is paused and drained.
-    pub(super) unsafe fn insert(&self, start: u64, len: u64, access: Access) -> Result<RegionDesc, RegionError> {
+    pub(super) unsafe fn insert(
+        &self,
+        start: u64,
+        len: u64,
+        access: Access,
+        chunk_shift: u8,
+    ) -> Result<RegionDesc, RegionError> {
         if len == 0 {
             return Err(RegionError::ZeroLength);
         }
@@ -449,10 +690,12 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
             return Err(RegionError::InvalidAccess);
         }
         // SAFETY: we are the only writer; reading is covered too.
-        let overlap = unsafe { self.find_entry(|entry| entry.desc.overlaps(start, end).then_some(entry.desc.handle)) };
+        let overlap =
+            unsafe { self.find_entry(|_, entry| entry.desc.overlaps(start, end).then_some(entry.desc.handle)) };
         if let Some(handle) = overlap {
             return Err(RegionError::Overlaps(handle));
         }
+        let chunk_shift = chunk_shift_for(len, chunk_shift);
         for (index, cell) in self.slots.iter().enumerate().take(self.capacity()) {
             let inserted = cell.with_mut(|ptr| {
                 // SAFETY: exclusive access by this function's contract.
@@ -469,18 +712,22 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
                     start,
                     len,
                     access,
+                    chunk_shift,
                 };
-                slot.entry = Some(Entry { desc, state: RegionState::Pending });
+                slot.entry =
+                    Some(Entry { desc, phase: Phase::Pending, chunks: core::array::from_fn(|_| ChunkState::Unmapped) });
                 Some(desc)
             });
             if let Some(desc) = inserted {
+                self.unwant(index, u64::MAX);
                 return Ok(desc);
             }
         }
         Err(RegionError::TableFull)
     }
 
-    /// Pending → Unmapped: the region's notifier is armed, it may be pinned.
+    /// Pending → Armed: the region's notifier is armed, its chunks may be
+    /// mapped; every chunk is wanted (REGISTER maps the whole region).
     ///
     /// # Safety
     ///
@@ -488,26 +735,33 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
     pub(super) unsafe fn arm(&self, handle: RegionHandle) -> Result<(), RegionError> {
         // SAFETY: forwarded contract.
         let result = unsafe {
-            self.with_entry_mut(handle, |entry| match entry.state {
-                RegionState::Pending => {
-                    entry.state = RegionState::Unmapped;
-                    Ok(())
+            self.with_entry_mut(handle, |entry| match entry.phase {
+                Phase::Pending => {
+                    entry.phase = Phase::Armed;
+                    Ok(entry.desc.all_chunks())
                 }
                 _ => Err(RegionError::InvalidState),
             })
         };
-        result.unwrap_or(Err(RegionError::NoSuchRegion))
+        let all = result.unwrap_or(Err(RegionError::NoSuchRegion))?;
+        self.want(handle, all);
+        Ok(())
     }
 
-    /// Removes a region; returns its description and last state (with the
-    /// mapping, if any, for the caller to unmap). Bumps the slot generation.
+    /// Removes a region; `unmap` gets each chunk mapping that was mapped.
+    /// Returns its description and the pages that were mapped. Bumps the slot
+    /// generation.
     ///
     /// # Safety
     ///
     /// The caller holds `L` and the gate is paused and drained.
-    pub(super) unsafe fn remove(&self, handle: RegionHandle) -> Result<(RegionDesc, RegionState<M>), RegionError> {
+    pub(super) unsafe fn remove(
+        &self,
+        handle: RegionHandle,
+        mut unmap: impl FnMut(&RegionDesc, M),
+    ) -> Result<(RegionDesc, u64), RegionError> {
         let cell = self.slots.get(handle.slot()).ok_or(RegionError::NoSuchRegion)?;
-        cell.with_mut(|ptr| {
+        let entry = cell.with_mut(|ptr| {
             // SAFETY: exclusive access by this function's contract.
             let slot = unsafe { &mut *ptr };
             if slot.generation != handle.generation {
@@ -519,104 +773,137 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
                 0 => 1,
                 next => next,
             };
-            Ok((entry.desc, entry.state))
-        })
+            Ok(entry)
+        })?;
+        self.unwant(handle.slot(), u64::MAX);
+        let desc = entry.desc;
+        let mut pages = 0u64;
+        for chunk in entry.chunks {
+            if let ChunkState::Mapped { mapping, .. } = chunk {
+                pages = pages.saturating_add(mapping.page_count());
+                unmap(&desc, mapping);
+            }
+        }
+        Ok((desc, pages))
     }
 
-    /// Unmapped → Mapped. Gives the mapping back if the region is gone or no
-    /// longer unmapped (another rebuild won, or it died meanwhile).
+    /// Unmapped → Mapped for one chunk, and its want bit cleared. Gives the
+    /// mapping back if the region is gone or the chunk no longer unmapped
+    /// (another rebuild won, or it died meanwhile).
     ///
     /// # Safety
     ///
     /// The caller holds `L` and the gate is paused and drained.
-    pub(super) unsafe fn publish(&self, handle: RegionHandle, seq: u64, mapping: M) -> Result<u64, M> {
+    pub(super) unsafe fn publish(&self, handle: RegionHandle, chunk: usize, seq: u64, mapping: M) -> Result<u64, M> {
         let mut mapping = Some(mapping);
         // SAFETY: forwarded contract.
         let published = unsafe {
             self.with_entry_mut(handle, |entry| {
-                if !matches!(entry.state, RegionState::Unmapped) {
+                if entry.phase != Phase::Armed || chunk >= entry.desc.chunk_count() {
+                    return None;
+                }
+                if !matches!(entry.chunks[chunk], ChunkState::Unmapped) {
                     return None;
                 }
                 let mapping = mapping.take()?;
                 let pages = mapping.page_count();
-                entry.state = RegionState::Mapped { seq, mapping };
+                entry.chunks[chunk] = ChunkState::Mapped { seq, mapping };
                 Some(pages)
             })
         };
         match (published.flatten(), mapping) {
-            (Some(pages), _) => Ok(pages),
+            (Some(pages), _) => {
+                self.unwant(handle.slot(), 1 << chunk);
+                Ok(pages)
+            }
             (None, Some(mapping)) => Err(mapping),
             // `mapping` is only taken on the success path.
             (None, None) => Ok(0),
         }
     }
 
-    /// Mapped → Unmapped; returns the mapping for the caller to unmap.
+    /// Mapped → Unmapped for the chunks of `handle` in `chunks`; `unmap`
+    /// gets each mapping. Returns the pages unmapped.
     ///
     /// # Safety
     ///
     /// The caller holds `L` and the gate is paused and drained.
-    pub(super) unsafe fn take_mapping(&self, handle: RegionHandle) -> Option<(RegionDesc, M)> {
+    pub(super) unsafe fn take_chunks(
+        &self,
+        handle: RegionHandle,
+        chunks: Range<usize>,
+        mut unmap: impl FnMut(&RegionDesc, M),
+    ) -> u64 {
         // SAFETY: forwarded contract.
         let taken = unsafe {
             self.with_entry_mut(handle, |entry| {
-                if !matches!(entry.state, RegionState::Mapped { .. }) {
-                    return None;
+                let mut pages = 0u64;
+                let count = entry.desc.chunk_count();
+                for i in chunks.start..chunks.end.min(count) {
+                    if !matches!(entry.chunks[i], ChunkState::Mapped { .. }) {
+                        continue;
+                    }
+                    if let ChunkState::Mapped { mapping, .. } =
+                        core::mem::replace(&mut entry.chunks[i], ChunkState::Unmapped)
+                    {
+                        pages = pages.saturating_add(mapping.page_count());
+                        unmap(&entry.desc, mapping);
+                    }
                 }
-                match core::mem::replace(&mut entry.state, RegionState::Unmapped) {
-                    RegionState::Mapped { mapping, .. } => Some((entry.desc, mapping)),
-                    _ => None,
-                }
+                pages
             })
         };
-        taken.flatten()
+        taken.unwrap_or(0)
     }
 
-    /// Unmapped → Dead (the range can no longer be pinned). False if the
-    /// region is gone or not unmapped.
+    /// Unmapped → Dead for one chunk (its range can no longer be faulted
+    /// in); its want bit is cleared. False if the region is gone or the
+    /// chunk not unmapped.
     ///
     /// # Safety
     ///
     /// The caller holds `L` and the gate is paused and drained.
-    pub(super) unsafe fn mark_dead(&self, handle: RegionHandle) -> bool {
+    pub(super) unsafe fn mark_dead(&self, handle: RegionHandle, chunk: usize) -> bool {
         // SAFETY: forwarded contract.
         let marked = unsafe {
             self.with_entry_mut(handle, |entry| {
-                if matches!(entry.state, RegionState::Unmapped) {
-                    entry.state = RegionState::Dead;
+                if entry.phase == Phase::Armed && matches!(entry.live_chunks().get(chunk), Some(ChunkState::Unmapped)) {
+                    entry.chunks[chunk] = ChunkState::Dead;
                     true
                 } else {
                     false
                 }
             })
         };
-        marked.unwrap_or(false)
+        let marked = marked.unwrap_or(false);
+        if marked {
+            self.unwant(handle.slot(), 1 << chunk);
+        }
+        marked
     }
 
-    /// Every live region → Dead; `unmap` gets each mapping that was pinned.
-    /// Returns the number of live regions.
+    /// Every live region → Dead; `unmap` gets each chunk mapping that was
+    /// mapped. Returns the number of live regions.
     ///
     /// # Safety
     ///
     /// The caller holds `L` and the gate is paused and drained.
-    pub(super) unsafe fn kill_all(&self, mut unmap: impl FnMut(RegionDesc, M)) -> u32 {
+    pub(super) unsafe fn kill_all(&self, mut unmap: impl FnMut(&RegionDesc, M)) -> u32 {
         let mut live = 0u32;
-        for cell in self.slots.iter().take(self.capacity()) {
-            let taken = cell.with_mut(|ptr| {
+        for (index, cell) in self.slots.iter().enumerate().take(self.capacity()) {
+            cell.with_mut(|ptr| {
                 // SAFETY: exclusive access by this function's contract.
                 let slot = unsafe { &mut *ptr };
-                let entry = slot.entry.as_mut()?;
-                match core::mem::replace(&mut entry.state, RegionState::Dead) {
-                    RegionState::Mapped { mapping, .. } => Some(Some((entry.desc, mapping))),
-                    _ => Some(None),
+                let Some(entry) = slot.entry.as_mut() else { return };
+                live = live.saturating_add(1);
+                entry.phase = Phase::Dead;
+                for chunk in entry.chunks.iter_mut() {
+                    if let ChunkState::Mapped { mapping, .. } = core::mem::replace(chunk, ChunkState::Dead) {
+                        unmap(&entry.desc, mapping);
+                    }
                 }
             });
-            if let Some(mapped) = taken {
-                live = live.saturating_add(1);
-                if let Some((desc, mapping)) = mapped {
-                    unmap(desc, mapping);
-                }
-            }
+            self.unwant(index, u64::MAX);
         }
         live
     }

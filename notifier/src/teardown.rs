@@ -7,12 +7,14 @@
 //! interval intersects the range, each with its own `cur_seq`; one call
 //! here handles the notifier's own region. `mmu_interval_set_seq()` must be
 //! called on that notifier with that `cur_seq` under `L`, which is why the
-//! unit is one region and not the whole range.
+//! unit is one region and not the whole range. Inside the region, only the
+//! chunks the range intersects are torn down; the others stay mapped and
+//! commands on them keep running after the drain.
 
 use super::context::{Config, ContextLock, DrainReport, MmContext};
-use super::platform::{Mapping, Platform};
+use super::platform::Platform;
 use super::policy::{decide, Decision, Event, IgnoreReason};
-use super::region::{RegionDesc, StateKind};
+use super::region::RegionDesc;
 
 /// One call of the invalidate callback (`struct mmu_notifier_range` plus the
 /// notifier's region).
@@ -40,16 +42,19 @@ pub struct Invalidation {
 pub enum InvalidateOutcome {
     /// The policy skipped the event (`L` not taken, sequence untouched).
     Ignored(IgnoreReason),
-    /// Sequence set; the region had nothing pinned (or is gone): nothing to
-    /// drain.
+    /// Sequence set; no chunk in the range was mapped (or the region is
+    /// gone): nothing to drain.
     NothingMapped,
     /// Non-blocking call and the region is mapped, or `L` was contended: the
     /// callback must return false (the OOM reaper retries later).
     CannotProceed,
-    /// Drained, unmapped and unpinned; the queue is stale and a zap queued.
+    /// Drained; the chunks in the range unmapped and unpinned (the queue
+    /// keeps running: a command that needs one of them asks for a rebuild).
     TornDown {
         /// Pages unpinned.
         pages_unpinned: u64,
+        /// Chunks the range intersects (those mapped were torn down).
+        chunks: u32,
         /// How the drain ended (a reset means: complete the abandoned
         /// commands with an error).
         drain: DrainReport,
@@ -82,14 +87,16 @@ impl InvalidateReport {
 ///
 /// In order: (a) policy decision, return if ignored; (b) take `L` (trylock
 /// if non-blocking) and `mmu_interval_set_seq()` unconditionally; a
-/// non-blocking call returns "cannot proceed" iff the region is mapped,
-/// never sleeping; (c) if the region is mapped: pause, drain with the
-/// bounded wait (on timeout reset the queue, then wait for the engine to
-/// leave), unmap and unpin (dirty if the device may write), mark the queue
-/// stale, resume the transient pause; (d) drop `L` and queue the zap.
+/// non-blocking call returns "cannot proceed" iff a chunk in the range is
+/// mapped, never sleeping; (c) if one is: pause, drain with the bounded wait
+/// (on timeout reset the queue, then wait for the engine to leave), unmap
+/// and unpin the range's mapped chunks (dirty if the device may write),
+/// resume the transient pause; (d) drop `L`.
 ///
-/// Safety comes from the drain, not from the zap: when this returns, the
-/// engine is out and cannot enter until a rebuild.
+/// Safety comes from the drain: when this returns, the engine is out of
+/// every command that was running, and no command can reach a torn-down
+/// chunk until a rebuild maps it again (the engine's translation finds it
+/// unmapped and asks for that rebuild, see `EngineGuard::request_rebuild`).
 pub fn invalidate<P, L, const N: usize>(
     ctx: &MmContext<P::Mapping, N>,
     lock: &L,
@@ -127,7 +134,10 @@ where
     // this point and takes `L` after it sees `read_retry()` true.
     platform.set_seq(region, inv.cur_seq);
 
-    let mapped = matches!(ctx.region(&key, region.handle).map(|info| info.state), Ok(StateKind::Mapped { .. }));
+    let chunks = region.chunks_in(inv.start, inv.end);
+    let chunk_count = chunks.len() as u32;
+    // SAFETY: `key` proves `L` is held.
+    let mapped = unsafe { ctx.table().any_mapped(region.handle, chunks.clone()) };
     if !mapped {
         return report(InvalidateOutcome::NothingMapped);
     }
@@ -139,17 +149,15 @@ where
     let paused = ctx.gate().pause();
     let (drained, drain) = ctx.drain_or_reset(&paused, platform, config);
     let drain_ns = platform.now_ns().saturating_sub(drain_start);
-    let mut pages_unpinned = 0;
     // SAFETY: `key` proves `L` is held and `drained` that the gate is paused
     // and drained.
-    if let Some((desc, mapping)) = unsafe { ctx.table().take_mapping(region.handle) } {
-        pages_unpinned = mapping.page_count();
-        platform.unmap_and_unpin(mapping, desc.access.device_writes());
-    }
-    paused.mark_stale(&drained);
+    let pages_unpinned = unsafe {
+        ctx.table().take_chunks(region.handle, chunks, |desc, mapping| {
+            platform.unmap_and_unpin(mapping, desc.access.device_writes())
+        })
+    };
+    drop(drained);
     drop(paused);
     drop(key);
-
-    platform.schedule_zap();
-    report(InvalidateOutcome::TornDown { pages_unpinned, drain, drain_ns })
+    report(InvalidateOutcome::TornDown { pages_unpinned, chunks: chunk_count, drain, drain_ns })
 }

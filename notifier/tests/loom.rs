@@ -218,7 +218,7 @@ impl Platform for LoomPlatform {
         self.notifier_seq[region.handle.slot()].store(cur_seq, Ordering::Relaxed);
     }
 
-    fn pin_and_map(&self, region: &RegionDesc, _seq: u64) -> Result<LMapping, PinError> {
+    fn pin_and_map(&self, region: &RegionDesc, _chunk: usize, _seq: u64) -> Result<LMapping, PinError> {
         let slot = region.handle.slot();
         let mut book = self.book();
         book.next_id += 1;
@@ -294,7 +294,7 @@ impl World {
             ctx,
             lock: LoomLock(Mutex::new(key)),
             p: LoomPlatform::new(mm, setup.timeouts),
-            cfg: Config { policy: Policy::Strict, drain_timeout_ns: 1_000_000, max_retries: 2 },
+            cfg: Config { policy: Policy::Strict, drain_timeout_ns: 1_000_000, max_retries: 2, chunk_shift: 16 },
             regions: Vec::new(),
         };
         for i in 0..setup.regions as u64 {
@@ -338,10 +338,20 @@ impl World {
     fn engine_command(&self, index: usize) -> Option<EngineExit> {
         let region = self.regions[index];
         let engine = self.ctx.enter(&self.p)?;
-        if let Ok(t) = engine.translate(region.start, 8, Access::WRITE) {
-            self.p.touch(t.mapping);
-            let _ = engine.is_abandoned();
-            self.p.touch(t.mapping);
+        match engine.translate(region.start, 8, Access::WRITE) {
+            Ok(t) => {
+                self.p.touch(t.mapping);
+                let _ = engine.is_abandoned();
+                self.p.touch(t.mapping);
+            }
+            // The chunk was torn down: the command waits for a rebuild (the
+            // queue goes stale, the zap is queued), as the driver does.
+            Err(XlateFault::NeedsRebuild { region, wanted }) => {
+                let exit = engine.request_rebuild(region, wanted);
+                self.p.schedule_zap();
+                return Some(exit);
+            }
+            Err(_) => {}
         }
         Some(engine.finish())
     }
@@ -359,7 +369,7 @@ impl World {
         for info in self.ctx.regions(&key) {
             if let StateKind::Mapped { .. } = info.state {
                 mapped += 1;
-                let mapping = self.ctx.mapping(&key, info.desc.handle).unwrap();
+                let mapping = self.ctx.mapping(&key, info.desc.handle, 0).unwrap();
                 assert_eq!(mapping.region, info.desc.handle, "a pin published into another region");
                 assert_eq!(mapping.start, info.desc.start, "pages of another range published");
                 assert!(book.live.contains(&mapping.id), "mapped region without pin");
@@ -465,8 +475,12 @@ fn m2_invalidate_vs_engine_in_flight() {
         });
         let report = w.kernel_invalidate(0, Event::Clear, true);
         assert!(matches!(report.outcome, InvalidateOutcome::TornDown { drain: DrainReport::Drained, .. }));
-        // Teardown returned: the engine must be out and shut out.
-        assert!(w.ctx.enter(&w.p).is_none());
+        // Teardown returned: the engine is out, and whatever enters finds
+        // the chunk unmapped (it asks for a rebuild; it never touches).
+        if let Some(engine) = w.ctx.enter(&w.p) {
+            let region = w.regions[0];
+            assert!(matches!(engine.translate(region.start, 8, Access::WRITE), Err(XlateFault::NeedsRebuild { .. })));
+        }
         engine.join().unwrap();
         assert_eq!(w.state(0), StateKind::Unmapped);
     });
@@ -742,5 +756,79 @@ fn m7_zap_worker_vs_rebuild() {
         w.p.run_zap_worker(&w.ctx, &ring_pte);
         let mapped = *ring_pte.lock().unwrap();
         assert!(!(w.ctx.gate().is_stale() && mapped), "stale queue with its ring mapped and no zap to come");
+    });
+}
+
+/// (9) The engine finds its chunk torn down and asks for a rebuild while a
+/// fault rebuilds the context: either the rebuild saw the want and mapped
+/// the chunk (the queue runs), or it ran first and the queue is left stale
+/// with a zap queued, so the owner's next touch of the ring rebuilds. Never
+/// stale without a zap to come, never a touch of an unmapped chunk.
+#[test]
+fn m9_engine_wants_vs_fault_rebuild() {
+    model_world("9 engine wants vs fault rebuild", 3, RUNNING, |w| {
+        // Torn down before the race (the queue keeps running).
+        let report = w.kernel_invalidate(0, Event::Clear, true);
+        assert!(matches!(report.outcome, InvalidateOutcome::TornDown { .. }));
+        assert!(w.ctx.gate().is_running());
+        let engine = spawn_with(w, |w| {
+            let _ = w.engine_command(0);
+        });
+        let fault = spawn_with(w, |w| {
+            w.rebuild().unwrap();
+        });
+        engine.join().unwrap();
+        fault.join().unwrap();
+        let stale = w.ctx.gate().is_stale();
+        assert!(!stale || w.p.zap_pending.load(Ordering::Acquire), "stale queue without a zap to come");
+        if stale {
+            // The owner's next touch: the fault rebuilds what was asked.
+            w.rebuild().unwrap();
+            assert!(w.ctx.gate().is_running());
+            assert!(matches!(w.state(0), StateKind::Mapped { .. }));
+        }
+    });
+}
+
+/// (10) Two chunks of one region: an invalidation of the first while the
+/// engine runs a command on the second. The engine's touch of the second
+/// is always of current, mapped pages; the first is never touched after
+/// the teardown returned; the second stays mapped.
+#[test]
+fn m10_invalidate_one_chunk_vs_engine_in_another() {
+    model("10 invalidate one chunk vs engine in another", 3, || {
+        let w = World::new(PARENT_MM, Setup { regions: 0, ..STALE });
+        let mut key = w.lock.lock();
+        let desc = w.ctx.register(&mut key, &w.p, &w.cfg, 0x100000, 2 << 16, Access::READ_WRITE).unwrap();
+        w.ctx.arm(&mut key, &w.p, &w.cfg, desc.handle).unwrap();
+        drop(key);
+        assert_eq!(w.rebuild().unwrap().mapped, 2);
+        let second = desc.start + (1 << 16);
+        let engine = {
+            let w = w.clone();
+            thread::spawn(move || {
+                if let Some(engine) = w.ctx.enter(&w.p) {
+                    let t = engine.translate(second, 8, Access::WRITE).expect("the second chunk stays mapped");
+                    w.p.touch(t.mapping);
+                    w.p.touch(t.mapping);
+                    assert_eq!(engine.finish(), EngineExit::Completed);
+                }
+            })
+        };
+        let cur_seq = w.p.invalidate_start();
+        let inv = warpq_notifier::teardown::Invalidation {
+            start: desc.start,
+            end: desc.start + PAGE,
+            ..whole_region(desc, cur_seq, Event::Clear, true)
+        };
+        let report = invalidate(&w.ctx, &w.lock, &w.p, &w.cfg, &inv);
+        w.p.invalidate_end();
+        assert!(matches!(report.outcome, InvalidateOutcome::TornDown { chunks: 1, .. }));
+        engine.join().unwrap();
+        let info = w.ctx.region(&w.lock.lock(), desc.handle).unwrap();
+        assert_eq!(info.mapped_chunks, 1);
+        assert!(w.ctx.mapping(&w.lock.lock(), desc.handle, 1).is_some());
+        let book = w.p.book();
+        assert_eq!(book.live.len(), 1);
     });
 }

@@ -12,7 +12,7 @@ use common::{Call, StdLock, TestMapping, TestPlatform};
 use support::whole_region;
 use warpq_notifier::context::{Config, ContextLock, DrainReport, MmContext, ReleaseError};
 use warpq_notifier::gate::EngineExit;
-use warpq_notifier::platform::PinError;
+use warpq_notifier::platform::{PinError, Platform};
 use warpq_notifier::policy::{Decision, Event, IgnoreReason, Policy, TearDownReason};
 use warpq_notifier::rebuild::{rebuild, RebuildError, RebuildReport};
 use warpq_notifier::region::{Access, RegionDesc, RegionError, RegionHandle, StateKind, XlateFault};
@@ -34,7 +34,7 @@ impl World {
             ctx,
             lock: StdLock::new(key),
             p: TestPlatform::new(mm),
-            cfg: Config { policy, drain_timeout_ns: 1_000_000, max_retries: 3 },
+            cfg: Config { policy, drain_timeout_ns: 1_000_000, max_retries: 3, chunk_shift: 16 },
         }
     }
 
@@ -66,13 +66,40 @@ impl World {
         report
     }
 
+    /// What the driver's engine does with a command on `[va, va + len)`:
+    /// enter, translate; if a chunk needs a rebuild, record the want, mark
+    /// the queue stale, leave and schedule the zap. The translation's
+    /// result (or `None` if the gate was shut).
+    fn engine_touch(&self, va: u64, len: u64, access: Access) -> Option<Result<(), XlateFault>> {
+        let engine = self.ctx.enter(&self.p)?;
+        match engine.translate(va, len, access) {
+            Ok(t) => {
+                self.p.check_touch(t.mapping, access.device_writes()).unwrap();
+                engine.finish();
+                Some(Ok(()))
+            }
+            Err(XlateFault::NeedsRebuild { region, wanted }) => {
+                engine.request_rebuild(region, wanted);
+                Platform::schedule_zap(&self.p);
+                Some(Err(XlateFault::NeedsRebuild { region, wanted }))
+            }
+            Err(e) => {
+                engine.finish();
+                Some(Err(e))
+            }
+        }
+    }
+
     /// Pins in the double match the mapped regions.
     fn check_pins(&self) {
         let key = self.lock.lock();
         let mut mapped = std::collections::BTreeSet::new();
         for info in self.ctx.regions(&key) {
-            if let StateKind::Mapped { .. } = info.state {
-                mapped.insert(self.ctx.mapping(&key, info.desc.handle).unwrap().id);
+            for chunk in 0..info.desc.chunk_count() {
+                if let Some(mapping) = self.ctx.mapping(&key, info.desc.handle, chunk) {
+                    assert_eq!((mapping.region, mapping.chunk), (info.desc.handle, chunk));
+                    mapped.insert(mapping.id);
+                }
             }
         }
         assert_eq!(mapped, self.p.live_ids(), "pins do not match mapped regions");
@@ -161,11 +188,17 @@ fn invalidate_tears_down_in_order() {
     assert!(report.callback_result());
     let calls = w.p.calls();
     let unpin_id = match calls.as_slice() {
-        [Call::SetSeq { slot: 0, .. }, Call::Unpin { id, dirty: true }, Call::ScheduleZap] => *id,
+        [Call::SetSeq { slot: 0, .. }, Call::Unpin { id, dirty: true }] => *id,
         other => panic!("unexpected call order {other:?}"),
     };
     assert!(unpin_id > 0);
     assert_eq!(w.state(desc.handle), Ok(StateKind::Unmapped));
+    // The queue keeps running; the first command that needs the chunk asks
+    // for the rebuild, which shuts the queue until it is done.
+    assert!(!w.ctx.gate().is_stale());
+    assert!(!w.ctx.zap_needed());
+    let wanted = Err(XlateFault::NeedsRebuild { region: desc.handle, wanted: 1 });
+    assert_eq!(w.engine_touch(desc.start, 8, Access::WRITE), Some(wanted));
     assert!(w.ctx.gate().is_stale());
     assert!(w.ctx.zap_needed());
     assert!(w.ctx.enter(&w.p).is_none(), "no entry until the rebuild");
@@ -229,9 +262,11 @@ fn filtered_policy_revokes_device_writes_on_write_protect() {
         assert_eq!(report.decision, Decision::TearDown(TearDownReason::WriteProtected), "{event:?}");
         assert!(matches!(report.outcome, InvalidateOutcome::TornDown { .. }), "{event:?}");
         assert!(w.p.calls().iter().any(|c| matches!(c, Call::Unpin { dirty: true, .. })), "{event:?}");
-        assert!(w.ctx.gate().is_stale(), "{event:?}");
+        assert_eq!(w.state(rw.handle), Ok(StateKind::Unmapped), "{event:?}");
+        assert!(w.engine_touch(rw.start, 8, Access::WRITE).unwrap().is_err(), "{event:?}");
         w.rebuild().unwrap();
         assert!(w.ctx.gate().is_running(), "{event:?}");
+        assert_eq!(w.engine_touch(rw.start, 8, Access::WRITE), Some(Ok(())), "{event:?}");
     }
 }
 
@@ -386,6 +421,7 @@ fn unregistering_the_last_stale_region_reopens_the_queue() {
     let b = w.register(0x20000, PAGE, Access::READ);
     w.rebuild().unwrap();
     w.kernel_invalidate(&a, Event::Unmap, true);
+    assert!(w.engine_touch(a.start, 8, Access::READ).unwrap().is_err());
     assert!(w.ctx.gate().is_stale());
     w.ctx.unregister(&mut w.lock.lock(), &w.p, &w.cfg, a.handle).unwrap();
     assert!(w.ctx.gate().is_running());
@@ -437,6 +473,8 @@ fn ring_mapped_while_stale_requeues_the_zap() {
     w.ctx.ring_mapped(&w.p);
     assert_eq!(w.p.state().zaps_scheduled, 0);
     w.kernel_invalidate(&desc, Event::Clear, true);
+    assert_eq!(w.p.state().zaps_scheduled, 0, "a teardown alone zaps nothing");
+    assert!(w.engine_touch(desc.start, 8, Access::READ).unwrap().is_err());
     assert_eq!(w.p.state().zaps_scheduled, 1);
     w.ctx.ring_mapped(&w.p);
     assert_eq!(w.p.state().zaps_scheduled, 2);
@@ -542,5 +580,113 @@ fn unregister_or_reset_never_answers_busy() {
     });
     assert_eq!(w.p.state().engine_resets, 1);
     assert_eq!(w.ctx.regions(&w.lock.lock()).count(), 0);
+    w.check_pins();
+}
+
+/// What the kernel does around one callback whose range is `[start, end)`
+/// (the double changes no pages: `PROTECTION_VMA` under `strict`).
+fn invalidate_range(w: &World, desc: &RegionDesc, start: u64, end: u64) -> InvalidateReport {
+    let cur_seq = w.p.invalidate_start();
+    let inv = Invalidation { start, end, ..whole_region(*desc, cur_seq, Event::ProtectionVma, true) };
+    let report = invalidate(&w.ctx, &w.lock, &w.p, &w.cfg, &inv);
+    w.p.invalidate_end();
+    report
+}
+
+const CHUNK: u64 = 64 << 10;
+
+#[test]
+fn chunk_size_grows_for_large_regions() {
+    use warpq_notifier::region::{chunk_shift_for, MAX_CHUNKS};
+    assert_eq!(chunk_shift_for(PAGE, 21), 21);
+    assert_eq!(chunk_shift_for(64 << 20, 21), 21, "64 MiB is 32 chunks of 2 MiB");
+    assert_eq!(chunk_shift_for((64 << 20) + PAGE, 21), 22);
+    assert_eq!(chunk_shift_for(4 << 30, 21), 27);
+    assert_eq!(chunk_shift_for(PAGE, 12), 16, "64 KiB at least");
+    for len in [PAGE, 3 * CHUNK + 5 * PAGE, 64 << 20, 1 << 40] {
+        let shift = chunk_shift_for(len, 16);
+        assert!(len.div_ceil(1 << shift) <= MAX_CHUNKS as u64);
+    }
+}
+
+/// An invalidation of one chunk's range tears down that chunk only;
+/// commands on the other chunks run on while it is unmapped; the command
+/// that needs it asks for a rebuild, which maps that chunk and no other.
+#[test]
+fn invalidation_reaches_only_its_chunks() {
+    let w = World::new(0x1000, Policy::Strict);
+    let desc = w.register(0x100000, 8 * CHUNK, Access::READ_WRITE);
+    assert_eq!(desc.chunk_count(), 8);
+    let report = w.rebuild().unwrap();
+    assert_eq!((report.mapped, report.pages_pinned), (8, 8 * CHUNK / PAGE));
+    w.p.clear_calls();
+
+    // A 4 KiB range inside chunk 2.
+    let at = desc.start + 2 * CHUNK + 3 * PAGE;
+    let report = invalidate_range(&w, &desc, at, at + PAGE);
+    assert!(
+        matches!(report.outcome, InvalidateOutcome::TornDown { chunks: 1, pages_unpinned: 16, .. }),
+        "{:?}",
+        report.outcome
+    );
+    let info = w.ctx.region(&w.lock.lock(), desc.handle).unwrap();
+    assert_eq!((info.state, info.mapped_chunks, info.pages), (StateKind::Partial { mapped: 7 }, 7, 7 * 16));
+    w.check_pins();
+
+    // Other chunks keep working, the queue is not stale.
+    assert!(w.ctx.gate().is_running());
+    assert_eq!(w.engine_touch(desc.start + 5 * CHUNK, 100, Access::WRITE), Some(Ok(())));
+    // A command across chunks 1 and 2 needs chunk 2 only.
+    let across = desc.start + 2 * CHUNK - 8;
+    assert_eq!(
+        w.engine_touch(across, 16, Access::READ),
+        Some(Err(XlateFault::NeedsRebuild { region: desc.handle, wanted: 1 << 2 }))
+    );
+    assert!(w.ctx.gate().is_stale() && w.ctx.zap_needed());
+    let report = w.rebuild().unwrap();
+    assert_eq!((report.mapped, report.pages_pinned), (1, 16), "only the wanted chunk is rebuilt");
+    assert!(report.running);
+    assert_eq!(w.engine_touch(across, 16, Access::READ), Some(Ok(())));
+    w.check_pins();
+}
+
+/// After an invalidation of the whole region (fork's write-protect, say),
+/// the rebuild maps only the chunks commands need, not the region.
+#[test]
+fn rebuild_maps_only_wanted_chunks() {
+    let w = World::new(0x1000, Policy::Strict);
+    let desc = w.register(0x100000, 8 * CHUNK, Access::READ_WRITE);
+    w.rebuild().unwrap();
+    let report = invalidate_range(&w, &desc, desc.start, desc.end());
+    assert!(matches!(report.outcome, InvalidateOutcome::TornDown { chunks: 8, pages_unpinned: 128, .. }));
+    assert_eq!(w.state(desc.handle), Ok(StateKind::Unmapped));
+    // Nobody needs anything yet: a rebuild does nothing.
+    assert_eq!(w.rebuild().unwrap().mapped, 0);
+    assert!(w.engine_touch(desc.start + 6 * CHUNK, 8, Access::WRITE).unwrap().is_err());
+    let report = w.rebuild().unwrap();
+    assert_eq!((report.mapped, report.pages_pinned), (1, 16));
+    assert_eq!(w.ctx.region(&w.lock.lock(), desc.handle).unwrap().mapped_chunks, 1);
+    assert_eq!(w.engine_touch(desc.start + 6 * CHUNK, 8, Access::WRITE), Some(Ok(())));
+    w.check_pins();
+}
+
+/// A chunk that can no longer be faulted in dies alone: commands on it
+/// complete with a fault status, the rest of the region keeps working.
+#[test]
+fn a_dead_chunk_faults_only_its_commands() {
+    let w = World::new(0x1000, Policy::Strict);
+    let desc = w.register(0x100000, 4 * CHUNK, Access::READ_WRITE);
+    w.rebuild().unwrap();
+    invalidate_range(&w, &desc, desc.start + CHUNK, desc.start + CHUNK + PAGE);
+    assert!(w.engine_touch(desc.start + CHUNK, 8, Access::WRITE).unwrap().is_err());
+    w.p.state().inject_pin = vec![PinError::Gone];
+    let report = w.rebuild().unwrap();
+    assert_eq!((report.mapped, report.dead), (0, 1));
+    assert!(report.running, "nothing left to wait for");
+    let info = w.ctx.region(&w.lock.lock(), desc.handle).unwrap();
+    assert_eq!((info.mapped_chunks, info.dead_chunks), (3, 1));
+    assert_eq!(w.engine_touch(desc.start + CHUNK + 8, 8, Access::WRITE), Some(Err(XlateFault::Dead)));
+    assert_eq!(w.engine_touch(desc.start, 8, Access::WRITE), Some(Ok(())));
+    assert_eq!(w.engine_touch(desc.start + 3 * CHUNK, 8, Access::WRITE), Some(Ok(())));
     w.check_pins();
 }

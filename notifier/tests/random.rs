@@ -142,6 +142,7 @@ fn random_operations_keep_the_invariants() {
         "non-blocking refused",
         "commands ok",
         "commands faulted",
+        "commands waiting for a rebuild",
         "zaps",
         "forks",
         "releases",

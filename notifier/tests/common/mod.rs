@@ -25,6 +25,8 @@ pub struct TestMapping {
     pub id: u64,
     pub mm: usize,
     pub region: RegionHandle,
+    /// The chunk of the region it maps.
+    pub chunk: usize,
     pub pages: u64,
     /// Page epoch of the region when pinned.
     pub page_epoch: u64,
@@ -259,7 +261,7 @@ impl Platform for TestPlatform {
         Self::log(&mut s, Call::SetSeq { slot: region.handle.slot(), seq: cur_seq });
     }
 
-    fn pin_and_map(&self, region: &RegionDesc, seq: u64) -> Result<TestMapping, PinError> {
+    fn pin_and_map(&self, region: &RegionDesc, chunk: usize, seq: u64) -> Result<TestMapping, PinError> {
         let mut s = self.state();
         let raw = region.handle.to_raw();
         let slot = region.handle.slot();
@@ -288,10 +290,10 @@ impl Platform for TestPlatform {
         let result = if s.mirror && overtaken { Err(PinError::Collision) } else { result };
         let result = result.map(|()| {
             let id = NEXT_MAPPING_ID.fetch_add(1, Ordering::Relaxed);
-            let pages = region.len.div_ceil(4096).max(1);
+            let pages = region.chunk_range(chunk).1.div_ceil(4096).max(1);
             s.live.insert(id, (raw, pages));
             s.pins += 1;
-            TestMapping { id, mm: self.mm, region: region.handle, pages, page_epoch, write_epoch }
+            TestMapping { id, mm: self.mm, region: region.handle, chunk, pages, page_epoch, write_epoch }
         });
         Self::log(&mut s, Call::Pin { slot, result: result.as_ref().map(|m| m.id).map_err(|e| *e) });
         result

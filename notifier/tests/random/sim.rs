@@ -86,7 +86,7 @@ fn access(a: Acc) -> Access {
 impl Sim {
     pub(crate) fn new() -> Self {
         Self {
-            cfg: Config { policy: Policy::Strict, drain_timeout_ns: 1_000, max_retries: 3 },
+            cfg: Config { policy: Policy::Strict, drain_timeout_ns: 1_000, max_retries: 3, chunk_shift: 16 },
             dir: ContextTable::new(),
             slots: (0..CONTEXTS).map(|_| None).collect(),
             mms: vec![0x1000],
@@ -431,14 +431,23 @@ impl Sim {
             return;
         };
         let mut done = Vec::new();
+        let mut self_count_waits = 0;
         {
             let b = self.slots[slot].as_mut().unwrap();
             while let Some(cmd) = b.ring.front().copied() {
                 let Some(engine) = b.ctx.enter(&b.platform) else {
                     break;
                 };
-                b.ring.pop_front();
                 let status = match engine.translate(cmd.va, cmd.len, cmd.access) {
+                    // The command waits for a rebuild of the chunks it
+                    // needs: it stays first in the ring, the queue goes
+                    // stale and the zap is queued, as the driver does.
+                    Err(XlateFault::NeedsRebuild { region, wanted }) => {
+                        engine.request_rebuild(region, wanted);
+                        warpq_notifier::platform::Platform::schedule_zap(&b.platform);
+                        self_count_waits += 1;
+                        break;
+                    }
                     Ok(t) => {
                         if let Err(why) = b.platform.check_touch(t.mapping, cmd.access.device_writes()) {
                             panic!("command {cmd:?}: {why}");
@@ -452,9 +461,13 @@ impl Sim {
                     }
                     Err(fault) => Status::Fault(fault),
                 };
+                b.ring.pop_front();
                 assert_eq!(engine.finish(), EngineExit::Completed, "no reset in the single-threaded run");
                 done.push((cmd.id, status));
             }
+        }
+        if self_count_waits > 0 {
+            self.count("commands waiting for a rebuild");
         }
         for (id, status) in done {
             self.complete(id, status);
@@ -534,17 +547,17 @@ impl Sim {
             let mut mapped = std::collections::BTreeSet::new();
             let mut pages = 0;
             for info in b.ctx.regions(&key) {
-                if let StateKind::Mapped { .. } = info.state {
-                    let mapping = b.ctx.mapping(&key, info.desc.handle).unwrap();
-                    assert_eq!(mapping.region, info.desc.handle);
+                for chunk in 0..info.desc.chunk_count() {
+                    let Some(mapping) = b.ctx.mapping(&key, info.desc.handle, chunk) else { continue };
+                    assert_eq!((mapping.region, mapping.chunk), (info.desc.handle, chunk));
                     // Nothing published holds replaced pages or a write right
                     // that may have been taken away.
                     if let Err(why) = b.platform.check_touch(mapping, info.desc.access.device_writes()) {
-                        panic!("mapped region {:#x}: {why}", info.desc.handle.to_raw());
+                        panic!("mapped region {:#x} chunk {chunk}: {why}", info.desc.handle.to_raw());
                     }
                     mapped.insert(mapping.id);
-                    pages += info.pages;
                 }
+                pages += info.pages;
                 let known = b.notifiers.iter().chain(b.unarmed.iter()).any(|d| *d == info.desc);
                 assert!(known || b.released, "table has a region the driver does not know");
                 if b.released {

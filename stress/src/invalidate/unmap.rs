@@ -92,48 +92,76 @@ pub fn munmap_in_flight(dev: &Device) -> Result<String, String> {
     ))
 }
 
-/// A teardown zaps the ring's user mappings, so the process's next plain
-/// touch of the ring faults and the fault handler rebuilds the queue: a
-/// process that drives its queue through the ring alone needs no system call
-/// to recover from an invalidation.
+/// A teardown alone zaps nothing: the queue keeps running. A command that
+/// needs the torn-down chunk makes the engine ask for a rebuild, which zaps
+/// the ring's user mappings, so the process's next plain touch of the ring
+/// (polling its completion queue) faults and the fault handler rebuilds the
+/// chunk: a process that drives its queue through the ring alone needs no
+/// system call to recover from an invalidation (beyond the wake-up of an
+/// engine that went to sleep).
 pub fn touch_rebuilds(dev: &Device) -> Result<String, String> {
-    let ring = dev.map_queue().map_err(|e| format!("map queue: {e}"))?;
-    let hdr = ring.as_ptr() as *const warpq_ring_header;
+    use crate::raw::{header, RawRing};
+    use std::os::fd::AsRawFd;
+    let ring = RawRing::map(dev.as_file().as_raw_fd()).map_err(|e| format!("map queue: {e}"))?;
     let buf = Anon::new(16 * PAGE);
     let rw = WARPQ_ACCESS_READ | WARPQ_ACCESS_WRITE;
     // SAFETY: only raw pointers refer to the buffer while registered.
     let h = unsafe { dev.register_raw(buf.ptr(), buf.len(), rw) }.map_err(|e| format!("register: {e}"))?;
-    // SAFETY: the ring stays mapped while `ring` lives; volatile reads of
-    // header fields (this one maps the page).
-    let magic = unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*hdr).magic)) };
-    if magic != WARPQ_RING_MAGIC {
-        return Err(format!("ring magic {magic:#x}"));
+    if ring.get(header::MAGIC) != WARPQ_RING_MAGIC {
+        return Err(format!("ring magic {:#x}", ring.get(header::MAGIC)));
     }
     let before = dev.stats().map_err(|e| format!("STATS: {e}"))?;
     // SAFETY: our own mapping; the registration survives (torn down).
     unsafe { libc::madvise(buf.ptr().add(PAGE).cast(), PAGE, libc::MADV_DONTNEED) };
-    // The zap runs as deferred work: give it time before the touch.
-    std::thread::sleep(Duration::from_millis(300));
-    let mid = dev.stats().map_err(|e| format!("STATS: {e}"))?;
-    // SAFETY: as above; this touch must fault and rebuild first.
-    let flags = unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*hdr).flags)) };
-    let after = dev.stats().map_err(|e| format!("STATS: {e}"))?;
-    dev.unregister(h).map_err(|e| format!("unregister: {e}"))?;
-    if after.faults <= mid.faults || after.rebuilds <= mid.rebuilds || flags & WARPQ_RING_STALE != 0 {
+    std::thread::sleep(Duration::from_millis(100));
+    let torn = dev.stats().map_err(|e| format!("STATS: {e}"))?;
+    if torn.teardowns != before.teardowns + 1 || torn.zaps != before.zaps {
         return Err(format!(
-            "the first touch of the ring after a teardown did not rebuild: faults {} -> {}, rebuilds {} -> {}, flags {flags:#x}",
+            "DONTNEED of a registered page: teardowns {} -> {}, zaps {} -> {} (a teardown alone must not zap)",
+            before.teardowns, torn.teardowns, before.zaps, torn.zaps
+        ));
+    }
+    // A FILL into the dropped page, through the ring.
+    ring.push(warpq::opcode::Fill::new(buf.addr(PAGE), 64, 0x6b).build().user_data(77))?;
+    if ring.get(header::FLAGS) & WARPQ_RING_NEED_WAKEUP != 0 {
+        ring.kick()?;
+    }
+    // The engine finds the chunk unmapped, asks for a rebuild, and the zap
+    // worker zaps the ring.
+    let t0 = std::time::Instant::now();
+    let mut asked = torn;
+    while asked.zaps == torn.zaps && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+        asked = dev.stats().map_err(|e| format!("STATS: {e}"))?;
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let mid = dev.stats().map_err(|e| format!("STATS: {e}"))?;
+    if mid.zaps == torn.zaps {
+        return Err("a command on the torn-down chunk did not make the engine zap the ring".into());
+    }
+    // Poll the completion queue with plain reads only: the first one faults
+    // and rebuilds.
+    let mut completion = None;
+    while completion.is_none() && t0.elapsed() < Duration::from_secs(10) {
+        completion = ring.pop();
+        std::hint::spin_loop();
+    }
+    let after = dev.stats().map_err(|e| format!("STATS: {e}"))?;
+    let c = completion.ok_or("no completion within 10 s of plain polling")?;
+    dev.unregister(h).map_err(|e| format!("unregister: {e}"))?;
+    if after.faults <= mid.faults || after.rebuilds <= mid.rebuilds {
+        return Err(format!(
+            "the first touch of the ring after the zap did not rebuild: faults {} -> {}, rebuilds {} -> {}",
             mid.faults, after.faults, mid.rebuilds, after.rebuilds
         ));
     }
-    if mid.teardowns != before.teardowns + 1 || mid.zaps <= before.zaps {
-        return Err(format!(
-            "DONTNEED of a registered page: teardowns {} -> {}, zaps {} -> {}",
-            before.teardowns, mid.teardowns, before.zaps, mid.zaps
-        ));
+    if c.user_data != 77 || c.status != WARPQ_STATUS_OK || buf.bytes()[PAGE..PAGE + 64].iter().any(|&b| b != 0x6b) {
+        return Err(format!("the FILL after the rebuild: user_data {} status {}", c.user_data, c.status));
     }
     Ok(format!(
-        "a teardown zapped the ring ({} zap); the next plain read of it faulted and rebuilt the queue (rebuilds {} -> {}), no system call",
-        mid.zaps - before.zaps,
+        "a teardown zapped nothing; the FILL on the torn-down page made the engine zap the ring ({} zap); the next \
+         plain read of the ring faulted and rebuilt (rebuilds {} -> {}), and the FILL completed, no system call",
+        mid.zaps - torn.zaps,
         mid.rebuilds,
         after.rebuilds
     ))
