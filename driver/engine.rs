@@ -59,9 +59,7 @@ fn fault_status(fault: XlateFault) -> u32 {
         XlateFault::CrossesEnd => uapi::WARPQ_STATUS_FAULT_BOUNDS,
         XlateFault::AccessDenied => uapi::WARPQ_STATUS_FAULT_ACCESS,
         // `NeedsRebuild` is handled by `execute` before it gets here.
-        XlateFault::NotMapped | XlateFault::Dead | XlateFault::NeedsRebuild { .. } => {
-            uapi::WARPQ_STATUS_FAULT_UNMAPPED
-        }
+        XlateFault::NotMapped | XlateFault::Dead | XlateFault::NeedsRebuild { .. } => uapi::WARPQ_STATUS_FAULT_UNMAPPED,
     }
 }
 
@@ -223,14 +221,7 @@ impl CopyPieces {
         let same_region = src.t.region == dst.t.region;
         let (src_offset, dst_offset) = (src.offset(), dst.offset());
         let backwards = same_region && dst_offset > src_offset && dst_offset - src_offset < len;
-        CopyPieces {
-            src_offset,
-            dst_offset,
-            max_piece,
-            backwards,
-            cursor: if backwards { len } else { 0 },
-            len,
-        }
+        CopyPieces { src_offset, dst_offset, max_piece, backwards, cursor: if backwards { len } else { 0 }, len }
     }
 }
 

@@ -147,16 +147,15 @@ where
 
     let drain_start = platform.now_ns();
     let paused = ctx.gate().pause();
-    let (drained, drain) = ctx.drain_or_reset(&paused, platform, config);
+    let (_drained, drain) = ctx.drain_or_reset(&paused, platform, config);
     let drain_ns = platform.now_ns().saturating_sub(drain_start);
-    // SAFETY: `key` proves `L` is held and `drained` that the gate is paused
-    // and drained.
+    // SAFETY: `key` proves `L` is held and `_drained` that the gate is
+    // paused and drained.
     let pages_unpinned = unsafe {
         ctx.table().take_chunks(region.handle, chunks, |desc, mapping| {
             platform.unmap_and_unpin(mapping, desc.access.device_writes())
         })
     };
-    drop(drained);
     drop(paused);
     drop(key);
     report(InvalidateOutcome::TornDown { pages_unpinned, chunks: chunk_count, drain, drain_ns })
