@@ -62,6 +62,8 @@ struct LMapping {
     start: u64,
     slot: usize,
     page_epoch: u64,
+    /// Write-protect epoch of the region when mapped (see `Book`).
+    wp_epoch: u64,
 }
 
 impl Mapping for LMapping {
@@ -77,6 +79,10 @@ struct Book {
     pins: u64,
     unpins: u64,
     page_epoch: [u64; SLOTS],
+    /// Bumped when the kernel write-protects the region's pages (after a
+    /// PROTECTION_PAGE / SOFT_DIRTY callback returned): a device write
+    /// through a mapping of an older epoch would bypass the write-protect.
+    wp_epoch: [u64; SLOTS],
     completions: Vec<(u64, &'static str)>,
 }
 
@@ -146,6 +152,19 @@ impl LoomPlatform {
     /// The kernel changes the page tables (after the callbacks).
     fn change_pages(&self, slot: usize) {
         self.book().page_epoch[slot] += 1;
+    }
+
+    /// The kernel write-protects the pages (after the callbacks).
+    fn write_protect(&self, slot: usize) {
+        self.book().wp_epoch[slot] += 1;
+    }
+
+    /// The engine writes through `mapping`: it must not be of pages
+    /// write-protected since it was mapped.
+    fn write(&self, mapping: &LMapping) {
+        self.touch(mapping);
+        let book = self.book();
+        assert_eq!(mapping.wp_epoch, book.wp_epoch[mapping.slot], "engine wrote past a write-protect");
     }
 
     /// The engine touches memory through `mapping`.
@@ -232,6 +251,7 @@ impl Platform for LoomPlatform {
             start: region.start,
             slot,
             page_epoch: book.page_epoch[slot],
+            wp_epoch: book.wp_epoch[slot],
         })
     }
 
@@ -328,6 +348,9 @@ impl World {
         NON_BLOCKING.with(|flag| flag.set(false));
         if report.callback_result() && matches!(event, Event::Unmap | Event::Clear) {
             self.p.change_pages(region.handle.slot());
+        }
+        if report.callback_result() && matches!(event, Event::ProtectionPage | Event::SoftDirty) {
+            self.p.write_protect(region.handle.slot());
         }
         self.p.invalidate_end();
         report
@@ -830,5 +853,62 @@ fn m10_invalidate_one_chunk_vs_engine_in_another() {
         assert!(w.ctx.mapping(&w.lock.lock(), desc.handle, 1).is_some());
         let book = w.p.book();
         assert_eq!(book.live.len(), 1);
+    });
+}
+
+/// (11) Fork's write-protect (PROTECTION_PAGE, under `filtered`) while the
+/// engine writes into the region: once the callback returned, no device
+/// write may go through a mapping made before it (the write right was
+/// revoked: the chunk was torn down), and the next write goes through a
+/// rebuilt mapping.
+#[test]
+fn m11_write_protect_vs_engine_write() {
+    model("11 write-protect vs engine write", 3, || {
+        let w = {
+            let mut w = World::new(PARENT_MM, Setup { regions: 0, ..STALE });
+            Arc::get_mut(&mut w).expect("not shared yet").cfg.policy = Policy::Filtered;
+            w
+        };
+        let mut key = w.lock.lock();
+        let desc = w.ctx.register(&mut key, &w.p, &w.cfg, 0x10000, PAGE, Access::READ_WRITE).unwrap();
+        w.ctx.arm(&mut key, &w.p, &w.cfg, desc.handle).unwrap();
+        drop(key);
+        w.rebuild().unwrap();
+        let engine = {
+            let w = w.clone();
+            thread::spawn(move || {
+                for _ in 0..2 {
+                    let Some(engine) = w.ctx.enter(&w.p) else { continue };
+                    match engine.translate(desc.start, 8, Access::WRITE) {
+                        Ok(t) => {
+                            w.p.write(t.mapping);
+                            w.p.write(t.mapping);
+                            engine.finish();
+                        }
+                        Err(XlateFault::NeedsRebuild { region, wanted }) => {
+                            engine.request_rebuild(region, wanted);
+                        }
+                        Err(e) => panic!("{e:?}"),
+                    }
+                }
+            })
+        };
+        let cur_seq = w.p.invalidate_start();
+        let inv = whole_region(desc, cur_seq, Event::ProtectionPage, true);
+        let report = invalidate(&w.ctx, &w.lock, &w.p, &w.cfg, &inv);
+        assert!(report.callback_result());
+        w.p.write_protect(desc.handle.slot());
+        w.p.invalidate_end();
+        engine.join().unwrap();
+        // The owner's next fault or ioctl: the chunk is rebuilt if the
+        // engine asked for it, and writes go through the new mapping.
+        w.rebuild().unwrap();
+        let engine = w.ctx.enter(&w.p);
+        if let Some(engine) = engine {
+            if let Ok(t) = engine.translate(desc.start, 8, Access::WRITE) {
+                w.p.write(t.mapping);
+            }
+            engine.finish();
+        }
     });
 }
