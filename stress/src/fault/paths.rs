@@ -1,6 +1,7 @@
 //! The driver's paths under the fail-nth sweep: `open`, `map-ring` (mmap +
 //! first touch, which creates the queue), `register`, `rebuild` (the
-//! ioctl-driven rebuild after an invalidation), `child-queue` (a forked
+//! WAIT-driven rebuild of a chunk a command waits for after an
+//! invalidation), `child-queue` (a forked
 //! child's first registration, which creates its queue) and `unregister`
 //! (which must not allocate at all: a teardown path that can fail is a leak
 //! waiting). Each is a [`PathRun`](super::PathRun): one armed run, then a
@@ -92,7 +93,8 @@ pub fn register(fail: &mut FailNth, n: u32) -> Result<(Outcome, bool), String> {
     Ok((outcome, injected))
 }
 
-/// An invalidation tears the buffer down; the armed SUBMIT ioctl rebuilds.
+/// An invalidation tears a chunk of the buffer down, a FILL on it makes the
+/// engine ask for a rebuild, and the armed WAIT ioctl rebuilds.
 pub fn rebuild(fail: &mut FailNth, n: u32) -> Result<(Outcome, bool), String> {
     let dev = Device::open(DEVICE).map_err(|e| format!("open: {e}"))?;
     let buf = Anon::new(16 * PAGE);
@@ -102,25 +104,30 @@ pub fn rebuild(fail: &mut FailNth, n: u32) -> Result<(Outcome, bool), String> {
         fail,
         n,
         || {
-            // SAFETY: our own mapping; the registration survives (it is
-            // torn down and rebuilt on the next use).
+            // SAFETY: our own mapping; the registration survives (its chunk
+            // is torn down and rebuilt on the next use).
             if unsafe { libc::madvise(buf.ptr().add(8 * PAGE).cast(), PAGE, libc::MADV_DONTNEED) } != 0 {
                 return Err("madvise".to_string());
             }
+            // The FILL needs the torn-down chunk: the engine asks for a
+            // rebuild (the queue goes stale) instead of running it.
+            dev.submit_batch(&[sqe(WARPQ_OP_FILL, 1, 0, buf.addr(0), PAGE as u64, 0x33)])
+                .map_err(|e| format!("submit: {e}"))?;
+            std::thread::sleep(Duration::from_millis(200));
             Ok(())
         },
-        |_| dev.submit_batch(&[sqe(WARPQ_OP_FILL, 1, 0, buf.addr(0), PAGE as u64, 0x33)]),
+        |_| dev.wait(1, Some(Duration::from_secs(10))),
     )?;
     let outcome = Outcome::of(&r);
-    // The ioctl path queued through the ring's SQ behind the Queue's back:
-    // drain its completion (if any) before using a Queue.
-    if outcome == Outcome::Ok {
-        dev.wait(1, Some(Duration::from_secs(10))).map_err(|e| format!("wait: {e}"))?;
-        let mut q = dev.queue().map_err(|e| format!("map queue: {e}"))?;
-        let c = reap(&mut q)?;
-        if c.status != WARPQ_STATUS_OK || buf.bytes()[0] != 0x33 {
-            return Err(format!("FILL after the armed rebuild: status {}", c.status));
-        }
+    // Whatever the armed WAIT said, the FILL completes once a rebuild
+    // succeeds (this WAIT is not armed). The ioctl path queued it through
+    // the ring's SQ behind the Queue's back: drain its completion before
+    // using a Queue.
+    dev.wait(1, Some(Duration::from_secs(10))).map_err(|e| format!("wait: {e}"))?;
+    let mut q = dev.queue().map_err(|e| format!("map queue: {e}"))?;
+    let c = reap(&mut q)?;
+    if c.status != WARPQ_STATUS_OK || buf.bytes()[0] != 0x33 {
+        return Err(format!("FILL after the armed rebuild: status {}", c.status));
     }
     device_works(&dev, &buf, n as u8)?;
     Ok((outcome, injected))
