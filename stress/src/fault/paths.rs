@@ -124,10 +124,12 @@ pub fn rebuild(fail: &mut FailNth, n: u32) -> Result<(Outcome, bool), String> {
     // the ring's SQ behind the Queue's back: drain its completion before
     // using a Queue.
     dev.wait(1, Some(Duration::from_secs(10))).map_err(|e| format!("wait: {e}"))?;
-    let mut q = dev.queue().map_err(|e| format!("map queue: {e}"))?;
-    let c = reap(&mut q)?;
-    if c.status != WARPQ_STATUS_OK || buf.bytes()[0] != 0x33 {
-        return Err(format!("FILL after the armed rebuild: status {}", c.status));
+    {
+        let mut q = dev.queue().map_err(|e| format!("map queue: {e}"))?;
+        let c = reap(&mut q)?;
+        if c.status != WARPQ_STATUS_OK || buf.bytes()[0] != 0x33 {
+            return Err(format!("FILL after the armed rebuild: status {}", c.status));
+        }
     }
     device_works(&dev, &buf, n as u8)?;
     Ok((outcome, injected))
