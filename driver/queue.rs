@@ -1345,12 +1345,12 @@ impl Platform for QueuePlatform<'_> {
             self.release_pages(&mut mapping);
             return Err(PinError::Transient);
         }
+        // Each page is pinned, or mirrored under a notifier sequence the
+        // rebuild checks before publishing (an invalidation in between waits
+        // for L, so the page is not freed before it is unmapped again).
         for &page in mapping.pages.iter() {
             let mut map_err = 0;
-            // SAFETY: `page` is pinned, or mirrored under a notifier sequence
-            // the rebuild checks before publishing (an invalidation in
-            // between waits for L, so the page is not freed yet); the
-            // device is bound.
+            // SAFETY: `page` is live (above); the device is bound.
             let addr = unsafe { shim::warpq_dma_map_page(self.dev(), page, writes, &mut map_err) };
             // SAFETY: asking about a mapping just made.
             let bounced = map_err == 0 && unsafe { shim::warpq_dma_needs_sync(self.dev(), addr) };
@@ -1381,12 +1381,11 @@ impl Platform for QueuePlatform<'_> {
         self.unmap_dma(&mapping);
         let t1 = now_ns();
         if dirty && mapping.device_writes {
+            // set_page_dirty() rather than the _lock variant: the caller may
+            // hold the folio lock.
             for &page in mapping.pages.iter() {
-                // SAFETY: pinned by us, or mirrored and still mapped in the
-                // process (an invalidation that would free it waits for L,
-                // which our caller holds, or is the caller). set_page_dirty()
-                // rather than the _lock variant: the caller may hold the
-                // folio lock.
+                // SAFETY: pinned by us, or mirrored and still mapped (an
+                // invalidation that would free it waits for our caller's L).
                 unsafe { shim::warpq_set_page_dirty(page) };
             }
         }

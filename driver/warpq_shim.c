@@ -46,62 +46,58 @@
 
 /* ---- module parameters (module_param_cb and friends are macros) ---------- */
 
-#define WARPQ_POLICY_STRICT	0
-#define WARPQ_POLICY_FILTERED	1
-
-static int warpq_policy = WARPQ_POLICY_FILTERED;
-
-static int warpq_policy_set(const char *val, const struct kernel_param *kp)
-{
-	if (sysfs_streq(val, "strict"))
-		WRITE_ONCE(warpq_policy, WARPQ_POLICY_STRICT);
-	else if (sysfs_streq(val, "filtered"))
-		WRITE_ONCE(warpq_policy, WARPQ_POLICY_FILTERED);
-	else
-		return -EINVAL;
-	return 0;
-}
-
-static int warpq_policy_get(char *buf, const struct kernel_param *kp)
-{
-	return sysfs_emit(buf, "%s\n",
-			  READ_ONCE(warpq_policy) == WARPQ_POLICY_STRICT ? "strict" : "filtered");
-}
-
-static const struct kernel_param_ops warpq_policy_ops = {
-	.set = warpq_policy_set,
-	.get = warpq_policy_get,
+/*
+ * A parameter that takes one of a few names and holds the index of the
+ * name given (policy, backing, engine): one set/get pair for all of them.
+ */
+struct warpq_choice {
+	int *value;
+	const char *const *names;
+	int count;
 };
-module_param_cb(policy, &warpq_policy_ops, NULL, 0644);
+
+static int warpq_choice_set(const char *val, const struct kernel_param *kp)
+{
+	const struct warpq_choice *choice = kp->arg;
+	int i;
+
+	for (i = 0; i < choice->count; i++) {
+		if (sysfs_streq(val, choice->names[i])) {
+			WRITE_ONCE(*choice->value, i);
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+static int warpq_choice_get(char *buf, const struct kernel_param *kp)
+{
+	const struct warpq_choice *choice = kp->arg;
+
+	return sysfs_emit(buf, "%s\n", choice->names[READ_ONCE(*choice->value)]);
+}
+
+static const struct kernel_param_ops warpq_choice_ops = {
+	.set = warpq_choice_set,
+	.get = warpq_choice_get,
+};
+
+#define WARPQ_CHOICE(name, variable, ...)						\
+	static const char *const variable##_names[] = { __VA_ARGS__ };			\
+	static struct warpq_choice variable##_choice = {					\
+		.value = &variable, .names = variable##_names,				\
+		.count = ARRAY_SIZE(variable##_names),					\
+	};										\
+	module_param_cb(name, &warpq_choice_ops, &variable##_choice, 0644)
+
+/* Indices into the names: 0 strict, 1 filtered (as Policy::from_raw). */
+static int warpq_policy = 1;
+WARPQ_CHOICE(policy, warpq_policy, "strict", "filtered");
 MODULE_PARM_DESC(policy, "invalidation policy for new queues: strict (tear down on every event) or filtered (default)");
 
-#define WARPQ_BACKING_PIN	0
-#define WARPQ_BACKING_MIRROR	1
-
-static int warpq_backing = WARPQ_BACKING_PIN;
-
-static int warpq_backing_set(const char *val, const struct kernel_param *kp)
-{
-	if (sysfs_streq(val, "pin"))
-		WRITE_ONCE(warpq_backing, WARPQ_BACKING_PIN);
-	else if (sysfs_streq(val, "mirror"))
-		WRITE_ONCE(warpq_backing, WARPQ_BACKING_MIRROR);
-	else
-		return -EINVAL;
-	return 0;
-}
-
-static int warpq_backing_get(char *buf, const struct kernel_param *kp)
-{
-	return sysfs_emit(buf, "%s\n",
-			  READ_ONCE(warpq_backing) == WARPQ_BACKING_MIRROR ? "mirror" : "pin");
-}
-
-static const struct kernel_param_ops warpq_backing_ops = {
-	.set = warpq_backing_set,
-	.get = warpq_backing_get,
-};
-module_param_cb(backing, &warpq_backing_ops, NULL, 0644);
+/* 0 pin, 1 mirror (as queue::current_backing). */
+static int warpq_backing;
+WARPQ_CHOICE(backing, warpq_backing, "pin", "mirror");
 MODULE_PARM_DESC(backing, "how new queues hold registered memory: pin (GUP FOLL_LONGTERM, charged to RLIMIT_MEMLOCK; default) or mirror (hmm_range_fault, no page reference, no charge)");
 
 int warpq_param_backing(void)
@@ -122,29 +118,9 @@ static unsigned int drain_timeout_ms = 1000;
 module_param(drain_timeout_ms, uint, 0644);
 MODULE_PARM_DESC(drain_timeout_ms, "how long an invalidation waits for the engine before resetting the queue");
 
-static bool engine_edu;
-
-static int warpq_engine_set(const char *val, const struct kernel_param *kp)
-{
-	if (sysfs_streq(val, "cpu"))
-		WRITE_ONCE(engine_edu, false);
-	else if (sysfs_streq(val, "edu"))
-		WRITE_ONCE(engine_edu, true);
-	else
-		return -EINVAL;
-	return 0;
-}
-
-static int warpq_engine_get(char *buf, const struct kernel_param *kp)
-{
-	return sysfs_emit(buf, "%s\n", READ_ONCE(engine_edu) ? "edu" : "cpu");
-}
-
-static const struct kernel_param_ops warpq_engine_ops = {
-	.set = warpq_engine_set,
-	.get = warpq_engine_get,
-};
-module_param_cb(engine, &warpq_engine_ops, NULL, 0644);
+/* 0 cpu, 1 edu. */
+static int engine_edu;
+WARPQ_CHOICE(engine, engine_edu, "cpu", "edu");
 MODULE_PARM_DESC(engine, "engine for COPY: cpu (the software engine, default) or edu (the edu device's DMA for copies of at most 4 KiB; others stay on cpu)");
 
 static unsigned int engine_idle_us = 200;
