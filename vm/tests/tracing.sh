@@ -29,12 +29,17 @@ echo '!hist:keys=notifier:ts0=common_timestamp' >> $T/events/warpq/warpq_invalid
 echo '!warpq_inval_lat u64 lat; unsigned long notifier' >> $T/synthetic_events
 
 # trace-cmd.
-trace-cmd record -q -e warpq -o /tmp/warpq.dat warpq-invalidate-check munmap > /dev/null 2>&1 || fail "trace-cmd record"
+# munmap tears chunks down under commands in flight; whether one of those
+# commands then needs a torn-down chunk (and so zaps) is timing. `touch` makes
+# it certain: a FILL on a torn-down chunk must zap and rebuild.
+trace-cmd record -q -e warpq -o /tmp/warpq.dat \
+    sh -c 'warpq-invalidate-check munmap && warpq-invalidate-check touch' > /dev/null 2>&1 || fail "trace-cmd record"
 n=$(trace-cmd report -i /tmp/warpq.dat 2>/dev/null | grep -c 'warpq_invalidate_end')
 [ "$n" -gt 0 ] || fail "trace-cmd recorded no warpq_invalidate_end"
 trace-cmd report -i /tmp/warpq.dat 2>/dev/null | grep -m1 'warpq_invalidate_end'
 echo "ok: trace-cmd recorded $n invalidation ends"
-# A munmap in flight tears down: every event of a teardown and its rebuild fires.
+# A teardown, the zap a command on a torn-down chunk causes, and its rebuild:
+# every event fires.
 for e in invalidate_start drain_start drain_end unmap_unpin zap rebuild_start rebuild_end queue_state; do
     trace-cmd report -i /tmp/warpq.dat 2>/dev/null | grep -q "warpq_$e:" || fail "trace-cmd recorded no warpq_$e"
 done
