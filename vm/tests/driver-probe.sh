@@ -1,6 +1,7 @@
 #!/bin/sh
 # warpq.ko binds the edu device, logs how its DMA is translated, and unloads
-# and reloads cleanly. Expects VM_IOMMU as the first argument (on|off).
+# and reloads cleanly. Expects VM_IOMMU as the first argument (on|off) and the
+# number of rmmod/insmod rounds as the second (default 100).
 . /warpq/tests/lib.sh
 iommu=${1:-on}
 probe_re='warpq: [0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-9a-f]: bound 1234:11e8'
@@ -21,7 +22,7 @@ exec 3<>/dev/warpq0
 if rmmod warpq 2>/dev/null; then fail "rmmod succeeded with /dev/warpq0 open"; fi
 echo "ok: rmmod refused while /dev/warpq0 is open"
 exec 3<&-
-rounds=100
+rounds=${2:-100}
 i=0
 while [ $i -lt $rounds ]; do
     i=$((i + 1))
