@@ -91,10 +91,11 @@ if [ "$what" = all ] || [ "$what" = vm ]; then
     vm_suite driver-probe-iommu VM_IOMMU=on -- '/warpq/tests/driver-probe.sh on'
     # The reload path does not depend on the IOMMU: 100 rounds with it, 25 without.
     vm_suite driver-probe-no-iommu VM_IOMMU=off -- '/warpq/tests/driver-probe.sh off 25'
-    vm_suite queue-mapping VM_IOMMU=on -- 'warpq-queue-check /dev/warpq0'
-    vm_suite copy-iommu VM_IOMMU=on -- 'warpq-copy-check 10000 && warpq-check pins'
+    # One boot for the queue mapping and the copy paths through the IOMMU
+    # (a boot is most of a short suite's time); each program names its checks.
+    vm_suite copy-iommu VM_IOMMU=on -- 'warpq-queue-check /dev/warpq0 && warpq-copy-check 10000 &&
+        warpq-copy-check --ioctl 3000 && warpq-copy-check --edu 20 && warpq-check pins'
     vm_suite copy-no-iommu VM_IOMMU=off -- 'warpq-copy-check 10000 && warpq-check pins'
-    vm_suite copy-submit-ioctl -- 'warpq-copy-check --ioctl 3000 && warpq-check pins'
     # Suites that run under both backings and both policies reload the
     # module inside one boot for each configuration (vm/tests/matrix.sh).
     matrix=/warpq/tests/matrix.sh
@@ -111,7 +112,6 @@ if [ "$what" = all ] || [ "$what" = vm ]; then
     vm_suite process-death -- "$matrix 'pin mirror' filtered \
         'warpq-invalidate-check death && warpq-invalidate-check scm' && warpq-check pins"
     vm_suite adversarial -- "$matrix 'pin mirror' filtered warpq-adversarial && warpq-check pins"
-    vm_suite edu-dma -- 'warpq-copy-check --edu 20 && warpq-check pins'
     vm_suite user-api -- 'warpq-user-check && warpqctl list && warpqctl policy get &&
         { warpq-copy-check 20000 > /tmp/load.log & sleep 4; warpqctl stats; warpqctl hist; warpqctl stats --json; wait $!; } &&
         grep -q "20000 commands verified" /tmp/load.log &&
