@@ -959,6 +959,33 @@ long warpq_pin_pages(struct mm_struct *mm, unsigned long start, unsigned long nr
 }
 
 /*
+ * hmm_range_fault() says -EFAULT for every fault error, VM_FAULT_OOM
+ * included, where GUP says -ENOMEM: fault the range in page by page to
+ * learn which it was, so that an allocation failure leaves the chunk
+ * unmapped (retried) rather than dead. -EFAULT: no vma, no permission,
+ * SIGBUS (a truncated file); -ENOMEM: out of memory; -EBUSY: nothing
+ * failed this time (retry the lookup). Called with the mmap lock held.
+ */
+static long warpq_mirror_fault_errno(struct mm_struct *mm, unsigned long start,
+				     unsigned long end, bool write)
+{
+	unsigned long addr;
+	int ret;
+
+	for (addr = start; addr < end; addr += PAGE_SIZE) {
+		struct vm_area_struct *vma = vma_lookup(mm, addr);
+
+		if (!vma || (vma->vm_flags & (VM_IO | VM_PFNMAP)) ||
+		    !(vma->vm_flags & (write ? VM_WRITE : VM_READ)))
+			return -EFAULT;
+		ret = fixup_user_fault(mm, addr, write ? FAULT_FLAG_WRITE : 0, NULL);
+		if (ret)
+			return ret;
+	}
+	return -EBUSY;
+}
+
+/*
  * The mirror backing: faults in [start, start + nr pages) of @mm for
  * reading, or writing if @write, and returns one struct page pointer per
  * page in @pages, without taking a reference. The pages stay the process's
@@ -992,6 +1019,8 @@ long warpq_mirror_pages(struct mmu_interval_notifier *sub, struct mm_struct *mm,
 		ret = -EFAULT;
 	else
 		ret = hmm_range_fault(&range);
+	if (ret == -EFAULT)
+		ret = warpq_mirror_fault_errno(mm, range.start, range.end, write);
 	if (!mmap_locked) {
 		mmap_read_unlock(mm);
 		mmput(mm);

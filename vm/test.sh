@@ -108,7 +108,7 @@ if [ "$what" = all ] || [ "$what" = vm ]; then
     # the fail-nth sweep under pin, storm and OOM again under mirror, each
     # followed by the suite's own pin, kmemleak and kernel-log checks.
     vm_suite stress-subset -- "warpq-stress-suite --seconds 45 storm oom fault-inject &&
-        $matrix mirror filtered 'warpq-stress-suite --seconds 30 storm oom' && warpq-check pins"
+        $matrix mirror filtered 'warpq-stress-suite --seconds 30 storm oom fault-inject' && warpq-check pins"
     vm_suite process-death -- "$matrix 'pin mirror' filtered \
         'warpq-invalidate-check death && warpq-invalidate-check scm' && warpq-check pins"
     vm_suite adversarial -- "$matrix 'pin mirror' filtered warpq-adversarial && warpq-check pins"
