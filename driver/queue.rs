@@ -21,6 +21,7 @@
 //! | mmap_lock | the queue's mm's | the fault path (read), GUP from an ioctl (read), notifier insertion and the zap worker (write); the kernel around most invalidations (any mode) | fault path: D, then queue creation and L; invalidation callback: L only |
 //! | D | `QueueFile::dir` (file.rs): the file's queues by mm | queue lookup and creation, reaping, release | nothing: a queue is built before D is taken and dropped after it is released |
 //! | L | `Queue::lock` (lockdep class `warpq_queue_lock`): the protocol core's context lock | the invalidation callback (trylock when non-blocking), rebuild, register/arm/unregister, release | the gate's drain; the kernel's spinlocks inside DMA unmap, unpin and wake-ups |
+//! | rebuild worker | `Queue::rebuild_work` (a work item, not a lock): maps the chunks a command waits for | the engine queues it | mmap_lock (read, inside GUP or `hmm_range_fault`), then L, as an ioctl's rebuild; cancelled (waited for) by revocation under R and by the queue's drop |
 //! | gate | `notifier/src/gate.rs`, not a lock | the engine, per command; L's holders pause it and wait for the engine to leave | nothing: the engine takes no lock (it polls the edu device's busy flag together with the reset check) |
 //!
 //! - R and S are never held together, nor are D and L.
@@ -199,6 +200,10 @@ pub(crate) struct Queue {
     /// to this user's `locked_vm`, so a user's processes share one
     /// RLIMIT_MEMLOCK budget.
     user: UserRef,
+    /// The registering task's RLIMIT_MEMLOCK in pages (`u64::MAX`: it had
+    /// CAP_IPC_LOCK), recorded by each REGISTER: every later pin of the
+    /// queue, in a fault, an ioctl or the rebuild worker, is held to it.
+    memlock_limit: AtomicU64,
     ring: Ring,
     config: Config,
     backing: Backing,
@@ -219,6 +224,10 @@ pub(crate) struct Queue {
     wq: Opaque<bindings::wait_queue_head>,
     #[pin]
     zap_work: Opaque<bindings::work_struct>,
+    /// Rebuilds the chunks a command waits for, without waiting for the
+    /// owner's next ring touch or ioctl (module parameter `rebuild_worker`).
+    #[pin]
+    rebuild_work: Opaque<bindings::work_struct>,
     slots: [RegionSlot; MAX_REGIONS],
     ring_mappings: [AtomicU64; MAX_RING_MAPPINGS],
     engine: AtomicPtr<TaskRaw>,
@@ -316,6 +325,7 @@ impl Queue {
                 mm,
                 file_private,
                 user: UserRef::current(),
+                memlock_limit: AtomicU64::new(0),
                 ring,
                 config,
                 backing: current_backing(),
@@ -327,6 +337,8 @@ impl Queue {
                 wq <- Opaque::ffi_init(|slot| unsafe { shim::warpq_waitqueue_init(slot) }),
                 // SAFETY: `slot` is pinned memory for a work item.
                 zap_work <- Opaque::ffi_init(|slot| unsafe { shim::warpq_work_init(slot, zap_work_fn) }),
+                // SAFETY: `slot` is pinned memory for a work item.
+                rebuild_work <- Opaque::ffi_init(|slot| unsafe { shim::warpq_work_init(slot, rebuild_work_fn) }),
                 slots: core::array::from_fn(RegionSlot::new),
                 ring_mappings: [const { AtomicU64::new(0) }; MAX_RING_MAPPINGS],
                 engine: AtomicPtr::new(core::ptr::null_mut()),
@@ -377,6 +389,11 @@ impl Queue {
             let mut key = self.lock.lock();
             let _ = self.ctx.release(&mut key, &self.platform(false), &self.config);
         }
+        // A rebuild worker already past its released check finds the
+        // context released under L and undoes its mapping: wait for it
+        // before the device goes (it takes L and the mmap lock, never R).
+        // SAFETY: initialised in `new`.
+        unsafe { shim::warpq_work_cancel_sync(self.rebuild_work.get()) };
         self.remove_notifiers();
         self.stop_engine();
         self.wake_all();
@@ -589,6 +606,9 @@ impl Queue {
 
     fn register_locked(&self, addr: u64, len: u64, access: Access) -> Result<u64> {
         self.check_live()?;
+        // SAFETY: reads the calling task's limit and capability.
+        let limit = unsafe { shim::warpq_memlock_limit_pages() };
+        self.memlock_limit.store(limit as u64, Ordering::Relaxed);
         let platform = self.platform(false);
         let desc = {
             let mut key = self.lock.lock();
@@ -908,6 +928,7 @@ impl Queue {
                     // next touch of the ring (zapped now) or ioctl.
                     let exit = guard.request_rebuild(region, wanted);
                     platform.schedule_zap();
+                    self.schedule_rebuild();
                     if exit == crate::protocol::gate::EngineExit::Abandoned {
                         // A reset abandoned the queue meanwhile: report it,
                         // as for a command that ran.
@@ -952,6 +973,30 @@ impl Queue {
             self.dev.stats.completion(uapi::WARPQ_STATUS_ABORTED);
         }
         self.wake_all();
+    }
+
+    /// Queues the rebuild worker (if the `rebuild_worker` parameter is on).
+    fn schedule_rebuild(&self) {
+        // SAFETY: reads a module parameter; no precondition.
+        if unsafe { shim::warpq_param_rebuild_worker() } {
+            // SAFETY: initialised in `new`; cancelled before the queue goes.
+            unsafe { shim::warpq_work_schedule(self.rebuild_work.get()) };
+        }
+    }
+
+    /// The rebuild worker: maps the chunks commands wait for, so that a
+    /// process that only sleeps (in epoll, say) still progresses. Runs in a
+    /// kernel worker: the pin and mirror paths take `mmget_not_zero` and the
+    /// mmap lock themselves, and the `pin` charge is held to the limit the
+    /// registering task had.
+    fn rebuild_from_worker(&self) {
+        if !self.ctx.gate().is_stale() || self.ctx.is_released() || self.revoked.load(Ordering::SeqCst) {
+            return;
+        }
+        if !self.mm.has_users() {
+            return;
+        }
+        let _ = self.rebuild(&self.platform(false));
     }
 
     /// The zap worker: makes the next touch of the queue's mappings fault.
@@ -1049,7 +1094,10 @@ impl PinnedDrop for Queue {
         self.remove_notifiers();
         // 3. Stop the engine: it completes what is left in the ring as aborted.
         self.stop_engine();
-        // 4. No zap may run after this.
+        // 4. No rebuild, then no zap, may run after this (a failed rebuild
+        // queues a zap).
+        // SAFETY: initialised in `new`.
+        unsafe { shim::warpq_work_cancel_sync(self.rebuild_work.get()) };
         // SAFETY: initialised in `new`.
         unsafe { shim::warpq_work_cancel_sync(self.zap_work.get()) };
     }
@@ -1093,6 +1141,13 @@ unsafe extern "C" fn engine_thread(data: *mut c_void) -> c_int {
     let queue = unsafe { &*(data as *const Queue) };
     queue.engine_loop();
     0
+}
+
+unsafe extern "C" fn rebuild_work_fn(work: *mut bindings::work_struct) {
+    // SAFETY: `work` is the `rebuild_work` field of a live queue (the queue
+    // cancels the work before it is freed).
+    let queue = unsafe { &*kernel::container_of!(work.cast::<Opaque<bindings::work_struct>>(), Queue, rebuild_work) };
+    queue.rebuild_from_worker();
 }
 
 unsafe extern "C" fn zap_work_fn(work: *mut bindings::work_struct) {
@@ -1150,8 +1205,9 @@ impl QueuePlatform<'_> {
         npages: usize,
     ) -> core::result::Result<(KVVec<*mut PageRaw>, bool), PinError> {
         let (user, mm) = (self.q.user.as_ptr(), self.q.mm.as_ptr());
+        let limit = self.q.memlock_limit.load(Ordering::Relaxed);
         // SAFETY: the user and the mm are held by the queue.
-        let charge = unsafe { shim::warpq_charge_pinned(user, mm, npages as c_ulong) };
+        let charge = unsafe { shim::warpq_charge_pinned(user, mm, npages as c_ulong, limit as c_ulong) };
         if charge < 0 {
             // Over RLIMIT_MEMLOCK: not the range's fault, and it may pass
             // later (the limit raised, other buffers unregistered). REGISTER

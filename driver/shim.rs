@@ -58,6 +58,7 @@ extern "C" {
     pub(crate) fn warpq_param_policy() -> c_int;
     pub(crate) fn warpq_param_backing() -> c_int;
     pub(crate) fn warpq_param_chunk_kb() -> c_uint;
+    pub(crate) fn warpq_param_rebuild_worker() -> bool;
     pub(crate) fn warpq_param_drain_timeout_ms() -> c_uint;
     pub(crate) fn warpq_param_engine_edu() -> bool;
     pub(crate) fn warpq_param_engine_idle_us() -> c_uint;
@@ -195,7 +196,8 @@ extern "C" {
     pub(crate) fn warpq_dma_unmap_page(dev: *mut DeviceRaw, addr: u64, device_writes: bool);
     pub(crate) fn warpq_dma_to_kernel(dev: *mut DeviceRaw, addr: u64) -> *mut u8;
     pub(crate) fn warpq_set_page_dirty(page: *mut PageRaw);
-    pub(crate) fn warpq_charge_pinned(user: *mut UserRaw, mm: *mut MmRaw, npages: c_ulong) -> c_int;
+    pub(crate) fn warpq_charge_pinned(user: *mut UserRaw, mm: *mut MmRaw, npages: c_ulong, limit: c_ulong) -> c_int;
+    pub(crate) fn warpq_memlock_limit_pages() -> c_ulong;
     pub(crate) fn warpq_uncharge_pinned(user: *mut UserRaw, mm: *mut MmRaw, npages: c_ulong, charged: bool);
     pub(crate) fn warpq_current_user_get() -> *mut UserRaw;
     pub(crate) fn warpq_user_put(user: *mut UserRaw);

@@ -123,6 +123,15 @@ static int engine_edu;
 WARPQ_CHOICE(engine, engine_edu, "cpu", "edu");
 MODULE_PARM_DESC(engine, "engine for COPY: cpu (the software engine, default) or edu (the edu device's DMA for copies of at most 4 KiB; others stay on cpu)");
 
+static bool rebuild_worker = true;
+module_param(rebuild_worker, bool, 0644);
+MODULE_PARM_DESC(rebuild_worker, "when a command waits for the rebuild of a chunk, a worker rebuilds it at once (default Y); N leaves it to the owner's next ring touch or ioctl (the fault-injection tests use N to arm the ioctl path)");
+
+bool warpq_param_rebuild_worker(void)
+{
+	return READ_ONCE(rebuild_worker);
+}
+
 static unsigned int engine_idle_us = 200;
 module_param(engine_idle_us, uint, 0644);
 MODULE_PARM_DESC(engine_idle_us, "how long an idle engine polls the ring before it sleeps and asks for a wake-up (like io_uring's sq_thread_idle)");
@@ -812,22 +821,24 @@ void warpq_cond_resched(void)
 
 /*
  * The pin backing charges long-term pins to the user who created the queue
- * (@user, user->locked_vm), limited by the calling task's RLIMIT_MEMLOCK
- * unless it has CAP_IPC_LOCK (then nothing is charged), as io_uring does:
- * a user's forked children share one budget instead of getting one per mm.
- * mm->pinned_vm is kept as well, for VmPin in /proc/PID/status. Returns 1
- * if charged, 0 if exempt, -ENOMEM over the limit. Lock-free, so the
- * uncharge may run in an invalidation.
+ * (@user, user->locked_vm), against @limit pages: the RLIMIT_MEMLOCK the
+ * registering task had, recorded at REGISTER (warpq_memlock_limit_pages()),
+ * so that a rebuild in a kernel worker is held to the same limit, as
+ * io_uring does: a user's forked children share one budget instead of
+ * getting one per mm. ULONG_MAX means the registering task had
+ * CAP_IPC_LOCK: nothing is charged. mm->pinned_vm is kept as well, for
+ * VmPin in /proc/PID/status. Returns 1 if charged, 0 if exempt, -ENOMEM over
+ * the limit. Lock-free, so the uncharge may run in an invalidation.
  */
-int warpq_charge_pinned(struct user_struct *user, struct mm_struct *mm, unsigned long npages)
+int warpq_charge_pinned(struct user_struct *user, struct mm_struct *mm, unsigned long npages,
+			unsigned long limit)
 {
-	unsigned long limit, cur, next;
+	unsigned long cur, next;
 
-	if (capable(CAP_IPC_LOCK)) {
+	if (limit == ULONG_MAX) {
 		atomic64_add(npages, &mm->pinned_vm);
 		return 0;
 	}
-	limit = rlimit(RLIMIT_MEMLOCK) >> PAGE_SHIFT;
 	cur = atomic_long_read(&user->locked_vm);
 	do {
 		next = cur + npages;
@@ -836,6 +847,14 @@ int warpq_charge_pinned(struct user_struct *user, struct mm_struct *mm, unsigned
 	} while (!atomic_long_try_cmpxchg(&user->locked_vm, &cur, next));
 	atomic64_add(npages, &mm->pinned_vm);
 	return 1;
+}
+
+/* The calling task's RLIMIT_MEMLOCK in pages, ULONG_MAX with CAP_IPC_LOCK. */
+unsigned long warpq_memlock_limit_pages(void)
+{
+	if (capable(CAP_IPC_LOCK))
+		return ULONG_MAX;
+	return rlimit(RLIMIT_MEMLOCK) >> PAGE_SHIFT;
 }
 
 void warpq_uncharge_pinned(struct user_struct *user, struct mm_struct *mm, unsigned long npages,

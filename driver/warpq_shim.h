@@ -120,7 +120,10 @@ long warpq_wait_interruptible_timeout(struct wait_queue_head *wq, bool (*cond)(c
 struct task_struct *warpq_kthread_run(int (*fn)(void *), void *data, const char *name, int *err);
 u64 warpq_ktime_ns(void);
 void warpq_cond_resched(void);
-int warpq_charge_pinned(struct user_struct *user, struct mm_struct *mm, unsigned long npages);
+int warpq_charge_pinned(struct user_struct *user, struct mm_struct *mm, unsigned long npages,
+			unsigned long limit);
+unsigned long warpq_memlock_limit_pages(void);
+bool warpq_param_rebuild_worker(void);
 void warpq_uncharge_pinned(struct user_struct *user, struct mm_struct *mm, unsigned long npages,
 			   bool charged);
 struct user_struct *warpq_current_user_get(void);

@@ -96,6 +96,9 @@ pub fn register(fail: &mut FailNth, n: u32) -> Result<(Outcome, bool), String> {
 /// An invalidation tears a chunk of the buffer down, a FILL on it makes the
 /// engine ask for a rebuild, and the armed WAIT ioctl rebuilds.
 pub fn rebuild(fail: &mut FailNth, n: u32) -> Result<(Outcome, bool), String> {
+    // The rebuild worker would do the rebuild in a kernel thread, out of
+    // this task's fail-nth reach: off while this path runs.
+    let _worker_off = RebuildWorkerOff::new()?;
     let dev = Device::open(DEVICE).map_err(|e| format!("open: {e}"))?;
     let buf = Anon::new(16 * PAGE);
     register_rw(&dev, &buf).map_err(|e| format!("register: {e}"))?;
@@ -133,6 +136,24 @@ pub fn rebuild(fail: &mut FailNth, n: u32) -> Result<(Outcome, bool), String> {
     }
     device_works(&dev, &buf, n as u8)?;
     Ok((outcome, injected))
+}
+
+/// Turns the driver's `rebuild_worker` parameter off while it lives.
+struct RebuildWorkerOff;
+
+const REBUILD_WORKER: &str = "/sys/module/warpq/parameters/rebuild_worker";
+
+impl RebuildWorkerOff {
+    fn new() -> Result<Self, String> {
+        std::fs::write(REBUILD_WORKER, "N").map_err(|e| format!("{REBUILD_WORKER}: {e}"))?;
+        Ok(Self)
+    }
+}
+
+impl Drop for RebuildWorkerOff {
+    fn drop(&mut self) {
+        let _ = std::fs::write(REBUILD_WORKER, "Y");
+    }
 }
 
 /// A forked child's first registration creates its queue.
