@@ -924,11 +924,14 @@ impl Queue {
                 engine::Execution::Done(outcome) => outcome,
                 engine::Execution::NeedsRebuild { region, wanted } => {
                     // The command stays first in the ring; the queue is stale
-                    // until a rebuild maps the chunks it needs: the owner's
-                    // next touch of the ring (zapped now) or ioctl.
+                    // until a rebuild maps the chunks it needs: the rebuild
+                    // worker's, or (worker off) the owner's next touch of
+                    // the ring (zapped now) or ioctl. A worker whose rebuild
+                    // fails queues the zap itself.
                     let exit = guard.request_rebuild(region, wanted);
-                    platform.schedule_zap();
-                    self.schedule_rebuild();
+                    if !self.schedule_rebuild() {
+                        platform.schedule_zap();
+                    }
                     if exit == crate::protocol::gate::EngineExit::Abandoned {
                         // A reset abandoned the queue meanwhile: report it,
                         // as for a command that ran.
@@ -975,13 +978,16 @@ impl Queue {
         self.wake_all();
     }
 
-    /// Queues the rebuild worker (if the `rebuild_worker` parameter is on).
-    fn schedule_rebuild(&self) {
+    /// Queues the rebuild worker, if the `rebuild_worker` parameter is on;
+    /// says whether it did.
+    fn schedule_rebuild(&self) -> bool {
         // SAFETY: reads a module parameter; no precondition.
-        if unsafe { shim::warpq_param_rebuild_worker() } {
+        let on = unsafe { shim::warpq_param_rebuild_worker() };
+        if on {
             // SAFETY: initialised in `new`; cancelled before the queue goes.
             unsafe { shim::warpq_work_schedule(self.rebuild_work.get()) };
         }
+        on
     }
 
     /// The rebuild worker: maps the chunks commands wait for, so that a
@@ -1451,6 +1457,17 @@ impl Platform for QueuePlatform<'_> {
         self.q.record(Kind::Unmap, t1 - t0);
         self.q.record(Kind::Unpin, t2 - t1);
         trace::unmap_unpin(self.q.mm.id(), n, t1 - t0, t2 - t1);
+        self.q.stats.unpinned(n);
+        self.q.dev.stats.unpinned(n);
+    }
+
+    fn discard_unpublished(&self, mut mapping: DmaMapping) {
+        // Never published, so never used by the device: nothing to mark
+        // dirty, and not a teardown (the unmap_ns/unpin_ns histograms and
+        // the unmap_unpin event are a teardown's).
+        self.unmap_dma(&mapping);
+        let n = mapping.pages.len() as u64;
+        self.release_pages(&mut mapping);
         self.q.stats.unpinned(n);
         self.q.dev.stats.unpinned(n);
     }

@@ -982,8 +982,9 @@ long warpq_pin_pages(struct mm_struct *mm, unsigned long start, unsigned long nr
  * included, where GUP says -ENOMEM: fault the range in page by page to
  * learn which it was, so that an allocation failure leaves the chunk
  * unmapped (retried) rather than dead. -EFAULT: no vma, no permission,
- * SIGBUS (a truncated file); -ENOMEM: out of memory; -EBUSY: nothing
- * failed this time (retry the lookup). Called with the mmap lock held.
+ * SIGBUS (a truncated file); -ENOMEM: out of memory; 0: every page faulted
+ * in this time (the caller looks again once). Called with the mmap lock
+ * held, never on a queue mapping (its fault handler rebuilds).
  */
 static long warpq_mirror_fault_errno(struct mm_struct *mm, unsigned long start,
 				     unsigned long end, bool write)
@@ -1001,7 +1002,7 @@ static long warpq_mirror_fault_errno(struct mm_struct *mm, unsigned long start,
 		if (ret)
 			return ret;
 	}
-	return -EBUSY;
+	return 0;
 }
 
 /*
@@ -1034,12 +1035,22 @@ long warpq_mirror_pages(struct mmu_interval_notifier *sub, struct mm_struct *mm,
 			return -ESRCH;
 		mmap_read_lock(mm);
 	}
-	if (warpq_range_has_queue_mapping(mm, range.start, range.end))
+	if (warpq_range_has_queue_mapping(mm, range.start, range.end)) {
+		/* Never fault a queue mapping in: its fault handler rebuilds. */
 		ret = -EFAULT;
-	else
+	} else {
 		ret = hmm_range_fault(&range);
-	if (ret == -EFAULT)
-		ret = warpq_mirror_fault_errno(mm, range.start, range.end, write);
+		if (ret == -EFAULT) {
+			ret = warpq_mirror_fault_errno(mm, range.start, range.end, write);
+			/*
+			 * Every page faulted in: the failure was transient (an
+			 * allocation), or a page hmm refuses whatever its state
+			 * (a special pte): look once more and take that answer.
+			 */
+			if (!ret)
+				ret = hmm_range_fault(&range);
+		}
+	}
 	if (!mmap_locked) {
 		mmap_read_unlock(mm);
 		mmput(mm);

@@ -93,6 +93,15 @@ pub trait Platform: Waiter {
     /// allocate.
     fn unmap_and_unpin(&self, mapping: Self::Mapping, dirty: bool);
 
+    /// Undoes a [`Platform::pin_and_map`] whose mapping was never published
+    /// (another rebuild won the chunk, an invalidation collided, the context
+    /// was released): the device never saw it. Not a teardown, so a platform
+    /// that counts teardown costs may count this apart; by default the same
+    /// as `unmap_and_unpin(mapping, false)`.
+    fn discard_unpublished(&self, mapping: Self::Mapping) {
+        self.unmap_and_unpin(mapping, false);
+    }
+
     /// Queues the worker that zaps the queue's user mapping so that the next
     /// touch faults (never zap inside the invalidate callback). Must not
     /// sleep. The worker asks [`MmContext::zap_needed`] first.

@@ -171,8 +171,7 @@ where
     let key = lock.lock();
     let undo = |mapping: Result<P::Mapping, PinError>| {
         if let Ok(mapping) = mapping {
-            // Never used by the device: nothing to mark dirty.
-            platform.unmap_and_unpin(mapping, false);
+            platform.discard_unpublished(mapping);
         }
     };
     if !ctx.owns_key(&key) {
@@ -244,7 +243,7 @@ where
     drop(paused);
     drop(key);
     if let Some(mapping) = leftover {
-        platform.unmap_and_unpin(mapping, false);
+        platform.discard_unpublished(mapping);
     }
     Ok(Step::Resolved)
 }

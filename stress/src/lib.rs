@@ -16,6 +16,7 @@ pub mod fd;
 pub mod harness;
 pub mod kmsg;
 pub mod mem;
+pub mod param;
 pub mod pins;
 pub mod raw;
 pub mod report;

@@ -98,7 +98,7 @@ pub fn register(fail: &mut FailNth, n: u32) -> Result<(Outcome, bool), String> {
 pub fn rebuild(fail: &mut FailNth, n: u32) -> Result<(Outcome, bool), String> {
     // The rebuild worker would do the rebuild in a kernel thread, out of
     // this task's fail-nth reach: off while this path runs.
-    let _worker_off = RebuildWorkerOff::new()?;
+    let _worker_off = crate::param::ParamGuard::set("rebuild_worker", "N")?;
     let dev = Device::open(DEVICE).map_err(|e| format!("open: {e}"))?;
     let buf = Anon::new(16 * PAGE);
     register_rw(&dev, &buf).map_err(|e| format!("register: {e}"))?;
@@ -136,24 +136,6 @@ pub fn rebuild(fail: &mut FailNth, n: u32) -> Result<(Outcome, bool), String> {
     }
     device_works(&dev, &buf, n as u8)?;
     Ok((outcome, injected))
-}
-
-/// Turns the driver's `rebuild_worker` parameter off while it lives.
-struct RebuildWorkerOff;
-
-const REBUILD_WORKER: &str = "/sys/module/warpq/parameters/rebuild_worker";
-
-impl RebuildWorkerOff {
-    fn new() -> Result<Self, String> {
-        std::fs::write(REBUILD_WORKER, "N").map_err(|e| format!("{REBUILD_WORKER}: {e}"))?;
-        Ok(Self)
-    }
-}
-
-impl Drop for RebuildWorkerOff {
-    fn drop(&mut self) {
-        let _ = std::fs::write(REBUILD_WORKER, "Y");
-    }
 }
 
 /// A forked child's first registration creates its queue.

@@ -93,13 +93,25 @@ pub fn munmap_in_flight(dev: &Device) -> Result<String, String> {
 }
 
 /// A teardown alone zaps nothing: the queue keeps running. A command that
-/// needs the torn-down chunk makes the engine ask for a rebuild: the
-/// rebuild worker maps the chunk without any help from the process (which
-/// here only sleeps, as one blocked in epoll would), and the ring is zapped
-/// too, so the process's next plain touch of it faults (and would rebuild,
-/// were the worker off). No system call beyond the wake-up of an engine
-/// that went to sleep.
+/// needs the torn-down chunk makes the engine ask for a rebuild, and the
+/// process, which here only sleeps (as one blocked in epoll would), makes
+/// no system call beyond the wake-up of an engine that went to sleep:
+/// - with the rebuild worker (`rebuild_worker=Y`, the default), a kernel
+///   worker maps the chunk and the FILL completes; the ring is not zapped,
+///   so reading the completion does not fault;
+/// - without it, the engine zaps the ring instead, and the process's next
+///   plain read of its completion queue faults and the fault handler
+///   rebuilds the chunk.
 pub fn touch_rebuilds(dev: &Device) -> Result<String, String> {
+    let with_worker = touch_rebuilds_once(dev, true)?;
+    let without = {
+        let _off = crate::param::ParamGuard::set("rebuild_worker", "N")?;
+        touch_rebuilds_once(dev, false)?
+    };
+    Ok(format!("{with_worker}; {without}"))
+}
+
+fn touch_rebuilds_once(dev: &Device, worker: bool) -> Result<String, String> {
     use crate::raw::{header, RawRing};
     use std::os::fd::AsRawFd;
     let ring = RawRing::map(dev.as_file().as_raw_fd()).map_err(|e| format!("map queue: {e}"))?;
@@ -126,45 +138,87 @@ pub fn touch_rebuilds(dev: &Device) -> Result<String, String> {
     if ring.get(header::FLAGS) & WARPQ_RING_NEED_WAKEUP != 0 {
         ring.kick()?;
     }
-    // Sleep without touching the ring: the engine asks, the worker rebuilds
-    // and the FILL completes (STATS reads counters, it rebuilds nothing).
+    // Sleep without touching the ring (STATS reads counters; it rebuilds
+    // nothing): the worker rebuilds and the FILL completes, or the engine
+    // zaps the ring.
     let t0 = std::time::Instant::now();
     let mut mid = torn;
-    while mid.commands_ok == torn.commands_ok && t0.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(50));
+    let waiting = |mid: &warpq::sys::warpq_stats| {
+        if worker {
+            mid.commands_ok == torn.commands_ok
+        } else {
+            mid.zaps == torn.zaps
+        }
+    };
+    while waiting(&mid) && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
         mid = dev.stats().map_err(|e| format!("STATS: {e}"))?;
     }
-    if mid.commands_ok != torn.commands_ok + 1 || mid.rebuilds <= torn.rebuilds {
-        return Err(format!(
-            "with the process asleep, the FILL on the torn-down chunk did not complete: commands ok {} -> {}, \
-             rebuilds {} -> {}",
-            torn.commands_ok, mid.commands_ok, torn.rebuilds, mid.rebuilds
-        ));
+    let slept_ms = t0.elapsed().as_millis();
+    if worker {
+        if mid.commands_ok != torn.commands_ok + 1 || mid.rebuilds <= torn.rebuilds {
+            return Err(format!(
+                "with the process asleep, the FILL on the torn-down chunk did not complete: commands ok {} -> {}, \
+                 rebuilds {} -> {}",
+                torn.commands_ok, mid.commands_ok, torn.rebuilds, mid.rebuilds
+            ));
+        }
+        if mid.zaps != torn.zaps {
+            return Err(format!(
+                "the rebuild worker succeeded, yet the ring was zapped ({} zaps)",
+                mid.zaps - torn.zaps
+            ));
+        }
+    } else {
+        // Give a (wrong) rebuild a moment to show itself.
+        std::thread::sleep(Duration::from_millis(100));
+        mid = dev.stats().map_err(|e| format!("STATS: {e}"))?;
+        if mid.zaps == torn.zaps || mid.commands_ok != torn.commands_ok || mid.rebuilds != torn.rebuilds {
+            return Err(format!(
+                "without the worker, the FILL on the torn-down chunk must zap the ring and wait: zaps {} -> {}, \
+                 commands ok {} -> {}, rebuilds {} -> {}",
+                torn.zaps, mid.zaps, torn.commands_ok, mid.commands_ok, torn.rebuilds, mid.rebuilds
+            ));
+        }
     }
-    if mid.zaps == torn.zaps {
-        return Err("the engine's request did not zap the ring".into());
+    // Poll the completion queue with plain reads only: without the worker,
+    // the first one faults and rebuilds.
+    let mut completion = None;
+    while completion.is_none() && t0.elapsed() < Duration::from_secs(10) {
+        completion = ring.pop();
+        std::hint::spin_loop();
     }
-    // The completion, read with plain loads (the first one faults: the ring
-    // was zapped).
-    let c = ring.pop().ok_or("the completion counted in STATS is not in the ring")?;
     let after = dev.stats().map_err(|e| format!("STATS: {e}"))?;
+    let c = completion.ok_or("no completion within 10 s of plain polling")?;
     dev.unregister(h).map_err(|e| format!("unregister: {e}"))?;
-    if after.faults <= mid.faults {
-        return Err(format!(
-            "the first touch of the zapped ring did not fault: faults {} -> {}",
-            mid.faults, after.faults
-        ));
-    }
     if c.user_data != 77 || c.status != WARPQ_STATUS_OK || buf.bytes()[PAGE..PAGE + 64].iter().any(|&b| b != 0x6b) {
         return Err(format!("the FILL after the rebuild: user_data {} status {}", c.user_data, c.status));
     }
-    Ok(format!(
-        "a teardown zapped nothing; a FILL on the torn-down page completed while the process slept (the rebuild \
-         worker: rebuilds {} -> {}, {} ms), the ring was zapped ({} zap) and its next plain read faulted; no system \
-         call",
-        torn.rebuilds,
-        mid.rebuilds,
-        t0.elapsed().as_millis(),
-        mid.zaps - torn.zaps
-    ))
+    if worker {
+        if after.faults != mid.faults {
+            return Err(format!(
+                "reading the completion of an unzapped ring faulted: faults {} -> {}",
+                mid.faults, after.faults
+            ));
+        }
+        Ok(format!(
+            "rebuild worker on: a teardown zapped nothing; a FILL on the torn-down page completed while the process \
+             slept ({slept_ms} ms, rebuilds {} -> {}), no zap, no fault",
+            torn.rebuilds, mid.rebuilds
+        ))
+    } else {
+        if after.faults <= mid.faults || after.rebuilds <= mid.rebuilds {
+            return Err(format!(
+                "the first touch of the ring after the zap did not rebuild: faults {} -> {}, rebuilds {} -> {}",
+                mid.faults, after.faults, mid.rebuilds, after.rebuilds
+            ));
+        }
+        Ok(format!(
+            "rebuild worker off: the FILL made the engine zap the ring ({} zap); the next plain read of the ring \
+             faulted and rebuilt (rebuilds {} -> {}), and the FILL completed",
+            mid.zaps - torn.zaps,
+            mid.rebuilds,
+            after.rebuilds
+        ))
+    }
 }
