@@ -80,7 +80,9 @@ pub mod sysfs;
 
 use std::path::Path;
 
-pub use buffer::{page_size, Access, Buffer, RegisteredBuffer};
+pub use buffer::{page_size, Access, Backing, Buffer, RegisteredBuffer, HUGE_PAGE_SIZE};
+/// The mapping crate the buffers are built on ([`Device::register_mmap`] takes its `MmapMut`).
+pub use memmap2;
 pub use device::{Device, QueueMapping};
 pub use entry::{opcode, Completion, Entry, Status};
 pub use error::{errno_name, Error, ErrorKind, Op, Result};

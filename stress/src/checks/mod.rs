@@ -4,6 +4,7 @@
 //! its `FAIL` line, under the name of the section it happened in.
 
 pub mod copy;
+pub mod mapped;
 pub mod queue;
 pub mod user;
 
