@@ -402,7 +402,11 @@ impl std::fmt::Debug for RegisteredBuffer<'_> {
 /// A REGISTER refused for a caller's mapping: say what the kernel's rules
 /// for long-term pins of file pages are, the likeliest reason.
 fn explain_refusal(e: Error, buf: &Buffer, access: Access) -> Error {
-    if e.kind() == ErrorKind::BadMemory && e.errno() == Some(libc::EFAULT) && buf.backing == Backing::Mapped && access.writes() {
+    if e.kind() == ErrorKind::BadMemory
+        && e.errno() == Some(libc::EFAULT)
+        && buf.backing == Backing::Mapped
+        && access.writes()
+    {
         e.with_hint(
             "the pages could not be pinned for the device to write: the kernel refuses writable long-term pins of \
              files on file systems that write back (ext4, xfs, ...; since 6.5), so map a shmem file (tmpfs, memfd) \
@@ -512,7 +516,10 @@ mod tests {
         map[..3].copy_from_slice(b"xyz");
         let addr = map.as_ptr() as u64;
         let b = Buffer::from_mmap(map).unwrap();
-        assert_eq!((b.addr(), b.len(), b.mapped_len(), b.backing()), (addr, 3 * page_size(), 3 * page_size(), Backing::Mapped));
+        assert_eq!(
+            (b.addr(), b.len(), b.mapped_len(), b.backing()),
+            (addr, 3 * page_size(), 3 * page_size(), Backing::Mapped)
+        );
         assert_eq!(&b[..3], b"xyz");
         let map = b.into_mmap();
         assert_eq!((map.as_ptr() as u64, &map[..3]), (addr, &b"xyz"[..]));
@@ -523,7 +530,10 @@ mod tests {
     #[test]
     fn huge_buffers_round_up_to_huge_pages() {
         let b = Buffer::huge(HUGE_PAGE_SIZE + 1, Backing::TransparentHuge).unwrap();
-        assert_eq!((b.len(), b.mapped_len(), b.backing()), (HUGE_PAGE_SIZE + 1, 2 * HUGE_PAGE_SIZE, Backing::TransparentHuge));
+        assert_eq!(
+            (b.len(), b.mapped_len(), b.backing()),
+            (HUGE_PAGE_SIZE + 1, 2 * HUGE_PAGE_SIZE, Backing::TransparentHuge)
+        );
         assert!(b.iter().all(|&x| x == 0));
         // No hugetlb pool on a build machine, most likely: either way a
         // clear answer.

@@ -81,11 +81,11 @@ pub mod sysfs;
 use std::path::Path;
 
 pub use buffer::{page_size, Access, Backing, Buffer, RegisteredBuffer, HUGE_PAGE_SIZE};
-/// The mapping crate the buffers are built on ([`Device::register_mmap`] takes its `MmapMut`).
-pub use memmap2;
 pub use device::{Device, QueueMapping};
 pub use entry::{opcode, Completion, Entry, Status};
 pub use error::{errno_name, Error, ErrorKind, Op, Result};
+/// The mapping crate the buffers are built on ([`Device::register_mmap`] takes its `MmapMut`).
+pub use memmap2;
 pub use queue::Queue;
 pub use ring::{CompletionQueue, PushError, SubmissionQueue, Submitter};
 pub use scope::{Registration, Scope, SharedRegistration};

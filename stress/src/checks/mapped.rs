@@ -101,7 +101,8 @@ fn files(r: &mut Report, dev: &Device, q: &mut Queue<'_>) -> Result<(), String> 
     let ro = File::open("/bin/busybox").map_err(|e| format!("/bin/busybox: {e}"))?;
     // SAFETY (memmap2's contract): nobody truncates busybox meanwhile.
     let copy = unsafe { MmapOptions::new().len(8192).map_copy(&ro) }.map_err(|e| format!("map_copy busybox: {e}"))?;
-    let buf = dev.register_mmap(copy, Access::Read).map_err(|e| format!("register a private file mapping read-only: {e}"))?;
+    let buf =
+        dev.register_mmap(copy, Access::Read).map_err(|e| format!("register a private file mapping read-only: {e}"))?;
     let crc = ok(q, "CRC32C of busybox's first 8 KiB", opcode::Crc32c::new(buf.addr(), 8192).build())?;
     let mut head = vec![0u8; 8192];
     ro.read_exact_at(&mut head, 0).map_err(|e| format!("pread busybox: {e}"))?;
@@ -126,7 +127,11 @@ fn huge(r: &mut Report, dev: &Device, q: &mut Queue<'_>, backing: Backing) -> Re
         }
         Err(e) => return Err(format!("Buffer::huge({backing:?}): {e}")),
     };
-    ensure!((buf.addr() as usize).is_multiple_of(HUGE_PAGE_SIZE), "{backing:?} buffer at {:#x} is not 2 MiB aligned", buf.addr());
+    ensure!(
+        (buf.addr() as usize).is_multiple_of(HUGE_PAGE_SIZE),
+        "{backing:?} buffer at {:#x} is not 2 MiB aligned",
+        buf.addr()
+    );
     let data = pattern(LEN, 0x42);
     buf.copy_from_slice(&data);
     let thp_kb = anon_huge_kb(buf.addr());
@@ -141,7 +146,8 @@ fn huge(r: &mut Report, dev: &Device, q: &mut Queue<'_>, backing: Backing) -> Re
     // its smallest unit); the registration survives, the chunk is rebuilt.
     let (drop_at, drop_len) = if backing == Backing::Hugetlb { (0, HUGE_PAGE_SIZE) } else { (64 << 10, 4096) };
     // SAFETY: inside our registered buffer; no Rust reference into it.
-    let rc = unsafe { libc::madvise((b.addr() as usize + drop_at) as *mut libc::c_void, drop_len, libc::MADV_DONTNEED) };
+    let rc =
+        unsafe { libc::madvise((b.addr() as usize + drop_at) as *mut libc::c_void, drop_len, libc::MADV_DONTNEED) };
     ensure!(rc == 0, "madvise(MADV_DONTNEED): {}", std::io::Error::last_os_error());
     ok(q, "COPY back across 2 MiB", opcode::Copy::new(b.addr_at(3 * mib), b.addr_at(at), mib as u64).build())?;
     ok(q, "FILL the dropped page", opcode::Fill::new(b.addr_at(drop_at), 4096, 0x99).build())?;

@@ -6,6 +6,7 @@
 pub mod copy;
 pub mod mapped;
 pub mod queue;
+pub mod queues;
 pub mod user;
 
 use std::process::ExitCode;
