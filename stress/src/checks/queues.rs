@@ -6,9 +6,11 @@
 
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::time::Duration;
 
 use warpq::{Access, Device};
 
+use crate::harness;
 use crate::plot::json::{Json, Parser};
 use crate::report::Report;
 
@@ -47,7 +49,7 @@ fn pipe() -> Result<(std::fs::File, std::fs::File), String> {
 
 /// In the child: open the device, register the plan's regions, report
 /// their addresses on `ready`, wait for a byte on `go`, exit.
-fn child(path: &str, plan: &[(usize, Access)], mut ready: std::fs::File, mut go: std::fs::File) -> i32 {
+fn child_main(path: &str, plan: &[(usize, Access)], mut ready: std::fs::File, mut go: std::fs::File) -> i32 {
     let mut run = || -> Result<(), String> {
         let dev = Device::open(path).map_err(|e| e.to_string())?;
         let mut held = Vec::new();
@@ -96,39 +98,41 @@ pub fn queues(r: &mut Report, path: &str) -> Result<(), String> {
     for plan in PLAN {
         let (ready_r, ready_w) = pipe()?;
         let (go_r, go_w) = pipe()?;
-        // SAFETY: this program is single-threaded here; the child only
-        // opens, registers, writes and reads pipes, then exits.
-        let pid = unsafe { libc::fork() };
-        ensure!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
-        if pid == 0 {
-            drop((ready_r, go_w));
-            let code = child(path, plan, ready_w, go_r);
-            // SAFETY: leave the child without running the parent's exit code.
-            unsafe { libc::_exit(code) };
-        }
-        drop((ready_w, go_r));
-        kids.push((pid, plan, ready_r, go_w));
+        // The child gets its ends; the parent keeps (and drops) the others.
+        let mut ends = Some((ready_w, go_r));
+        let child = harness::spawn(|| {
+            let (ready_w, go_r) = ends.take().expect("the child's pipe ends");
+            child_main(path, plan, ready_w, go_r)
+        })
+        .map_err(|e| format!("fork: {e}"))?;
+        drop(ends);
+        kids.push((child, plan, ready_r, go_w));
     }
     let mut addrs: Vec<Vec<u64>> = Vec::new();
-    for (pid, _, ready, _) in kids.iter_mut() {
+    let mut failed = None;
+    for (child, _, ready, _) in kids.iter_mut() {
         let mut line = String::new();
         let mut byte = [0u8; 1];
         while ready.read(&mut byte).map_err(|e| e.to_string())? == 1 && byte[0] != b'\n' {
             line.push(byte[0] as char);
         }
-        ensure!(!line.starts_with("error"), "process {pid}: {line}");
+        if line.starts_with("error") || line.is_empty() {
+            failed.get_or_insert(format!("process {}: {line}", child.pid()));
+        }
         addrs.push(line.split_whitespace().filter_map(|a| a.parse().ok()).collect());
     }
     let listed = warpqctl_json(device);
     // Let the children go before judging, so that a failure leaves nothing.
-    for (_, _, _, go) in kids.iter_mut() {
+    let pids: Vec<i32> = kids.iter().map(|(child, ..)| child.pid()).collect();
+    let plans: Vec<&[(usize, Access)]> = kids.iter().map(|&(_, plan, ..)| plan).collect();
+    for (child, _, _, mut go) in kids {
         let _ = go.write_all(b"x");
+        let pid = child.pid();
+        let exit = child.wait(Duration::from_secs(30));
+        ensure!(exit.success(), "process {pid}: {exit}");
     }
-    for (pid, ..) in &kids {
-        let mut status = 0;
-        // SAFETY: our own child.
-        unsafe { libc::waitpid(*pid, &mut status, 0) };
-        ensure!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "process {pid} ended with {status:#x}");
+    if let Some(f) = failed {
+        return Err(f);
     }
     let listed = listed?;
     let queues = listed.get(device).map(Json::arr).unwrap_or(&[]);
@@ -139,7 +143,7 @@ pub fn queues(r: &mut Report, path: &str) -> Result<(), String> {
         PLAN.len()
     );
     let (mut regions, mut bytes) = (0, 0u64);
-    for ((pid, plan, ..), addrs) in kids.iter().zip(&addrs) {
+    for ((pid, plan), addrs) in pids.iter().zip(&plans).zip(&addrs) {
         let q = queues
             .iter()
             .find(|q| q.get("pid").and_then(Json::num) == Some(f64::from(*pid)))
