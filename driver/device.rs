@@ -166,6 +166,28 @@ impl DeviceCore {
         }
     }
 
+    /// The debugfs `queues` list: every live queue of every open file, as
+    /// `Queue::describe` writes it. Takes F then each file's D to collect
+    /// the queues, and describes them (L) after both are released; the
+    /// references taken are dropped last, outside every lock.
+    pub(crate) fn describe_queues(&self, out: &mut impl core::fmt::Write) -> core::fmt::Result {
+        let mut queues = KVec::new();
+        {
+            let files = self.files.lock();
+            for &file in files.iter() {
+                // SAFETY: a file in the list is open (release removes it
+                // under F before it frees anything).
+                if unsafe { &*file }.live_queues(&mut queues).is_err() {
+                    return Err(core::fmt::Error);
+                }
+            }
+        }
+        for queue in queues.iter() {
+            queue.describe(out)?;
+        }
+        Ok(())
+    }
+
     /// The device is going away: refuse new queues and revoke every queue
     /// of every open file (drain, DMA unmap, unpin, engine stopped), so no
     /// DMA mapping outlives the binding, whoever still holds a queue. The

@@ -226,6 +226,16 @@ impl QueueFile {
         }
     }
 
+    /// Adds this file's live queues to `out` (under D), for the debugfs
+    /// `queues` list; the caller describes and drops them outside D.
+    pub(crate) fn live_queues(&self, out: &mut KVec<Arc<Queue>>) -> Result {
+        let dir = self.dir.lock();
+        for queue in dir.queues.iter().flatten() {
+            out.push(queue.clone(), GFP_KERNEL)?;
+        }
+        Ok(())
+    }
+
     /// Empties the directory and the graveyard (under D) for a drop outside it.
     #[allow(clippy::type_complexity)]
     fn take_all(&self) -> ([Option<Arc<Queue>>; MAX_QUEUES_PER_FILE], [Option<Arc<Queue>>; GRAVEYARD_SLOTS]) {

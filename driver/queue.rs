@@ -15,7 +15,7 @@
 //!
 //! | lock | what | taken by | takes inside it |
 //! |------|------|----------|-----------------|
-//! | F | `DeviceCore::files` (device.rs): the device's open files | open (under the misc device lock), release, unbind (`revoke_all`, under the PCI device lock) | unbind: D (to take the file's queues out), then each queue's `revoke`: R, L, notifier removal, engine stop; then dropping the queues (below) |
+//! | F | `DeviceCore::files` (device.rs): the device's open files | open (under the misc device lock), release, unbind (`revoke_all`, under the PCI device lock), the debugfs `queues` list (F then D to collect the queues; L only after both are released) | unbind: D (to take the file's queues out), then each queue's `revoke`: R, L, notifier removal, engine stop; then dropping the queues (below) |
 //! | R | `Queue::reg_lock`: REGISTER, UNREGISTER, revocation | `register`, `unregister`, `revoke` (under F) | L; mmap_lock (notifier insertion: write, for the mm's first notifier; GUP: read); notifier removal |
 //! | S | `Queue::submit_lock`: SUBMIT ioctls | `submit` | a page fault while copying the entries: mmap_lock, then D and L if they lie in a queue mapping |
 //! | mmap_lock | the queue's mm's | the fault path (read), GUP from an ioctl (read), notifier insertion and the zap worker (write); the kernel around most invalidations (any mode) | fault path: D, then queue creation and L; invalidation callback: L only |
@@ -63,7 +63,7 @@ use crate::protocol::context::{Config, ContextLock, LockKey, MmContext};
 use crate::protocol::platform::{Mapping, PinError, Platform, Waiter};
 use crate::protocol::policy::{Event, Policy};
 use crate::protocol::rebuild::{rebuild, RebuildError, RebuildReport};
-use crate::protocol::region::{Access, RegionDesc, RegionError, RegionHandle};
+use crate::protocol::region::{Access, RegionDesc, RegionError, RegionHandle, RegionInfo, StateKind};
 use crate::protocol::teardown::{invalidate, Invalidation};
 use crate::ring::Ring;
 use crate::shim::{self, DeviceRaw, IntervalRaw, MmRaw, PageRaw, RangeRaw, TaskRaw};
@@ -204,6 +204,11 @@ pub(crate) struct Queue {
     /// CAP_IPC_LOCK), recorded by each REGISTER: every later pin of the
     /// queue, in a fault, an ioctl or the rebuild worker, is held to it.
     memlock_limit: AtomicU64,
+    /// The process that created the queue (thread-group id in the initial
+    /// PID namespace, and its `comm` then), for the debugfs `queues` list.
+    owner_pid: i32,
+    owner_comm: [u8; 16],
+    owner_id: u64,
     ring: Ring,
     config: Config,
     backing: Backing,
@@ -319,6 +324,9 @@ impl Queue {
         // SAFETY: `init_in_place` initialised every field.
         let ctx = unsafe { slot.assume_init() };
         let config = current_config();
+        let mut owner_comm = [0u8; 16];
+        // SAFETY: `owner_comm` has room for TASK_COMM_LEN bytes.
+        let owner_pid = unsafe { shim::warpq_current_identity(owner_comm.as_mut_ptr()) };
         let queue = Arc::pin_init(
             pin_init!(Self {
                 dev,
@@ -326,6 +334,9 @@ impl Queue {
                 file_private,
                 user: UserRef::current(),
                 memlock_limit: AtomicU64::new(0),
+                owner_pid,
+                owner_comm,
+                owner_id,
                 ring,
                 config,
                 backing: current_backing(),
@@ -449,6 +460,88 @@ impl Queue {
     /// The queue's process exited (or exec'd): nothing can use it any more.
     pub(crate) fn is_orphaned(&self) -> bool {
         !self.mm.has_users()
+    }
+
+    /// The debugfs `queues` lines of this queue: a `queue` line, then one
+    /// `region` line per registered region (format: docs/user.md). Takes L.
+    pub(crate) fn describe(&self, out: &mut impl core::fmt::Write) -> core::fmt::Result {
+        let (mut regions, mut registered, mut mapped) = (0u32, 0u64, 0u64);
+        let mut lines = KVec::<RegionInfo>::new();
+        {
+            let key = self.lock.lock();
+            for info in self.ctx.regions(&key) {
+                regions += 1;
+                registered += info.desc.len;
+                mapped += info.pages * PAGE_SIZE;
+                // Out of memory: the region lines are cut short, the totals
+                // above are still whole.
+                let _ = lines.push(info, GFP_KERNEL);
+            }
+        }
+        let state = if self.revoked.load(Ordering::Relaxed) || self.ctx.is_released() {
+            "dead"
+        } else if self.is_orphaned() {
+            "exited"
+        } else if self.ctx.gate().is_stale() {
+            "stale"
+        } else {
+            "running"
+        };
+        let (backing, pinned) = match self.backing {
+            Backing::Pin => ("pin", mapped),
+            Backing::Mirror => ("mirror", 0),
+        };
+        let policy = match self.config.policy {
+            Policy::Strict => "strict",
+            Policy::Filtered => "filtered",
+        };
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let st = &self.stats;
+        write!(out, "queue {} pid {} comm ", self.owner_id, self.owner_pid)?;
+        write_comm(out, &self.owner_comm)?;
+        writeln!(
+            out,
+            " backing {backing} policy {policy} state {state} region_count {regions} registered_bytes {registered} \
+             mapped_bytes {mapped} pinned_bytes {pinned} commands_ok {} commands_failed {} invalidations {} \
+             teardowns {} rebuilds {} faults {} zaps {}",
+            get(&st.commands_ok),
+            get(&st.commands_failed),
+            get(&st.invalidations),
+            get(&st.teardowns),
+            get(&st.rebuilds),
+            get(&st.faults),
+            get(&st.zaps),
+        )?;
+        for info in lines.iter() {
+            let d = &info.desc;
+            let access = match (d.access.contains(Access::READ), d.access.device_writes()) {
+                (true, true) => "rw",
+                (false, true) => "w",
+                _ => "r",
+            };
+            let state = match info.state {
+                StateKind::Pending => "pending",
+                StateKind::Unmapped => "unmapped",
+                StateKind::Partial { .. } => "partial",
+                StateKind::Mapped { .. } => "mapped",
+                StateKind::Dead => "dead",
+            };
+            writeln!(
+                out,
+                "region {} queue {} addr {:#x} len {} access {access} chunk_bytes {} chunks {} mapped_chunks {} \
+                 dead_chunks {} mapped_bytes {} state {state}",
+                d.handle.to_raw(),
+                self.owner_id,
+                d.start,
+                d.len,
+                d.chunk_bytes(),
+                d.chunk_count(),
+                info.mapped_chunks,
+                info.dead_chunks,
+                info.pages * PAGE_SIZE,
+            )?;
+        }
+        Ok(())
     }
 
     fn platform(&self, mmap_locked: bool) -> QueuePlatform<'_> {
@@ -1154,6 +1247,19 @@ unsafe extern "C" fn rebuild_work_fn(work: *mut bindings::work_struct) {
     // cancels the work before it is freed).
     let queue = unsafe { &*kernel::container_of!(work.cast::<Opaque<bindings::work_struct>>(), Queue, rebuild_work) };
     queue.rebuild_from_worker();
+}
+
+/// A task's `comm` as one word: bytes up to the NUL, with space, backslash
+/// and non-printing bytes as `\xNN`.
+fn write_comm(out: &mut impl core::fmt::Write, comm: &[u8]) -> core::fmt::Result {
+    for &b in comm.iter().take_while(|&&b| b != 0) {
+        if b.is_ascii_graphic() && b != b'\\' {
+            out.write_char(b as char)?;
+        } else {
+            write!(out, "\\x{b:02x}")?;
+        }
+    }
+    Ok(())
 }
 
 unsafe extern "C" fn zap_work_fn(work: *mut bindings::work_struct) {

@@ -43,6 +43,8 @@ opaque_c_types! {
     TaskRaw;
     /// Opaque `struct user_struct`.
     UserRaw;
+    /// Opaque `struct seq_file`.
+    SeqFileRaw;
 }
 
 /// `enum warpq_dma_kind` values returned by [`warpq_iommu_describe`].
@@ -200,6 +202,8 @@ extern "C" {
     pub(crate) fn warpq_memlock_limit_pages() -> c_ulong;
     pub(crate) fn warpq_uncharge_pinned(user: *mut UserRaw, mm: *mut MmRaw, npages: c_ulong, charged: bool);
     pub(crate) fn warpq_current_user_get() -> *mut UserRaw;
+    pub(crate) fn warpq_current_identity(comm: *mut u8) -> c_int;
+    pub(crate) fn warpq_seq_write(m: *mut SeqFileRaw, data: *const c_void, len: usize);
     pub(crate) fn warpq_user_put(user: *mut UserRaw);
     pub(crate) fn warpq_dma_needs_sync(dev: *mut DeviceRaw, addr: u64) -> bool;
 

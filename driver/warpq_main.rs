@@ -165,6 +165,29 @@ extern "C" fn warpq_rs_hist_get(owner: *mut c_void, kind: c_uint, bucket: c_uint
     dev.hist.get(kind as usize, bucket as usize)
 }
 
+/// debugfs `queues`: every live queue of the device and its regions
+/// (format: docs/user.md, `warpqctl queues`).
+#[no_mangle]
+extern "C" fn warpq_rs_queues_show(owner: *mut c_void, m: *mut shim::SeqFileRaw) -> c_int {
+    /// Text collected in a vector: the lines are written in one piece, after
+    /// every lock `describe_queues` takes is released.
+    struct Text(KVec<u8>);
+    impl core::fmt::Write for Text {
+        fn write_str(&mut self, s: &str) -> core::fmt::Result {
+            self.0.extend_from_slice(s.as_bytes(), GFP_KERNEL).map_err(|_| core::fmt::Error)
+        }
+    }
+    // SAFETY: as in `warpq_rs_hist_get`.
+    let dev = unsafe { &*owner.cast::<DeviceCore>() };
+    let mut text = Text(KVec::new());
+    if dev.describe_queues(&mut text).is_err() {
+        return -(bindings::ENOMEM as c_int);
+    }
+    // SAFETY: `m` is the seq_file being shown; the bytes are ours.
+    unsafe { shim::warpq_seq_write(m, text.0.as_ptr().cast(), text.0.len()) };
+    0
+}
+
 /// `open` of `/dev/warpqN`.
 #[no_mangle]
 extern "C" fn warpq_rs_open(owner: *mut c_void, file: *mut FileRaw) -> c_int {

@@ -870,6 +870,16 @@ struct user_struct *warpq_current_user_get(void)
 	return get_uid(current_user());
 }
 
+/*
+ * current's thread-group id (initial PID namespace); its comm into @comm
+ * (TASK_COMM_LEN bytes, NUL-terminated).
+ */
+int warpq_current_identity(char *comm)
+{
+	__get_task_comm(comm, TASK_COMM_LEN, current);
+	return task_tgid_nr(current);
+}
+
 void warpq_user_put(struct user_struct *user)
 {
 	free_uid(user);
@@ -1158,6 +1168,18 @@ static int warpq_hist_show(struct seq_file *m, void *unused)
 }
 DEFINE_SHOW_ATTRIBUTE(warpq_hist);
 
+/* /sys/kernel/debug/warpq/warpqN/queues: written by the Rust side. */
+static int warpq_queues_show(struct seq_file *m, void *unused)
+{
+	return warpq_rs_queues_show(m->private, m);
+}
+DEFINE_SHOW_ATTRIBUTE(warpq_queues);
+
+void warpq_seq_write(struct seq_file *m, const void *data, size_t len)
+{
+	seq_write(m, data, len);
+}
+
 void warpq_debugfs_init(void)
 {
 	warpq_debugfs_root = debugfs_create_dir("warpq", NULL);
@@ -1176,6 +1198,7 @@ void *warpq_debugfs_add_device(unsigned int index, void *owner)
 	snprintf(name, sizeof(name), "warpq%u", index);
 	dir = debugfs_create_dir(name, warpq_debugfs_root);
 	debugfs_create_file("hist", 0444, dir, owner, &warpq_hist_fops);
+	debugfs_create_file("queues", 0400, dir, owner, &warpq_queues_fops);
 	return dir;
 }
 

@@ -30,6 +30,7 @@ struct mutex;
 struct wait_queue_head;
 struct task_struct;
 struct work_struct;
+struct seq_file;
 
 /* Implemented in Rust (warpq_main.rs). */
 int warpq_rs_probe(struct pci_dev *pdev);
@@ -49,6 +50,7 @@ unsigned int warpq_rs_hist_kinds(void);
 unsigned int warpq_rs_hist_buckets(void);
 const char *warpq_rs_hist_name(unsigned int kind);
 u64 warpq_rs_hist_get(void *owner, unsigned int kind, unsigned int bucket);
+int warpq_rs_queues_show(void *owner, struct seq_file *m);
 void warpq_rs_device_stats(void *owner, struct warpq_stats *out);
 const char *warpq_rs_device_dma_translation(void *owner);
 bool warpq_rs_invalidate(struct mmu_interval_notifier *sub, const struct mmu_notifier_range *range,
@@ -127,6 +129,8 @@ bool warpq_param_rebuild_worker(void);
 void warpq_uncharge_pinned(struct user_struct *user, struct mm_struct *mm, unsigned long npages,
 			   bool charged);
 struct user_struct *warpq_current_user_get(void);
+int warpq_current_identity(char *comm);
+void warpq_seq_write(struct seq_file *m, const void *data, size_t len);
 void warpq_user_put(struct user_struct *user);
 bool warpq_dma_needs_sync(struct device *dev, dma_addr_t addr);
 void *warpq_ring_alloc(size_t size);

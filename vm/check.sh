@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The quick gate (`make check`, and the host part of `make test`): format,
-# lints, the generated ABI, host tests, loom models and the size rules of
-# stress/. One line per lane, then `N passed, N failed`.
+# lints, the generated ABI, host tests, loom models, the size rules of
+# stress/ and the warpq crate's package. One line per lane, then
+# `N passed, N failed`.
 #
 #   vm/check.sh            every lane
-#   vm/check.sh LANE...    some: fmt clippy uapi tests loom shape
+#   vm/check.sh LANE...    some: fmt clippy uapi tests loom shape package
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -25,6 +26,10 @@ lane_tests() { "$CARGO" test -q --workspace; }
 lane_loom() {
     RUSTFLAGS="--cfg loom" "$CARGO" test -q -p warpq-notifier --release --target-dir "$top/target/loom"
 }
+# The warpq crate packages (metadata, README, the files it ships) and the
+# packaged copy builds on its own; offline: the lanes before fetched its
+# dependencies.
+lane_package() { "$CARGO" package -q -p warpq --allow-dirty --offline; }
 # stress/ is a library plus thin programs: no source over 800 lines, no
 # program over 200, and fork() only in the child-process harness.
 lane_shape() {
@@ -45,7 +50,7 @@ lane_shape() {
 }
 
 lanes=("$@")
-[ ${#lanes[@]} -gt 0 ] || lanes=(fmt uapi clippy tests loom shape)
+[ ${#lanes[@]} -gt 0 ] || lanes=(fmt uapi clippy tests loom shape package)
 passed=0; failed=0; summary=()
 for lane in "${lanes[@]}"; do
     start=$SECONDS

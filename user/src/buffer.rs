@@ -20,7 +20,6 @@
 //! Caller memory (a slice) is registered in a [`Scope`](crate::Scope).
 
 use std::ops::{Deref, DerefMut};
-use std::ptr::NonNull;
 
 use crate::error::{Error, ErrorKind, Op, Result};
 use crate::{sys, Device};
@@ -69,8 +68,31 @@ impl From<Access> for u32 {
     }
 }
 
-/// Page-aligned, zero-filled memory of its own (an anonymous private
-/// mapping), unmapped on drop: what [`Device::register_buffer`] takes.
+/// How a [`Buffer`]'s memory is backed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backing {
+    /// Anonymous private memory in base pages.
+    Anonymous,
+    /// Anonymous private memory, 2 MiB aligned, advised `MADV_HUGEPAGE` so
+    /// that the kernel backs it with transparent huge pages where it can.
+    TransparentHuge,
+    /// `MAP_HUGETLB` 2 MiB pages from the hugetlbfs pool
+    /// (`/proc/sys/vm/nr_hugepages` must hold enough free pages).
+    Hugetlb,
+    /// A mapping the caller made ([`Buffer::from_mmap`]): anonymous, a file
+    /// (`MAP_SHARED` or private), a memfd.
+    Mapped,
+}
+
+/// The huge page size used by [`Backing::TransparentHuge`] and
+/// [`Backing::Hugetlb`] buffers (x86-64's PMD size).
+pub const HUGE_PAGE_SIZE: usize = 2 << 20;
+
+/// Page-aligned memory of its own, unmapped on drop: what
+/// [`Device::register_buffer`] takes. A [`memmap2::MmapMut`]: a fresh
+/// zero-filled anonymous mapping ([`Buffer::new`], [`Buffer::huge`]), or one
+/// the caller already has ([`Buffer::from_mmap`], [`Device::register_mmap`]),
+/// given back by [`Buffer::into_mmap`].
 ///
 /// It is a plain `[u8]` while not registered.
 ///
@@ -81,47 +103,94 @@ impl From<Access> for u32 {
 /// b[..5].copy_from_slice(b"hello");
 /// ```
 pub struct Buffer {
-    ptr: NonNull<u8>,
-    /// What the user asked for.
+    map: memmap2::MmapMut,
+    /// What the user asked for (at most `map.len()`).
     len: usize,
-    /// The mapping: `len` rounded up to whole pages.
-    map_len: usize,
+    backing: Backing,
 }
-
-// SAFETY: owned memory, like a Box<[u8]>.
-unsafe impl Send for Buffer {}
-// SAFETY: as above; shared access is read-only.
-unsafe impl Sync for Buffer {}
 
 impl Buffer {
     /// `len` zeroed bytes, page aligned; the mapping is rounded up to whole
     /// pages (registration covers the whole mapping).
     pub fn new(len: usize) -> Result<Self> {
+        Self::anonymous(len, Backing::Anonymous)
+    }
+
+    /// `len` zeroed bytes on huge pages: `backing` is
+    /// [`Backing::TransparentHuge`] or [`Backing::Hugetlb`]. The mapping is
+    /// rounded up to whole 2 MiB pages; a hugetlb mapping starts on one, and
+    /// so does a THP one on Linux 6.7 and later (which aligns anonymous
+    /// mappings of a 2 MiB multiple). Hugetlb fails with
+    /// [`ErrorKind::OutOfMemory`] when the pool has too few free pages.
+    pub fn huge(len: usize, backing: Backing) -> Result<Self> {
+        match backing {
+            Backing::TransparentHuge | Backing::Hugetlb => Self::anonymous(len, backing),
+            other => Err(Error::new(
+                Op::Alloc,
+                ErrorKind::InvalidArgument,
+                None,
+                format!("Buffer::huge takes TransparentHuge or Hugetlb, not {other:?}"),
+            )),
+        }
+    }
+
+    fn anonymous(len: usize, backing: Backing) -> Result<Self> {
         if len == 0 {
             return Err(Error::new(Op::Alloc, ErrorKind::Empty, None, "a buffer must not be empty"));
         }
-        let page = page_size();
+        let unit = if backing == Backing::Anonymous { page_size() } else { HUGE_PAGE_SIZE };
         let map_len = len
-            .checked_next_multiple_of(page)
+            .checked_next_multiple_of(unit)
             .ok_or_else(|| Error::new(Op::Alloc, ErrorKind::TooLarge, None, format!("{len} bytes cannot be mapped")))?;
-        // SAFETY: a fresh private anonymous mapping at an address the
-        // kernel picks; nothing else refers to it.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                map_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(Error::last_os(Op::Alloc));
+        let mut options = memmap2::MmapOptions::new();
+        options.len(map_len);
+        if backing == Backing::Hugetlb {
+            // log2 of the page size: MAP_HUGE_2MB.
+            options.huge(Some(HUGE_PAGE_SIZE.trailing_zeros() as u8));
         }
-        let ptr = NonNull::new(p.cast::<u8>())
-            .ok_or_else(|| Error::new(Op::Alloc, ErrorKind::Other, None, "mmap gave null"))?;
-        Ok(Self { ptr, len, map_len })
+        // A private anonymous mapping at an address the kernel picks. (An
+        // anonymous mapping whose length is a multiple of 2 MiB starts on a
+        // 2 MiB boundary: the kernel aligns it for THP since 6.7.)
+        let map = options.map_anon().map_err(|e| {
+            let why = if backing == Backing::Hugetlb {
+                format!("MAP_HUGETLB of {map_len} bytes (are there enough free pages in /proc/sys/vm/nr_hugepages?)")
+            } else {
+                format!("an anonymous mapping of {map_len} bytes")
+            };
+            Error::from_io(Op::Alloc, &e).with_hint(format!("{why} failed: {e}"))
+        })?;
+        if backing == Backing::TransparentHuge {
+            // Advice, not a promise: the kernel may still use base pages.
+            map.advise(memmap2::Advice::HugePage)
+                .map_err(|e| Error::from_io(Op::Alloc, &e).with_hint(format!("madvise(MADV_HUGEPAGE) failed: {e}")))?;
+        }
+        Ok(Self { map, len, backing })
+    }
+
+    /// A buffer over a mapping the caller already has: anonymous, a
+    /// `MAP_SHARED` file or memfd mapping (`MmapOptions::map_mut`), or a
+    /// private copy-on-write one (`map_copy`). The buffer owns it from now
+    /// on, so nothing else can unmap it or hold references into it while it
+    /// is registered; [`Buffer::into_mmap`] gives it back.
+    ///
+    /// What the driver can register depends on its backing: under `pin`,
+    /// the kernel refuses writable long-term pins of files on file systems
+    /// that write back (ext4, xfs...: since 6.5), so such a registration
+    /// with write access fails with [`ErrorKind::BadMemory`] and says so; shmem (tmpfs,
+    /// memfd) and hugetlbfs files work. Under `mirror` nothing is pinned.
+    pub fn from_mmap(map: memmap2::MmapMut) -> Result<Self> {
+        if map.is_empty() {
+            return Err(Error::new(Op::Alloc, ErrorKind::Empty, None, "an empty mapping cannot be registered"));
+        }
+        let len = map.len();
+        Ok(Self { map, len, backing: Backing::Mapped })
+    }
+
+    /// The mapping back, for a buffer made by [`Buffer::from_mmap`] (or any
+    /// other: a fresh one is an anonymous mapping of
+    /// [`mapped_len`](Self::mapped_len) bytes).
+    pub fn into_mmap(self) -> memmap2::MmapMut {
+        self.map
     }
 
     /// A buffer holding a copy of `data`.
@@ -133,41 +202,48 @@ impl Buffer {
 
     /// The user address of the first byte (what commands name).
     pub fn addr(&self) -> u64 {
-        self.ptr.as_ptr() as u64
+        self.map.as_ptr() as u64
     }
 
-    /// Bytes mapped: the length rounded up to whole pages.
+    /// Bytes registered: the mapping's length rounded up to whole pages.
     pub fn mapped_len(&self) -> usize {
-        self.map_len
+        self.map.len().next_multiple_of(page_size())
+    }
+
+    /// How the memory is backed.
+    pub fn backing(&self) -> Backing {
+        self.backing
+    }
+
+    fn raw(&self) -> *const u8 {
+        self.map.as_ptr()
+    }
+
+    fn raw_mut(&mut self) -> *mut u8 {
+        self.map.as_mut_ptr()
     }
 }
 
 impl Deref for Buffer {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: `len` initialised (zero-filled) bytes, owned by self.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+        &self.map[..self.len]
     }
 }
 
 impl DerefMut for Buffer {
     fn deref_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as above, and `&mut self` is exclusive.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+        &mut self.map[..self.len]
     }
 }
 
 impl std::fmt::Debug for Buffer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Buffer").field("addr", &format_args!("{:#x}", self.addr())).field("len", &self.len).finish()
-    }
-}
-
-impl Drop for Buffer {
-    fn drop(&mut self) {
-        // SAFETY: our mapping of `map_len` bytes; no reference into it
-        // outlives `self`.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.map_len) };
+        f.debug_struct("Buffer")
+            .field("addr", &format_args!("{:#x}", self.addr()))
+            .field("len", &self.len)
+            .field("backing", &self.backing)
+            .finish()
     }
 }
 
@@ -194,12 +270,13 @@ pub struct RegisteredBuffer<'d> {
 }
 
 impl<'d> RegisteredBuffer<'d> {
-    pub(crate) fn new(dev: &'d Device, buf: Buffer, access: Access) -> Result<Self> {
+    pub(crate) fn new(dev: &'d Device, mut buf: Buffer, access: Access) -> Result<Self> {
         // `buf` is owned by the value returned (or dropped after a failed
         // registration) and leaked if UNREGISTER fails in Drop.
         // SAFETY: nothing else refers to the memory, and it stays mapped
         // until after UNREGISTER.
-        let handle = unsafe { dev.register_raw(buf.ptr.as_ptr(), buf.map_len, access.bits()) }?;
+        let handle = unsafe { dev.register_raw(buf.map.as_mut_ptr(), buf.mapped_len(), access.bits()) }
+            .map_err(|e| explain_refusal(e, &buf, access))?;
         Ok(Self { buf: Some(buf), dev, handle, access, pid: std::process::id() })
     }
 
@@ -244,7 +321,7 @@ impl<'d> RegisteredBuffer<'d> {
         check_range(offset, out.len(), self.len());
         // SAFETY: in bounds of our live mapping; volatile copy (the device
         // may be writing).
-        unsafe { volatile_copy_from(self.buf().ptr.as_ptr().add(offset), out) };
+        unsafe { volatile_copy_from(self.buf().raw().add(offset), out) };
     }
 
     /// Copies `data` into the buffer at `offset`. Panics if out of bounds.
@@ -252,7 +329,7 @@ impl<'d> RegisteredBuffer<'d> {
         check_range(offset, data.len(), self.len());
         // SAFETY: in bounds of our live mapping; volatile copy (the device
         // may be reading or writing).
-        unsafe { volatile_copy_to(self.buf().ptr.as_ptr().add(offset), data) };
+        unsafe { volatile_copy_to(self.buf.as_mut().expect("present until unregister").raw_mut().add(offset), data) };
     }
 
     /// A copy of the whole buffer.
@@ -319,6 +396,25 @@ impl std::fmt::Debug for RegisteredBuffer<'_> {
             .field("access", &self.access)
             .field("handle", &self.handle)
             .finish()
+    }
+}
+
+/// A REGISTER refused for a caller's mapping: say what the kernel's rules
+/// for long-term pins of file pages are, the likeliest reason.
+fn explain_refusal(e: Error, buf: &Buffer, access: Access) -> Error {
+    if e.kind() == ErrorKind::BadMemory
+        && e.errno() == Some(libc::EFAULT)
+        && buf.backing == Backing::Mapped
+        && access.writes()
+    {
+        e.with_hint(
+            "the pages could not be pinned for the device to write: the kernel refuses writable long-term pins of \
+             files on file systems that write back (ext4, xfs, ...; since 6.5), so map a shmem file (tmpfs, memfd) \
+             or hugetlbfs, register with Access::Read, or load warpq with backing=mirror; or the mapping is \
+             read-only or not mapped any more",
+        )
+    } else {
+        e
     }
 }
 
@@ -412,6 +508,41 @@ mod tests {
         assert!(b.iter().all(|&x| x == 0));
         let c = Buffer::from_slice(b"abc").unwrap();
         assert_eq!(&c[..], b"abc");
+    }
+
+    #[test]
+    fn a_callers_mapping_is_owned_and_given_back() {
+        let mut map = memmap2::MmapOptions::new().len(3 * page_size()).map_anon().unwrap();
+        map[..3].copy_from_slice(b"xyz");
+        let addr = map.as_ptr() as u64;
+        let b = Buffer::from_mmap(map).unwrap();
+        assert_eq!(
+            (b.addr(), b.len(), b.mapped_len(), b.backing()),
+            (addr, 3 * page_size(), 3 * page_size(), Backing::Mapped)
+        );
+        assert_eq!(&b[..3], b"xyz");
+        let map = b.into_mmap();
+        assert_eq!((map.as_ptr() as u64, &map[..3]), (addr, &b"xyz"[..]));
+        let empty = memmap2::MmapOptions::new().len(0).map_anon().unwrap();
+        assert_eq!(Buffer::from_mmap(empty).unwrap_err().kind(), ErrorKind::Empty);
+    }
+
+    #[test]
+    fn huge_buffers_round_up_to_huge_pages() {
+        let b = Buffer::huge(HUGE_PAGE_SIZE + 1, Backing::TransparentHuge).unwrap();
+        assert_eq!(
+            (b.len(), b.mapped_len(), b.backing()),
+            (HUGE_PAGE_SIZE + 1, 2 * HUGE_PAGE_SIZE, Backing::TransparentHuge)
+        );
+        assert!(b.iter().all(|&x| x == 0));
+        // No hugetlb pool on a build machine, most likely: either way a
+        // clear answer.
+        match Buffer::huge(HUGE_PAGE_SIZE, Backing::Hugetlb) {
+            Ok(h) => assert_eq!(h.addr() as usize % HUGE_PAGE_SIZE, 0),
+            Err(e) => assert!(e.hint().contains("nr_hugepages"), "{e}"),
+        }
+        let e = Buffer::huge(4096, Backing::Anonymous).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
     }
 
     #[test]

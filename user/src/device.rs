@@ -155,6 +155,32 @@ impl Device {
         self.register_buffer(Buffer::new(len)?, access)
     }
 
+    /// Registers a mapping the caller already has (a [`memmap2::MmapMut`]:
+    /// anonymous, a `MAP_SHARED` file or memfd, a private copy-on-write file
+    /// mapping). The registration owns it until
+    /// [`unregister`](RegisteredBuffer::unregister) gives it back (as a
+    /// [`Buffer`]: [`Buffer::into_mmap`]). See [`Buffer::from_mmap`] for
+    /// which files a backing can register.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::io::Write;
+    /// let dev = warpq::Device::open("/dev/warpq0")?;
+    /// let mut file = std::fs::File::options().read(true).write(true).create(true).open("/dev/shm/data")?;
+    /// file.write_all(&[7; 8192])?;
+    /// // SAFETY (memmap2's): no other process truncates the file meanwhile.
+    /// let map = unsafe { memmap2::MmapOptions::new().map_mut(&file)? };
+    /// let buf = dev.register_mmap(map, warpq::Access::ReadWrite)?;
+    /// assert_eq!(buf.to_vec()[..2], [7, 7]);
+    /// let map = buf.unregister()?.into_mmap();
+    /// # drop(map);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn register_mmap(&self, map: memmap2::MmapMut, access: Access) -> Result<RegisteredBuffer<'_>> {
+        self.register_buffer(Buffer::from_mmap(map)?, access)
+    }
+
     /// Runs `f` with a [`Scope`] in which borrowed memory can be registered
     /// for the device. Everything registered in it is unregistered by the
     /// time this returns (even if `f` panics or forgot a registration), so

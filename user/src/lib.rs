@@ -7,27 +7,10 @@
 //! correct by the driver across fork, munmap, migration...). This crate is
 //! its user-space side, in the shape of the `io-uring` crate.
 //!
-//! ```no_run
-//! use warpq::{opcode, Access, Device};
+//! The crate's first example, `examples/quickstart.rs` (the guest runs it
+//! as `warpq-example-quickstart`):
 //!
-//! # fn main() -> warpq::Result<()> {
-//! let dev = Device::open("/dev/warpq0")?;          // or warpq::devices()
-//! let mut q = dev.queue()?;                         // this process's ring
-//! let mut src = dev.alloc(1 << 20, Access::Read)?;  // owned, registered memory
-//! let dst = dev.alloc(1 << 20, Access::Write)?;
-//! src.write_at(0, b"hello, device");
-//!
-//! let copy = opcode::Copy::new(src.addr(), dst.addr(), 1 << 20).build().user_data(1);
-//! let crc = opcode::Crc32c::new(src.addr(), 13).build().user_data(2);
-//! q.submission().push_multiple(&[copy, crc]).expect("ring full");
-//! q.submit_and_wait(2)?;                            // one system call at most
-//! for c in q.completion() {
-//!     let result = c.into_result().map_err(|status| format!("command {}: {status}", c.user_data()));
-//!     println!("{} -> {:?}", c.user_data(), result);
-//! }
-//! assert_eq!(&dst.to_vec()[..13], b"hello, device");
-//! # Ok(()) }
-//! ```
+#![doc = concat!("```no_run\n", include_str!("../examples/quickstart.rs"), "```")]
 //!
 //! # What is where
 //!
@@ -36,7 +19,8 @@
 //!   and [`Submitter`] sides; commands built with [`opcode`] into
 //!   [`Entry`]s; results as [`Completion`]s with a [`Status`].
 //! - Memory the device may touch: owned [`Buffer`]s registered as
-//!   [`RegisteredBuffer`]s ([`Device::alloc`], [`Device::register_buffer`]);
+//!   [`RegisteredBuffer`]s ([`Device::alloc`], [`Device::register_buffer`],
+//!   [`Device::register_mmap`] for a mapping the program has);
 //!   borrowed memory registered in a [`Scope`] ([`Device::scope`]);
 //!   [`Device::register_raw`] as the `unsafe` escape hatch.
 //! - Errors: one [`Error`] type with the [`Op`], the errno and a hint.
@@ -62,9 +46,9 @@
 //!
 //! # Dependencies
 //!
-//! Only `libc`: the mappings (`Buffer`, the ring) are a few lines of
-//! `mmap`/`munmap` each, so `memmap2` would add a crate without removing
-//! any `unsafe`.
+//! `libc`, and `memmap2` for buffers: [`Device::register_mmap`] registers
+//! the `MmapMut` a program already has (a memfd, a shared file) and
+//! [`Buffer::huge`] maps huge pages.
 
 #![warn(missing_docs)]
 
@@ -80,10 +64,12 @@ pub mod sysfs;
 
 use std::path::Path;
 
-pub use buffer::{page_size, Access, Buffer, RegisteredBuffer};
+pub use buffer::{page_size, Access, Backing, Buffer, RegisteredBuffer, HUGE_PAGE_SIZE};
 pub use device::{Device, QueueMapping};
 pub use entry::{opcode, Completion, Entry, Status};
 pub use error::{errno_name, Error, ErrorKind, Op, Result};
+/// The mapping crate the buffers are built on ([`Device::register_mmap`] takes its `MmapMut`).
+pub use memmap2;
 pub use queue::Queue;
 pub use ring::{CompletionQueue, PushError, SubmissionQueue, Submitter};
 pub use scope::{Registration, Scope, SharedRegistration};
@@ -167,3 +153,8 @@ mod tests {
         sync::<Error>();
     }
 }
+
+/// The README's example compiles (`cargo test --doc`).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

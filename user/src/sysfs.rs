@@ -8,6 +8,7 @@
 //! | `/sys/class/misc/warpqN/dma_translation` | one word: how device addresses translate |
 //! | `/sys/module/warpq/parameters/policy` | `strict` or `filtered`: the invalidation policy of queues created from now on |
 //! | `/sys/kernel/debug/warpq/warpqN/hist` | latency histograms, format below |
+//! | `/sys/kernel/debug/warpq/warpqN/queues` | every live queue and its regions (root only), format below |
 //! | `/sys/class/misc/warpqN/reset` | write-only: writing `1` zeroes the device's counters and histograms |
 //!
 //! ## The histogram file
@@ -27,6 +28,32 @@
 //! Buckets with no samples may be left out; lines may come in any order;
 //! blank lines and lines starting with `#` are ignored. A histogram with no
 //! line has no samples. See [`parse_hist`].
+//!
+//! ## The queues file
+//!
+//! `/sys/kernel/debug/warpq/warpqN/queues` is text, a `queue` line per live
+//! queue, each followed by a `region` line per registered region. A line is
+//! its kind and id, then `<key> <value>` pairs:
+//!
+//! ```text
+//! queue <owner_id> pid <pid> comm <comm> backing pin|mirror policy strict|filtered
+//!     state running|stale|exited|dead region_count <n> registered_bytes <n> mapped_bytes <n>
+//!     pinned_bytes <n> commands_ok <n> commands_failed <n> invalidations <n>
+//!     teardowns <n> rebuilds <n> faults <n> zaps <n>
+//! region <handle> queue <owner_id> addr 0x<hex> len <n> access r|w|rw chunk_bytes <n>
+//!     chunks <n> mapped_chunks <n> dead_chunks <n> mapped_bytes <n>
+//!     state pending|unmapped|partial|mapped|dead
+//! ```
+//!
+//! (one line each, wrapped here). `<owner_id>` is the ring header's
+//! `owner_id`; `pid` the creating process (initial PID namespace) and
+//! `comm` its name then, with space, `\` and non-printing bytes as `\xNN`;
+//! `mapped_bytes` is what the device can reach now (chunks mapped);
+//! `pinned_bytes` the part of it pinned (`pin` backing; 0 under `mirror`,
+//! which holds no page). `exited`: the process is gone and the queue waits
+//! to be reaped; `stale`: a command waits for a rebuild; `dead`: revoked or
+//! released. Keys not known to a reader are to be skipped (new ones may
+//! come). See [`parse_queues`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -94,6 +121,31 @@ impl Sysfs {
     /// The device's histograms (debugfs).
     pub fn hist_path(&self, name: &str) -> PathBuf {
         self.path("/sys/kernel/debug/warpq").join(name).join("hist")
+    }
+
+    /// The device's queue list (debugfs, root only).
+    pub fn queues_path(&self, name: &str) -> PathBuf {
+        self.path("/sys/kernel/debug/warpq").join(name).join("queues")
+    }
+
+    /// The device's live queues and their regions. [`ErrorKind::Unsupported`]
+    /// when the driver has no such file.
+    pub fn queues(&self, name: &str) -> Result<Vec<QueueEntry>> {
+        let path = self.queues_path(name);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => parse_queues(&text).map_err(|e| invalid(&path, e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::new(
+                Op::Sysfs,
+                ErrorKind::Unsupported,
+                Some(libc::ENOENT),
+                format!(
+                    "{} does not exist: debugfs is not mounted (mount -t debugfs debugfs /sys/kernel/debug), \
+                     or this warpq.ko has no queue list",
+                    path.display()
+                ),
+            )),
+            Err(e) => Err(io_error(&path, &e)),
+        }
     }
 
     /// The policy module parameter.
@@ -286,6 +338,148 @@ pub fn parse_stats(text: &str) -> std::result::Result<Vec<(String, u64)>, String
     Ok(out)
 }
 
+/// A `queue` line of the queues file, with its regions.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct QueueEntry {
+    /// The ring header's `owner_id`.
+    pub id: u64,
+    /// The creating process.
+    pub pid: i32,
+    /// Its name (unescaped).
+    pub comm: String,
+    /// The line's words: `backing`, `policy`, `state`.
+    pub words: BTreeMap<String, String>,
+    /// Its numbers, in the line's order (`region_count`, `registered_bytes`,
+    /// `mapped_bytes`, `pinned_bytes`, counters...).
+    pub numbers: Vec<(String, u64)>,
+    /// Its `region` lines.
+    pub regions: Vec<RegionEntry>,
+}
+
+/// A `region` line of the queues file.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RegionEntry {
+    /// The registration handle (what REGISTER returned).
+    pub handle: u64,
+    /// First byte.
+    pub addr: u64,
+    /// The line's words: `access`, `state`.
+    pub words: BTreeMap<String, String>,
+    /// Its numbers, in the line's order (`len`, `chunk_bytes`, `chunks`...).
+    pub numbers: Vec<(String, u64)>,
+}
+
+impl QueueEntry {
+    /// The number `key` of the queue line.
+    pub fn number(&self, key: &str) -> Option<u64> {
+        self.numbers.iter().find(|(k, _)| k == key).map(|&(_, v)| v)
+    }
+
+    /// The word `key` of the queue line.
+    pub fn word(&self, key: &str) -> Option<&str> {
+        self.words.get(key).map(String::as_str)
+    }
+}
+
+impl RegionEntry {
+    /// The number `key` of the region line.
+    pub fn number(&self, key: &str) -> Option<u64> {
+        self.numbers.iter().find(|(k, _)| k == key).map(|&(_, v)| v)
+    }
+
+    /// The word `key` of the region line.
+    pub fn word(&self, key: &str) -> Option<&str> {
+        self.words.get(key).map(String::as_str)
+    }
+}
+
+/// Parses a `queues` file (format above): values that are words go to
+/// `words`, `0x` hex and decimal ones to `numbers`.
+pub fn parse_queues(text: &str) -> std::result::Result<Vec<QueueEntry>, String> {
+    let mut out: Vec<QueueEntry> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let err = |what: String| format!("line {}: {what}: {line:?}", i + 1);
+        let tokens: Vec<&str> = line.split_ascii_whitespace().collect();
+        if !tokens.len().is_multiple_of(2) {
+            return Err(err("not `<key> <value>` pairs".into()));
+        }
+        let number = |v: &str| match v.strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16).ok(),
+            None => v.parse::<u64>().ok(),
+        };
+        let id = number(tokens[1]).ok_or_else(|| err(format!("{:?} is not a number", tokens[1])))?;
+        let mut words = BTreeMap::new();
+        let mut numbers = Vec::new();
+        let mut pid = None;
+        let mut comm = String::new();
+        for pair in tokens[2..].chunks(2) {
+            let (k, v) = (pair[0], pair[1]);
+            match k {
+                "pid" => pid = Some(v.parse::<i32>().map_err(|_| err(format!("pid {v:?}")))?),
+                "comm" => comm = unescape(v),
+                _ => match number(v) {
+                    Some(n) => numbers.push((k.to_string(), n)),
+                    None => {
+                        words.insert(k.to_string(), v.to_string());
+                    }
+                },
+            }
+        }
+        match tokens[0] {
+            "queue" => out.push(QueueEntry {
+                id,
+                pid: pid.ok_or_else(|| err("a queue line without pid".into()))?,
+                comm,
+                words,
+                numbers,
+                regions: Vec::new(),
+            }),
+            "region" => {
+                let addr = numbers.iter().find(|(k, _)| k == "addr").map(|&(_, v)| v);
+                let owner = numbers.iter().find(|(k, _)| k == "queue").map(|&(_, v)| v);
+                let queue = out.last_mut().ok_or_else(|| err("a region line before any queue line".into()))?;
+                if owner != Some(queue.id) {
+                    return Err(err(format!("a region of queue {owner:?} under queue {}", queue.id)));
+                }
+                numbers.retain(|(k, _)| k != "addr" && k != "queue");
+                queue.regions.push(RegionEntry {
+                    handle: id,
+                    addr: addr.ok_or_else(|| err("a region line without addr".into()))?,
+                    words,
+                    numbers,
+                });
+            }
+            // A kind this reader does not know: skip it.
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Undoes the `\xNN` escapes of a `comm`.
+fn unescape(s: &str) -> String {
+    let mut out = Vec::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1] == b'x' {
+            let hex = std::str::from_utf8(&b[i + 2..i + 4]).ok();
+            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// One latency histogram: sample counts per log2 bucket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Histogram {
@@ -380,6 +574,32 @@ fn invalid(path: &Path, what: String) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queues_file_parses_with_its_regions() {
+        let text = "queue 7 pid 120 comm my\\x20prog backing pin policy filtered state running region_count 2 \
+                    registered_bytes 196608 mapped_bytes 196608 pinned_bytes 196608 commands_ok 3 new_key 9\n\
+                    region 65536 queue 7 addr 0x7f0000000000 len 65536 access rw chunk_bytes 65536 chunks 1 \
+                    mapped_chunks 1 dead_chunks 0 mapped_bytes 65536 state mapped\n\
+                    region 65537 queue 7 addr 0x7f0000100000 len 131072 access r chunk_bytes 65536 chunks 2 \
+                    mapped_chunks 2 dead_chunks 0 mapped_bytes 131072 state mapped\n\
+                    queue 8 pid 121 comm b backing mirror policy strict state stale region_count 0 registered_bytes 0 \
+                    mapped_bytes 0 pinned_bytes 0\n";
+        let q = parse_queues(text).unwrap();
+        assert_eq!(q.len(), 2);
+        assert_eq!((q[0].id, q[0].pid, q[0].comm.as_str()), (7, 120, "my prog"));
+        assert_eq!((q[0].word("backing"), q[0].word("state")), (Some("pin"), Some("running")));
+        assert_eq!((q[0].number("registered_bytes"), q[0].number("new_key")), (Some(196608), Some(9)));
+        assert_eq!(q[0].regions.len(), 2);
+        let r = &q[0].regions[1];
+        assert_eq!(
+            (r.handle, r.addr, r.number("len"), r.word("access")),
+            (65537, 0x7f0000100000, Some(131072), Some("r"))
+        );
+        assert_eq!((q[1].word("backing"), q[1].regions.len()), (Some("mirror"), 0));
+        assert!(parse_queues("region 1 queue 2 addr 0x1000\n").unwrap_err().contains("before any queue"));
+        assert!(parse_queues("queue 1 pid\n").is_err());
+    }
 
     #[test]
     fn pci_addresses_are_recognised() {

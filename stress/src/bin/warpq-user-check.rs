@@ -9,10 +9,13 @@
 //! queue and a registration are open, prints what each call then returns,
 //! and binds it again. Not part of the default run: the driver does not
 //! support unbinding with open files yet (docs/driver.md).
+//!
+//! `warpq-user-check queues [DEVICE]`: three processes register five
+//! regions of known sizes; `warpqctl queues --json` must list exactly them.
 
 use std::process::ExitCode;
 
-use warpq_stress::checks::{conclude, user, Section};
+use warpq_stress::checks::{conclude, queues, user, Section};
 use warpq_stress::report::Report;
 
 fn main() -> ExitCode {
@@ -21,6 +24,9 @@ fn main() -> ExitCode {
     let result = if first.as_deref() == Some("unbind") {
         let path = std::env::args().nth(2).unwrap_or_else(|| "/dev/warpq0".into());
         user::unbind(&mut r, &path).section("unbind")
+    } else if first.as_deref() == Some("queues") {
+        let path = std::env::args().nth(2).unwrap_or_else(|| "/dev/warpq0".into());
+        queues::queues(&mut r, &path).section("queues")
     } else {
         user::run(&mut r, &first.unwrap_or_else(|| "/dev/warpq0".into()))
     };

@@ -4,7 +4,9 @@
 //! its `FAIL` line, under the name of the section it happened in.
 
 pub mod copy;
+pub mod mapped;
 pub mod queue;
+pub mod queues;
 pub mod user;
 
 use std::process::ExitCode;

@@ -434,5 +434,6 @@ pub fn run(r: &mut Report, path: &str) -> Result<(), Failure> {
     full_ring(r, &dev, &mut q).section("full ring")?;
     histograms(r, &dev, &mut q).section("histograms")?;
     fork(r, &dev, &mut q).section("fork")?;
+    super::mapped::run(r, &dev, &mut q).section("mappings")?;
     Ok(())
 }

@@ -1,5 +1,6 @@
-//! The JSON reader for `make bench`'s report: a small recursive-descent
-//! parser, enough for what `warpq-bench` writes (RFC 8259).
+//! The JSON reader for `make bench`'s report and `warpqctl`'s output
+//! (checked by `warpq-user-check queues`): a small recursive-descent parser
+//! (RFC 8259).
 
 /// A parsed JSON value.
 #[derive(Debug, Clone, PartialEq)]

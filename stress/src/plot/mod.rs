@@ -6,7 +6,7 @@
 //! grouped into plots by `group`, one line per `series`), and writes
 //! `ratios-<chart>.svg` and `hist-<group>.svg` into the output directory.
 
-mod json;
+pub(crate) mod json;
 mod svg;
 
 use std::path::{Path, PathBuf};

@@ -4,6 +4,7 @@
 //! warpqctl list [--json]              devices bound to the driver
 //! warpqctl stats [--json] [DEVICE]    device counters (sum over their queues)
 //! warpqctl hist [--json] [DEVICE]     latency histograms (log2 buckets, counts, bars)
+//! warpqctl queues [--json] [DEVICE]   every queue: owner, regions, bytes registered/mapped/pinned, state
 //! warpqctl reset [DEVICE]             zero a device's counters and histograms
 //! warpqctl policy get                 invalidation policy for new queues
 //! warpqctl policy set strict|filtered
@@ -17,11 +18,12 @@
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
-use warpq::sysfs::{Histogram, Policy, Sysfs};
+use warpq::sysfs::{Histogram, Policy, QueueEntry, Sysfs};
 
 const USAGE: &str = "usage: warpqctl list [--json]
        warpqctl stats [--json] [DEVICE]
        warpqctl hist [--json] [DEVICE]
+       warpqctl queues [--json] [DEVICE]
        warpqctl reset [DEVICE]
        warpqctl policy get | policy set strict|filtered
 DEVICE: warpqN or /dev/warpqN (default: every device)";
@@ -94,6 +96,7 @@ fn run(sys: &Sysfs, args: &[String]) -> Result<String, Failure> {
         "list" => list(sys, &opts(rest, true)?),
         "stats" => stats(sys, &opts(rest, true)?),
         "hist" => hist(sys, &opts(rest, true)?),
+        "queues" => queues(sys, &opts(rest, true)?),
         "reset" => reset(sys, &opts(rest, false)?),
         "policy" => policy(sys, rest),
         "help" | "--help" | "-h" => Err(Failure::Usage(String::new())),
@@ -281,6 +284,113 @@ fn hist_json(all: &[(String, Vec<Histogram>)]) -> String {
     out
 }
 
+fn queues(sys: &Sysfs, o: &Opts) -> Result<String, Failure> {
+    let mut all = Vec::new();
+    for name in targets(sys, o)? {
+        let q = sys.queues(&name)?;
+        all.push((name, q));
+    }
+    Ok(if o.json { queues_json(&all) } else { queues_text(&all) })
+}
+
+/// Bytes in binary units.
+fn fmt_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
+fn queues_text(all: &[(String, Vec<QueueEntry>)]) -> String {
+    let mut out = String::new();
+    for (name, queues) in all {
+        let _ = writeln!(out, "{name}: {} queue{}", queues.len(), if queues.len() == 1 { "" } else { "s" });
+        for q in queues {
+            let n = |k: &str| q.number(k).unwrap_or(0);
+            let w = |k: &str| q.word(k).unwrap_or("-");
+            let _ = writeln!(
+                out,
+                "  queue {} pid {} ({}) {} {} {}: {} region{}, {} registered, {} mapped, {} pinned; \
+                 {} ok, {} failed, {} teardowns, {} rebuilds",
+                q.id,
+                q.pid,
+                q.comm,
+                w("backing"),
+                w("policy"),
+                w("state"),
+                n("region_count"),
+                if n("region_count") == 1 { "" } else { "s" },
+                fmt_bytes(n("registered_bytes")),
+                fmt_bytes(n("mapped_bytes")),
+                fmt_bytes(n("pinned_bytes")),
+                n("commands_ok"),
+                n("commands_failed"),
+                n("teardowns"),
+                n("rebuilds"),
+            );
+            for r in &q.regions {
+                let rn = |k: &str| r.number(k).unwrap_or(0);
+                let _ = writeln!(
+                    out,
+                    "    region {:#x} at {:#x}: {} {}, {} of {} chunks mapped ({} dead), {} mapped, {}",
+                    r.handle,
+                    r.addr,
+                    fmt_bytes(rn("len")),
+                    r.word("access").unwrap_or("-"),
+                    rn("mapped_chunks"),
+                    rn("chunks"),
+                    rn("dead_chunks"),
+                    fmt_bytes(rn("mapped_bytes")),
+                    r.word("state").unwrap_or("-"),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// `{"warpq0":[{"id":..,"pid":..,"comm":..,<words>,<numbers>,"regions":[{..}]}]}`:
+/// every key of the file, numbers as numbers.
+fn queues_json(all: &[(String, Vec<QueueEntry>)]) -> String {
+    let mut out = String::from("{");
+    for (i, (name, queues)) in all.iter().enumerate() {
+        let _ = write!(out, "{}{}:[", if i > 0 { "," } else { "" }, json_str(name));
+        for (j, q) in queues.iter().enumerate() {
+            let _ = write!(
+                out,
+                "{}{{\"id\":{},\"pid\":{},\"comm\":{}",
+                if j > 0 { "," } else { "" },
+                q.id,
+                q.pid,
+                json_str(&q.comm)
+            );
+            for (k, v) in &q.words {
+                let _ = write!(out, ",{}:{}", json_str(k), json_str(v));
+            }
+            for (k, v) in &q.numbers {
+                let _ = write!(out, ",{}:{v}", json_str(k));
+            }
+            out.push_str(",\"regions\":[");
+            for (k, r) in q.regions.iter().enumerate() {
+                let _ = write!(out, "{}{{\"handle\":{},\"addr\":{}", if k > 0 { "," } else { "" }, r.handle, r.addr);
+                for (key, v) in &r.words {
+                    let _ = write!(out, ",{}:{}", json_str(key), json_str(v));
+                }
+                for (key, v) in &r.numbers {
+                    let _ = write!(out, ",{}:{v}", json_str(key));
+                }
+                out.push('}');
+            }
+            out.push_str("]}");
+        }
+        out.push(']');
+    }
+    out.push_str("}\n");
+    out
+}
+
 fn reset(sys: &Sysfs, o: &Opts) -> Result<String, Failure> {
     let mut out = String::new();
     for name in targets(sys, o)? {
@@ -348,6 +458,38 @@ mod tests {
 
     fn args(s: &str) -> Vec<String> {
         s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn queues_text_and_json() {
+        let (dir, sys) = tree("queues");
+        let q = dir.join("sys/kernel/debug/warpq/warpq0/queues");
+        std::fs::write(
+            &q,
+            "queue 4 pid 99 comm a\\x22b backing pin policy filtered state running region_count 1 registered_bytes 65536 \
+             mapped_bytes 65536 pinned_bytes 65536 commands_ok 2\n\
+             region 65537 queue 4 addr 0x10000 len 65536 access rw chunk_bytes 65536 chunks 1 mapped_chunks 1 \
+             dead_chunks 0 mapped_bytes 65536 state mapped\n",
+        )
+        .unwrap();
+        let out = run(&sys, &args("queues")).unwrap();
+        assert!(out.contains("queue 4 pid 99 (a\"b) pin filtered running: 1 region, 64.0 KiB registered"), "{out}");
+        assert!(out.contains("region 0x10001 at 0x10000: 64.0 KiB rw, 1 of 1 chunks mapped (0 dead)"), "{out}");
+        let out = run(&sys, &args("queues --json warpq0")).unwrap();
+        assert_eq!(
+            out,
+            "{\"warpq0\":[{\"id\":4,\"pid\":99,\"comm\":\"a\\\"b\",\"backing\":\"pin\",\"policy\":\"filtered\",\
+             \"state\":\"running\",\"region_count\":1,\"registered_bytes\":65536,\"mapped_bytes\":65536,\
+             \"pinned_bytes\":65536,\"commands_ok\":2,\"regions\":[{\"handle\":65537,\"addr\":65536,\
+             \"access\":\"rw\",\"state\":\"mapped\",\"len\":65536,\"chunk_bytes\":65536,\"chunks\":1,\
+             \"mapped_chunks\":1,\"dead_chunks\":0,\"mapped_bytes\":65536}]}]}\n"
+        );
+        std::fs::remove_file(&q).unwrap();
+        match run(&sys, &args("queues")) {
+            Err(Failure::Failed(msg)) => assert!(msg.contains("queues does not exist"), "{msg}"),
+            other => panic!("{other:?}"),
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
