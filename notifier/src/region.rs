@@ -823,7 +823,11 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
     }
 
     /// Mapped → Unmapped for the chunks of `handle` in `chunks`; `unmap`
-    /// gets each mapping. Returns the pages unmapped.
+    /// gets each mapping. With `kill` every one of those chunks becomes Dead
+    /// instead, mapped or not, in either phase, and its want bit is cleared:
+    /// what an `UNMAP` does (the mapping the region was registered on is
+    /// gone; a later mapping at the same address is not the registration's).
+    /// Returns the pages unmapped.
     ///
     /// # Safety
     ///
@@ -832,20 +836,26 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
         &self,
         handle: RegionHandle,
         chunks: Range<usize>,
+        kill: bool,
         mut unmap: impl FnMut(&RegionDesc, M),
     ) -> u64 {
+        let mut killed = 0u64;
         // SAFETY: forwarded contract.
         let taken = unsafe {
             self.with_entry_mut(handle, |entry| {
                 let mut pages = 0u64;
                 let count = entry.desc.chunk_count();
                 for i in chunks.start..chunks.end.min(count) {
-                    if !matches!(entry.chunks[i], ChunkState::Mapped { .. }) {
-                        continue;
+                    let next = match entry.chunks[i] {
+                        ChunkState::Dead => continue,
+                        _ if kill => ChunkState::Dead,
+                        ChunkState::Mapped { .. } => ChunkState::Unmapped,
+                        ChunkState::Unmapped => continue,
+                    };
+                    if kill {
+                        killed |= 1 << i;
                     }
-                    if let ChunkState::Mapped { mapping, .. } =
-                        core::mem::replace(&mut entry.chunks[i], ChunkState::Unmapped)
-                    {
+                    if let ChunkState::Mapped { mapping, .. } = core::mem::replace(&mut entry.chunks[i], next) {
                         pages = pages.saturating_add(mapping.page_count());
                         unmap(&entry.desc, mapping);
                     }
@@ -853,7 +863,23 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
                 pages
             })
         };
+        if killed != 0 {
+            self.unwant(handle.slot(), killed);
+        }
         taken.unwrap_or(0)
+    }
+
+    /// True if some chunk of `handle` in `chunks` is not dead (an `UNMAP`
+    /// over them has something to kill).
+    ///
+    /// # Safety
+    ///
+    /// As for reads: the caller holds `L` or is inside the gate.
+    pub(super) unsafe fn any_alive(&self, handle: RegionHandle, chunks: Range<usize>) -> bool {
+        // SAFETY: forwarded contract.
+        let Some(entry) = (unsafe { self.entry(handle) }) else { return false };
+        let count = entry.desc.chunk_count();
+        (chunks.start..chunks.end.min(count)).any(|i| !matches!(entry.chunks[i], ChunkState::Dead))
     }
 
     /// Unmapped → Dead for one chunk (its range can no longer be faulted

@@ -138,7 +138,15 @@ where
     let chunk_count = chunks.len() as u32;
     // SAFETY: `key` proves `L` is held.
     let mapped = unsafe { ctx.table().any_mapped(region.handle, chunks.clone()) };
-    if !mapped {
+    // An UNMAP (munmap, MAP_FIXED over, mremap away, MREMAP_DONTUNMAP) ends
+    // the registration over its range: the chunks die, mapped or not, so no
+    // rebuild can map whatever is mapped there later. Killing an unmapped
+    // chunk is a write the engine could race with, so it drains too. The
+    // non-blockable caller (the OOM reaper, of a dying process that no
+    // rebuild serves any more) only tears down what is mapped.
+    // SAFETY: `key` proves `L` is held.
+    let kill = inv.event == Event::Unmap && unsafe { ctx.table().any_alive(region.handle, chunks.clone()) };
+    if !mapped && !(kill && inv.blockable) {
         return report(InvalidateOutcome::NothingMapped);
     }
     if !inv.blockable {
@@ -147,16 +155,26 @@ where
 
     let drain_start = platform.now_ns();
     let paused = ctx.gate().pause();
-    let (_drained, drain) = ctx.drain_or_reset(&paused, platform, config);
+    let (drained, drain) = ctx.drain_or_reset(&paused, platform, config);
     let drain_ns = platform.now_ns().saturating_sub(drain_start);
-    // SAFETY: `key` proves `L` is held and `_drained` that the gate is
+    // SAFETY: `key` proves `L` is held and `drained` that the gate is
     // paused and drained.
     let pages_unpinned = unsafe {
-        ctx.table().take_chunks(region.handle, chunks, |desc, mapping| {
+        ctx.table().take_chunks(region.handle, chunks, kill, |desc, mapping| {
             platform.unmap_and_unpin(mapping, desc.access.device_writes())
         })
     };
+    let was_stale = ctx.gate().is_stale();
+    if kill && was_stale {
+        // A command may have waited for a chunk that just died: it will
+        // fault now, not wait, so the queue may reopen.
+        // SAFETY: `L` is held; `drained` is about this context's gate.
+        unsafe { ctx.refresh_stale(&paused, &drained) };
+    }
     drop(paused);
+    if was_stale && !ctx.gate().is_stale() {
+        platform.wake();
+    }
     drop(key);
     report(InvalidateOutcome::TornDown { pages_unpinned, chunks: chunk_count, drain, drain_ns })
 }

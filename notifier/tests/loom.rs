@@ -912,3 +912,29 @@ fn m11_write_protect_vs_engine_write() {
         }
     });
 }
+
+/// (12) An munmap (UNMAP) of a chunk a command waits for, racing the
+/// rebuild that would map it: whatever the order the chunk ends dead (an
+/// UNMAP is final: no rebuild maps the range again, so the device never
+/// reaches a later mapping at that address), the queue does not stay stale
+/// for it, and the command then faults instead of waiting.
+#[test]
+fn m12_unmap_vs_rebuild_of_a_wanted_chunk() {
+    model_world("12 unmap vs the rebuild of a wanted chunk", 3, RUNNING, |w| {
+        let report = w.kernel_invalidate(0, Event::Clear, true);
+        assert!(matches!(report.outcome, InvalidateOutcome::TornDown { .. }));
+        assert_eq!(w.engine_command(0), Some(EngineExit::Completed));
+        assert!(w.ctx.gate().is_stale(), "the command waits for the chunk");
+        let fault = spawn_with(w, |w| {
+            let _ = w.rebuild();
+        });
+        assert!(w.kernel_invalidate(0, Event::Unmap, true).callback_result());
+        fault.join().unwrap();
+        assert_eq!(w.state(0), StateKind::Dead);
+        assert!(w.ctx.gate().is_running(), "a dead chunk leaves nothing to wait for");
+        let engine = w.ctx.enter(&w.p).expect("the queue runs");
+        let region = w.regions[0];
+        assert!(matches!(engine.translate(region.start, 8, Access::WRITE), Err(XlateFault::Dead)));
+        assert_eq!(engine.finish(), EngineExit::Completed);
+    });
+}

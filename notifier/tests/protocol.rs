@@ -420,7 +420,7 @@ fn unregistering_the_last_stale_region_reopens_the_queue() {
     let a = w.register(0x10000, PAGE, Access::READ);
     let b = w.register(0x20000, PAGE, Access::READ);
     w.rebuild().unwrap();
-    w.kernel_invalidate(&a, Event::Unmap, true);
+    w.kernel_invalidate(&a, Event::Clear, true);
     assert!(w.engine_touch(a.start, 8, Access::READ).unwrap().is_err());
     assert!(w.ctx.gate().is_stale());
     w.ctx.unregister(&mut w.lock.lock(), &w.p, &w.cfg, a.handle).unwrap();
@@ -586,8 +586,19 @@ fn unregister_or_reset_never_answers_busy() {
 /// What the kernel does around one callback whose range is `[start, end)`
 /// (the double changes no pages: `PROTECTION_VMA` under `strict`).
 fn invalidate_range(w: &World, desc: &RegionDesc, start: u64, end: u64) -> InvalidateReport {
+    invalidate_range_with(w, desc, start, end, Event::ProtectionVma, true)
+}
+
+fn invalidate_range_with(
+    w: &World,
+    desc: &RegionDesc,
+    start: u64,
+    end: u64,
+    event: Event,
+    blockable: bool,
+) -> InvalidateReport {
     let cur_seq = w.p.invalidate_start();
-    let inv = Invalidation { start, end, ..whole_region(*desc, cur_seq, Event::ProtectionVma, true) };
+    let inv = Invalidation { start, end, ..whole_region(*desc, cur_seq, event, blockable) };
     let report = invalidate(&w.ctx, &w.lock, &w.p, &w.cfg, &inv);
     w.p.invalidate_end();
     report
@@ -688,5 +699,77 @@ fn a_dead_chunk_faults_only_its_commands() {
     assert_eq!(w.engine_touch(desc.start + CHUNK + 8, 8, Access::WRITE), Some(Err(XlateFault::Dead)));
     assert_eq!(w.engine_touch(desc.start, 8, Access::WRITE), Some(Ok(())));
     assert_eq!(w.engine_touch(desc.start + 3 * CHUNK, 8, Access::WRITE), Some(Ok(())));
+    w.check_pins();
+}
+
+/// An UNMAP ends the registration over its chunks, deterministically: they
+/// die whether mapped or torn down before, no rebuild maps them again
+/// (whatever is mapped at that address later), commands on them fault, and
+/// the rest of the region keeps working.
+#[test]
+fn unmap_kills_its_chunks_for_good() {
+    let w = World::new(0x1000, Policy::Filtered);
+    let desc = w.register(0x100000, 4 * CHUNK, Access::READ_WRITE);
+    w.rebuild().unwrap();
+    // Chunk 1 mapped, chunk 2 torn down by a CLEAR (DONTNEED) first.
+    invalidate_range_with(&w, &desc, desc.start + 2 * CHUNK, desc.start + 2 * CHUNK + PAGE, Event::Clear, true);
+    let report = invalidate_range_with(&w, &desc, desc.start + CHUNK, desc.start + 3 * CHUNK, Event::Unmap, true);
+    assert!(matches!(report.outcome, InvalidateOutcome::TornDown { chunks: 2, pages_unpinned: 16, .. }), "{report:?}");
+    let info = w.ctx.region(&w.lock.lock(), desc.handle).unwrap();
+    assert_eq!((info.mapped_chunks, info.dead_chunks), (2, 2));
+    w.p.clear_calls();
+    for chunk in [1, 2] {
+        let at = desc.start + chunk * CHUNK + 8;
+        assert_eq!(w.engine_touch(at, 8, Access::WRITE), Some(Err(XlateFault::Dead)), "chunk {chunk}");
+    }
+    // Nothing to rebuild: a new mapping at that address is never pinned.
+    let report = w.rebuild().unwrap();
+    assert_eq!((report.mapped, report.dead), (0, 0));
+    assert!(w.p.calls().iter().all(|c| !matches!(c, Call::Pin { .. })), "{:?}", w.p.calls());
+    assert!(w.ctx.gate().is_running());
+    assert_eq!(w.engine_touch(desc.start + 8, 8, Access::WRITE), Some(Ok(())));
+    assert_eq!(w.engine_touch(desc.start + 3 * CHUNK, 8, Access::WRITE), Some(Ok(())));
+    // A second UNMAP of dead chunks has nothing to do.
+    let again = invalidate_range_with(&w, &desc, desc.start + CHUNK, desc.start + 3 * CHUNK, Event::Unmap, true);
+    assert_eq!(again.outcome, InvalidateOutcome::NothingMapped);
+    w.check_pins();
+}
+
+/// A command waiting for a torn-down chunk that an UNMAP then kills is
+/// released: the callback reopens the queue, and the command faults
+/// instead of waiting.
+#[test]
+fn unmap_of_a_wanted_chunk_releases_its_waiter() {
+    let w = World::new(0x1000, Policy::Strict);
+    let desc = w.register(0x100000, 2 * CHUNK, Access::READ_WRITE);
+    w.rebuild().unwrap();
+    invalidate_range_with(&w, &desc, desc.start + CHUNK, desc.start + CHUNK + PAGE, Event::Clear, true);
+    let at = desc.start + CHUNK + 8;
+    assert!(matches!(w.engine_touch(at, 8, Access::READ), Some(Err(XlateFault::NeedsRebuild { .. }))));
+    assert!(w.ctx.gate().is_stale());
+    invalidate_range_with(&w, &desc, desc.start + CHUNK, desc.end(), Event::Unmap, true);
+    // The callback itself reopens the queue (no rebuild may come: the
+    // process may only be waiting).
+    assert!(w.ctx.gate().is_running(), "nothing left to wait for");
+    let report = w.rebuild().unwrap();
+    assert_eq!(report.mapped, 0);
+    assert!(report.running);
+    assert_eq!(w.engine_touch(at, 8, Access::READ), Some(Err(XlateFault::Dead)));
+    w.check_pins();
+}
+
+/// The OOM reaper's UNMAP (not blockable) of a chunk that is not mapped
+/// neither sleeps nor refuses: there is nothing the device can reach, and
+/// its dying process gets no rebuild.
+#[test]
+fn non_blocking_unmap_of_unmapped_chunks_proceeds() {
+    let w = World::new(0x1000, Policy::Strict);
+    let desc = w.register(0x100000, 2 * CHUNK, Access::READ_WRITE);
+    w.rebuild().unwrap();
+    invalidate_range_with(&w, &desc, desc.start, desc.start + PAGE, Event::Clear, true);
+    let r = invalidate_range_with(&w, &desc, desc.start, desc.start + PAGE, Event::Unmap, false);
+    assert_eq!(r.outcome, InvalidateOutcome::NothingMapped);
+    let r = invalidate_range_with(&w, &desc, desc.start + CHUNK, desc.end(), Event::Unmap, false);
+    assert_eq!(r.outcome, InvalidateOutcome::CannotProceed);
     w.check_pins();
 }

@@ -1,6 +1,6 @@
 //! warpq-invalidate-check: invalidations with commands in flight.
 //!
-//! `warpq-invalidate-check munmap|fork|death|scm|touch [DEVICE]`,
+//! `warpq-invalidate-check munmap|fork|death|scm|touch|unmap-semantics [DEVICE]`,
 //! `warpq-invalidate-check forkstorm [COUNT]`
 //!
 //! - `munmap`: a registered buffer is unmapped while FILL commands into it
@@ -14,7 +14,8 @@
 //!   device never touches it; the child cannot reach the parent's buffers
 //!   through the device; the child then uses the device itself, with its own
 //!   queue and registrations, concurrently with the parent, verified too.
-//! - `death`, `scm`, `touch`, `forkstorm`: see `warpq_stress::invalidate`.
+//! - `death`, `scm`, `touch`, `unmap-semantics`, `forkstorm`: see
+//!   `warpq_stress::invalidate`.
 
 use std::process::ExitCode;
 
@@ -40,9 +41,12 @@ fn main() -> ExitCode {
         "death" => invalidate::death(&dev),
         "scm" => invalidate::scm_rights(&dev),
         "touch" => invalidate::touch_rebuilds(&dev),
+        "unmap-semantics" => invalidate::unmap_semantics(&dev),
         "forkstorm" => invalidate::fork_storm(&dev, args.next().and_then(|n| n.parse().ok()).unwrap_or(200)),
         _ => {
-            eprintln!("usage: warpq-invalidate-check munmap|fork|death|scm|touch [DEVICE] | forkstorm [COUNT]");
+            eprintln!(
+                "usage: warpq-invalidate-check munmap|fork|death|scm|touch|unmap-semantics [DEVICE] | forkstorm [COUNT]"
+            );
             return ExitCode::from(2);
         }
     };

@@ -7,14 +7,19 @@
 //! - [`fork_in_flight`] and [`fork_storm`] ([`fork`]): fork with commands in
 //!   flight, and children in sequence on the parent's file;
 //! - [`death`] and [`scm_rights`] ([`death`](mod@death)): SIGKILL and close
-//!   with work in flight, and the fd passed to another process.
+//!   with work in flight, and the fd passed to another process;
+//! - [`unmap_semantics`] ([`remap`]): a registered buffer replaced at its
+//!   address (munmap + mmap, `MAP_FIXED`, `MREMAP_DONTUNMAP`) is never the
+//!   registration's; a shrinking mremap cuts only its chunks.
 
 pub mod death;
 pub mod fork;
+pub mod remap;
 pub mod unmap;
 
 pub use death::{death, scm_rights};
 pub use fork::{fork_in_flight, fork_storm};
+pub use remap::unmap_semantics;
 pub use unmap::{munmap_in_flight, touch_rebuilds};
 
 const PAGE: usize = 4096;
