@@ -146,7 +146,8 @@ where
     // rebuild serves any more) only tears down what is mapped.
     // SAFETY: `key` proves `L` is held.
     let kill = inv.event == Event::Unmap && unsafe { ctx.table().any_alive(region.handle, chunks.clone()) };
-    if !mapped && !(kill && inv.blockable) {
+    let work = mapped || (kill && inv.blockable);
+    if !work {
         return report(InvalidateOutcome::NothingMapped);
     }
     if !inv.blockable {
