@@ -226,12 +226,16 @@ impl QueueFile {
         }
     }
 
-    /// Adds this file's live queues to `out` (under D), for the debugfs
-    /// `queues` list; the caller describes and drops them outside D.
+    /// Adds this file's live queues to `out`, for the debugfs `queues`
+    /// list: copied under D without allocating, pushed after D is released;
+    /// the caller describes and drops them outside every lock.
     pub(crate) fn live_queues(&self, out: &mut KVec<Arc<Queue>>) -> Result {
-        let dir = self.dir.lock();
-        for queue in dir.queues.iter().flatten() {
-            out.push(queue.clone(), GFP_KERNEL)?;
+        let live: [Option<Arc<Queue>>; MAX_QUEUES_PER_FILE] = {
+            let dir = self.dir.lock();
+            core::array::from_fn(|i| dir.queues[i].clone())
+        };
+        for queue in live.into_iter().flatten() {
+            out.push(queue, GFP_KERNEL)?;
         }
         Ok(())
     }

@@ -466,16 +466,16 @@ impl Queue {
     /// `region` line per registered region (format: docs/user.md). Takes L.
     pub(crate) fn describe(&self, out: &mut impl core::fmt::Write) -> core::fmt::Result {
         let (mut regions, mut registered, mut mapped) = (0u32, 0u64, 0u64);
-        let mut lines = KVec::<RegionInfo>::new();
+        // Copied under L into a fixed array (about 1 KiB of stack): nothing
+        // may allocate under L, whose invalidation callback reclaim can call.
+        let mut lines: [Option<RegionInfo>; MAX_REGIONS] = [None; MAX_REGIONS];
         {
             let key = self.lock.lock();
-            for info in self.ctx.regions(&key) {
+            for (line, info) in lines.iter_mut().zip(self.ctx.regions(&key)) {
                 regions += 1;
                 registered += info.desc.len;
                 mapped += info.pages * PAGE_SIZE;
-                // Out of memory: the region lines are cut short, the totals
-                // above are still whole.
-                let _ = lines.push(info, GFP_KERNEL);
+                *line = Some(info);
             }
         }
         let state = if self.revoked.load(Ordering::Relaxed) || self.ctx.is_released() {
@@ -512,7 +512,7 @@ impl Queue {
             get(&st.faults),
             get(&st.zaps),
         )?;
-        for info in lines.iter() {
+        for info in lines.iter().flatten() {
             let d = &info.desc;
             let access = match (d.access.contains(Access::READ), d.access.device_writes()) {
                 (true, true) => "rw",
