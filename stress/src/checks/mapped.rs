@@ -112,13 +112,16 @@ fn files(r: &mut Report, dev: &Device, q: &mut Queue<'_>) -> Result<(), String> 
     Ok(())
 }
 
-/// A 4 MiB buffer on huge pages: COPY of 1 MiB across the 2 MiB boundary,
+/// A 6 MiB buffer on huge pages: COPY of 1 MiB across the 2 MiB boundary,
 /// a `MADV_DONTNEED` of 4 KiB inside the first huge page, then COPY back
-/// across the boundary and a FILL into the dropped page, all verified.
+/// across the boundary and a FILL into the dropped page; then 8 COPYs across
+/// the boundary into the third huge page with a `MADV_DONTNEED` of their
+/// destination (4 KiB of the THP; the whole hugetlb page) while they are in
+/// flight, and one more after it: all complete OK, all verified.
 fn huge(r: &mut Report, dev: &Device, q: &mut Queue<'_>, backing: Backing) -> Result<(), String> {
-    const LEN: usize = 2 * HUGE_PAGE_SIZE;
+    const LEN: usize = 3 * HUGE_PAGE_SIZE;
     if backing == Backing::Hugetlb {
-        reserve_huge_pages(2)?;
+        reserve_huge_pages(3)?;
     }
     let mut buf = match Buffer::huge(LEN, backing) {
         Ok(b) => b,
@@ -156,6 +159,36 @@ fn huge(r: &mut Report, dev: &Device, q: &mut Queue<'_>, backing: Backing) -> Re
     ensure!(all[drop_at..drop_at + 4096].iter().all(|&x| x == 0x99), "{backing:?}: FILL into the dropped page");
     let rest_zero = all[drop_at + 4096..(drop_at + drop_len).min(at)].iter().all(|&x| x == 0);
     ensure!(rest_zero, "{backing:?}: the dropped range reads back as zeroes past the FILL");
+    // The invalidation in flight.
+    let dst = 4 * mib + mib / 2;
+    let copies: Vec<Entry> = (0..8)
+        .map(|i| opcode::Copy::new(b.addr_at(at), b.addr_at(dst), mib as u64).build().user_data(700 + i))
+        .collect();
+    q.submission().push_multiple(&copies).map_err(|_| "ring full".to_string())?;
+    q.submit().map_err(|e| e.to_string())?;
+    let (drop_at, drop_len) =
+        if backing == Backing::Hugetlb { (2 * HUGE_PAGE_SIZE, HUGE_PAGE_SIZE) } else { (dst + (64 << 10), 4096) };
+    // SAFETY: as above.
+    let rc =
+        unsafe { libc::madvise((b.addr() as usize + drop_at) as *mut libc::c_void, drop_len, libc::MADV_DONTNEED) };
+    ensure!(rc == 0, "madvise(MADV_DONTNEED) in flight: {}", std::io::Error::last_os_error());
+    let in_flight = q.in_flight();
+    q.submission()
+        .push(&opcode::Copy::new(b.addr_at(at), b.addr_at(dst), mib as u64).build().user_data(708))
+        .map_err(|_| "ring full".to_string())?;
+    q.submit_and_wait(9).map_err(|e| e.to_string())?;
+    let mut done = 0;
+    while done < 9 {
+        let Some(c) = q.completion().next() else {
+            q.submit_and_wait(1).map_err(|e| e.to_string())?;
+            continue;
+        };
+        ensure!(c.user_data() == 700 + done, "completion {} where {} was expected", c.user_data(), 700 + done);
+        ensure!(c.status() == Status::Ok, "{backing:?}: COPY {done} with the invalidation in flight: {}", c.status());
+        done += 1;
+    }
+    b.read_at(dst, &mut got);
+    ensure!(got == data[at..at + mib], "{backing:?}: the COPYs with the invalidation in flight");
     let buf = b.unregister().map_err(|e| e.to_string())?;
     ensure!(buf.backing() == backing, "backing {:?}", buf.backing());
     let how = match backing {
@@ -164,7 +197,10 @@ fn huge(r: &mut Report, dev: &Device, q: &mut Queue<'_>, backing: Backing) -> Re
     };
     r.ok(
         &format!("Buffer::huge({backing:?})"),
-        &format!("4 MiB, 2 MiB aligned ({how}): 1 MiB COPY across the 2 MiB boundary, then back after the invalidation, verified"),
+        &format!(
+            "6 MiB, 2 MiB aligned ({how}): 1 MiB COPY across the 2 MiB boundary, then back after the invalidation; \
+             9 COPYs across it with their destination dropped while {in_flight} were in flight: all OK, verified"
+        ),
     );
     Ok(())
 }
