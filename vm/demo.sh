@@ -21,6 +21,8 @@ warpq-invalidate-check forkstorm 40
 echo "--- commands in flight while the buffer is unmapped, and while the process forks:"
 warpq-invalidate-check munmap
 warpq-invalidate-check fork
+echo "--- a registration is the mapping it was registered on (the device never writes what is mapped there later):"
+warpq-invalidate-check unmap-semantics
 echo "--- address-space churn under a verified stream of commands:"
 warpq-churn dontneed thp fork unrelated --rounds 2
 echo "--- the device'"'"'s counters:"
@@ -36,5 +38,6 @@ for key in commands_ok commands_failed invalidations ignored_by_policy teardowns
     printf "  %-18s %s\n" "$key" "$(sed -n "s/^$key //p" /sys/class/misc/$dev/stats)"
 done
 echo "  (a parent and its child with their own queues; a 40-process fork storm with execs;"
-echo "   munmap and fork with commands in flight; address-space churn; every result verified)"
+echo "   munmap and fork with commands in flight; buffers replaced at their address; address-space churn;"
+echo "   every result verified)"
 '
