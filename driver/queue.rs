@@ -318,7 +318,8 @@ impl Queue {
         let mm = unsafe { MmGrab::new(mm) };
         // The context holds every chunk state inline: built in place, in its
         // own allocation (vmalloc when large), never on the stack.
-        let mut slot = KVBox::<Context>::new_uninit(GFP_KERNEL)?;
+        // Charged to the creating task's memory cgroup, as the ring is.
+        let mut slot = KVBox::<Context>::new_uninit(GFP_KERNEL_ACCOUNT)?;
         // SAFETY: a fresh allocation of the right size and alignment.
         let key = unsafe { Context::init_in_place(slot.as_mut_ptr(), mm.id()) };
         // SAFETY: `init_in_place` initialised every field.
@@ -358,7 +359,7 @@ impl Queue {
                 stats: Counters::default(),
                 hist: Histograms::default(),
             }),
-            GFP_KERNEL,
+            GFP_KERNEL_ACCOUNT,
         )?;
         queue.start_engine()?;
         Ok(queue)

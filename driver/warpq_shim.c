@@ -898,9 +898,13 @@ u64 warpq_ktime_ns(void)
 
 /* ---- ring memory ------------------------------------------------------------ */
 
+/*
+ * Zeroed, page-granular (mapped to user space page by page by the fault
+ * handler), and charged to the creating task's memory cgroup.
+ */
 void *warpq_ring_alloc(size_t size)
 {
-	return vmalloc_user(size);	/* zeroed, page-granular, for user mapping */
+	return __vmalloc(size, GFP_KERNEL_ACCOUNT | __GFP_ZERO);
 }
 
 void warpq_ring_free(void *ring)

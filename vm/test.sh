@@ -113,7 +113,7 @@ if [ "$what" = all ] || [ "$what" = vm ]; then
     vm_suite process-death -- "$matrix 'pin mirror' filtered \
         'warpq-invalidate-check death && warpq-invalidate-check scm' && warpq-check pins"
     vm_suite adversarial -- "$matrix 'pin mirror' filtered warpq-adversarial && warpq-check pins"
-    vm_suite user-api -- 'warpq-user-check && warpq-user-check queues && warpqctl list && warpqctl policy get &&
+    vm_suite user-api -- 'warpq-user-check && warpq-user-check queues && warpq-user-check accounting && warpqctl list && warpqctl policy get &&
         { warpq-copy-check 20000 > /tmp/load.log & sleep 4; warpqctl stats; warpqctl hist; warpqctl queues; warpqctl stats --json; wait $!; } &&
         grep -q "20000 commands verified" /tmp/load.log &&
         warpq-example-quickstart && warpq-example-copy && warpq-example-crc_file /bin/busybox && warpq-example-fork &&

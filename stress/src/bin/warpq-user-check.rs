@@ -12,10 +12,13 @@
 //!
 //! `warpq-user-check queues [DEVICE]`: three processes register five
 //! regions of known sizes; `warpqctl queues --json` must list exactly them.
+//!
+//! `warpq-user-check accounting [DEVICE]`: 64 queues made in a fresh memory
+//! cgroup are charged to it (their rings, in its `vmalloc`).
 
 use std::process::ExitCode;
 
-use warpq_stress::checks::{conclude, queues, user, Section};
+use warpq_stress::checks::{accounting, conclude, queues, user, Section};
 use warpq_stress::report::Report;
 
 fn main() -> ExitCode {
@@ -24,6 +27,9 @@ fn main() -> ExitCode {
     let result = if first.as_deref() == Some("unbind") {
         let path = std::env::args().nth(2).unwrap_or_else(|| "/dev/warpq0".into());
         user::unbind(&mut r, &path).section("unbind")
+    } else if first.as_deref() == Some("accounting") {
+        let path = std::env::args().nth(2).unwrap_or_else(|| "/dev/warpq0".into());
+        accounting::accounting(&mut r, &path).section("accounting")
     } else if first.as_deref() == Some("queues") {
         let path = std::env::args().nth(2).unwrap_or_else(|| "/dev/warpq0".into());
         queues::queues(&mut r, &path).section("queues")

@@ -3,6 +3,7 @@
 //! first failure ends the run (later checks build on earlier ones) and is
 //! its `FAIL` line, under the name of the section it happened in.
 
+pub mod accounting;
 pub mod copy;
 pub mod mapped;
 pub mod queue;
