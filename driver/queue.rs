@@ -1023,6 +1023,9 @@ impl Queue {
                     // the ring (zapped now) or ioctl. A worker whose rebuild
                     // fails queues the zap itself.
                     let exit = guard.request_rebuild(region, wanted);
+                    if self.ctx.gate().is_stale() {
+                        self.note_stale();
+                    }
                     if !self.schedule_rebuild() {
                         platform.schedule_zap();
                     }
@@ -1070,6 +1073,16 @@ impl Queue {
             self.dev.stats.completion(uapi::WARPQ_STATUS_ABORTED);
         }
         self.wake_all();
+    }
+
+    /// The queue went stale (a command waits for a rebuild): the ring's
+    /// advisory flag, the start of the paused time (histogram `paused_ns`,
+    /// recorded when a rebuild reopens it) and the queue-state event.
+    fn note_stale(&self) {
+        self.ring.set_flag(uapi::WARPQ_RING_STALE, true);
+        if self.stale_since.compare_exchange(0, now_ns().max(1), Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            trace::queue_state(self.mm.id(), true);
+        }
     }
 
     /// Queues the rebuild worker, if the `rebuild_worker` parameter is on;
@@ -1583,10 +1596,7 @@ impl Platform for QueuePlatform<'_> {
         // SAFETY: initialised in `Queue::new`; cancelled before the queue goes.
         unsafe { shim::warpq_work_schedule(self.q.zap_work.get()) };
         // A teardown made the queue stale: waiters in WAIT go rebuild.
-        self.q.ring.set_flag(uapi::WARPQ_RING_STALE, true);
-        if self.q.stale_since.compare_exchange(0, now_ns().max(1), Ordering::Relaxed, Ordering::Relaxed).is_ok() {
-            trace::queue_state(self.q.mm.id(), true);
-        }
+        self.q.note_stale();
         self.q.wake_all();
     }
 
