@@ -50,7 +50,9 @@
 //! child sees a fresh queue of its own. Nothing hangs: every wait is
 //! bounded, a step that does not return within the hang limit is reported
 //! with the fuzzer's kernel stack, a child is killed and reported after
-//! 30 s, a run over twice its time budget fails. At the end of each run,
+//! 60 s, a run that overruns its time budget by more than the hang limit
+//! fails. The limits catch hangs, not slowness: a KASAN kernel under TCG on
+//! a loaded machine rebuilds a large region in seconds. At the end of each run,
 //! with everything closed, the post-case check (`crate::check`): pins
 //! balance, the driver's `pages_pinned` is 0, and the kernel log shows no
 //! new splat.
@@ -109,8 +111,8 @@ pub(crate) const MAX_FILES: usize = 3;
 pub(crate) const MAX_FDS: usize = 4;
 pub(crate) const MAX_RINGS: usize = 5;
 pub(crate) const MAX_CHILDREN: usize = 2;
-pub(crate) const CHILD_LIMIT: Duration = Duration::from_secs(30);
-pub(crate) const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+pub(crate) const CHILD_LIMIT: Duration = Duration::from_secs(60);
+pub(crate) const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 pub(crate) const CANARY: u8 = 0xa5;
 pub(crate) use crate::raw::{INFO_V1, KERNEL_ADDR, STATS_V1};
 

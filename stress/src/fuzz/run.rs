@@ -197,9 +197,11 @@ fn run_ops(cfg: &Cfg, case: &Case, budget: Duration, check: &mut Check, quiet: b
     if let Err(e) = cleanup {
         errs.push(Failure { step, op: "finish", msg: e });
     }
-    if elapsed > 2 * budget {
+    let hang = Duration::from_millis(HANG_MS.load(Ordering::Relaxed));
+    if elapsed > budget + hang {
         let msg = format!(
-            "the run took {elapsed:?} (not counting {:?} waiting for children), over twice its budget of {budget:?}",
+            "the run took {elapsed:?} (not counting {:?} waiting for children), over its budget of {budget:?} by more \
+             than the hang limit {hang:?}",
             w.child_wait
         );
         errs.push(Failure { step, op: "run", msg });
