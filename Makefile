@@ -9,7 +9,7 @@ export WARPQ_CACHE ?= $(HOME)/.cache/warpq
 VM_KERNEL ?= debug
 # CMD reaches recipes through the environment: no make or shell re-quoting.
 export CMD
-export VM_KERNEL VM_IOMMU VM_ACCEL VM_TIMEOUT VM_EXTRA VM_NO_MODULE VM_MODULE_ARGS VM_OUT BENCH SUITES
+export VM_KERNEL VM_IOMMU VM_ACCEL VM_TIMEOUT VM_EXTRA VM_NO_MODULE VM_MODULE_ARGS VM_NUMA VM_OUT BENCH SUITES
 
 CARGO ?= cargo
 GUEST_TARGET := x86_64-unknown-linux-gnu

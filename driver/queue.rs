@@ -1143,14 +1143,28 @@ impl Queue {
             shim::warpq_range_info(range, &mut start, &mut end, &mut event);
             shim::warpq_range_blockable(range)
         };
+        let event_kind = Event::from_raw(event);
+        // Only a filtered PROTECTION_VMA on a device-writable region asks
+        // whether the VMAs kept write (NUMA hinting's scans do).
+        let write_kept = event_kind == Event::ProtectionVma
+            && self.config.policy == Policy::Filtered
+            && region.access.device_writes()
+            && {
+                let lo = (start as u64).max(region.start);
+                let hi = (end as u64).min(region.end());
+                // SAFETY: `range` is the callback's valid range; the shim
+                // walks VMAs only if the mmap lock of `range->mm` is held.
+                lo < hi && unsafe { shim::warpq_range_keeps_write(range, lo as c_ulong, hi as c_ulong) }
+            };
         let inv = Invalidation {
             region,
             cur_seq,
             start: start as u64,
             end: end as u64,
-            event: Event::from_raw(event),
+            event: event_kind,
             blockable,
             owner_is_us: false,
+            write_kept,
         };
         let notifier = slot as *const RegionSlot as usize;
         let mm = self.mm.id();

@@ -167,6 +167,7 @@ extern "C" {
     pub(crate) fn warpq_interval_read_retry(sub: *mut IntervalRaw, seq: c_ulong) -> bool;
     pub(crate) fn warpq_interval_set_seq(sub: *mut IntervalRaw, cur_seq: c_ulong);
     pub(crate) fn warpq_range_blockable(range: *const RangeRaw) -> bool;
+    pub(crate) fn warpq_range_keeps_write(range: *const RangeRaw, start: c_ulong, end: c_ulong) -> bool;
     pub(crate) fn warpq_range_info(range: *const RangeRaw, start: *mut c_ulong, end: *mut c_ulong, event: *mut c_uint);
 
     // Pinning and DMA.

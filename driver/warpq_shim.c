@@ -24,6 +24,7 @@
 #include <linux/cred.h>
 #include <linux/mmu_notifier.h>
 #include <linux/hmm.h>
+#include <linux/userfaultfd_k.h>
 #include <linux/slab.h>
 #include <linux/highmem.h>
 #include <linux/kthread.h>
@@ -673,6 +674,38 @@ void warpq_mmap_read_unlock(struct mm_struct *mm)
 bool warpq_range_blockable(const struct mmu_notifier_range *range)
 {
 	return mmu_notifier_range_blockable(range);
+}
+
+/*
+ * True if every VMA over [start, end) grants write and none is registered
+ * for uffd-wp, looked up under range->mm's mmap lock, which every 6.12
+ * caller of a PROTECTION_VMA invalidation holds (mprotect_fixup,
+ * change_prot_numa, uffd_wp_range, pagemap_scan). mprotect sets vm_flags
+ * before it changes the PTEs, so a write right it removes is seen here.
+ * False when in doubt: the lock not held, a hole, an empty range.
+ */
+bool warpq_range_keeps_write(const struct mmu_notifier_range *range, unsigned long start,
+			     unsigned long end)
+{
+	struct vm_area_struct *vma;
+	unsigned long next = start;
+	VMA_ITERATOR(vmi, range->mm, start);
+
+	if (start >= end)
+		return false;
+#ifdef CONFIG_LOCKDEP
+	if (!lockdep_is_held(&range->mm->mmap_lock))
+		return false;
+#else
+	if (!rwsem_is_locked(&range->mm->mmap_lock))
+		return false;
+#endif
+	for_each_vma_range(vmi, vma, end) {
+		if (vma->vm_start > next || !(vma->vm_flags & VM_WRITE) || userfaultfd_wp(vma))
+			return false;
+		next = vma->vm_end;
+	}
+	return next >= end;
 }
 
 void warpq_range_info(const struct mmu_notifier_range *range, unsigned long *start,

@@ -101,6 +101,7 @@ void warpq_mmput(struct mm_struct *mm);
 void warpq_mmap_read_lock(struct mm_struct *mm);
 void warpq_mmap_read_unlock(struct mm_struct *mm);
 bool warpq_range_blockable(const struct mmu_notifier_range *range);
+bool warpq_range_keeps_write(const struct mmu_notifier_range *range, unsigned long start, unsigned long end);
 void warpq_range_info(const struct mmu_notifier_range *range, unsigned long *start, unsigned long *end, unsigned int *event);
 bool warpq_interval_read_retry(struct mmu_interval_notifier *sub, unsigned long seq);
 void warpq_interval_set_seq(struct mmu_interval_notifier *sub, unsigned long cur_seq);

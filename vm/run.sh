@@ -14,6 +14,8 @@
 #   VM_EXTRA=dir          copied into the guest as /extra
 #   VM_NO_MODULE=1        do not load warpq.ko at boot
 #   VM_MODULE_ARGS='...'  parameters for insmod warpq.ko
+#   VM_NUMA=2             a 2-node guest (one CPU and 1 GiB per node), so
+#                         NUMA balancing scans; default one node
 #   VM_OUT=dir            where console.log, dmesg.log and out.log go
 #                         (default target/vm)
 #   VM_QUIET=1            show only the command's output, not the kernel's
@@ -65,6 +67,12 @@ cat "$base_initrd" "$run_dir/run.cpio.gz" > "$run_dir/initrd.cpio.gz"
 
 qemu_args=(-machine q35 -smp 2 -m 2G -no-reboot -nodefaults -display none
            -kernel "$kernel" -initrd "$run_dir/initrd.cpio.gz" -device edu)
+case ${VM_NUMA:-1} in
+    1) ;;
+    2) qemu_args+=(-object memory-backend-ram,id=node0,size=1G -numa node,nodeid=0,cpus=0,memdev=node0
+                   -object memory-backend-ram,id=node1,size=1G -numa node,nodeid=1,cpus=1,memdev=node1) ;;
+    *) echo "vm: VM_NUMA=${VM_NUMA} (1 or 2)" >&2; exit 2 ;;
+esac
 append="console=ttyS0 panic=-1 oops=panic loglevel=6 printk.devkmsg=on no_hash_pointers"
 if [ "$iommu" = on ]; then
     qemu_args+=(-device intel-iommu,intremap=on)

@@ -129,6 +129,13 @@ pub enum IgnoreReason {
     ReadOnlyProtectionChange,
     /// MIGRATE / EXCLUSIVE started by this driver (`range->owner` is ours).
     OwnedByUs,
+    /// PROTECTION_VMA on a device-writable region whose VMAs all still grant
+    /// write, none registered for uffd-wp: NUMA hinting (it makes PTEs
+    /// PROT_NONE to catch the next CPU touch and leaves `vm_flags` alone),
+    /// or an mprotect that keeps PROT_WRITE (mprotect sets `vm_flags` before
+    /// it changes the PTEs). The pages stay; if hinting later migrates one,
+    /// that is a CLEAR or MIGRATE of its own.
+    WriteRightKept,
 }
 
 /// Why an event tears the region down.
@@ -143,9 +150,10 @@ pub enum TearDownReason {
     PagesMoving,
     /// RELEASE: the address space is being torn down.
     AddressSpaceGone,
-    /// PROTECTION_VMA on a device-writable region: the write right may have
-    /// been removed; the rebuild faults with write access, which fails (and
-    /// kills the region) if it was.
+    /// PROTECTION_VMA on a device-writable region where a VMA lost write, is
+    /// uffd-wp registered, or could not be looked at: the write right may
+    /// have been removed; the rebuild faults with write access, which fails
+    /// (and kills the region) if it was.
     WriteRightMayShrink,
     /// PROTECTION_PAGE or SOFT_DIRTY on a device-writable region: the kernel
     /// write-protects to see the next write (fork's COW, writeback, dirty
@@ -175,8 +183,10 @@ impl Decision {
 ///
 /// `region_access` is what the device may do with the region; `owner_is_us`
 /// is true if `range->owner` is this driver (only meaningful for MIGRATE and
-/// EXCLUSIVE).
-pub fn decide(policy: Policy, event: Event, region_access: Access, owner_is_us: bool) -> Decision {
+/// EXCLUSIVE); `write_kept` is true if every VMA over the range still grants
+/// write and none is uffd-wp registered (only meaningful for
+/// PROTECTION_VMA; see [`IgnoreReason::WriteRightKept`]).
+pub fn decide(policy: Policy, event: Event, region_access: Access, owner_is_us: bool, write_kept: bool) -> Decision {
     use Decision::{Ignore, TearDown};
     if policy == Policy::Strict {
         return TearDown(TearDownReason::Strict);
@@ -186,6 +196,7 @@ pub fn decide(policy: Policy, event: Event, region_access: Access, owner_is_us: 
         Event::Release => TearDown(TearDownReason::AddressSpaceGone),
         Event::Migrate | Event::Exclusive if owner_is_us => Ignore(IgnoreReason::OwnedByUs),
         Event::Migrate | Event::Exclusive => TearDown(TearDownReason::PagesMoving),
+        Event::ProtectionVma if region_access.device_writes() && write_kept => Ignore(IgnoreReason::WriteRightKept),
         Event::ProtectionVma if region_access.device_writes() => TearDown(TearDownReason::WriteRightMayShrink),
         Event::ProtectionVma => Ignore(IgnoreReason::ReadOnlyProtectionChange),
         Event::ProtectionPage | Event::SoftDirty if region_access.device_writes() => {
@@ -213,8 +224,9 @@ mod tests {
         assert_eq!(Event::from_raw(u32::MAX), Event::Clear);
     }
 
-    /// (policy, event, access, owner_is_us, expected) — one row per rule.
-    const TABLE: &[(Policy, Event, Access, bool, Decision)] = {
+    /// (policy, event, access, owner_is_us, write_kept, expected) — one row
+    /// per rule.
+    const TABLE: &[(Policy, Event, Access, bool, bool, Decision)] = {
         use Access as A;
         use Event as E;
         use IgnoreReason as I;
@@ -222,47 +234,56 @@ mod tests {
         use TearDownReason as T;
         &[
             // Strict tears down on everything, whatever the access or owner.
-            (S, E::Unmap, A::READ, false, TearDown(T::Strict)),
-            (S, E::Clear, A::READ_WRITE, false, TearDown(T::Strict)),
-            (S, E::Release, A::READ, false, TearDown(T::Strict)),
-            (S, E::Exclusive, A::WRITE, false, TearDown(T::Strict)),
-            (S, E::SoftDirty, A::READ, false, TearDown(T::Strict)),
-            (S, E::ProtectionPage, A::READ_WRITE, false, TearDown(T::Strict)),
-            (S, E::ProtectionVma, A::READ, false, TearDown(T::Strict)),
-            (S, E::Migrate, A::READ, true, TearDown(T::Strict)),
+            (S, E::Unmap, A::READ, false, false, TearDown(T::Strict)),
+            (S, E::Clear, A::READ_WRITE, false, false, TearDown(T::Strict)),
+            (S, E::Release, A::READ, false, false, TearDown(T::Strict)),
+            (S, E::Exclusive, A::WRITE, false, false, TearDown(T::Strict)),
+            (S, E::SoftDirty, A::READ, false, false, TearDown(T::Strict)),
+            (S, E::ProtectionPage, A::READ_WRITE, false, false, TearDown(T::Strict)),
+            (S, E::ProtectionVma, A::READ, false, false, TearDown(T::Strict)),
+            (S, E::Migrate, A::READ, true, false, TearDown(T::Strict)),
             // Pages may change or vanish.
-            (F, E::Unmap, A::READ, false, TearDown(T::PagesMayChange)),
-            (F, E::Unmap, A::WRITE, false, TearDown(T::PagesMayChange)),
-            (F, E::Clear, A::READ, false, TearDown(T::PagesMayChange)),
-            (F, E::Clear, A::READ_WRITE, true, TearDown(T::PagesMayChange)),
-            (F, E::Release, A::READ, false, TearDown(T::AddressSpaceGone)),
+            (F, E::Unmap, A::READ, false, false, TearDown(T::PagesMayChange)),
+            (F, E::Unmap, A::WRITE, false, false, TearDown(T::PagesMayChange)),
+            (F, E::Clear, A::READ, false, false, TearDown(T::PagesMayChange)),
+            (F, E::Clear, A::READ_WRITE, true, false, TearDown(T::PagesMayChange)),
+            (F, E::Release, A::READ, false, false, TearDown(T::AddressSpaceGone)),
             // Someone else migrates or takes exclusive access.
-            (F, E::Migrate, A::READ, false, TearDown(T::PagesMoving)),
-            (F, E::Exclusive, A::WRITE, false, TearDown(T::PagesMoving)),
+            (F, E::Migrate, A::READ, false, false, TearDown(T::PagesMoving)),
+            (F, E::Exclusive, A::WRITE, false, false, TearDown(T::PagesMoving)),
             // Our own migration / exclusive access.
-            (F, E::Migrate, A::READ, true, Ignore(I::OwnedByUs)),
-            (F, E::Exclusive, A::READ_WRITE, true, Ignore(I::OwnedByUs)),
+            (F, E::Migrate, A::READ, true, false, Ignore(I::OwnedByUs)),
+            (F, E::Exclusive, A::READ_WRITE, true, false, Ignore(I::OwnedByUs)),
             // mprotect: the write right may shrink; reads keep the same pages.
-            (F, E::ProtectionVma, A::WRITE, false, TearDown(T::WriteRightMayShrink)),
-            (F, E::ProtectionVma, A::READ_WRITE, false, TearDown(T::WriteRightMayShrink)),
-            (F, E::ProtectionVma, A::READ, false, Ignore(I::ReadOnlyProtectionChange)),
+            (F, E::ProtectionVma, A::WRITE, false, false, TearDown(T::WriteRightMayShrink)),
+            (F, E::ProtectionVma, A::READ_WRITE, false, false, TearDown(T::WriteRightMayShrink)),
+            (F, E::ProtectionVma, A::READ, false, false, Ignore(I::ReadOnlyProtectionChange)),
+            // ... unless every VMA still grants write (NUMA hinting, an
+            // mprotect that keeps PROT_WRITE).
+            (F, E::ProtectionVma, A::READ_WRITE, false, true, Ignore(I::WriteRightKept)),
+            (F, E::ProtectionVma, A::WRITE, false, true, Ignore(I::WriteRightKept)),
+            (S, E::ProtectionVma, A::READ_WRITE, false, true, TearDown(T::Strict)),
+            // A kept VMA write right changes nothing for other events.
+            (F, E::ProtectionPage, A::READ_WRITE, false, true, TearDown(T::WriteProtected)),
+            (F, E::SoftDirty, A::READ_WRITE, false, true, TearDown(T::WriteProtected)),
+            (F, E::Clear, A::READ_WRITE, false, true, TearDown(T::PagesMayChange)),
             // Fork's COW write-protect / page cleaning / soft-dirty reset:
             // the device's write right is revoked; reads keep the same page.
-            (F, E::ProtectionPage, A::READ_WRITE, false, TearDown(T::WriteProtected)),
-            (F, E::ProtectionPage, A::WRITE, false, TearDown(T::WriteProtected)),
-            (F, E::ProtectionPage, A::READ, false, Ignore(I::WriteProtectOnly)),
-            (F, E::SoftDirty, A::READ_WRITE, false, TearDown(T::WriteProtected)),
-            (F, E::SoftDirty, A::READ, false, Ignore(I::SoftDirtyOnly)),
+            (F, E::ProtectionPage, A::READ_WRITE, false, false, TearDown(T::WriteProtected)),
+            (F, E::ProtectionPage, A::WRITE, false, false, TearDown(T::WriteProtected)),
+            (F, E::ProtectionPage, A::READ, false, false, Ignore(I::WriteProtectOnly)),
+            (F, E::SoftDirty, A::READ_WRITE, false, false, TearDown(T::WriteProtected)),
+            (F, E::SoftDirty, A::READ, false, false, Ignore(I::SoftDirtyOnly)),
         ]
     };
 
     #[test]
     fn decision_table() {
-        for (row, &(policy, event, access, owner, expected)) in TABLE.iter().enumerate() {
+        for (row, &(policy, event, access, owner, kept, expected)) in TABLE.iter().enumerate() {
             assert_eq!(
-                decide(policy, event, access, owner),
+                decide(policy, event, access, owner, kept),
                 expected,
-                "row {row}: {policy:?} {event:?} {access:?} owner_is_us={owner}"
+                "row {row}: {policy:?} {event:?} {access:?} owner_is_us={owner} write_kept={kept}"
             );
         }
     }
@@ -270,7 +291,7 @@ mod tests {
     #[test]
     fn unknown_events_tear_down_under_both_policies() {
         for policy in [Policy::Strict, Policy::Filtered] {
-            assert!(decide(policy, Event::from_raw(42), Access::READ, false).tears_down());
+            assert!(decide(policy, Event::from_raw(42), Access::READ, false, true).tears_down());
         }
     }
 

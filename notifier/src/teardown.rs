@@ -35,6 +35,10 @@ pub struct Invalidation {
     pub blockable: bool,
     /// `range->owner` is this driver.
     pub owner_is_us: bool,
+    /// PROTECTION_VMA only: every VMA over the range still grants write and
+    /// none is uffd-wp registered, looked up under the mmap lock the caller
+    /// of every PROTECTION_VMA invalidation holds (false when in doubt).
+    pub write_kept: bool,
 }
 
 /// What [`invalidate`] did.
@@ -110,7 +114,7 @@ where
 {
     let region = &inv.region;
     let decision = if region.overlaps(inv.start, inv.end) {
-        decide(config.policy, inv.event, region.access, inv.owner_is_us)
+        decide(config.policy, inv.event, region.access, inv.owner_is_us, inv.write_kept)
     } else {
         Decision::Ignore(IgnoreReason::NoOverlap)
     };

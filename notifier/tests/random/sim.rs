@@ -385,7 +385,16 @@ impl Sim {
         let mut proceed = true;
         let mut torn = 0;
         for desc in b.notifiers.iter().filter(|d| d.overlaps(start, end)) {
-            let inv = Invalidation { region: *desc, cur_seq, start, end, event, blockable, owner_is_us: false };
+            let inv = Invalidation {
+                region: *desc,
+                cur_seq,
+                start,
+                end,
+                event,
+                blockable,
+                owner_is_us: false,
+                write_kept: false,
+            };
             let report = invalidate(&b.ctx, &b.lock, &b.platform, &cfg, &inv);
             if blockable {
                 assert!(report.callback_result(), "a blockable callback must not fail");

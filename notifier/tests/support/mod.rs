@@ -12,5 +12,14 @@ use warpq_notifier::teardown::Invalidation;
 /// behalf of someone else (`range->owner` is not this driver). Tests of
 /// other ranges override `start`/`end` with struct update syntax.
 pub(crate) fn whole_region(region: RegionDesc, cur_seq: u64, event: Event, blockable: bool) -> Invalidation {
-    Invalidation { region, cur_seq, start: region.start, end: region.end(), event, blockable, owner_is_us: false }
+    Invalidation {
+        region,
+        cur_seq,
+        start: region.start,
+        end: region.end(),
+        event,
+        blockable,
+        owner_is_us: false,
+        write_kept: false,
+    }
 }

@@ -1,7 +1,7 @@
 //! warpq-invalidate-check: invalidations with commands in flight.
 //!
 //! `warpq-invalidate-check munmap|fork|death|scm|touch|unmap-semantics [DEVICE]`,
-//! `warpq-invalidate-check forkstorm [COUNT]`
+//! `warpq-invalidate-check forkstorm [COUNT]`, `warpq-invalidate-check numa [SECONDS]`
 //!
 //! - `munmap`: a registered buffer is unmapped while FILL commands into it
 //!   are queued and running. Every command completes, with success (it ran
@@ -14,7 +14,7 @@
 //!   device never touches it; the child cannot reach the parent's buffers
 //!   through the device; the child then uses the device itself, with its own
 //!   queue and registrations, concurrently with the parent, verified too.
-//! - `death`, `scm`, `touch`, `unmap-semantics`, `forkstorm`: see
+//! - `death`, `scm`, `touch`, `unmap-semantics`, `forkstorm`, `numa`: see
 //!   `warpq_stress::invalidate`.
 
 use std::process::ExitCode;
@@ -26,8 +26,8 @@ use warpq_stress::report::Report;
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let what = args.next().unwrap_or_default();
-    let path =
-        if what == "forkstorm" { "/dev/warpq0".into() } else { args.next().unwrap_or_else(|| "/dev/warpq0".into()) };
+    let counted = what == "forkstorm" || what == "numa";
+    let path = if counted { "/dev/warpq0".into() } else { args.next().unwrap_or_else(|| "/dev/warpq0".into()) };
     let dev = match Device::open(&path) {
         Ok(d) => d,
         Err(e) => {
@@ -43,9 +43,10 @@ fn main() -> ExitCode {
         "touch" => invalidate::touch_rebuilds(&dev),
         "unmap-semantics" => invalidate::unmap_semantics(&dev),
         "forkstorm" => invalidate::fork_storm(&dev, args.next().and_then(|n| n.parse().ok()).unwrap_or(200)),
+        "numa" => invalidate::numa_hinting(&dev, args.next().and_then(|n| n.parse().ok()).unwrap_or(60)),
         _ => {
             eprintln!(
-                "usage: warpq-invalidate-check munmap|fork|death|scm|touch|unmap-semantics [DEVICE] | forkstorm [COUNT]"
+                "usage: warpq-invalidate-check munmap|fork|death|scm|touch|unmap-semantics [DEVICE] | forkstorm [COUNT] | numa [SECONDS]"
             );
             return ExitCode::from(2);
         }

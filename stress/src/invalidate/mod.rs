@@ -10,15 +10,20 @@
 //!   with work in flight, and the fd passed to another process;
 //! - [`unmap_semantics`] ([`remap`]): a registered buffer replaced at its
 //!   address (munmap + mmap, `MAP_FIXED`, `MREMAP_DONTUNMAP`) is never the
-//!   registration's; a shrinking mremap cuts only its chunks.
+//!   registration's; a shrinking mremap cuts only its chunks;
+//! - [`numa_hinting`] ([`numa`]): NUMA balancing scans over registered
+//!   memory (2-node guest): the teardowns hinting causes, and mprotect still
+//!   revoking device writes.
 
 pub mod death;
 pub mod fork;
+pub mod numa;
 pub mod remap;
 pub mod unmap;
 
 pub use death::{death, scm_rights};
 pub use fork::{fork_in_flight, fork_storm};
+pub use numa::numa_hinting;
 pub use remap::unmap_semantics;
 pub use unmap::{munmap_in_flight, touch_rebuilds};
 
