@@ -5,6 +5,7 @@
 //! and not pinned ones, and that device writes are seen by soft-dirty
 //! tracking.
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 use warpq::sys::*;
@@ -58,6 +59,13 @@ pub fn cases() -> Vec<Case> {
              never wrote since: the page is soft-dirty afterwards and holds the FILL's bytes",
             Expect::Ok,
             soft_dirty,
+        ),
+        story(
+            "backing-soft-dirty-shared",
+            "the same on a memfd mapping (MAP_SHARED), where clear_refs 4 write-protects the shared PTEs: a device \
+             FILL after it makes the page soft-dirty and lands in the file's page",
+            Expect::Ok,
+            soft_dirty_shared,
         ),
     ]
 }
@@ -423,20 +431,51 @@ fn anon_huge_kb() -> u64 {
 
 fn soft_dirty(env: &Env) -> Result<Got, String> {
     let (dev, ring, buf, h) = setup(env, 4)?;
-    let fd = fd_of(&dev);
     buf.write(&[1u8; 4 * PAGE]);
-    let c = ring.run(op::Fill::new(buf.addr(0), P, 0x11))?;
+    soft_dirty_after_clear_refs(&ring, buf.ptr())?;
+    want_ok("UNREGISTER", unregister(fd_of(&dev), h))?;
+    Ok(Got::ok("the device's write made the page soft-dirty, and its bytes are in the page"))
+}
+
+fn soft_dirty_shared(env: &Env) -> Result<Got, String> {
+    let dev = open(env)?;
+    let fd = fd_of(&dev);
+    let ring = map_ring(fd)?;
+    // SAFETY: a NUL-terminated name; returns a new descriptor or -1.
+    let raw = unsafe { libc::memfd_create(c"warpq-soft-dirty".as_ptr(), 0) };
+    ensure!(raw >= 0, "memfd_create: {}", Errno::last());
+    // SAFETY: a descriptor we just created and own.
+    let mfd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: resizes our memfd.
+    ensure!(unsafe { libc::ftruncate(mfd.as_raw_fd(), 4 * PAGE as i64) } == 0, "ftruncate: {}", Errno::last());
+    let m = want_ok("mmap of the memfd", mmap(4 * PAGE, PROT_RW, libc::MAP_SHARED, mfd.as_raw_fd(), 0))?;
+    // SAFETY: our fresh mapping of 4 pages.
+    unsafe { std::ptr::write_bytes(m.ptr(), 1, 4 * PAGE) };
+    let h = want_ok("REGISTER the memfd mapping", register(fd, m.addr(0), 4 * P, RW))?;
+    soft_dirty_after_clear_refs(&ring, m.ptr())?;
+    let mut page = vec![0u8; PAGE];
+    use std::os::unix::fs::FileExt;
+    std::fs::File::from(mfd).read_exact_at(&mut page, 2 * P).map_err(|e| format!("pread the memfd: {e}"))?;
+    ensure!(page.iter().all(|&b| b == 0x77), "the file's page does not hold the FILL");
+    want_ok("UNREGISTER", unregister(fd, h))?;
+    Ok(Got::ok("shared: the device's write made the page soft-dirty, and the file holds its bytes"))
+}
+
+/// A FILL, `clear_refs 4`, then a device FILL of the third page of the
+/// 4-page registered buffer at `base`: it must be soft-dirty and hold it.
+fn soft_dirty_after_clear_refs(ring: &RawRing, base: *mut u8) -> Result<(), String> {
+    let addr = base as u64;
+    let c = ring.run(op::Fill::new(addr, P, 0x11))?;
     ensure!(c.status == WARPQ_STATUS_OK, "FILL before: {}", st(c.status));
     std::fs::write("/proc/self/clear_refs", "4").map_err(|e| format!("clear_refs: {e}"))?;
-    let target = buf.addr(2 * PAGE);
+    let target = addr + 2 * P;
     ensure!(!soft_dirty_bit(target)?, "the page is soft-dirty right after clear_refs");
     let c = ring.run(op::Fill::new(target, P, 0x77))?;
     ensure!(c.status == WARPQ_STATUS_OK, "FILL after clear_refs: {}", st(c.status));
     let dirty = soft_dirty_bit(target)?;
-    // SAFETY: inside our mapping.
-    let got = unsafe { std::slice::from_raw_parts(buf.ptr().add(2 * PAGE), PAGE) };
+    // SAFETY: inside the caller's 4-page mapping.
+    let got = unsafe { std::slice::from_raw_parts(base.add(2 * PAGE), PAGE) };
     ensure!(got.iter().all(|&b| b == 0x77), "the FILL after clear_refs did not land in the page");
     ensure!(dirty, "a device write after clear_refs left the page clean: soft-dirty tracking missed it");
-    want_ok("UNREGISTER", unregister(fd, h))?;
-    Ok(Got::ok("the device's write made the page soft-dirty, and its bytes are in the page"))
+    Ok(())
 }
