@@ -14,6 +14,8 @@ use crate::file::QueueFile;
 use crate::glue::misc::MiscRegistration;
 use crate::glue::pci::{DmaTranslation, PciDevice};
 use crate::hist::Histograms;
+use crate::protocol::platform::Mapping;
+use crate::queue::DmaMapping;
 use crate::shim;
 use crate::stats::Counters;
 
@@ -61,7 +63,28 @@ pub(crate) struct DeviceCore {
     /// lock order: the table at the top of queue.rs.
     #[pin]
     files: Mutex<KVec<*const QueueFile>>,
+    /// Q: mappings a stuck edu transfer may still reach, held until the
+    /// device is idle again or quiesced (edu.rs, "A device that stops
+    /// answering"). A leaf: taken under L by a teardown, and by the engine
+    /// (inside its gate) to recover the device; nothing is taken inside it
+    /// and nothing inside it may wait for reclaim.
+    #[pin]
+    held: Mutex<Held>,
 }
+
+/// What the quarantine holds.
+pub(crate) struct Held {
+    mappings: KVec<DmaMapping>,
+    /// Pages in `mappings`.
+    pages: u64,
+    /// Pages of mappings that could not be recorded (no memory without
+    /// reclaim under L): held for good, and counted.
+    leaked_pages: u64,
+}
+
+/// Room reserved at probe, so that holding a mapping under L rarely needs
+/// an allocation (only a stuck transfer's page is held; a few at most).
+const HELD_RESERVE: usize = 8;
 
 /// One bound device (the PCI driver data).
 pub(crate) struct WarpqDevice {
@@ -79,6 +102,7 @@ unsafe impl Sync for WarpqDevice {}
 
 impl WarpqDevice {
     pub(crate) fn probe(pdev: PciDevice) -> Result<KBox<Self>> {
+        let held_reserve = KVec::with_capacity(HELD_RESERVE, GFP_KERNEL)?;
         pdev.enable()?;
         let (vendor, device, revision) = pdev.ids();
         let (group, translation) = pdev.dma_translation();
@@ -106,6 +130,11 @@ impl WarpqDevice {
                 hist: Histograms::default(),
                 gone: AtomicBool::new(false),
                 files <- new_mutex!(KVec::new()),
+                held <- new_mutex!(Held {
+                    mappings: held_reserve,
+                    pages: 0,
+                    leaked_pages: 0,
+                }),
             }),
             GFP_KERNEL,
         ) {
@@ -193,6 +222,9 @@ impl DeviceCore {
     /// DMA mapping outlives the binding, whoever still holds a queue. The
     /// files stay open; their ioctls fail with ENODEV, waiters wake with
     /// ENODEV and their rings show WARPQ_RING_DEAD.
+    ///
+    /// (Revocation's teardowns of mappings a stuck edu transfer may reach
+    /// go to the quarantine; unbind releases it after quiescing.)
     fn revoke_all(&self) {
         self.gone.store(true, Ordering::SeqCst);
         let files = self.files.lock();
@@ -201,6 +233,90 @@ impl DeviceCore {
             // F before it frees anything), so the pointer is valid here.
             unsafe { &*file }.revoke_all();
         }
+    }
+}
+
+impl DeviceCore {
+    /// A teardown's `mapping` (under L): if the stuck edu transfer may
+    /// reach one of its pages, `hold` prepares it (dirties, uncharges,
+    /// takes page references) and the quarantine keeps it, IOVAs mapped;
+    /// else it is given back for the ordinary release.
+    pub(crate) fn hold_if_reached(
+        &self,
+        mut mapping: DmaMapping,
+        hold: impl FnOnce(&mut DmaMapping),
+    ) -> core::result::Result<(), DmaMapping> {
+        let mut held = self.held.lock();
+        // Under Q: `recover_edu` clears `stuck` under Q too, so a mapping is
+        // either held before a recovery takes the list, or released here.
+        if !self.edu.reaches(mapping.dma_addresses()) {
+            return Err(mapping);
+        }
+        hold(&mut mapping);
+        let n = mapping.page_count();
+        // GFP_NOWAIT: no reclaim under L (the lock order in queue.rs).
+        if held.mappings.reserve(1, GFP_NOWAIT).is_err() {
+            // No room and no memory: keep the pages and IOVAs for good.
+            core::mem::forget(mapping);
+            held.leaked_pages += n;
+            return Ok(());
+        }
+        if held.mappings.push(mapping, GFP_NOWAIT).is_ok() {
+            held.pages += n;
+        }
+        Ok(())
+    }
+
+    /// If the edu device is stuck and its pending transfer is now over,
+    /// makes it usable again and releases what the quarantine held. Called
+    /// by the engine before each edu transfer (inside its gate: takes only
+    /// Q, and releases outside it).
+    pub(crate) fn recover_edu(&self) {
+        if !self.edu.is_stuck() {
+            return;
+        }
+        let mappings = {
+            let mut held = self.held.lock();
+            // SAFETY: serialised by Q; unbind sets `gone` before it releases
+            // the BAR, and recovery stops then.
+            if self.gone.load(Ordering::SeqCst) || !unsafe { self.edu.idle_again() } {
+                return;
+            }
+            held.pages = 0;
+            core::mem::take(&mut held.mappings)
+        };
+        pr_info!("{}: the edu device is idle again; released what it could reach\n", self.pdev.name());
+        self.release_held(mappings);
+    }
+
+    /// Unbind, after revocation: a stuck device is quiesced (bus mastering
+    /// off: it can start no more DMA) before the quarantine is released.
+    fn quiesce_and_release_held(&self) {
+        if self.edu.is_stuck() {
+            self.pdev.clear_master();
+            pr_warn!("{}: the edu device never finished a transfer; bus mastering off\n", self.pdev.name());
+        }
+        let mappings = {
+            let mut held = self.held.lock();
+            held.pages = 0;
+            core::mem::take(&mut held.mappings)
+        };
+        self.release_held(mappings);
+    }
+
+    fn release_held(&self, mappings: KVec<DmaMapping>) {
+        let dev = self.pdev.as_dev();
+        for mapping in mappings {
+            let n = mapping.page_count();
+            mapping.release_held(dev);
+            self.stats.unpinned(n);
+        }
+    }
+
+    /// `(stuck, pages held, pages held for good)`, for debugfs `device`.
+    pub(crate) fn held_counts(&self) -> (bool, u64, u64) {
+        let held = self.held.lock();
+        (self.edu.is_stuck(), held.pages, held.leaked_pages)
     }
 }
 
@@ -219,6 +335,7 @@ impl Drop for WarpqDevice {
         // Then BAR 0 goes (no engine runs any more), so the device can be
         // bound again while this binding's files are still open.
         self.core.edu.release();
+        self.core.quiesce_and_release_held();
         // SAFETY: created in `probe`; removing it waits for readers.
         unsafe { shim::warpq_debugfs_remove_device(self.debugfs_dir) };
         self.core.pdev.disable();

@@ -8,7 +8,7 @@
 //! with a fault status and touches nothing.
 
 use crate::device::DeviceCore;
-use crate::edu::{EduDma, EduError, EDU_BUFFER_BYTES, EDU_TRANSFER_MAX};
+use crate::edu::{EduError, EDU_BUFFER_BYTES, EDU_TRANSFER_MAX};
 use crate::protocol::context::EngineGuard;
 use crate::protocol::platform::Waiter;
 use crate::protocol::region::{Access, RegionHandle, Translation, XlateFault};
@@ -161,7 +161,7 @@ fn run<W: Waiter + ?Sized, const N: usize>(
     let result = match sqe.opcode {
         uapi::WARPQ_OP_COPY if edu_dma => range(sqe.src, Access::READ)
             .and_then(|src| Ok((src, range(sqe.dst, Access::WRITE)?)))
-            .and_then(|(src, dst)| copy_with_edu(guard, &device.edu, &src, &dst, sqe.len)),
+            .and_then(|(src, dst)| copy_with_edu(guard, device, &src, &dst, sqe.len)),
         uapi::WARPQ_OP_COPY => range(sqe.src, Access::READ)
             .and_then(|src| Ok((src, range(sqe.dst, Access::WRITE)?)))
             .and_then(|(src, dst)| copy(guard, &src, &dst, sqe.len)),
@@ -275,7 +275,7 @@ fn copy<W: Waiter + ?Sized, const N: usize>(
 /// the same memmove order as [`copy`].
 fn copy_with_edu<W: Waiter + ?Sized, const N: usize>(
     guard: &EngineGuard<'_, DmaMapping, N, W>,
-    edu: &EduDma,
+    device: &DeviceCore,
     src: &DeviceRange<'_>,
     dst: &DeviceRange<'_>,
     len: u64,
@@ -284,11 +284,11 @@ fn copy_with_edu<W: Waiter + ?Sized, const N: usize>(
         abandoned(guard)?;
         let (s, _) = src.bus_chunk(at).ok_or(uapi::WARPQ_STATUS_FAULT_IOMMU)?;
         let (d, _) = dst.bus_chunk(at).ok_or(uapi::WARPQ_STATUS_FAULT_IOMMU)?;
-        edu.copy(s, d, n, &|| guard.is_abandoned()).map_err(|e| match e {
+        device.recover_edu();
+        device.edu.copy(s, d, n, &|| guard.is_abandoned()).map_err(|e| match e {
             EduError::Unreachable => uapi::WARPQ_STATUS_FAULT_IOMMU,
-            EduError::Timeout => uapi::WARPQ_STATUS_DEVICE_ERROR,
+            EduError::Stuck | EduError::Gone => uapi::WARPQ_STATUS_DEVICE_ERROR,
             EduError::Abandoned => uapi::WARPQ_STATUS_ABORTED,
-            EduError::Gone => uapi::WARPQ_STATUS_DEVICE_ERROR,
         })?;
     }
     Ok(len)

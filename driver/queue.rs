@@ -22,7 +22,8 @@
 //! | D | `QueueFile::dir` (file.rs): the file's queues by mm | queue lookup and creation, reaping, release | nothing: a queue is built before D is taken and dropped after it is released |
 //! | L | `Queue::lock` (lockdep class `warpq_queue_lock`): the protocol core's context lock | the invalidation callback (trylock when non-blocking), rebuild, register/arm/unregister, release | the gate's drain; the kernel's spinlocks inside DMA unmap, unpin and wake-ups |
 //! | rebuild worker | `Queue::rebuild_work` (a work item, not a lock): maps the chunks a command waits for | the engine queues it | mmap_lock (read, inside GUP or `hmm_range_fault`), then L, as an ioctl's rebuild; cancelled (waited for) by revocation under R and by the queue's drop |
-//! | gate | `notifier/src/gate.rs`, not a lock | the engine, per command; L's holders pause it and wait for the engine to leave | nothing: the engine takes no lock (it polls the edu device's busy flag together with the reset check) |
+//! | gate | `notifier/src/gate.rs`, not a lock | the engine, per command; L's holders pause it and wait for the engine to leave | Q only, to recover a stuck edu device (otherwise the engine takes no lock: it polls the edu device's busy flag together with the reset check) |
+//! | Q | `DeviceCore::held` (device.rs): the quarantine of mappings a stuck edu transfer may reach | a teardown's `unmap_and_unpin` (under L), the engine's `recover_edu` (inside its gate), unbind | nothing; allocates only with GFP_NOWAIT; pages are released after it is dropped |
 //!
 //! - R and S are never held together, nor are D and L.
 //! - Under L nothing may wait for what the kernel may hold when it calls
@@ -32,6 +33,8 @@
 //!   not its `_lock` variant) or zap (the zap worker does it). Under L the
 //!   protocol core calls only `set_seq`, `read_retry`, the drain wait,
 //!   `unmap_and_unpin`, `engine_reset`, wake-ups and the tracepoint hooks.
+//!   (The one allocation under L is the quarantine's GFP_NOWAIT reserve,
+//!   which never enters reclaim; if it fails the mapping is held for good.)
 //! - Notifier removal waits for running callbacks, which take L: remove
 //!   notifiers without L.
 //! - Dropping a queue (`PinnedDrop`) takes L, removes the notifiers, stops
@@ -132,8 +135,10 @@ pub(crate) struct DmaMapping {
     /// Mapped for device writes (bidirectional): the unmap must say the same.
     device_writes: bool,
     /// The pages are pinned: the `pin` backing. A `mirror` mapping holds no
-    /// reference.
+    /// reference, unless the device's quarantine took one ([`Self::hold`]).
     pinned: bool,
+    /// A `mirror` mapping in the device's quarantine: a page reference each.
+    referenced: bool,
     /// The pins are charged to the queue's user (the pinning task had no
     /// CAP_IPC_LOCK).
     charged: bool,
@@ -150,6 +155,53 @@ impl DmaMapping {
     /// The bus address of each page, in order.
     pub(crate) fn dma_addresses(&self) -> &[u64] {
         &self.dma
+    }
+
+    /// For the device's quarantine, in a teardown (under L, the pages still
+    /// mapped by the process): a `mirror` mapping takes a reference on each
+    /// page, so the kernel cannot free a page the stuck device may write.
+    fn hold(&mut self) {
+        if !self.pinned {
+            for &page in self.pages.iter() {
+                // SAFETY: mirrored and still mapped (the invalidation that
+                // would free it waits for our caller's L).
+                unsafe { shim::warpq_get_page(page) };
+            }
+            self.referenced = true;
+        }
+    }
+
+    /// Releases a mapping the device's quarantine held, once the device can
+    /// no longer reach it: DMA unmap, then the pages dirtied (the device may
+    /// have written them after the teardown) and given back.
+    pub(crate) fn release_held(mut self, dev: *mut DeviceRaw) {
+        for &addr in self.dma.iter() {
+            // SAFETY: mapped by `pin_and_map` with this direction; the device
+            // is idle again or quiesced.
+            unsafe { shim::warpq_dma_unmap_page(dev, addr, self.device_writes) };
+        }
+        if self.pinned {
+            // SAFETY: every entry was pinned by pin_user_pages and not
+            // unpinned; no lock is held (the `_dirty_lock` variant).
+            unsafe {
+                bindings::unpin_user_pages_dirty_lock(
+                    self.pages.as_mut_ptr().cast(),
+                    self.pages.len() as c_ulong,
+                    self.device_writes,
+                )
+            };
+        } else if self.referenced {
+            for &page in self.pages.iter() {
+                if self.device_writes {
+                    // SAFETY: we hold a reference on the page; no lock held.
+                    unsafe { bindings::set_page_dirty_lock(page.cast()) };
+                }
+                // SAFETY: the reference `hold` took.
+                unsafe { shim::warpq_put_page(page) };
+            }
+        }
+        // SAFETY: plain pointers, now given back.
+        unsafe { self.pages.set_len(0) };
     }
 }
 
@@ -1534,7 +1586,8 @@ impl Platform for QueuePlatform<'_> {
             Backing::Mirror => (self.mirror_pages(region, start, npages, seq)?, false),
         };
         let pinned = self.q.backing == Backing::Pin;
-        let mut mapping = DmaMapping { pages, dma: KVVec::new(), device_writes: writes, pinned, charged };
+        let mut mapping =
+            DmaMapping { pages, dma: KVVec::new(), device_writes: writes, pinned, referenced: false, charged };
         let t_map = now_ns();
         self.q.record(Kind::Pin, t_map - t_pin);
         if mapping.dma.reserve(npages, GFP_KERNEL).is_err() {
@@ -1570,7 +1623,41 @@ impl Platform for QueuePlatform<'_> {
         Ok(mapping)
     }
 
-    fn unmap_and_unpin(&self, mut mapping: DmaMapping, dirty: bool) {
+    fn unmap_and_unpin(&self, mapping: DmaMapping, dirty: bool) {
+        // A stuck edu transfer may still reach this mapping's pages: the
+        // device's quarantine keeps them (and the IOVAs) until it is idle
+        // again or quiesced (edu.rs).
+        let mut mapping = if self.q.dev.edu.is_stuck() {
+            let held = self.q.dev.hold_if_reached(mapping, |m| {
+                if dirty && m.device_writes {
+                    for &page in m.pages.iter() {
+                        // SAFETY: as below.
+                        unsafe { shim::warpq_set_page_dirty(page) };
+                    }
+                }
+                if m.pinned && m.charged {
+                    // SAFETY: charged in `pin_pages`; the user and the mm are
+                    // held by the queue. The pins stay (counted by the device).
+                    unsafe {
+                        shim::warpq_uncharge_pinned(
+                            self.q.user.as_ptr(),
+                            self.q.mm.as_ptr(),
+                            m.pages.len() as c_ulong,
+                            true,
+                        )
+                    };
+                    m.charged = false;
+                }
+                m.hold();
+                self.q.stats.unpinned(m.pages.len() as u64);
+            });
+            match held {
+                Ok(()) => return,
+                Err(mapping) => mapping,
+            }
+        } else {
+            mapping
+        };
         let t0 = now_ns();
         // The engine is drained (the core's contract): the device no longer
         // uses these addresses.

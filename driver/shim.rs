@@ -68,6 +68,7 @@ extern "C" {
     pub(crate) fn warpq_param_max_regions() -> c_uint;
     pub(crate) fn warpq_param_max_region_mb() -> c_uint;
     pub(crate) fn warpq_param_fail_register_arm_delay_ms() -> c_uint;
+    pub(crate) fn warpq_param_fail_edu_stall() -> bool;
 
     // PCI.
     pub(crate) fn warpq_pci_register_driver() -> c_int;
@@ -78,6 +79,7 @@ extern "C" {
     pub(crate) fn warpq_pci_name(pdev: *mut PciDevRaw) -> *const c_char;
     pub(crate) fn warpq_pci_ids_of(pdev: *mut PciDevRaw, vendor: *mut u16, device: *mut u16, revision: *mut u8);
     pub(crate) fn warpq_pci_enable(pdev: *mut PciDevRaw) -> c_int;
+    pub(crate) fn warpq_pci_clear_master(pdev: *mut PciDevRaw);
     pub(crate) fn warpq_pci_disable(pdev: *mut PciDevRaw);
     pub(crate) fn warpq_pci_map_bar0(pdev: *mut PciDevRaw, err: *mut c_int) -> *mut c_void;
     pub(crate) fn warpq_pci_unmap_bar0(pdev: *mut PciDevRaw, bar: *mut c_void);
@@ -199,6 +201,8 @@ extern "C" {
     pub(crate) fn warpq_dma_unmap_page(dev: *mut DeviceRaw, addr: u64, device_writes: bool);
     pub(crate) fn warpq_dma_to_kernel(dev: *mut DeviceRaw, addr: u64) -> *mut u8;
     pub(crate) fn warpq_set_page_dirty(page: *mut PageRaw);
+    pub(crate) fn warpq_get_page(page: *mut PageRaw);
+    pub(crate) fn warpq_put_page(page: *mut PageRaw);
     pub(crate) fn warpq_charge_pinned(user: *mut UserRaw, mm: *mut MmRaw, npages: c_ulong, limit: c_ulong) -> c_int;
     pub(crate) fn warpq_memlock_limit_pages() -> c_ulong;
     pub(crate) fn warpq_uncharge_pinned(user: *mut UserRaw, mm: *mut MmRaw, npages: c_ulong, charged: bool);

@@ -138,6 +138,17 @@ extern "C" fn warpq_rs_device_reset(owner: *mut c_void) {
     dev.hist.reset();
 }
 
+/// debugfs `device`: the edu device's stuck state and what its quarantine
+/// holds.
+#[no_mangle]
+extern "C" fn warpq_rs_held_counts(owner: *mut c_void, stuck: *mut bool, held: *mut u64, leaked: *mut u64) {
+    // SAFETY: as in `warpq_rs_hist_get`.
+    let dev = unsafe { &*owner.cast::<DeviceCore>() };
+    let (s, h, l) = dev.held_counts();
+    // SAFETY: the shim's out-parameters, valid for writes.
+    unsafe { (*stuck, *held, *leaked) = (s, h, l) };
+}
+
 /// debugfs `hist`: how many histograms there are.
 #[no_mangle]
 extern "C" fn warpq_rs_hist_kinds() -> c_uint {

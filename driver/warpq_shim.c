@@ -182,6 +182,18 @@ unsigned int warpq_param_fail_register_arm_delay_ms(void)
 	return READ_ONCE(fail_register_arm_delay_ms);
 }
 
+/* Fault injection for tests: while set, edu DMA transfers never complete
+ * (the driver never sees the device finish), as a hung device's would not:
+ * the device becomes stuck and what it may still reach is held (edu.rs). */
+static bool fail_edu_stall;
+module_param(fail_edu_stall, bool, 0644);
+MODULE_PARM_DESC(fail_edu_stall, "fault injection: edu DMA transfers never complete while set (default N)");
+
+bool warpq_param_fail_edu_stall(void)
+{
+	return READ_ONCE(fail_edu_stall);
+}
+
 int warpq_param_policy(void)
 {
 	return READ_ONCE(warpq_policy);
@@ -261,6 +273,11 @@ int warpq_pci_enable(struct pci_dev *pdev)
 		return ret;
 	pci_set_master(pdev);
 	return 0;
+}
+
+void warpq_pci_clear_master(struct pci_dev *pdev)
+{
+	pci_clear_master(pdev);
 }
 
 void warpq_pci_disable(struct pci_dev *pdev)
@@ -768,6 +785,16 @@ void warpq_set_page_dirty(struct page *page)
 	set_page_dirty(page);
 }
 
+void warpq_get_page(struct page *page)
+{
+	get_page(page);
+}
+
+void warpq_put_page(struct page *page)
+{
+	put_page(page);
+}
+
 /* ---- locks, wait queues, threads (macros with a lockdep key per call site) - */
 
 /* The queue lock L (queue.rs): one lockdep class for all queues. */
@@ -1212,6 +1239,19 @@ static int warpq_queues_show(struct seq_file *m, void *unused)
 }
 DEFINE_SHOW_ATTRIBUTE(warpq_queues);
 
+/* /sys/kernel/debug/warpq/warpqN/device: the edu device's stuck state and
+ * what its quarantine holds (edu.rs, "A device that stops answering"). */
+static int warpq_device_show(struct seq_file *m, void *unused)
+{
+	bool stuck;
+	u64 held, leaked;
+
+	warpq_rs_held_counts(m->private, &stuck, &held, &leaked);
+	seq_printf(m, "edu_stuck %d\npages_held %llu\npages_held_for_good %llu\n", stuck, held, leaked);
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(warpq_device);
+
 void warpq_seq_write(struct seq_file *m, const void *data, size_t len)
 {
 	seq_write(m, data, len);
@@ -1236,6 +1276,7 @@ void *warpq_debugfs_add_device(unsigned int index, void *owner)
 	dir = debugfs_create_dir(name, warpq_debugfs_root);
 	debugfs_create_file("hist", 0444, dir, owner, &warpq_hist_fops);
 	debugfs_create_file("queues", 0400, dir, owner, &warpq_queues_fops);
+	debugfs_create_file("device", 0444, dir, owner, &warpq_device_fops);
 	return dir;
 }
 

@@ -159,6 +159,13 @@ impl PciDevice {
         Ok(Bar0 { pdev: self.raw, ptr })
     }
 
+    /// Turns bus mastering off: the device can start no more DMA (how a
+    /// device that stopped answering is quiesced).
+    pub(crate) fn clear_master(&self) {
+        // SAFETY: the device is valid (type invariant) and was enabled.
+        unsafe { shim::warpq_pci_clear_master(self.as_ptr()) };
+    }
+
     /// Undoes [`Self::enable`].
     pub(crate) fn disable(&self) {
         // SAFETY: the device is valid (type invariant) and was enabled.

@@ -1,9 +1,9 @@
 //! warpq-lifecycle: a queue whose device goes away under it, a ring rewound
-//! while the queue is torn down, and a WAIT beside a held REGISTER
-//! (`stress/src/lifecycle`).
+//! while the queue is torn down, a WAIT beside a held REGISTER, and a device
+//! that stops answering (`stress/src/lifecycle`).
 //!
 //! ```text
-//! warpq-lifecycle [unbind [ROUNDS]] [rewound] [wait]    default: all, 20 unbind rounds
+//! warpq-lifecycle [unbind [ROUNDS]] [rewound] [wait] [stuck]    default: all, 20 unbind rounds
 //! ```
 
 use std::process::ExitCode;
@@ -24,6 +24,9 @@ fn main() -> ExitCode {
     }
     if all || args.iter().any(|a| a == "wait") {
         lifecycle::wait_while_registering(&mut r);
+    }
+    if all || args.iter().any(|a| a == "stuck") {
+        lifecycle::stuck_device(&mut r);
     }
     r.finish()
 }

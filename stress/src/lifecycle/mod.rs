@@ -13,8 +13,16 @@
 //!   them, kernel-owned ones too) as fast as it can while the queue is
 //!   closed, then while the device is unbound: both complete.
 //!
+//! - [`stuck_device`] ([`stuck`]): a device that stops answering
+//!   (`fail_edu_stall`): munmap and close complete, what the pending
+//!   transfer reaches stays held until the device recovers or is unbound.
+//!
 //! Each round runs in a child of the harness with a time limit, so a hang
 //! is a failed case, not a hung run.
+
+mod stuck;
+
+pub use stuck::stuck_device;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
