@@ -65,14 +65,19 @@ fi
 (cd "$run_dir/root" && find . | cpio -o -H newc --quiet | gzip -1) > "$run_dir/run.cpio.gz"
 cat "$base_initrd" "$run_dir/run.cpio.gz" > "$run_dir/initrd.cpio.gz"
 
-qemu_args=(-machine q35 -smp 2 -m 2G -no-reboot -nodefaults -display none
-           -kernel "$kernel" -initrd "$run_dir/initrd.cpio.gz" -device edu)
+numa_args=()
+smp=2
 case ${VM_NUMA:-1} in
     1) ;;
-    2) qemu_args+=(-object memory-backend-ram,id=node0,size=1G -numa node,nodeid=0,cpus=0,memdev=node0
-                   -object memory-backend-ram,id=node1,size=1G -numa node,nodeid=1,cpus=1,memdev=node1) ;;
+    # One socket per node: CPUs of one socket share an LLC, and the kernel
+    # warns (topology_sane) when LLC siblings sit on different nodes.
+    2) smp=2,sockets=2,cores=1,threads=1
+       numa_args=(-object memory-backend-ram,id=node0,size=1G -numa node,nodeid=0,cpus=0,memdev=node0
+                  -object memory-backend-ram,id=node1,size=1G -numa node,nodeid=1,cpus=1,memdev=node1) ;;
     *) echo "vm: VM_NUMA=${VM_NUMA} (1 or 2)" >&2; exit 2 ;;
 esac
+qemu_args=(-machine q35 -smp "$smp" -m 2G -no-reboot -nodefaults -display none
+           -kernel "$kernel" -initrd "$run_dir/initrd.cpio.gz" -device edu "${numa_args[@]}")
 append="console=ttyS0 panic=-1 oops=panic loglevel=6 printk.devkmsg=on no_hash_pointers"
 if [ "$iommu" = on ]; then
     qemu_args+=(-device intel-iommu,intremap=on)

@@ -117,8 +117,9 @@ if [ "$what" = all ] || [ "$what" = vm ]; then
     # NUMA balancing on a 2-node guest: 60 s of verified stream per backing
     # under filtered (no teardown by hinting), 15 s under strict (every pass
     # tears down), then mprotect(PROT_READ) still revokes device writes.
-    vm_suite numa VM_NUMA=2 -- "$matrix 'pin mirror' filtered 'warpq-invalidate-check numa 60' &&
-        $matrix 'pin mirror' strict 'warpq-invalidate-check numa 15' && warpq-check pins"
+    # Swap: an idle queue's buffer in a memory cgroup pressed into zram.
+    vm_suite numa-swap VM_NUMA=2 -- "$matrix 'pin mirror' filtered 'warpq-invalidate-check numa 60 &&
+        warpq-invalidate-check swap' && $matrix 'pin mirror' strict 'warpq-invalidate-check numa 15' && warpq-check pins"
     vm_suite process-death -- "$matrix 'pin mirror' filtered \
         'warpq-invalidate-check death && warpq-invalidate-check scm' && warpq-check pins"
     vm_suite adversarial -- "$matrix 'pin mirror' filtered warpq-adversarial && warpq-check pins"

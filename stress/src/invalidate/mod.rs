@@ -13,18 +13,22 @@
 //!   registration's; a shrinking mremap cuts only its chunks;
 //! - [`numa_hinting`] ([`numa`]): NUMA balancing scans over registered
 //!   memory (2-node guest): the teardowns hinting causes, and mprotect still
-//!   revoking device writes.
+//!   revoking device writes;
+//! - [`swap_out_idle`] ([`swap`]): an idle queue's registered memory under a
+//!   memory cgroup limit with swap on: how much reclaim takes per backing.
 
 pub mod death;
 pub mod fork;
 pub mod numa;
 pub mod remap;
+pub mod swap;
 pub mod unmap;
 
 pub use death::{death, scm_rights};
 pub use fork::{fork_in_flight, fork_storm};
 pub use numa::numa_hinting;
 pub use remap::unmap_semantics;
+pub use swap::swap_out_idle;
 pub use unmap::{munmap_in_flight, touch_rebuilds};
 
 const PAGE: usize = 4096;

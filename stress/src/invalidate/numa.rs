@@ -143,9 +143,11 @@ pub fn numa_hinting(dev: &Device, seconds: u64) -> Result<String, String> {
     if by_event(pvma as usize) == 0 {
         return Err(format!("no PROTECTION_VMA invalidation reached the driver in {seconds} s: nothing was measured"));
     }
-    if hint_torn + hint_kept != by_event(pvma as usize) {
+    // The trigger is read after STATS, and the scanner does not stop: it
+    // may have seen more, never fewer.
+    if hint_torn + hint_kept < by_event(pvma as usize) {
         return Err(format!(
-            "the tracepoint saw {} PROTECTION_VMA invalidations, STATS {}",
+            "the tracepoint saw {} PROTECTION_VMA invalidations, fewer than STATS' {}",
             hint_torn + hint_kept,
             by_event(pvma as usize)
         ));
