@@ -5,6 +5,7 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
+use kernel::bindings;
 use kernel::new_mutex;
 use kernel::prelude::*;
 use kernel::sync::{Arc, Mutex};
@@ -70,6 +71,34 @@ pub(crate) struct DeviceCore {
     /// and nothing inside it may wait for reclaim.
     #[pin]
     held: Mutex<Held>,
+    /// U: queues per user (keyed by the `user_struct`, one per uid), for
+    /// `max_queues_per_user`. Taken at queue creation (outside D and L) and
+    /// when a queue goes; nothing is taken inside it.
+    #[pin]
+    queues_by_user: Mutex<KVec<(usize, u32)>>,
+}
+
+/// A queue counted against its creator's `max_queues_per_user`; the count
+/// goes when this is dropped (with the queue, or with a queue that failed
+/// to build).
+pub(crate) struct QueueCharge {
+    dev: Arc<DeviceCore>,
+    user: usize,
+}
+
+impl Drop for QueueCharge {
+    fn drop(&mut self) {
+        let mut table = self.dev.queues_by_user.lock();
+        if let Some(i) = table.iter().position(|e| e.0 == self.user) {
+            table[i].1 -= 1;
+            if table[i].1 == 0 {
+                let last = table.len() - 1;
+                table.swap(i, last);
+                // SAFETY: shrinks by one; the dropped entry is plain data.
+                unsafe { table.set_len(last) };
+            }
+        }
+    }
 }
 
 /// What the quarantine holds.
@@ -135,6 +164,7 @@ impl WarpqDevice {
                     pages: 0,
                     leaked_pages: 0,
                 }),
+                queues_by_user <- new_mutex!(KVec::new()),
             }),
             GFP_KERNEL,
         ) {
@@ -311,6 +341,21 @@ impl DeviceCore {
             mapping.release_held(dev);
             self.stats.unpinned(n);
         }
+    }
+
+    /// Counts a new queue of `user` (the creator's `user_struct`): EDQUOT if
+    /// the user already has `max_queues_per_user` on this device.
+    pub(crate) fn charge_queue(self: &Arc<Self>, user: usize) -> Result<QueueCharge> {
+        // SAFETY: reads a module parameter and the caller's capabilities.
+        let limit = unsafe { shim::warpq_queue_limit_for_current() };
+        let mut table = self.queues_by_user.lock();
+        match table.iter_mut().find(|e| e.0 == user) {
+            Some(e) if e.1 >= limit => return Err(Error::from_errno(-(bindings::EDQUOT as i32))),
+            Some(e) => e.1 += 1,
+            None if limit == 0 => return Err(Error::from_errno(-(bindings::EDQUOT as i32))),
+            None => table.push((user, 1), GFP_KERNEL)?,
+        }
+        Ok(QueueCharge { dev: self.clone(), user })
     }
 
     /// `(stuck, pages held, pages held for good)`, for debugfs `device`.

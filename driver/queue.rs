@@ -23,6 +23,7 @@
 //! | L | `Queue::lock` (lockdep class `warpq_queue_lock`): the protocol core's context lock | the invalidation callback (trylock when non-blocking), rebuild, register/arm/unregister, release | the gate's drain; the kernel's spinlocks inside DMA unmap, unpin and wake-ups |
 //! | rebuild worker | `Queue::rebuild_work` (a work item, not a lock): maps the chunks a command waits for | the engine queues it | mmap_lock (read, inside GUP or `hmm_range_fault`), then L, as an ioctl's rebuild; cancelled (waited for) by revocation under R and by the queue's drop |
 //! | gate | `notifier/src/gate.rs`, not a lock | the engine, per command; L's holders pause it and wait for the engine to leave | Q only, to recover a stuck edu device (otherwise the engine takes no lock: it polls the edu device's busy flag together with the reset check) |
+//! | U | `DeviceCore::queues_by_user` (device.rs): queues per user, for `max_queues_per_user` | queue creation (before the queue is built, outside D and L) and a queue's drop | nothing (a `GFP_KERNEL` push at creation: no L or D is held there) |
 //! | Q | `DeviceCore::held` (device.rs): the quarantine of mappings a stuck edu transfer may reach | a teardown's `unmap_and_unpin` (under L), the engine's `recover_edu` (inside its gate), unbind | nothing; allocates only with GFP_NOWAIT; pages are released after it is dropped |
 //!
 //! - R and S are never held together, nor are D and L.
@@ -56,7 +57,7 @@ use kernel::prelude::*;
 use kernel::sync::{Arc, Mutex};
 use kernel::types::Opaque;
 
-use crate::device::DeviceCore;
+use crate::device::{DeviceCore, QueueCharge};
 use crate::engine;
 use crate::file::QueueFile;
 use crate::glue::mm::{MmGrab, UserRef};
@@ -248,6 +249,10 @@ pub(crate) struct Queue {
     /// `file->private_data` of the file this queue belongs to (the queue
     /// vma's `vm_private_data`), to recognise its mappings.
     file_private: *mut c_void,
+    /// This queue in its creator's `max_queues_per_user` count. Declared
+    /// before `user`, so dropped first: its key is `user`'s pointer, which
+    /// must not be freed and reused while it is counted.
+    _charge: QueueCharge,
     /// The user who created the queue: the `pin` backing charges its pins
     /// to this user's `locked_vm`, so a user's processes share one
     /// RLIMIT_MEMLOCK budget.
@@ -364,6 +369,11 @@ impl Queue {
     /// `mm` must be valid for the duration of the call; `file_private` is the
     /// owning file's `private_data`.
     pub(crate) unsafe fn new(dev: Arc<DeviceCore>, mm: NonNull<MmRaw>, file_private: *mut c_void) -> Result<Arc<Self>> {
+        let user = UserRef::current();
+        // Counted first: a user over its limit gets EDQUOT before anything
+        // is allocated (the count goes with the queue, or with `charge` if
+        // a step below fails).
+        let charge = dev.charge_queue(user.as_ptr() as usize)?;
         let owner_id = NEXT_OWNER_ID.fetch_add(1, Ordering::Relaxed);
         let ring = Ring::new(owner_id)?;
         // SAFETY: `mm` is valid (this function's contract).
@@ -385,7 +395,8 @@ impl Queue {
                 dev,
                 mm,
                 file_private,
-                user: UserRef::current(),
+                user,
+                _charge: charge,
                 memlock_limit: AtomicU64::new(0),
                 owner_pid,
                 owner_comm,
@@ -1635,15 +1646,16 @@ impl Platform for QueuePlatform<'_> {
                         unsafe { shim::warpq_set_page_dirty(page) };
                     }
                 }
-                if m.pinned && m.charged {
-                    // SAFETY: charged in `pin_pages`; the user and the mm are
-                    // held by the queue. The pins stay (counted by the device).
+                if m.pinned {
+                    // SAFETY: charged in `pin_pages` (as `charged` says); the
+                    // user and the mm are held by the queue. The pins stay
+                    // (counted by the device); the charge goes with the queue.
                     unsafe {
                         shim::warpq_uncharge_pinned(
                             self.q.user.as_ptr(),
                             self.q.mm.as_ptr(),
                             m.pages.len() as c_ulong,
-                            true,
+                            m.charged,
                         )
                     };
                     m.charged = false;

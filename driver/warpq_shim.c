@@ -182,6 +182,19 @@ unsigned int warpq_param_fail_register_arm_delay_ms(void)
 	return READ_ONCE(fail_register_arm_delay_ms);
 }
 
+/* Queues one user may have on one device; CAP_SYS_RESOURCE is not limited. */
+static unsigned int max_queues_per_user = 256;
+module_param(max_queues_per_user, uint, 0644);
+MODULE_PARM_DESC(max_queues_per_user, "queues (each with its engine thread) one user may have on one device; more fail with EDQUOT (default 256; CAP_SYS_RESOURCE is exempt)");
+
+/* The calling task's limit: the parameter, or UINT_MAX with CAP_SYS_RESOURCE. */
+unsigned int warpq_queue_limit_for_current(void)
+{
+	if (capable(CAP_SYS_RESOURCE))
+		return UINT_MAX;
+	return READ_ONCE(max_queues_per_user);
+}
+
 /* Fault injection for tests: while set, edu DMA transfers never complete
  * (the driver never sees the device finish), as a hung device's would not:
  * the device becomes stuck and what it may still reach is held (edu.rs). */

@@ -92,9 +92,9 @@ if [ "$what" = all ] || [ "$what" = host ]; then
 fi
 
 if [ "$what" = all ] || [ "$what" = vm ]; then
-    vm_suite driver-probe-iommu VM_IOMMU=on -- '/warpq/tests/driver-probe.sh on 50'
-    # The reload path does not depend on the IOMMU: 50 rounds with it, 25 without.
-    vm_suite driver-probe-no-iommu VM_IOMMU=off -- '/warpq/tests/driver-probe.sh off 25'
+    vm_suite driver-probe-iommu VM_IOMMU=on -- '/warpq/tests/driver-probe.sh on 30'
+    # The reload path does not depend on the IOMMU: 30 rounds with it, 10 without.
+    vm_suite driver-probe-no-iommu VM_IOMMU=off -- '/warpq/tests/driver-probe.sh off 10'
     # One boot for the queue mapping and the copy paths through the IOMMU
     # (a boot is most of a short suite's time); each program names its checks.
     vm_suite copy-iommu VM_IOMMU=on -- 'warpq-queue-check /dev/warpq0 && warpq-copy-check 10000 &&
@@ -112,18 +112,21 @@ if [ "$what" = all ] || [ "$what" = vm ]; then
     # The bounded subset of `make stress`: fork/exec storm, the OOM kills and
     # the fail-nth sweep under pin, storm and OOM again under mirror, each
     # followed by the suite's own pin, kmemleak and kernel-log checks.
-    vm_suite stress-subset -- "warpq-stress-suite --seconds 45 storm oom fault-inject &&
+    vm_suite stress-subset -- "warpq-stress-suite --seconds 30 storm oom fault-inject &&
         $matrix mirror filtered 'warpq-stress-suite --seconds 30 storm oom fault-inject' && warpq-check pins"
-    # NUMA balancing on a 2-node guest: 60 s of verified stream per backing
-    # under filtered (no teardown by hinting), 15 s under strict (every pass
-    # tears down), then mprotect(PROT_READ) still revokes device writes.
+    # NUMA balancing on a 2-node guest: 60 s of verified stream under
+    # filtered with mirror, 30 s with pin (no teardown by hinting), 10 s per
+    # backing under strict (every pass tears down), then mprotect(PROT_READ)
+    # still revokes device writes.
     # Swap: an idle queue's buffer in a memory cgroup pressed into zram.
-    vm_suite numa-swap VM_NUMA=2 -- "$matrix 'pin mirror' filtered 'warpq-invalidate-check numa 60 &&
-        warpq-invalidate-check swap' && $matrix 'pin mirror' strict 'warpq-invalidate-check numa 15' && warpq-check pins"
+    vm_suite numa-swap VM_NUMA=2 -- "$matrix mirror filtered 'warpq-invalidate-check numa 60 && warpq-invalidate-check swap' &&
+        $matrix pin filtered 'warpq-invalidate-check numa 30 && warpq-invalidate-check swap' &&
+        $matrix 'pin mirror' strict 'warpq-invalidate-check numa 10' && warpq-check pins"
     vm_suite process-death -- "$matrix 'pin mirror' filtered \
         'warpq-invalidate-check death && warpq-invalidate-check scm' && warpq-check pins"
     vm_suite adversarial -- "$matrix 'pin mirror' filtered warpq-adversarial && warpq-check pins"
-    vm_suite user-api -- 'warpq-user-check && warpq-user-check queues && warpq-user-check accounting && warpqctl list && warpqctl policy get &&
+    vm_suite user-api -- 'warpq-user-check && warpq-user-check queues && warpq-user-check accounting &&
+        warpq-user-check queue-limit && warpqctl list && warpqctl policy get &&
         { warpq-copy-check 20000 > /tmp/load.log & sleep 4; warpqctl stats; warpqctl hist; warpqctl queues; warpqctl stats --json; wait $!; } &&
         grep -q "20000 commands verified" /tmp/load.log &&
         warpq-example-quickstart && warpq-example-copy && warpq-example-crc_file /bin/busybox && warpq-example-fork &&

@@ -83,6 +83,9 @@ pub enum ErrorKind {
     Overlap,
     /// The queue's region table is full.
     TooManyRegions,
+    /// This user already has as many queues on the device as the driver
+    /// allows (`EDQUOT`; module parameter `max_queues_per_user`).
+    TooManyQueues,
     /// No registered buffer has this handle.
     NoSuchRegion,
     /// The device did not drain in time; try again.
@@ -165,6 +168,11 @@ impl Error {
             (Op::Unregister, libc::ENOENT | libc::EINVAL) => {
                 (ErrorKind::NoSuchRegion, "no registered buffer has this handle (already unregistered?)")
             }
+            (_, libc::EDQUOT) => (
+                ErrorKind::TooManyQueues,
+                "this user has as many queues on the device as it may (module parameter max_queues_per_user): \
+                 close a device file in another process, or ask for a higher limit",
+            ),
             (_, libc::EBUSY) => (ErrorKind::Busy, "the device did not drain in time; try again"),
             (_, libc::ESRCH) => (ErrorKind::QueueGone, "this process's queue is being torn down (exiting?)"),
             (_, libc::ENODEV | libc::ENXIO | libc::EIO) => {
@@ -274,6 +282,7 @@ pub fn errno_name(errno: i32) -> Option<&'static str> {
         libc::ENODEV => "ENODEV",
         libc::EINVAL => "EINVAL",
         libc::ENOSPC => "ENOSPC",
+        libc::EDQUOT => "EDQUOT",
         libc::ENOTTY => "ENOTTY",
         libc::ENOSYS => "ENOSYS",
         libc::EOVERFLOW => "EOVERFLOW",

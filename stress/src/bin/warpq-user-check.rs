@@ -15,10 +15,14 @@
 //!
 //! `warpq-user-check accounting [DEVICE]`: 64 queues made in a fresh memory
 //! cgroup are charged to it (their rings, in its `vmalloc`).
+//!
+//! `warpq-user-check queue-limit [DEVICE]`: `max_queues_per_user` at 3: an
+//! unprivileged user's 4th queue gets EDQUOT until one of its files closes;
+//! root is exempt.
 
 use std::process::ExitCode;
 
-use warpq_stress::checks::{accounting, conclude, queues, user, Section};
+use warpq_stress::checks::{accounting, conclude, queue_limit, queues, user, Section};
 use warpq_stress::report::Report;
 
 fn main() -> ExitCode {
@@ -30,6 +34,9 @@ fn main() -> ExitCode {
     } else if first.as_deref() == Some("accounting") {
         let path = std::env::args().nth(2).unwrap_or_else(|| "/dev/warpq0".into());
         accounting::accounting(&mut r, &path).section("accounting")
+    } else if first.as_deref() == Some("queue-limit") {
+        let path = std::env::args().nth(2).unwrap_or_else(|| "/dev/warpq0".into());
+        queue_limit::queue_limit(&mut r, &path).section("queue-limit")
     } else if first.as_deref() == Some("queues") {
         let path = std::env::args().nth(2).unwrap_or_else(|| "/dev/warpq0".into());
         queues::queues(&mut r, &path).section("queues")

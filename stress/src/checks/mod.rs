@@ -7,6 +7,7 @@ pub mod accounting;
 pub mod copy;
 pub mod mapped;
 pub mod queue;
+pub mod queue_limit;
 pub mod queues;
 pub mod user;
 
