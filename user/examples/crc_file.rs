@@ -33,7 +33,7 @@ fn main_() -> Result<String, String> {
     let mut offset = 0u64;
     while offset < size {
         let len = window.min(size - offset);
-        // SAFETY (memmap2's contract): the file is not truncated while we
+        // SAFETY: memmap2's contract: the file is not truncated while we
         // read it; if it were, the device would read zeroes, not fault.
         let map = unsafe { MmapOptions::new().offset(offset).len(len as usize).map_copy(&f) }
             .map_err(|e| format!("{file}: mmap at {offset}: {e}"))?;

@@ -168,7 +168,7 @@ impl Device {
     /// let dev = warpq::Device::open("/dev/warpq0")?;
     /// let mut file = std::fs::File::options().read(true).write(true).create(true).open("/dev/shm/data")?;
     /// file.write_all(&[7; 8192])?;
-    /// // SAFETY (memmap2's): no other process truncates the file meanwhile.
+    /// // SAFETY: memmap2's contract: no other process truncates the file meanwhile.
     /// let map = unsafe { memmap2::MmapOptions::new().map_mut(&file)? };
     /// let buf = dev.register_mmap(map, warpq::Access::ReadWrite)?;
     /// assert_eq!(buf.to_vec()[..2], [7, 7]);

@@ -5,7 +5,6 @@
 //! and not pinned ones, and that device writes are seen by soft-dirty
 //! tracking.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 use warpq::sys::*;
@@ -441,16 +440,7 @@ fn soft_dirty_shared(env: &Env) -> Result<Got, String> {
     let dev = open(env)?;
     let fd = fd_of(&dev);
     let ring = map_ring(fd)?;
-    // SAFETY: a NUL-terminated name; returns a new descriptor or -1.
-    let raw = unsafe { libc::memfd_create(c"warpq-soft-dirty".as_ptr(), 0) };
-    ensure!(raw >= 0, "memfd_create: {}", Errno::last());
-    // SAFETY: a descriptor we just created and own.
-    let mfd = unsafe { OwnedFd::from_raw_fd(raw) };
-    // SAFETY: resizes our memfd.
-    ensure!(unsafe { libc::ftruncate(mfd.as_raw_fd(), 4 * PAGE as i64) } == 0, "ftruncate: {}", Errno::last());
-    let m = want_ok("mmap of the memfd", mmap(4 * PAGE, PROT_RW, libc::MAP_SHARED, mfd.as_raw_fd(), 0))?;
-    // SAFETY: our fresh mapping of 4 pages.
-    unsafe { std::ptr::write_bytes(m.ptr(), 1, 4 * PAGE) };
+    let (mfd, m) = memfd_mapped(4 * PAGE, 1)?;
     let h = want_ok("REGISTER the memfd mapping", register(fd, m.addr(0), 4 * P, RW))?;
     soft_dirty_after_clear_refs(&ring, m.ptr())?;
     let mut page = vec![0u8; PAGE];

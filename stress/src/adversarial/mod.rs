@@ -308,6 +308,23 @@ pub fn setup(env: &Env, pages: usize) -> Result<(Device, RawRing, Anon, u64), St
     Ok((dev, ring, buf, h))
 }
 
+/// A memfd of `len` bytes, mapped MAP_SHARED read/write and filled with
+/// `fill`: the descriptor (to truncate or read the file) and the mapping.
+pub fn memfd_mapped(len: usize, fill: u8) -> Result<(std::os::fd::OwnedFd, raw::Map), String> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: a NUL-terminated name; returns a new descriptor or -1.
+    let fd = unsafe { libc::memfd_create(c"warpq-adversarial".as_ptr(), 0) };
+    ensure!(fd >= 0, "memfd_create: {}", Errno::last());
+    // SAFETY: a descriptor we just created and own.
+    let mfd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: resizes our memfd.
+    ensure!(unsafe { libc::ftruncate(mfd.as_raw_fd(), len as i64) } == 0, "ftruncate: {}", Errno::last());
+    let m = want_ok("mmap of the memfd", raw::mmap(len, PROT_RW, libc::MAP_SHARED, mfd.as_raw_fd(), 0))?;
+    // SAFETY: our fresh mapping of `len` bytes.
+    unsafe { std::ptr::write_bytes(m.ptr(), fill, len) };
+    Ok((mfd, m))
+}
+
 /// Runs `entries` and reports the one status they all completed with (each
 /// with result 0); `Err` if they differ.
 pub fn one_status(ring: &RawRing, entries: &[(&str, Entry)]) -> Result<Got, String> {

@@ -2,13 +2,13 @@
 //! mprotect with commands running, the ring mapped over a buffer, a memfd
 //! truncated under its registration.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use warpq::sys::*;
 
 use super::*;
-use crate::raw::{mmap, mmap_fixed, register, unregister};
+use crate::raw::{mmap_fixed, register, unregister};
 
 pub(super) fn cases() -> Vec<Case> {
     vec![
@@ -155,17 +155,8 @@ fn memfd_truncate(env: &Env) -> Result<Got, String> {
     let dev = open(env)?;
     let fd = fd_of(&dev);
     let ring = map_ring(fd)?;
-    // SAFETY: a NUL-terminated name; returns a new descriptor or -1.
-    let raw = unsafe { libc::memfd_create(c"warpq-adversarial".as_ptr(), 0) };
-    ensure!(raw >= 0, "memfd_create: {}", Errno::last());
-    // SAFETY: a descriptor we just created and own.
-    let mfd = unsafe { OwnedFd::from_raw_fd(raw) };
     let len = 16 * PAGE;
-    // SAFETY: resizes our memfd.
-    ensure!(unsafe { libc::ftruncate(mfd.as_raw_fd(), len as i64) } == 0, "ftruncate: {}", Errno::last());
-    let m = want_ok("mmap of the memfd", mmap(len, PROT_RW, libc::MAP_SHARED, mfd.as_raw_fd(), 0))?;
-    // SAFETY: our fresh mapping of `len` bytes.
-    unsafe { std::ptr::write_bytes(m.ptr(), 0x11, len) };
+    let (mfd, m) = memfd_mapped(len, 0x11)?;
     let h = want_ok("REGISTER the memfd mapping", register(fd, m.addr(0), len as u64, RW))?;
     let c = ring.run(op::Fill::new(m.addr(0), PAGE as u64, 0x77))?;
     ensure!(c.status == WARPQ_STATUS_OK, "a FILL before the truncation: {}", st(c.status));

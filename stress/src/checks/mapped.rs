@@ -52,7 +52,7 @@ fn shared_file(r: &mut Report, dev: &Device, q: &mut Queue<'_>, file: &File, wha
     let data = pattern(half, 0x17);
     file.set_len(LEN as u64).map_err(|e| format!("{what}: set_len: {e}"))?;
     file.write_all_at(&data, 0).map_err(|e| format!("{what}: write: {e}"))?;
-    // SAFETY (memmap2's contract): the file is ours and nobody truncates it
+    // SAFETY: memmap2's contract: the file is ours and nobody truncates it
     // while it is mapped.
     let map = unsafe { MmapOptions::new().map_mut(file) }.map_err(|e| format!("{what}: mmap: {e}"))?;
     let buf = dev.register_mmap(map, Access::ReadWrite).map_err(|e| format!("{what}: register_mmap: {e}"))?;
@@ -99,7 +99,7 @@ fn files(r: &mut Report, dev: &Device, q: &mut Queue<'_>) -> Result<(), String> 
     // A file the program may only read: a private copy-on-write mapping
     // (`map_copy`, an MmapMut), registered for the device to read.
     let ro = File::open("/bin/busybox").map_err(|e| format!("/bin/busybox: {e}"))?;
-    // SAFETY (memmap2's contract): nobody truncates busybox meanwhile.
+    // SAFETY: memmap2's contract: nobody truncates busybox meanwhile.
     let copy = unsafe { MmapOptions::new().len(8192).map_copy(&ro) }.map_err(|e| format!("map_copy busybox: {e}"))?;
     let buf =
         dev.register_mmap(copy, Access::Read).map_err(|e| format!("register a private file mapping read-only: {e}"))?;
