@@ -4,6 +4,7 @@
 //! - [`check`]: the post-case check (pins, `pages_pinned`, kmemleak, splats);
 //! - [`report`]: the `ok`/`FAIL` lines and the `N passed, N failed` summary;
 //! - [`raw`]: the raw ABI and ring layer for malformed input;
+//! - [`cmd`]: the guest's own tools, run from a check;
 //! - [`pins`], [`kmsg`], [`mem`], [`fd`], [`rng`], [`stream`]: pin counters,
 //!   the kernel log, anonymous memory, descriptor passing, random numbers
 //!   and verified command streams.
@@ -12,6 +13,7 @@
 
 // The foundation every program shares.
 pub mod check;
+pub mod cmd;
 pub mod fd;
 pub mod harness;
 pub mod kmsg;

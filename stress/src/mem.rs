@@ -79,3 +79,25 @@ impl Drop for Anon {
         self.unmap();
     }
 }
+
+/// At least `n` free pages in the hugetlb pool (grows it if needed: the
+/// guest runs as root).
+pub fn reserve_huge_pages(n: u64) -> Result<(), String> {
+    let meminfo = |key: &str| -> u64 {
+        let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let free = meminfo("HugePages_Free:");
+    if free < n {
+        let total = meminfo("HugePages_Total:") + n - free;
+        std::fs::write("/proc/sys/vm/nr_hugepages", total.to_string())
+            .map_err(|e| format!("/proc/sys/vm/nr_hugepages = {total}: {e}"))?;
+    }
+    if meminfo("HugePages_Free:") < n {
+        return Err(format!("the hugetlb pool has fewer than {n} free pages"));
+    }
+    Ok(())
+}

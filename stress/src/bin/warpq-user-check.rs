@@ -19,10 +19,15 @@
 //! `warpq-user-check queue-limit [DEVICE]`: `max_queues_per_user` at 3: an
 //! unprivileged user's 4th queue gets EDQUOT until one of its files closes;
 //! root is exempt.
+//!
+//! `warpq-user-check writeback-file [DEVICE]`: a `MAP_SHARED` mapping of a
+//! file on ext2 (a file system that writes back) under the loaded backing:
+//! `pin` refuses it read/write with the reason, `mirror` takes it and the
+//! device's writes after a writeback reach the disk.
 
 use std::process::ExitCode;
 
-use warpq_stress::checks::{accounting, conclude, queue_limit, queues, user, Section};
+use warpq_stress::checks::{accounting, conclude, queue_limit, queues, user, writeback, Section};
 use warpq_stress::report::Report;
 
 fn main() -> ExitCode {
@@ -37,6 +42,9 @@ fn main() -> ExitCode {
     } else if first.as_deref() == Some("queue-limit") {
         let path = std::env::args().nth(2).unwrap_or_else(|| "/dev/warpq0".into());
         queue_limit::queue_limit(&mut r, &path).section("queue-limit")
+    } else if first.as_deref() == Some("writeback-file") {
+        let path = std::env::args().nth(2).unwrap_or_else(|| "/dev/warpq0".into());
+        writeback::writeback_file(&mut r, &path).section("writeback-file")
     } else if first.as_deref() == Some("queues") {
         let path = std::env::args().nth(2).unwrap_or_else(|| "/dev/warpq0".into());
         queues::queues(&mut r, &path).section("queues")

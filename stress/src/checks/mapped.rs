@@ -121,7 +121,7 @@ fn files(r: &mut Report, dev: &Device, q: &mut Queue<'_>) -> Result<(), String> 
 fn huge(r: &mut Report, dev: &Device, q: &mut Queue<'_>, backing: Backing) -> Result<(), String> {
     const LEN: usize = 3 * HUGE_PAGE_SIZE;
     if backing == Backing::Hugetlb {
-        reserve_huge_pages(3)?;
+        crate::mem::reserve_huge_pages(3)?;
     }
     let mut buf = match Buffer::huge(LEN, backing) {
         Ok(b) => b,
@@ -202,26 +202,6 @@ fn huge(r: &mut Report, dev: &Device, q: &mut Queue<'_>, backing: Backing) -> Re
              9 COPYs across it with their destination dropped while {in_flight} were in flight: all OK, verified"
         ),
     );
-    Ok(())
-}
-
-/// At least `n` free pages in the hugetlb pool (grows it if needed: the
-/// guest runs as root).
-fn reserve_huge_pages(n: u64) -> Result<(), String> {
-    let meminfo = |key: &str| -> u64 {
-        let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-        text.lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    };
-    let free = meminfo("HugePages_Free:");
-    if free < n {
-        let total = meminfo("HugePages_Total:") + n - free;
-        std::fs::write("/proc/sys/vm/nr_hugepages", total.to_string())
-            .map_err(|e| format!("/proc/sys/vm/nr_hugepages = {total}: {e}"))?;
-    }
-    ensure!(meminfo("HugePages_Free:") >= n, "the hugetlb pool has fewer than {n} free pages");
     Ok(())
 }
 

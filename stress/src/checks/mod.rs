@@ -10,6 +10,7 @@ pub mod queue;
 pub mod queue_limit;
 pub mod queues;
 pub mod user;
+pub mod writeback;
 
 use std::process::ExitCode;
 

@@ -18,6 +18,7 @@ use warpq::sys::*;
 use warpq::Device;
 
 use super::PAGE;
+use crate::cmd::sh;
 use crate::harness::run_case;
 use crate::stream::Stream;
 use crate::Anon;
@@ -32,19 +33,6 @@ const PRESSURE: usize = 64 << 20;
 
 fn write(path: &str, value: &str) -> Result<(), String> {
     std::fs::write(path, value).map_err(|e| format!("write {value:?} to {path}: {e}"))
-}
-
-fn sh(args: &[&str]) -> Result<(), String> {
-    let ok = std::process::Command::new(args[0])
-        .args(&args[1..])
-        .status()
-        .map_err(|e| format!("{}: {e}", args.join(" ")))?
-        .success();
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("{} failed", args.join(" ")))
-    }
 }
 
 /// A 256 MiB zram swap device on, once per boot.
