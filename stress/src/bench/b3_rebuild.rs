@@ -9,30 +9,16 @@
 //! round's ratio is its 64 MiB p50 over its 2 MiB p50, and the headline is
 //! the median of the rounds' ratios.
 
-use std::time::Instant;
-
 use warpq::sys::*;
-use warpq::{Device, Queue};
+use warpq::Device;
 
 use super::report::{Report, Target};
-use super::{hist_of, hist_read, hist_reset, percentile, PAGE};
-use crate::stream::{push_all, reap, sqe};
+use super::{fill_round_trip, hist_of, hist_read, hist_reset, percentile, PAGE};
 use crate::Anon;
 
 const ROUNDS: usize = 5;
 const SAMPLES: usize = 12;
 const SIZES: [(&str, usize); 2] = [("2 MiB", 2 << 20), ("64 MiB", 64 << 20)];
-
-/// Round-trip latency (µs) of one 4 KiB FILL.
-fn round_trip(q: &mut Queue<'_>, addr: u64) -> Result<f64, String> {
-    let t = Instant::now();
-    push_all(q, &[sqe(WARPQ_OP_FILL, 9, 0, addr, 4096, 1)])?;
-    let c = reap(q)?;
-    if c.status != WARPQ_STATUS_OK {
-        return Err(format!("FILL failed with status {}", c.status));
-    }
-    Ok(t.elapsed().as_secs_f64() * 1e6)
-}
 
 /// (steady samples, after-invalidation samples) for one buffer size.
 fn samples(path: &str, len: usize) -> Result<(Vec<f64>, Vec<f64>), String> {
@@ -44,12 +30,12 @@ fn samples(path: &str, len: usize) -> Result<(Vec<f64>, Vec<f64>), String> {
     let h = unsafe { dev.register_raw(buf.ptr(), buf.len(), WARPQ_ACCESS_READ | WARPQ_ACCESS_WRITE) }
         .map_err(|e| e.to_string())?;
     let target = buf.addr(PAGE);
-    let steady: Vec<f64> = (0..SAMPLES).map(|_| round_trip(&mut q, target)).collect::<Result<_, _>>()?;
+    let steady: Vec<f64> = (0..SAMPLES).map(|_| fill_round_trip(&mut q, target)).collect::<Result<_, _>>()?;
     let mut after = Vec::with_capacity(SAMPLES);
     for _ in 0..SAMPLES {
         // SAFETY: advice on our own mapping.
         unsafe { libc::madvise(buf.ptr().add(PAGE).cast(), PAGE, libc::MADV_DONTNEED) };
-        after.push(round_trip(&mut q, target)?);
+        after.push(fill_round_trip(&mut q, target)?);
     }
     dev.unregister(h).map_err(|e| e.to_string())?;
     Ok((steady, after))

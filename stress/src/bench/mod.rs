@@ -22,7 +22,9 @@
 //! B5 teardowns caused by unrelated address-space activity, strict vs
 //!    filtered;
 //! B6 munmap latency of a registered buffer with 1, 8 and 64 queues, in one
-//!    process and spread over up to 16.
+//!    process and spread over up to 16;
+//! B9 the rebuild of one 2 MiB chunk backed by base pages, a THP or a
+//!    hugetlb page, per backing (B7 and B8 are issue 11's, not built yet).
 
 mod b1_submit;
 mod b1_trace;
@@ -31,6 +33,7 @@ mod b3_rebuild;
 mod b4_fork;
 mod b5_teardowns;
 mod b6_queues;
+mod b9_huge;
 mod report;
 
 use std::collections::BTreeMap;
@@ -50,7 +53,7 @@ type Bench = fn(&str, &mut Report) -> Result<(), String>;
 
 /// The benchmarks in the order they run, under the names
 /// `warpq-bench NAME...` selects them by (case-insensitive).
-const BENCHES: [(&str, Bench); 7] = [
+const BENCHES: [(&str, Bench); 8] = [
     ("B1", b1_submit::b1),
     ("B1 tracepoint cost", b1_trace::b1_trace),
     ("B2", b2_munmap::b2),
@@ -58,6 +61,7 @@ const BENCHES: [(&str, Bench); 7] = [
     ("B4", b4_fork::b4),
     ("B5", b5_teardowns::b5),
     ("B6", b6_queues::b6),
+    ("B9", b9_huge::b9),
 ];
 
 /// The benchmarks' names, in the order they run.
@@ -115,6 +119,18 @@ fn hist_quantile_us(all: &[Histogram], name: &str, q: f64) -> (Option<f64>, u64)
         Some(h) => (h.quantile_upper_bound(q).map(|ns| ns as f64 / 1000.0), h.total()),
         None => (None, 0),
     }
+}
+
+/// Round-trip latency (µs) of one 4 KiB FILL at `addr`, which must
+/// complete OK.
+fn fill_round_trip(q: &mut warpq::Queue<'_>, addr: u64) -> Result<f64, String> {
+    let t = std::time::Instant::now();
+    crate::stream::push_all(q, &[crate::stream::sqe(warpq::sys::WARPQ_OP_FILL, 9, 0, addr, 4096, 1)])?;
+    let c = crate::stream::reap(q)?;
+    if c.status != warpq::sys::WARPQ_STATUS_OK {
+        return Err(format!("FILL failed with status {}", c.status));
+    }
+    Ok(t.elapsed().as_secs_f64() * 1e6)
 }
 
 /// A figure, or `-` for none.
