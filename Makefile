@@ -67,7 +67,7 @@ module-notrace: kernel
 
 # Guest programs: statically linked, so the initramfs needs no libc for them.
 guest:
-	@RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build -q --release --workspace --bins --examples \
+	@RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build -q --release --workspace --bins --examples --features warpq/tokio \
 	  --target $(GUEST_TARGET)
 
 hmm-tests: kernel

@@ -15,6 +15,7 @@ use crate::file::QueueFile;
 use crate::glue::misc::MiscRegistration;
 use crate::glue::pci::{DmaTranslation, PciDevice};
 use crate::hist::Histograms;
+use crate::pool::{EnginePool, EngineThreads};
 use crate::protocol::platform::Mapping;
 use crate::queue::DmaMapping;
 use crate::shim;
@@ -76,6 +77,11 @@ pub(crate) struct DeviceCore {
     /// when a queue goes; nothing is taken inside it.
     #[pin]
     queues_by_user: Mutex<KVec<(usize, u32)>>,
+    /// The engine threads' queue list and sleep (pool.rs; P in the lock
+    /// order). The threads themselves belong to the binding
+    /// (`WarpqDevice::engines`).
+    #[pin]
+    pub(crate) pool: EnginePool,
 }
 
 /// A queue counted against its creator's `max_queues_per_user`; the count
@@ -121,6 +127,9 @@ pub(crate) struct WarpqDevice {
     _misc: MiscRegistration,
     /// `/sys/kernel/debug/warpq/warpqN`, removed before `core` can go.
     debugfs_dir: *mut core::ffi::c_void,
+    /// The engine pool's threads, stopped in `drop` once every queue was
+    /// revoked (so none runs), before BAR 0 goes.
+    engines: Option<EngineThreads>,
     core: Arc<DeviceCore>,
 }
 
@@ -165,6 +174,7 @@ impl WarpqDevice {
                     leaked_pages: 0,
                 }),
                 queues_by_user <- new_mutex!(KVec::new()),
+                pool <- EnginePool::new(),
             }),
             GFP_KERNEL,
         ) {
@@ -192,7 +202,18 @@ impl WarpqDevice {
         // SAFETY: `owner` stays valid while the directory exists: it is
         // removed in `drop`, before `core` is released.
         let debugfs_dir = unsafe { shim::warpq_debugfs_add_device(index, owner as *mut core::ffi::c_void) };
-        let dev = KBox::new(Self { _misc: misc, debugfs_dir, core }, GFP_KERNEL);
+        // SAFETY: `core` outlives the threads: `drop` stops them before it
+        // releases its reference.
+        let engines = match unsafe { EngineThreads::start(&core) } {
+            Ok(engines) => engines,
+            Err(e) => {
+                // SAFETY: created just above; nothing else refers to it.
+                unsafe { shim::warpq_debugfs_remove_device(debugfs_dir) };
+                return Err(e);
+            }
+        };
+        pr_info!("warpq{}: {} engine threads\n", index, engines.count());
+        let dev = KBox::new(Self { _misc: misc, debugfs_dir, engines: Some(engines), core }, GFP_KERNEL);
         if dev.is_err() {
             // SAFETY: created just above; nothing else refers to it.
             unsafe { shim::warpq_debugfs_remove_device(debugfs_dir) };
@@ -377,6 +398,8 @@ impl Drop for WarpqDevice {
         // Open files keep `core` alive, but nothing of theirs may keep using
         // the device once it is unbound.
         self.core.revoke_all();
+        // No queue is in the pool any more: stop its threads.
+        self.engines = None;
         // Then BAR 0 goes (no engine runs any more), so the device can be
         // bound again while this binding's files are still open.
         self.core.edu.release();

@@ -59,7 +59,9 @@ fn fault_status(fault: XlateFault) -> u32 {
         XlateFault::CrossesEnd => uapi::WARPQ_STATUS_FAULT_BOUNDS,
         XlateFault::AccessDenied => uapi::WARPQ_STATUS_FAULT_ACCESS,
         // `NeedsRebuild` is handled by `execute` before it gets here.
-        XlateFault::NotMapped | XlateFault::Dead | XlateFault::NeedsRebuild { .. } => uapi::WARPQ_STATUS_FAULT_UNMAPPED,
+        XlateFault::NotMapped | XlateFault::Dead | XlateFault::Refused | XlateFault::NeedsRebuild { .. } => {
+            uapi::WARPQ_STATUS_FAULT_UNMAPPED
+        }
     }
 }
 

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! One queue: the state of one (device file, mm) pair — its shared ring, its
-//! registered regions with their interval notifiers, its engine thread, and
-//! the protocol core's context that keeps all of that consistent.
+//! registered regions with their interval notifiers, its engine (run by the
+//! device's engine pool, pool.rs), and the protocol core's context that
+//! keeps all of that consistent.
 //!
 //! Created by the first fault or ioctl of that mm, so that after fork the
 //! child gets a queue of its own and never the parent's.
@@ -24,6 +25,8 @@
 //! | rebuild worker | `Queue::rebuild_work` (a work item, not a lock): maps the chunks a command waits for | the engine queues it | mmap_lock (read, inside GUP or `hmm_range_fault`), then L, as an ioctl's rebuild; cancelled (waited for) by revocation under R and by the queue's drop |
 //! | gate | `notifier/src/gate.rs`, not a lock | the engine, per command; L's holders pause it and wait for the engine to leave | Q only, to recover a stuck edu device (otherwise the engine takes no lock: it polls the edu device's busy flag together with the reset check) |
 //! | U | `DeviceCore::queues_by_user` (device.rs): queues per user, for `max_queues_per_user` | queue creation (before the queue is built, outside D and L) and a queue's drop | nothing (a `GFP_KERNEL` push at creation: no L or D is held there) |
+//! | P | `EnginePool::queues` (pool.rs): the device's queues, for its engine threads | a worker, to pick and claim a queue (released before it runs it); queue creation (outside D and L); `stop_engine` (in revocation under F, or the queue's drop) | nothing (a `GFP_KERNEL` push at creation) |
+//! | E | `Queue::eventfd`: the queue's eventfd (a spinlock) | the engine, to signal a batch of completions; WARPQ_IOC_EVENTFD, to replace it | nothing but the eventfd's own wait-queue spinlock (`eventfd_signal`); a replaced eventfd is released after E is dropped |
 //! | Q | `DeviceCore::held` (device.rs): the quarantine of mappings a stuck edu transfer may reach | a teardown's `unmap_and_unpin` (under L), the engine's `recover_edu` (inside its gate), unbind | nothing; allocates only with GFP_NOWAIT; pages are released after it is dropped |
 //!
 //! - R and S are never held together, nor are D and L.
@@ -47,18 +50,19 @@
 
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use kernel::alloc::{KVBox, KVVec};
 use kernel::bindings;
-use kernel::ffi::{c_int, c_ulong, c_void};
-use kernel::new_mutex;
+use kernel::ffi::{c_ulong, c_void};
 use kernel::prelude::*;
-use kernel::sync::{Arc, Mutex};
+use kernel::sync::{Arc, Mutex, SpinLock};
 use kernel::types::Opaque;
+use kernel::{new_mutex, new_spinlock};
 
 use crate::device::{DeviceCore, QueueCharge};
 use crate::engine;
+use crate::eventfd::EventFd;
 use crate::file::QueueFile;
 use crate::glue::mm::{MmGrab, UserRef};
 use crate::glue::mutex::{KMutex, KMutexGuard};
@@ -69,8 +73,8 @@ use crate::protocol::policy::{Event, Policy};
 use crate::protocol::rebuild::{rebuild, RebuildError, RebuildReport};
 use crate::protocol::region::{Access, RegionDesc, RegionError, RegionHandle, RegionInfo, StateKind};
 use crate::protocol::teardown::{invalidate, Invalidation};
-use crate::ring::Ring;
-use crate::shim::{self, DeviceRaw, IntervalRaw, MmRaw, PageRaw, RangeRaw, TaskRaw};
+use crate::ring::{CompletionBatch, Ring};
+use crate::shim::{self, DeviceRaw, IntervalRaw, MmRaw, PageRaw, RangeRaw};
 use crate::stats::Counters;
 use crate::trace;
 use crate::uapi;
@@ -281,6 +285,9 @@ pub(crate) struct Queue {
     /// S: serialises SUBMIT ioctls (they produce into the SQ).
     #[pin]
     submit_lock: Mutex<()>,
+    /// E: the eventfd signalled per batch of completions, if one is set.
+    #[pin]
+    eventfd: SpinLock<Option<EventFd>>,
     /// Waiters: drains, the idle engine, WAIT.
     #[pin]
     wq: Opaque<bindings::wait_queue_head>,
@@ -292,7 +299,11 @@ pub(crate) struct Queue {
     rebuild_work: Opaque<bindings::work_struct>,
     slots: [RegionSlot; MAX_REGIONS],
     ring_mappings: [AtomicU64; MAX_RING_MAPPINGS],
-    engine: AtomicPtr<TaskRaw>,
+    /// A worker of the device's engine pool runs this queue's commands now
+    /// (pool.rs): one at a time.
+    engine_claimed: AtomicBool,
+    /// Out of the engine pool for good (`stop_engine`).
+    engine_stopped: AtomicBool,
     /// Unbind revoked the queue (`revoke`): every ioctl on it fails with
     /// ENODEV, whoever still holds it.
     revoked: AtomicBool,
@@ -408,6 +419,7 @@ impl Queue {
                 lock <- KMutex::new(key),
                 submit_lock <- new_mutex!(()),
                 reg_lock <- new_mutex!(()),
+                eventfd <- new_spinlock!(None),
                 // SAFETY: `slot` is pinned memory for a wait queue head.
                 wq <- Opaque::ffi_init(|slot| unsafe { shim::warpq_waitqueue_init(slot) }),
                 // SAFETY: `slot` is pinned memory for a work item.
@@ -416,7 +428,8 @@ impl Queue {
                 rebuild_work <- Opaque::ffi_init(|slot| unsafe { shim::warpq_work_init(slot, rebuild_work_fn) }),
                 slots: core::array::from_fn(RegionSlot::new),
                 ring_mappings: [const { AtomicU64::new(0) }; MAX_RING_MAPPINGS],
-                engine: AtomicPtr::new(core::ptr::null_mut()),
+                engine_claimed: AtomicBool::new(false),
+                engine_stopped: AtomicBool::new(false),
                 revoked: AtomicBool::new(false),
                 stale_since: AtomicU64::new(0),
                 stats: Counters::default(),
@@ -424,27 +437,8 @@ impl Queue {
             }),
             GFP_KERNEL_ACCOUNT,
         )?;
-        queue.start_engine()?;
+        queue.dev.pool.add(&queue)?;
         Ok(queue)
-    }
-
-    fn start_engine(&self) -> Result {
-        let mut err: c_int = 0;
-        // SAFETY: the queue outlives the thread: `PinnedDrop` stops it
-        // before the memory goes away. The name is a NUL-terminated literal.
-        let task = unsafe {
-            shim::warpq_kthread_run(
-                engine_thread,
-                self as *const Self as *mut c_void,
-                c"warpq-engine".as_ptr().cast(),
-                &mut err,
-            )
-        };
-        if task.is_null() {
-            return Err(kernel::error::Error::from_errno(err));
-        }
-        self.engine.store(task, Ordering::Release);
-        Ok(())
     }
 
     /// Unbind: ends the queue, whoever still holds a reference to it (a
@@ -505,15 +499,39 @@ impl Queue {
         }
     }
 
-    /// Stops the engine thread, once: it completes what is left in the ring
-    /// as aborted and exits.
+    /// Takes the queue out of the engine pool, once: no worker runs it
+    /// after this returns, and what is left in the ring completes as
+    /// aborted (the ring says DEAD).
     fn stop_engine(&self) {
-        let task = self.engine.swap(core::ptr::null_mut(), Ordering::AcqRel);
-        if !task.is_null() {
-            // SAFETY: our running kthread (the swap hands it to one caller);
-            // kthread_stop() waits for it to exit.
-            unsafe { bindings::kthread_stop(task.cast()) };
+        if self.engine_stopped.swap(true, Ordering::AcqRel) {
+            return;
         }
+        self.dev.pool.remove(self);
+        // A worker that claimed it before the removal runs one batch at
+        // most (the context is released by now: the gate lets none in).
+        while self.engine_claimed.load(Ordering::Acquire) {
+            // SAFETY: sleeping is allowed here (no spinlock held).
+            unsafe { bindings::msleep(1) };
+        }
+        // The engine's last act, by this thread now that no worker runs it.
+        self.abort_pending();
+    }
+
+    /// The pool's claim of this queue's engine (pool.rs); false if another
+    /// worker runs it. Acquire: the previous worker's work on the ring
+    /// (its private indices) happens before ours.
+    pub(crate) fn claim_engine(&self) -> bool {
+        self.engine_claimed.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok()
+    }
+
+    /// Ends a claim (release: pairs with the next claim's acquire).
+    pub(crate) fn release_engine(&self) {
+        self.engine_claimed.store(false, Ordering::Release);
+    }
+
+    /// The pool's need-wakeup flag for this queue's ring.
+    pub(crate) fn set_need_wakeup(&self, on: bool) {
+        self.ring.set_flag(uapi::WARPQ_RING_NEED_WAKEUP, on);
     }
 
     /// The queue's mm identity (its directory key).
@@ -616,7 +634,16 @@ impl Queue {
         self.wq.get()
     }
 
+    /// Wakes everything that may wait on this queue: WAIT, drains,
+    /// pollers, and the engine pool (something may have work for it).
     fn wake_all(&self) {
+        self.wake_waiters();
+        self.dev.pool.kick();
+    }
+
+    /// WAIT, drains and pollers, not the engine pool: what the engine
+    /// itself calls when it publishes (it needs no kick for its own work).
+    fn wake_waiters(&self) {
         // SAFETY: the wait queue head was initialised in `new`.
         unsafe { shim::warpq_wake_up_all(self.wq()) };
         self.file().wake_pollers();
@@ -814,7 +841,7 @@ impl Queue {
             let key = self.lock.lock();
             self.ctx.region(&key, desc.handle)
         };
-        let dead = info.map_or(true, |info| info.dead_chunks > 0);
+        let dead = info.map_or(true, |info| info.dead_chunks > 0 || info.refused_chunks > 0);
         if result.is_err() || dead {
             // Nothing of a failed REGISTER stays registered, however busy the
             // engine is: past the drain timeout the queue is reset, as for
@@ -1008,74 +1035,29 @@ impl Queue {
         Ok(())
     }
 
-    fn engine_has_work(&self) -> bool {
+    /// Whether the engine could run a command now: submissions, CQ room
+    /// and an open gate (the pool's test before it claims the queue).
+    pub(crate) fn engine_has_work(&self) -> bool {
         self.ctx.gate().is_running() && self.ring.sq_pending() > 0 && self.ring.cq_space() > 0
     }
 
-    /// The engine thread's body.
-    fn engine_loop(&self) {
-        let platform = self.platform(false);
-        loop {
-            self.engine_idle();
-            // SAFETY: called from the kthread itself.
-            if unsafe { bindings::kthread_should_stop() } {
-                break;
-            }
-            self.engine_run(&platform);
-        }
-        self.abort_pending();
+    /// One batch of this queue's commands, by the pool worker that claimed
+    /// it.
+    pub(crate) fn run_engine_batch(&self) {
+        self.engine_run(&self.platform(false));
     }
 
-    /// Sleeps until there is work or the thread must stop, advertising the
-    /// sleep in the ring (need-wakeup) as io_uring's SQPOLL thread does.
-    fn engine_idle(&self) {
-        if self.engine_has_work() {
-            return;
-        }
-        // Poll a little before sleeping: a busy submitter then never needs
-        // the wake-up system call (io_uring's sq_thread_idle).
-        // SAFETY: reads a module parameter.
-        let idle_ns = u64::from(unsafe { shim::warpq_param_engine_idle_us() }) * 1000;
-        let until = now_ns().saturating_add(idle_ns);
-        while now_ns() < until {
-            if self.engine_has_work() {
-                return;
-            }
-            // SAFETY: no precondition (a pause instruction, then maybe
-            // yield: the guest kernel does not preempt kernel threads).
-            unsafe {
-                shim::warpq_cpu_relax();
-                shim::warpq_cond_resched();
-            }
-            // SAFETY: called from the kthread itself.
-            if unsafe { bindings::kthread_should_stop() } {
-                return;
-            }
-        }
-        self.ring.set_flag(uapi::WARPQ_RING_NEED_WAKEUP, true);
-        // `set_flag` is SeqCst: a submitter that publishes its tail and then
-        // (after its own SeqCst fence) reads no flag is seen by this check.
-        if !self.engine_has_work() {
-            let cond = || self.engine_has_work();
-            let cond: &dyn Fn() -> bool = &cond;
-            // SAFETY: the wait queue was initialised in `new`; `cond`
-            // outlives the call. kthread_stop() wakes the thread and the
-            // shim's condition includes kthread_should_stop().
-            unsafe {
-                shim::warpq_wait_event_interruptible(
-                    self.wq(),
-                    call_cond,
-                    &cond as *const &dyn Fn() -> bool as *const c_void,
-                )
-            };
-        }
-        self.ring.set_flag(uapi::WARPQ_RING_NEED_WAKEUP, false);
-    }
-
-    /// Executes submissions while the gate lets the engine in.
+    /// Executes one batch of submissions (see [`CompletionBatch`]) while
+    /// the gate lets the engine in, and publishes their completions.
     fn engine_run(&self, platform: &QueuePlatform<'_>) {
+        let mut batch = CompletionBatch::default();
         while self.ring.cq_space() > 0 {
             let Some(sqe) = self.ring.peek_sqe() else { break };
+            if batch.full_before(&sqe) {
+                // The batch ends here; the pool comes back for the rest
+                // after the device's other queues had theirs.
+                break;
+            }
             let Some(guard) = self.ctx.enter(platform) else { break };
             let outcome = match engine::execute(&guard, &self.dev, &sqe) {
                 engine::Execution::Done(outcome) => outcome,
@@ -1095,10 +1077,8 @@ impl Queue {
                     if exit == crate::protocol::gate::EngineExit::Abandoned {
                         // A reset abandoned the queue meanwhile: report it,
                         // as for a command that ran.
-                        self.ring.complete(sqe.user_data, uapi::WARPQ_STATUS_ABORTED, 0);
-                        self.stats.completion(uapi::WARPQ_STATUS_ABORTED);
-                        self.dev.stats.completion(uapi::WARPQ_STATUS_ABORTED);
-                        self.wake_all();
+                        self.ring.post(sqe.user_data, uapi::WARPQ_STATUS_ABORTED, 0);
+                        batch.posted(&sqe, uapi::WARPQ_STATUS_ABORTED);
                     }
                     break;
                 }
@@ -1110,12 +1090,46 @@ impl Queue {
                 crate::protocol::gate::EngineExit::Abandoned => uapi::WARPQ_STATUS_ABORTED,
             };
             let result = if status == uapi::WARPQ_STATUS_OK { outcome.result } else { 0 };
-            self.ring.complete(sqe.user_data, status, result);
-            self.stats.completion(status);
-            self.dev.stats.completion(status);
-            self.wake_all();
+            self.ring.post(sqe.user_data, status, result);
+            batch.posted(&sqe, status);
             // SAFETY: no precondition; the engine holds no lock here.
             unsafe { shim::warpq_cond_resched() };
+        }
+        // Whatever ended the run (no more submissions, a full CQ, the gate
+        // closed, a rebuild to wait for), nothing posted stays unpublished.
+        self.publish_completions(&mut batch);
+    }
+
+    /// WARPQ_IOC_EVENTFD: the eventfd to signal per batch of completions
+    /// (`None`: stop signalling).
+    pub(crate) fn set_eventfd(&self, eventfd: Option<EventFd>) -> Result {
+        self.check_live()?;
+        let old = core::mem::replace(&mut *self.eventfd.lock(), eventfd);
+        // Released outside E.
+        drop(old);
+        Ok(())
+    }
+
+    fn signal_eventfd(&self) {
+        if let Some(eventfd) = &*self.eventfd.lock() {
+            eventfd.signal();
+        }
+    }
+
+    /// Publishes the posted completions, then one wake-up for all of them
+    /// (WAIT, poll and epoll, the eventfd).
+    fn publish_completions(&self, batch: &mut CompletionBatch) {
+        let published = self.ring.publish();
+        // Counted once visible: STATS never counts a completion user space
+        // cannot see yet (the fuzzer takes its count for the kernel's index).
+        for (status, n) in batch.statuses() {
+            self.stats.completions(status, n);
+            self.dev.stats.completions(status, n);
+        }
+        *batch = CompletionBatch::default();
+        if published > 0 {
+            self.signal_eventfd();
+            self.wake_waiters();
         }
     }
 
@@ -1131,11 +1145,15 @@ impl Queue {
                 break;
             }
             let Some(sqe) = self.ring.peek_sqe() else { break };
-            self.ring.complete(sqe.user_data, uapi::WARPQ_STATUS_ABORTED, 0);
-            self.stats.completion(uapi::WARPQ_STATUS_ABORTED);
-            self.dev.stats.completion(uapi::WARPQ_STATUS_ABORTED);
+            self.ring.post(sqe.user_data, uapi::WARPQ_STATUS_ABORTED, 0);
         }
-        self.wake_all();
+        let aborted = self.ring.publish();
+        self.stats.completions(uapi::WARPQ_STATUS_ABORTED, u64::from(aborted));
+        self.dev.stats.completions(uapi::WARPQ_STATUS_ABORTED, u64::from(aborted));
+        if aborted > 0 {
+            self.signal_eventfd();
+        }
+        self.wake_waiters();
     }
 
     /// The queue went stale (a command waits for a rebuild): the ring's
@@ -1314,23 +1332,16 @@ fn region_errno(e: RegionError) -> kernel::error::Error {
 }
 
 /// A monotonic clock in nanoseconds.
-fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     // SAFETY: no precondition.
     unsafe { shim::warpq_ktime_ns() }
 }
 
 /// Trampoline for the shim's wait helpers: `arg` points to a `&dyn Fn() -> bool`.
-unsafe extern "C" fn call_cond(arg: *const c_void) -> bool {
+pub(crate) unsafe extern "C" fn call_cond(arg: *const c_void) -> bool {
     // SAFETY: the callers pass a pointer to a live `&dyn Fn() -> bool`.
     let cond = unsafe { &*(arg as *const &dyn Fn() -> bool) };
     cond()
-}
-
-unsafe extern "C" fn engine_thread(data: *mut c_void) -> c_int {
-    // SAFETY: `start_engine` passed the queue, which outlives the thread.
-    let queue = unsafe { &*(data as *const Queue) };
-    queue.engine_loop();
-    0
 }
 
 unsafe extern "C" fn rebuild_work_fn(work: *mut bindings::work_struct) {

@@ -48,12 +48,24 @@ mod hdr {
 ///
 /// `base` points to `uapi::WARPQ_RING_SIZE` bytes from `vmalloc_user()`, owned by
 /// this value and freed on drop; the header was initialised.
+///
+/// Completions are posted one by one and published per batch: [`Ring::post`]
+/// writes an entry and takes its submission, [`Ring::publish`] moves the
+/// published indices over everything posted with one release store each.
+/// Only the engine posts and publishes (one thread per queue at a time).
 pub(crate) struct Ring {
     base: NonNull<u8>,
-    /// The next submission the engine takes (published as `sq_head`).
+    /// The first submission not yet published as taken (published as
+    /// `sq_head`; user space may reuse the slots before it).
     sq_head: AtomicU32,
-    /// One past the last completion posted (published as `cq_tail`).
+    /// One past the last completion published (published as `cq_tail`).
     cq_tail: AtomicU32,
+    /// The next submission the engine takes: `sq_head` plus the
+    /// submissions of the posted, unpublished completions. Engine only.
+    sq_taken: AtomicU32,
+    /// One past the last completion posted: `cq_tail` plus the unpublished
+    /// ones. Engine only.
+    cq_posted: AtomicU32,
 }
 
 // SAFETY: the ring is plain memory; all concurrent access goes through
@@ -68,7 +80,13 @@ impl Ring {
         // SAFETY: no precondition; returns zeroed memory or null.
         let base = NonNull::new(unsafe { shim::warpq_ring_alloc(uapi::WARPQ_RING_SIZE) }).ok_or(ENOMEM)?;
         // INVARIANT: just allocated; initialised below before any use.
-        let ring = Self { base, sq_head: AtomicU32::new(0), cq_tail: AtomicU32::new(0) };
+        let ring = Self {
+            base,
+            sq_head: AtomicU32::new(0),
+            cq_tail: AtomicU32::new(0),
+            sq_taken: AtomicU32::new(0),
+            cq_posted: AtomicU32::new(0),
+        };
         ring.word(hdr::MAGIC).store(uapi::WARPQ_RING_MAGIC, Ordering::Relaxed);
         ring.word(hdr::VERSION).store(uapi::WARPQ_UAPI_VERSION, Ordering::Relaxed);
         ring.word(hdr::SQ_ENTRIES).store(uapi::WARPQ_SQ_ENTRIES, Ordering::Relaxed);
@@ -117,7 +135,7 @@ impl Ring {
     /// The next submission to execute, if any, with its index. A tail that
     /// runs more than a ring ahead of the head is corrupt: nothing is taken.
     pub(crate) fn peek_sqe(&self) -> Option<Sqe> {
-        let head = self.sq_head.load(Ordering::Relaxed);
+        let head = self.sq_taken.load(Ordering::Relaxed);
         // Acquire: pairs with user space's store-release of the tail after
         // writing the entries.
         let tail = self.word(hdr::SQ_TAIL).load(Ordering::Acquire);
@@ -128,9 +146,11 @@ impl Ring {
         Some(self.read_sqe(head))
     }
 
-    /// Submissions published and not yet taken (0 if the tail is corrupt).
+    /// Submissions published by user space and not yet taken by the engine
+    /// (0 if the tail is corrupt). The engine's view: it counts what is
+    /// posted but not yet published as taken.
     pub(crate) fn sq_pending(&self) -> u32 {
-        let head = self.sq_head.load(Ordering::Acquire);
+        let head = self.sq_taken.load(Ordering::Relaxed);
         let tail = self.word(hdr::SQ_TAIL).load(Ordering::Acquire);
         let pending = tail.wrapping_sub(head);
         if pending > uapi::WARPQ_SQ_ENTRIES {
@@ -153,9 +173,10 @@ impl Ring {
         }
     }
 
-    /// Free completion slots (0 if user space's head is corrupt).
+    /// Free completion slots for the engine, posted ones counted as used
+    /// (0 if user space's head is corrupt).
     pub(crate) fn cq_space(&self) -> u32 {
-        let tail = self.cq_tail.load(Ordering::Relaxed);
+        let tail = self.cq_posted.load(Ordering::Relaxed);
         // Acquire: user space released the slots it consumed.
         let head = self.word(hdr::CQ_HEAD).load(Ordering::Acquire);
         let used = tail.wrapping_sub(head);
@@ -166,38 +187,61 @@ impl Ring {
         }
     }
 
-    /// Completions posted and not yet consumed by user space.
+    /// Completions published and not yet consumed by user space.
     pub(crate) fn cq_ready(&self) -> u32 {
-        // Acquire: pairs with `complete`'s release (WAIT runs on another CPU).
+        // Acquire: pairs with `publish`'s release (WAIT runs on another CPU).
         let tail = self.cq_tail.load(Ordering::Acquire);
         let head = self.word(hdr::CQ_HEAD).load(Ordering::Acquire);
         tail.wrapping_sub(head).min(uapi::WARPQ_CQ_ENTRIES)
     }
 
-    /// Posts a completion and retires the submission it answers. The engine
-    /// is the only producer of completions and the only consumer of
-    /// submissions; the caller checked [`Ring::cq_space`].
-    pub(crate) fn complete(&self, user_data: u64, status: u32, result: u64) {
-        let tail = self.cq_tail.load(Ordering::Relaxed);
+    /// Posts a completion and takes the submission it answers; neither is
+    /// visible to user space (or WAIT, or poll) before [`Ring::publish`].
+    /// The engine is the only producer of completions and the only consumer
+    /// of submissions; the caller checked [`Ring::cq_space`].
+    pub(crate) fn post(&self, user_data: u64, status: u32, result: u64) {
+        let tail = self.cq_posted.load(Ordering::Relaxed);
         let slot = (tail & (uapi::WARPQ_CQ_ENTRIES - 1)) as usize;
         let p = self.base.as_ptr().wrapping_add(uapi::WARPQ_RING_CQ_OFFSET + slot * 32).cast::<[u64; 4]>();
         // SAFETY: the slot lies inside the ring (type invariant, masked
-        // index); user space does not read it until the tail moves past it.
+        // index); user space does not read it until the published tail moves
+        // past it, and `cq_space` kept it out of what user space may still
+        // be reading.
         unsafe { core::ptr::write_volatile(p, [user_data, u64::from(status), result, 0]) };
         if status == uapi::WARPQ_STATUS_INVALID {
             // The header's running count of malformed entries (one writer).
             let invalid = self.dword(hdr::SQ_INVALID);
             invalid.store(invalid.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
         }
-        // Release: the entry is visible before the tail that publishes it,
-        // to user space (the page) and to WAIT (the kernel's copy).
-        self.cq_tail.store(tail.wrapping_add(1), Ordering::Release);
-        self.word(hdr::CQ_TAIL).store(tail.wrapping_add(1), Ordering::Release);
-        let head = self.sq_head.load(Ordering::Relaxed).wrapping_add(1);
-        // Release: the slot is free for user space (and SUBMIT) only after
-        // the engine has finished reading it.
+        // Relaxed: only the engine reads these two; `publish` orders what
+        // they cover for everyone else.
+        self.cq_posted.store(tail.wrapping_add(1), Ordering::Relaxed);
+        self.sq_taken.store(self.sq_taken.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// Publishes every posted completion and takes every submission they
+    /// answer, with one release store of each index; how many it published.
+    pub(crate) fn publish(&self) -> u32 {
+        let posted = self.cq_posted.load(Ordering::Relaxed);
+        let published = self.cq_tail.load(Ordering::Relaxed);
+        let n = posted.wrapping_sub(published);
+        if n == 0 {
+            return 0;
+        }
+        let head = self.sq_taken.load(Ordering::Relaxed);
+        // Release: the slots are free for user space (and SUBMIT) only after
+        // the engine has finished reading them. Stored before the CQ tail,
+        // so that whoever sees a completion also sees its submission's slot
+        // free (the fuzzer checks sq_head == sq_tail once its last command
+        // completed).
         self.sq_head.store(head, Ordering::Release);
         self.word(hdr::SQ_HEAD).store(head, Ordering::Release);
+        // Release: every entry posted (and the head above) is visible before
+        // the tail that publishes it, to user space (the page) and to WAIT
+        // and poll (the kernel's copy).
+        self.cq_tail.store(posted, Ordering::Release);
+        self.word(hdr::CQ_TAIL).store(posted, Ordering::Release);
+        n
     }
 
     /// SUBMIT: appends entries on the caller's behalf, as the SQ producer
@@ -267,4 +311,56 @@ pub(crate) struct Sqe {
     pub(crate) dst: u64,
     pub(crate) len: u64,
     pub(crate) value: u64,
+}
+
+/// The completions the engine posted since it last published: when to
+/// publish them. One release store and one wake-up per batch instead of
+/// per command, so a stream of short commands wakes its waiter once per
+/// batch; but a completion is never held back behind much work: the batch
+/// is published before a command that would make it long.
+#[derive(Default)]
+pub(crate) struct CompletionBatch {
+    /// Completions posted and not yet published.
+    count: u32,
+    /// The bytes their commands moved.
+    bytes: u64,
+    /// Their statuses, counted into the queue's and the device's counters
+    /// once they are published (so STATS never counts a completion user
+    /// space cannot see yet).
+    by_status: [u32; STATUS_KINDS],
+}
+
+/// `WARPQ_STATUS_*` values (the rows of `warpq_stats.commands_by_status`).
+const STATUS_KINDS: usize = 9;
+const _: () = assert!(STATUS_KINDS == uapi::WARPQ_STATUS_DEVICE_ERROR as usize + 1);
+
+impl CompletionBatch {
+    /// At most this many completions wait to be published.
+    const MAX_COMMANDS: u32 = 32;
+    /// At most this much work (bytes moved) runs while completions wait.
+    const MAX_BYTES: u64 = 256 << 10;
+
+    /// Whether to publish what is posted before running `next`: the batch is
+    /// full, `next` would take it past [`Self::MAX_BYTES`], or it goes
+    /// through the edu device (milliseconds under emulation).
+    pub(crate) fn full_before(&self, next: &Sqe) -> bool {
+        self.count > 0
+            && (self.count >= Self::MAX_COMMANDS
+                || self.bytes.saturating_add(next.len) > Self::MAX_BYTES
+                || next.flags & uapi::WARPQ_SQE_EDU_DMA as u8 != 0)
+    }
+
+    /// `sqe`'s completion was posted with `status`.
+    pub(crate) fn posted(&mut self, sqe: &Sqe, status: u32) {
+        self.count += 1;
+        self.bytes = self.bytes.saturating_add(sqe.len);
+        if let Some(n) = self.by_status.get_mut(status as usize) {
+            *n += 1;
+        }
+    }
+
+    /// `(status, count)` of every status posted in the batch.
+    pub(crate) fn statuses(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        self.by_status.iter().enumerate().filter(|(_, &n)| n > 0).map(|(s, &n)| (s as u32, u64::from(n)))
+    }
 }

@@ -64,6 +64,7 @@ extern "C" {
     pub(crate) fn warpq_param_drain_timeout_ms() -> c_uint;
     pub(crate) fn warpq_param_engine_edu() -> bool;
     pub(crate) fn warpq_param_engine_idle_us() -> c_uint;
+    pub(crate) fn warpq_param_engine_threads() -> c_uint;
     pub(crate) fn warpq_cpu_relax();
     pub(crate) fn warpq_param_max_regions() -> c_uint;
     pub(crate) fn warpq_param_max_region_mb() -> c_uint;
@@ -248,4 +249,9 @@ extern "C" {
     // Ring memory.
     pub(crate) fn warpq_ring_alloc(size: usize) -> *mut u8;
     pub(crate) fn warpq_ring_free(ring: *mut u8);
+
+    // eventfd.
+    pub(crate) fn warpq_eventfd_get(fd: c_int, ctx: *mut *mut c_void) -> c_int;
+    pub(crate) fn warpq_eventfd_signal(ctx: *mut c_void);
+    pub(crate) fn warpq_eventfd_put(ctx: *mut c_void);
 }

@@ -37,15 +37,15 @@ impl Counters {
         self.by_event[i].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// One completion with `status`.
-    pub(crate) fn completion(&self, status: u32) {
+    /// `n` completions with `status`.
+    pub(crate) fn completions(&self, status: u32, n: u64) {
         if status == uapi::WARPQ_STATUS_OK {
-            self.commands_ok.fetch_add(1, Ordering::Relaxed);
+            self.commands_ok.fetch_add(n, Ordering::Relaxed);
         } else {
-            self.commands_failed.fetch_add(1, Ordering::Relaxed);
+            self.commands_failed.fetch_add(n, Ordering::Relaxed);
         }
         if let Some(c) = self.by_status.get(status as usize) {
-            c.fetch_add(1, Ordering::Relaxed);
+            c.fetch_add(n, Ordering::Relaxed);
         }
     }
 

@@ -30,6 +30,8 @@ unsafe impl kernel::types::AsBytes for warpq_wait {}
 unsafe impl kernel::types::FromBytes for warpq_wait {}
 // SAFETY: see above.
 unsafe impl kernel::types::FromBytes for warpq_wake {}
+// SAFETY: see above.
+unsafe impl kernel::types::FromBytes for warpq_eventfd {}
 
 /// The size bits of an ioctl number (`_IOC_SIZEMASK << _IOC_SIZESHIFT`):
 /// dispatch ignores them, the structure's own size field says how large it is.

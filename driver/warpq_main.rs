@@ -24,8 +24,10 @@ use kernel::uaccess::UserSlice;
 mod device;
 mod edu;
 mod engine;
+mod eventfd;
 mod file;
 mod hist;
+mod pool;
 mod queue;
 mod ring;
 mod shim;
@@ -290,6 +292,7 @@ fn ioctl(qf: &QueueFile, cmd: u32, arg: usize) -> Result {
                     | uapi::WARPQ_CAP_EDU_DMA
                     | uapi::WARPQ_CAP_FORK_QUEUE
                     | uapi::WARPQ_CAP_POLL
+                    | uapi::WARPQ_CAP_EVENTFD
                     | match caller_queue(qf).map_or_else(queue::current_backing, |q| q.backing()) {
                         queue::Backing::Mirror => uapi::WARPQ_CAP_MIRROR,
                         queue::Backing::Pin => 0,
@@ -339,6 +342,11 @@ fn ioctl(qf: &QueueFile, cmd: u32, arg: usize) -> Result {
         _ if is(uapi::WARPQ_IOC_WAKE) => {
             let _req: uapi::warpq_wake = read_arg(arg)?;
             own_queue(qf)?.wake()
+        }
+        _ if is(uapi::WARPQ_IOC_EVENTFD) => {
+            let req: uapi::warpq_eventfd = read_arg(arg)?;
+            let eventfd = if req.fd == -1 { None } else { Some(eventfd::EventFd::from_fd(req.fd)?) };
+            own_queue(qf)?.set_eventfd(eventfd)
         }
         _ if is(uapi::WARPQ_IOC_STATS) => {
             let size: u32 = UserSlice::new(arg, 4).reader().read()?;

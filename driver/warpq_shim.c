@@ -38,6 +38,7 @@
 #include <linux/moduleparam.h>
 #include <linux/sysfs.h>
 #include <linux/string.h>
+#include <linux/eventfd.h>
 
 #include "uapi/warpq.h"
 #include "warpq_shim.h"
@@ -136,6 +137,16 @@ bool warpq_param_rebuild_worker(void)
 static unsigned int engine_idle_us = 200;
 module_param(engine_idle_us, uint, 0644);
 MODULE_PARM_DESC(engine_idle_us, "how long an idle engine polls the ring before it sleeps and asks for a wake-up (like io_uring's sq_thread_idle)");
+
+static unsigned int engine_threads;
+module_param(engine_threads, uint, 0444);
+MODULE_PARM_DESC(engine_threads, "engine threads per device, serving all its queues a batch at a time, round robin (default 0: one per online CPU)");
+
+/* num_online_cpus() is a static inline. */
+unsigned int warpq_param_engine_threads(void)
+{
+	return engine_threads ?: num_online_cpus();
+}
 
 unsigned int warpq_param_engine_idle_us(void)
 {
@@ -983,6 +994,30 @@ void *warpq_ring_alloc(size_t size)
 void warpq_ring_free(void *ring)
 {
 	vfree(ring);
+}
+
+/* ---- eventfd (WARPQ_IOC_EVENTFD) ------------------------------------------ */
+
+/* eventfd_signal() is a static inline; the other two are wrapped beside it so
+ * the ERR_PTR convention stays on this side. */
+int warpq_eventfd_get(int fd, void **ctx)
+{
+	struct eventfd_ctx *c = eventfd_ctx_fdget(fd);
+
+	if (IS_ERR(c))
+		return PTR_ERR(c);
+	*ctx = c;
+	return 0;
+}
+
+void warpq_eventfd_signal(void *ctx)
+{
+	eventfd_signal(ctx);
+}
+
+void warpq_eventfd_put(void *ctx)
+{
+	eventfd_ctx_put(ctx);
 }
 
 /* ---- interval notifiers ----------------------------------------------------- */

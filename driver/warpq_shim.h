@@ -64,6 +64,7 @@ unsigned int warpq_param_chunk_kb(void);
 unsigned int warpq_param_drain_timeout_ms(void);
 bool warpq_param_engine_edu(void);
 unsigned int warpq_param_engine_idle_us(void);
+unsigned int warpq_param_engine_threads(void);
 void warpq_cpu_relax(void);
 unsigned int warpq_param_max_regions(void);
 unsigned int warpq_param_max_region_mb(void);
@@ -154,6 +155,10 @@ void warpq_work_init(struct work_struct *work, void (*fn)(struct work_struct *))
 void warpq_work_schedule(struct work_struct *work);
 void warpq_work_cancel_sync(struct work_struct *work);
 void warpq_ring_free(void *ring);
+
+int warpq_eventfd_get(int fd, void **ctx);
+void warpq_eventfd_signal(void *ctx);
+void warpq_eventfd_put(void *ctx);
 
 void warpq_trace_invalidate_start(unsigned long notifier, unsigned long mm, unsigned long start,
 				  unsigned long end, unsigned int event);

@@ -20,9 +20,9 @@ lane_fmt() {
     # follows its `mod`s, the protocol core in notifier/src included).
     "$CARGO" fmt --all --check && rustfmt --check --config-path rustfmt.toml driver/warpq_main.rs
 }
-lane_clippy() { "$CARGO" clippy -q --workspace --all-targets -- -D warnings; }
+lane_clippy() { "$CARGO" clippy -q --workspace --all-targets --all-features -- -D warnings; }
 lane_uapi() { "$CARGO" run -q -p warpq-uapi-gen -- --check; }
-lane_tests() { "$CARGO" test -q --workspace; }
+lane_tests() { "$CARGO" test -q --workspace --all-features; }
 lane_loom() {
     RUSTFLAGS="--cfg loom" "$CARGO" test -q -p warpq-notifier --release --target-dir "$top/target/loom"
 }

@@ -129,7 +129,7 @@ if [ "$what" = all ] || [ "$what" = vm ]; then
         warpq-user-check queue-limit && warpqctl list && warpqctl policy get &&
         { warpq-copy-check 20000 > /tmp/load.log & sleep 4; warpqctl stats; warpqctl hist; warpqctl queues; warpqctl stats --json; wait $!; } &&
         grep -q "20000 commands verified" /tmp/load.log &&
-        warpq-example-quickstart && warpq-example-copy && warpq-example-crc_file /bin/busybox && warpq-example-fork &&
+        warpq-example-quickstart && warpq-example-copy && warpq-example-crc_file /bin/busybox && warpq-example-fork && warpq-example-async_queues &&
         warpq-c-submit &&
         /warpq/tests/matrix.sh "pin mirror" "filtered strict" "warpq-user-check writeback-file" && warpq-check pins'
     for backing in pin mirror; do

@@ -129,6 +129,7 @@ struct warpq_cqe {
 						 * queue) mirrors registered memory with
 						 * hmm_range_fault: no pin, no RLIMIT_MEMLOCK
 						 * charge (module parameter backing=mirror) */
+#define WARPQ_CAP_EVENTFD	(1ull << 6)	/* WARPQ_IOC_EVENTFD */
 
 #define WARPQ_POLICY_STRICT	0
 #define WARPQ_POLICY_FILTERED	1
@@ -185,6 +186,19 @@ struct warpq_wake {
 	__u32 rsvd;
 };
 
+/*
+ * An eventfd the caller's queue signals (adds 1 to) once per batch of
+ * completions it publishes, so an event loop that already waits on
+ * eventfds (io_uring's IORING_REGISTER_EVENTFD does the same) learns of
+ * completions without polling the device file. fd -1 removes it; a new one
+ * replaces the old. The queue keeps its own reference: closing the fd
+ * afterwards does not stop the signals.
+ */
+struct warpq_eventfd {
+	__u32 size;
+	__s32 fd;		/* an eventfd, or -1 */
+};
+
 /* warpq_stats.hist rows. */
 #define WARPQ_HIST_INVALIDATE	0	/* an invalidation that took the queue lock */
 #define WARPQ_HIST_DRAIN	1	/* its pause and drain of the engine */
@@ -232,5 +246,6 @@ struct warpq_stats {
 #define WARPQ_IOC_WAIT		_IOWR(WARPQ_IOC_MAGIC, 0x04, struct warpq_wait)
 #define WARPQ_IOC_WAKE		_IOWR(WARPQ_IOC_MAGIC, 0x05, struct warpq_wake)
 #define WARPQ_IOC_STATS		_IOWR(WARPQ_IOC_MAGIC, 0x06, struct warpq_stats)
+#define WARPQ_IOC_EVENTFD	_IOWR(WARPQ_IOC_MAGIC, 0x07, struct warpq_eventfd)
 
 #endif /* _UAPI_WARPQ_H */

@@ -27,8 +27,9 @@ use super::region::{RegionDesc, RegionHandle, MAX_CHUNKS};
 pub struct RebuildReport {
     /// Chunks mapped and published.
     pub mapped: u32,
-    /// Chunks found unmappable and marked dead.
-    pub dead: u32,
+    /// Wanted chunks that could not be faulted in: refused, so the
+    /// commands that waited for them fail (the chunks stay unmapped).
+    pub refused: u32,
     /// Collisions: an invalidation ran between `read_begin` and the check.
     pub retries: u32,
     /// Chunks another rebuild published (or that changed) first; our
@@ -130,15 +131,14 @@ where
             report.running = ctx.gate().is_running();
             return Ok(report);
         };
-        loop {
-            match rebuild_one(ctx, lock, platform, config, &desc, chunk, &mut report)? {
-                Step::Resolved => break,
-                Step::Collision => {
-                    report.retries = report.retries.saturating_add(1);
-                    if report.retries > config.max_retries {
-                        return Err(RebuildError::RetriesExhausted { retries: report.retries });
-                    }
-                }
+        // After a collision the outer loop looks again at what is wanted:
+        // the command may have been served by another rebuild meanwhile, and
+        // a chunk nobody waits for is not faulted in (its range may even be
+        // read-only now: a refusal would fail a later command for nothing).
+        if let Step::Collision = rebuild_one(ctx, lock, platform, config, &desc, chunk, &mut report)? {
+            report.retries = report.retries.saturating_add(1);
+            if report.retries > config.max_retries {
+                return Err(RebuildError::RetriesExhausted { retries: report.retries });
             }
         }
     }
@@ -186,9 +186,10 @@ where
     }
     // SAFETY: `key` proves `L` is held.
     let still_unmapped = unsafe { ctx.table().chunk_unmapped(desc.handle, chunk) };
-    if !still_unmapped {
+    if !still_unmapped || !ctx.table().chunk_wanted(desc.handle, chunk) {
         // Another rebuild published it, or it was unregistered (its notifier
-        // may be gone: the sequence is meaningless then).
+        // may be gone: the sequence is meaningless then), or the command
+        // that wanted it was served or failed meanwhile.
         drop(key);
         undo(pinned);
         report.lost_races = report.lost_races.saturating_add(1);
@@ -230,8 +231,8 @@ where
         }
         Err(_gone) => {
             // SAFETY: as above.
-            if unsafe { ctx.table().mark_dead(desc.handle, chunk) } {
-                report.dead = report.dead.saturating_add(1);
+            if unsafe { ctx.table().refuse(desc.handle, chunk) } {
+                report.refused = report.refused.saturating_add(1);
             } else {
                 report.lost_races = report.lost_races.saturating_add(1);
             }

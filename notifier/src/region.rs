@@ -27,6 +27,17 @@
 //! `L` with a drained gate read and clear them. The drain orders the
 //! engine's bits before the reader (its leave is a release, the drain's
 //! check an acquire).
+//!
+//! The refused masks are atomics too, the other way round: a rebuild that
+//! cannot fault in a chunk a command waits for (no permission any more, a
+//! hole, a truncated file) sets its bit, with `L` held and the gate
+//! drained, and reopens the queue; the engine, inside the gate, finds the
+//! bit when it retries the waiting command, clears it and fails that
+//! command. The chunk stays unmapped: the next command on it asks for a
+//! rebuild again, which may succeed (an `mprotect` back, a new page). So a
+//! failure costs the commands that waited for it, never the chunk for good
+//! (only an UNMAP kills a chunk). The reopen orders the bit before the
+//! engine's next entry.
 
 use core::ops::Range;
 
@@ -259,6 +270,9 @@ pub struct RegionInfo {
     pub mapped_chunks: u32,
     /// Chunks dead.
     pub dead_chunks: u32,
+    /// Chunks whose rebuild failed, with a command still to be failed for
+    /// it (see the module docs).
+    pub refused_chunks: u32,
 }
 
 /// Why a region-table operation was refused.
@@ -310,6 +324,9 @@ pub enum XlateFault {
     },
     /// The region, or a chunk the access needs, is dead.
     Dead,
+    /// The rebuild of a chunk this command waited for failed (it could not
+    /// be faulted in): the command fails; the next one tries again.
+    Refused,
 }
 
 /// A successful translation: the access lies inside the region at `offset`,
@@ -380,7 +397,7 @@ impl<M: Mapping> Entry<M> {
             Phase::Armed if mapped == 0 => StateKind::Unmapped,
             Phase::Armed => StateKind::Partial { mapped },
         };
-        RegionInfo { desc: self.desc, state, pages, mapped_chunks: mapped, dead_chunks: dead }
+        RegionInfo { desc: self.desc, state, pages, mapped_chunks: mapped, dead_chunks: dead, refused_chunks: 0 }
     }
 }
 
@@ -389,6 +406,9 @@ pub struct RegionTable<M, const N: usize> {
     slots: [UnsafeCell<Slot<M>>; N],
     /// Per slot: the chunks a command waits for (see the module docs).
     wanted: [AtomicU64; N],
+    /// Per slot: the chunks a rebuild could not map while a command waited
+    /// (see the module docs).
+    refused: [AtomicU64; N],
 }
 
 // SAFETY: the slots are only accessed under the rules in the module
@@ -410,6 +430,7 @@ impl<M, const N: usize> RegionTable<M, N> {
         Self {
             slots: core::array::from_fn(|_| UnsafeCell::new(Slot { generation: 1, entry: None })),
             wanted: core::array::from_fn(|_| AtomicU64::new(0)),
+            refused: core::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 
@@ -425,9 +446,11 @@ impl<M, const N: usize> RegionTable<M, N> {
         unsafe {
             let slots = core::ptr::addr_of_mut!((*slot).slots).cast::<UnsafeCell<Slot<M>>>();
             let wanted = core::ptr::addr_of_mut!((*slot).wanted).cast::<AtomicU64>();
+            let refused = core::ptr::addr_of_mut!((*slot).refused).cast::<AtomicU64>();
             for i in 0..N {
                 slots.add(i).write(UnsafeCell::new(Slot { generation: 1, entry: None }));
                 wanted.add(i).write(AtomicU64::new(0));
+                refused.add(i).write(AtomicU64::new(0));
             }
         }
     }
@@ -454,10 +477,30 @@ impl<M, const N: usize> RegionTable<M, N> {
         self.wanted.get(slot).map_or(0, |w| w.load(Ordering::Acquire))
     }
 
+    /// Forgets `chunks` of slot `slot`: neither wanted nor refused.
     fn unwant(&self, slot: usize, chunks: u64) {
         if let Some(wanted) = self.wanted.get(slot) {
             wanted.fetch_and(!chunks, Ordering::AcqRel);
         }
+        if let Some(refused) = self.refused.get(slot) {
+            refused.fetch_and(!chunks, Ordering::AcqRel);
+        }
+    }
+
+    /// The refused mask of slot `slot`.
+    fn refused(&self, slot: usize) -> u64 {
+        self.refused.get(slot).map_or(0, |r| r.load(Ordering::Acquire))
+    }
+
+    /// Clears `chunks` from slot `slot`'s refused mask and returns those of
+    /// them that were set (the engine, failing the command that waited).
+    fn take_refused(&self, slot: usize, chunks: u64) -> u64 {
+        self.refused.get(slot).map_or(0, |r| r.fetch_and(!chunks, Ordering::AcqRel) & chunks)
+    }
+
+    /// Whether a command waits for chunk `chunk` of `handle`'s slot.
+    pub(super) fn chunk_wanted(&self, handle: RegionHandle, chunk: usize) -> bool {
+        chunk < 64 && self.wanted(handle.slot()) & (1 << chunk) != 0
     }
 }
 
@@ -524,7 +567,12 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
     /// As for reads: the caller holds `L` or is inside the gate.
     pub(super) unsafe fn info(&self, handle: RegionHandle) -> Option<RegionInfo> {
         // SAFETY: forwarded contract.
-        unsafe { self.entry(handle) }.map(Entry::info)
+        unsafe { self.entry(handle) }.map(|entry| self.with_refused(handle.slot(), entry.info()))
+    }
+
+    fn with_refused(&self, slot: usize, mut info: RegionInfo) -> RegionInfo {
+        info.refused_chunks = (self.refused(slot) & info.desc.all_chunks()).count_ones();
+        info
     }
 
     /// A copy of the live region in slot `slot`, if any.
@@ -534,11 +582,12 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
     /// As for reads: the caller holds `L` or is inside the gate.
     pub(super) unsafe fn info_at_slot(&self, slot: usize) -> Option<RegionInfo> {
         let cell = self.slots.get(slot)?;
-        cell.with(|ptr| {
+        let info = cell.with(|ptr| {
             // SAFETY: no concurrent writer by this function's contract.
             let slot = unsafe { &*ptr };
             slot.entry.as_ref().map(Entry::info)
-        })
+        })?;
+        Some(self.with_refused(slot, info))
     }
 
     /// The mapping of chunk `chunk` of the region named by `handle`, if it
@@ -651,6 +700,12 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
                 ChunkState::Unmapped => wanted |= 1 << i,
                 ChunkState::Mapped { .. } => {}
             }
+        }
+        // A rebuild this command waited for failed: it fails, once (the
+        // next command on the chunk asks again).
+        if wanted & self.refused(desc.handle.slot()) != 0 {
+            self.take_refused(desc.handle.slot(), wanted);
+            return Err(XlateFault::Refused);
         }
         if wanted != 0 {
             return Err(XlateFault::NeedsRebuild { region: desc.handle, wanted });
@@ -882,30 +937,32 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
         (chunks.start..chunks.end.min(count)).any(|i| !matches!(entry.chunks[i], ChunkState::Dead))
     }
 
-    /// Unmapped → Dead for one chunk (its range can no longer be faulted
-    /// in); its want bit is cleared. False if the region is gone or the
-    /// chunk not unmapped.
+    /// A wanted, unmapped chunk whose rebuild failed for good this time
+    /// (it could not be faulted in): no longer wanted, and refused, so the
+    /// engine fails the command that waited for it (see the module docs).
+    /// The chunk stays unmapped. False if the region is gone, the chunk is
+    /// not unmapped or nobody waits for it any more.
     ///
     /// # Safety
     ///
     /// The caller holds `L` and the gate is paused and drained.
-    pub(super) unsafe fn mark_dead(&self, handle: RegionHandle, chunk: usize) -> bool {
+    pub(super) unsafe fn refuse(&self, handle: RegionHandle, chunk: usize) -> bool {
         // SAFETY: forwarded contract.
-        let marked = unsafe {
+        let unmapped = unsafe {
             self.with_entry_mut(handle, |entry| {
-                if entry.phase == Phase::Armed && matches!(entry.live_chunks().get(chunk), Some(ChunkState::Unmapped)) {
-                    entry.chunks[chunk] = ChunkState::Dead;
-                    true
-                } else {
-                    false
-                }
+                entry.phase == Phase::Armed && matches!(entry.live_chunks().get(chunk), Some(ChunkState::Unmapped))
             })
         };
-        let marked = marked.unwrap_or(false);
-        if marked {
-            self.unwant(handle.slot(), 1 << chunk);
+        if !unmapped.unwrap_or(false) || !self.chunk_wanted(handle, chunk) {
+            return false;
         }
-        marked
+        if let Some(refused) = self.refused.get(handle.slot()) {
+            refused.fetch_or(1 << chunk, Ordering::AcqRel);
+        }
+        if let Some(wanted) = self.wanted.get(handle.slot()) {
+            wanted.fetch_and(!(1 << chunk), Ordering::AcqRel);
+        }
+        true
     }
 
     /// Every live region → Dead; `unmap` gets each chunk mapping that was

@@ -380,10 +380,10 @@ fn pin_failures_kill_or_keep_the_region() {
 
     w.p.make_gone(a.handle);
     let report = w.rebuild().unwrap();
-    assert_eq!((report.dead, report.mapped), (1, 1));
-    assert!(report.running, "a dead region does not hold the queue");
+    assert_eq!((report.refused, report.mapped), (1, 1));
+    assert!(report.running, "a refused chunk does not hold the queue");
     let engine = w.ctx.enter(&w.p).unwrap();
-    assert_eq!(engine.translate(0x10000, 8, Access::READ).unwrap_err(), XlateFault::Dead);
+    assert_eq!(engine.translate(0x10000, 8, Access::READ).unwrap_err(), XlateFault::Refused);
     assert!(engine.translate(0x20000, 8, Access::READ).is_ok());
     drop(engine);
     assert_eq!(w.state(b.handle).map(|s| matches!(s, StateKind::Mapped { .. })), Ok(true));
@@ -681,10 +681,12 @@ fn rebuild_maps_only_wanted_chunks() {
     w.check_pins();
 }
 
-/// A chunk that can no longer be faulted in dies alone: commands on it
-/// complete with a fault status, the rest of the region keeps working.
+/// A chunk that cannot be faulted in when a command waits for it fails
+/// that command alone: the rest of the region keeps working, and the chunk
+/// is not dead: the next command on it asks for a rebuild again, which
+/// maps it once it can be faulted in (an mprotect back, a new page).
 #[test]
-fn a_dead_chunk_faults_only_its_commands() {
+fn a_refused_chunk_faults_only_the_command_that_waited() {
     let w = World::new(0x1000, Policy::Strict);
     let desc = w.register(0x100000, 4 * CHUNK, Access::READ_WRITE);
     w.rebuild().unwrap();
@@ -692,13 +694,20 @@ fn a_dead_chunk_faults_only_its_commands() {
     assert!(w.engine_touch(desc.start + CHUNK, 8, Access::WRITE).unwrap().is_err());
     w.p.state().inject_pin = vec![PinError::Gone];
     let report = w.rebuild().unwrap();
-    assert_eq!((report.mapped, report.dead), (0, 1));
+    assert_eq!((report.mapped, report.refused), (0, 1));
     assert!(report.running, "nothing left to wait for");
     let info = w.ctx.region(&w.lock.lock(), desc.handle).unwrap();
-    assert_eq!((info.mapped_chunks, info.dead_chunks), (3, 1));
-    assert_eq!(w.engine_touch(desc.start + CHUNK + 8, 8, Access::WRITE), Some(Err(XlateFault::Dead)));
+    assert_eq!((info.mapped_chunks, info.dead_chunks, info.refused_chunks), (3, 0, 1));
+    // The waiting command fails, once.
+    assert_eq!(w.engine_touch(desc.start + CHUNK + 8, 8, Access::WRITE), Some(Err(XlateFault::Refused)));
     assert_eq!(w.engine_touch(desc.start, 8, Access::WRITE), Some(Ok(())));
     assert_eq!(w.engine_touch(desc.start + 3 * CHUNK, 8, Access::WRITE), Some(Ok(())));
+    // The next command on the chunk waits for a rebuild, which now works.
+    let next = w.engine_touch(desc.start + CHUNK + 8, 8, Access::WRITE);
+    assert!(matches!(next, Some(Err(XlateFault::NeedsRebuild { .. }))), "{next:?}");
+    let report = w.rebuild().unwrap();
+    assert_eq!((report.mapped, report.refused), (1, 0));
+    assert_eq!(w.engine_touch(desc.start + CHUNK + 8, 8, Access::WRITE), Some(Ok(())));
     w.check_pins();
 }
 
@@ -724,7 +733,7 @@ fn unmap_kills_its_chunks_for_good() {
     }
     // Nothing to rebuild: a new mapping at that address is never pinned.
     let report = w.rebuild().unwrap();
-    assert_eq!((report.mapped, report.dead), (0, 0));
+    assert_eq!((report.mapped, report.refused), (0, 0));
     assert!(w.p.calls().iter().all(|c| !matches!(c, Call::Pin { .. })), "{:?}", w.p.calls());
     assert!(w.ctx.gate().is_running());
     assert_eq!(w.engine_touch(desc.start + 8, 8, Access::WRITE), Some(Ok(())));

@@ -8,7 +8,9 @@
 //! for in `epoll_wait`, never misses a wake-up (a 5 s wait that returns
 //! nothing with a batch outstanding is a failure); unbinding the device
 //! reports `EPOLLERR | EPOLLHUP` on both queues. The device is bound again
-//! at the end.
+//! at the end. Before the unbind, an eventfd registered on one queue
+//! (`WARPQ_IOC_EVENTFD`) counts its completion batches: 64 NOPs found
+//! together by a woken engine are 2 batches of 32.
 
 use std::time::{Duration, Instant};
 
@@ -170,6 +172,100 @@ fn check_stream(a: &Queue, ep: &Epoll, completions: u32) -> Result<String, Strin
     ))
 }
 
+/// `WARPQ_IOC_EVENTFD` on `fd` (-1: none).
+fn set_eventfd(fd: i32, eventfd: i32) -> Result<(), Errno> {
+    let mut req = warpq_eventfd { size: std::mem::size_of::<warpq_eventfd>() as u32, fd: eventfd };
+    // SAFETY: WARPQ_IOC_EVENTFD reads one warpq_eventfd, which `req` is.
+    if unsafe { libc::ioctl(fd, WARPQ_IOC_EVENTFD as _, &mut req) } != 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
+/// The eventfd's counter, read and reset (0 if it was not signalled).
+fn eventfd_take(efd: i32) -> u64 {
+    let mut v = 0u64;
+    // SAFETY: reads 8 bytes into `v`; the eventfd is non-blocking.
+    let n = unsafe { libc::read(efd, (&mut v as *mut u64).cast(), 8) };
+    if n == 8 {
+        v
+    } else {
+        0
+    }
+}
+
+/// An eventfd on queue `b`, in the epoll set: the engine asleep, 64 NOPs
+/// published, one wake-up: they complete in exactly 2 batches of 32, so
+/// the eventfd counts 2 and becomes readable in epoll. A descriptor that
+/// is not an eventfd is refused (EINVAL). After `fd -1`, 8 more NOPs leave
+/// it at 0.
+fn check_eventfd(b: &Queue, ep: &Epoll) -> Result<String, String> {
+    // SAFETY: no pointer arguments.
+    let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if efd < 0 {
+        return Err(format!("eventfd: {}", Errno::last()));
+    }
+    let result = (|| {
+        match set_eventfd(b.fd, b.fd) {
+            Err(Errno(libc::EINVAL)) => {}
+            other => return Err(format!("WARPQ_IOC_EVENTFD with the device's own fd: {other:?}, want EINVAL")),
+        }
+        set_eventfd(b.fd, efd).map_err(|e| format!("WARPQ_IOC_EVENTFD: {e}"))?;
+        ep.add(efd, libc::EPOLLIN as u32)?;
+        // The engine asleep (need-wakeup), then all 64 published before the
+        // one wake-up: it finds them together.
+        let asleep = Instant::now();
+        while b.ring.get(header::FLAGS) & WARPQ_RING_NEED_WAKEUP == 0 {
+            if asleep.elapsed() > MISSED_WAKEUP {
+                return Err("the idle engine never asked for a wake-up".into());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        for _ in 0..64 {
+            b.ring.push(opcode::Nop::new().build())?;
+        }
+        b.ring.kick()?;
+        let (mut got, mut efd_ready) = (0, false);
+        let start = Instant::now();
+        while got < 64 {
+            let evs = ep.wait(MISSED_WAKEUP)?;
+            efd_ready |= ready(&evs, efd).is_some();
+            got += b.reap()?;
+            if start.elapsed() > MISSED_WAKEUP {
+                return Err(format!("{got} of 64 NOPs completed in {MISSED_WAKEUP:?}"));
+            }
+        }
+        if !efd_ready {
+            efd_ready = ready(&ep.wait(Duration::ZERO)?, efd).is_some();
+        }
+        let signals = eventfd_take(efd);
+        if signals != 2 || !efd_ready {
+            return Err(format!(
+                "64 NOPs taken at once: the eventfd counted {signals} batches (want 2 of 32), readable in epoll: \
+                 {efd_ready}"
+            ));
+        }
+        set_eventfd(b.fd, -1).map_err(|e| format!("WARPQ_IOC_EVENTFD -1: {e}"))?;
+        b.nops(8)?;
+        let mut got = 0;
+        while got < 8 {
+            ep.wait(MISSED_WAKEUP)?;
+            got += b.reap()?;
+        }
+        let after = eventfd_take(efd);
+        if after != 0 {
+            return Err(format!("the eventfd counted {after} after it was removed"));
+        }
+        Ok("a non-eventfd refused (EINVAL); 64 NOPs taken at once: 2 eventfd signals (batches of 32), readable in \
+            epoll; removed: 8 more NOPs, 0 signals"
+            .to_string())
+    })();
+    // SAFETY: our descriptor, closed once (the epoll set drops it).
+    unsafe { libc::close(efd) };
+    result
+}
+
 fn check_hangup(a: &Queue, b: &Queue, ep: &Epoll, pci: &str) -> Result<String, String> {
     std::fs::write(format!("{}/unbind", warpq::SYSFS_DRIVER_DIR), pci).map_err(|e| format!("unbind: {e}"))?;
     let evs = ep.wait(MISSED_WAKEUP)?;
@@ -200,6 +296,7 @@ pub fn run(r: &mut Report, completions: u32) -> Result<(), String> {
     }
     r.record("poll-readiness", &check_readiness(&b, &ep, pipe));
     r.record("poll-stream", &check_stream(&a, &ep, completions));
+    r.record("poll-eventfd", &check_eventfd(&b, &ep));
     r.record("poll-hangup", &check_hangup(&a, &b, &ep, &dev.pci_address));
     for fd in pipe {
         // SAFETY: our descriptors, closed once.

@@ -331,6 +331,27 @@ impl Device {
         self.ioctl(Op::Wake, sys::WARPQ_IOC_WAKE, &mut req)
     }
 
+    /// Has this process's queue on the device signal `eventfd` (add 1 to
+    /// it) once per batch of completions it publishes, for an event loop
+    /// that already waits on eventfds; replaces an earlier one. The driver
+    /// keeps its own reference, so closing `eventfd` later does not stop
+    /// the signals: [`unregister_eventfd`](Self::unregister_eventfd) does.
+    /// Needs `WARPQ_CAP_EVENTFD`.
+    pub fn register_eventfd(&self, eventfd: std::os::fd::BorrowedFd<'_>) -> Result<()> {
+        self.set_eventfd(eventfd.as_raw_fd())
+    }
+
+    /// Stops signalling the eventfd set by
+    /// [`register_eventfd`](Self::register_eventfd) (nothing if none is).
+    pub fn unregister_eventfd(&self) -> Result<()> {
+        self.set_eventfd(-1)
+    }
+
+    fn set_eventfd(&self, fd: i32) -> Result<()> {
+        let mut req = sys::warpq_eventfd { size: std::mem::size_of::<sys::warpq_eventfd>() as u32, fd };
+        self.ioctl(Op::EventFd, sys::WARPQ_IOC_EVENTFD, &mut req)
+    }
+
     fn ioctl<T>(&self, op: Op, request: libc::c_ulong, arg: &mut T) -> Result<()> {
         // SAFETY: every warpq ioctl reads and writes exactly one `T`, which
         // `arg` is, with its size field filled in by the caller.

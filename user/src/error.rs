@@ -33,6 +33,10 @@ pub enum Op {
     Wake,
     /// `WARPQ_IOC_STATS`.
     Stats,
+    /// `WARPQ_IOC_EVENTFD`.
+    EventFd,
+    /// `poll(2)` on the device file, or waiting in an async runtime.
+    Poll,
     /// Reading or writing the driver's sysfs/debugfs files.
     Sysfs,
 }
@@ -50,6 +54,8 @@ impl fmt::Display for Op {
             Op::Wait => "WARPQ_IOC_WAIT",
             Op::Wake => "WARPQ_IOC_WAKE",
             Op::Stats => "WARPQ_IOC_STATS",
+            Op::EventFd => "WARPQ_IOC_EVENTFD",
+            Op::Poll => "poll of the device file",
             Op::Sysfs => "sysfs",
         })
     }
@@ -167,6 +173,9 @@ impl Error {
             ),
             (Op::Unregister, libc::ENOENT | libc::EINVAL) => {
                 (ErrorKind::NoSuchRegion, "no registered buffer has this handle (already unregistered?)")
+            }
+            (Op::EventFd, libc::EBADF | libc::EINVAL) => {
+                (ErrorKind::InvalidArgument, "the descriptor is not an open eventfd (eventfd(2))")
             }
             (_, libc::EDQUOT) => (
                 ErrorKind::TooManyQueues,

@@ -52,6 +52,8 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "tokio")]
+mod async_queue;
 mod buffer;
 mod device;
 mod entry;
@@ -64,6 +66,8 @@ pub mod sysfs;
 
 use std::path::Path;
 
+#[cfg(feature = "tokio")]
+pub use async_queue::AsyncQueue;
 pub use buffer::{page_size, Access, Backing, Buffer, RegisteredBuffer, HUGE_PAGE_SIZE};
 pub use device::{Device, QueueMapping};
 pub use entry::{opcode, Completion, Entry, Status};

@@ -1,9 +1,10 @@
 //! [`Queue`]: one process's mapped queue, in the io-uring crate's shape.
 
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use crate::entry::{Completion, Entry};
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Op, Result};
 use crate::ring::{CompletionQueue, Core, PushError, SubmissionQueue, Submitter};
 use crate::sys::{self, warpq_cqe, warpq_ring_header, warpq_sqe};
 use crate::{Device, QueueMapping};
@@ -112,6 +113,52 @@ impl<'d> Queue<'d> {
     /// timeout passes; returns how many are ready.
     pub fn wait(&mut self, min_ready: u32, timeout: Option<Duration>) -> Result<u32> {
         self.submitter().wait(min_ready, timeout)
+    }
+
+    /// Blocks in `poll(2)` on the device file until completions are ready
+    /// (`EPOLLIN`) or the timeout passes; returns how many are ready (0 on
+    /// timeout). Unlike [`wait`](Self::wait) it never makes the kernel
+    /// rebuild anything: it only sleeps, as an event loop would. Fails
+    /// with [`ErrorKind::QueueGone`](crate::ErrorKind::QueueGone) once the
+    /// queue is dead (the device was unbound: `EPOLLERR | EPOLLHUP`).
+    pub fn poll_completions(&mut self, timeout: Option<Duration>) -> Result<usize> {
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        loop {
+            let ready = self.completion().len();
+            if ready > 0 {
+                return Ok(ready);
+            }
+            self.check_alive()?;
+            let ms = match deadline {
+                None => -1,
+                Some(d) => match d.checked_duration_since(std::time::Instant::now()) {
+                    None => return Ok(0),
+                    Some(left) => left.as_millis().min(i32::MAX as u128).max(1) as i32,
+                },
+            };
+            let mut pfd = libc::pollfd { fd: self.dev.as_file().as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd for the duration of the call.
+            let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(Error::from_io(Op::Poll, &e));
+                }
+            }
+        }
+    }
+
+    /// `Err(QueueGone)` if the ring says the queue is dead.
+    pub(crate) fn check_alive(&self) -> Result<()> {
+        if self.header().flags & sys::WARPQ_RING_DEAD != 0 {
+            return Err(Error::new(
+                Op::Poll,
+                ErrorKind::QueueGone,
+                None,
+                "the queue is dead (the device was unbound or removed): open the device again",
+            ));
+        }
+        Ok(())
     }
 
     /// Queues `entries` with one `WARPQ_IOC_SUBMIT` (the system-call path),

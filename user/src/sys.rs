@@ -35,6 +35,7 @@ pub const WARPQ_CAP_EDU_DMA: u64 = 4;
 pub const WARPQ_CAP_FORK_QUEUE: u64 = 8;
 pub const WARPQ_CAP_POLL: u64 = 16;
 pub const WARPQ_CAP_MIRROR: u64 = 32;
+pub const WARPQ_CAP_EVENTFD: u64 = 64;
 pub const WARPQ_POLICY_STRICT: u32 = 0;
 pub const WARPQ_POLICY_FILTERED: u32 = 1;
 pub const WARPQ_ACCESS_READ: u32 = 1;
@@ -51,6 +52,7 @@ pub const WARPQ_HIST_KINDS: usize = 8;
 pub const WARPQ_HIST_BUCKETS: usize = 41;
 pub type __u8 = ::std::os::raw::c_uchar;
 pub type __u16 = ::std::os::raw::c_ushort;
+pub type __s32 = ::std::os::raw::c_int;
 pub type __u32 = ::std::os::raw::c_uint;
 pub type __s64 = ::std::os::raw::c_longlong;
 pub type __u64 = ::std::os::raw::c_ulonglong;
@@ -318,6 +320,26 @@ const _: () = {
     ["Offset of field: warpq_wake::size"][::std::mem::offset_of!(warpq_wake, size) - 0usize];
     ["Offset of field: warpq_wake::rsvd"][::std::mem::offset_of!(warpq_wake, rsvd) - 4usize];
 };
+/** An eventfd the caller's queue signals (adds 1 to) once per batch of
+completions it publishes, so an event loop that already waits on
+eventfds (io_uring's IORING_REGISTER_EVENTFD does the same) learns of
+completions without polling the device file. fd -1 removes it; a new one
+replaces the old. The queue keeps its own reference: closing the fd
+afterwards does not stop the signals.*/
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct warpq_eventfd {
+    pub size: __u32,
+    /// an eventfd, or -1
+    pub fd: __s32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of warpq_eventfd"][::std::mem::size_of::<warpq_eventfd>() - 8usize];
+    ["Alignment of warpq_eventfd"][::std::mem::align_of::<warpq_eventfd>() - 4usize];
+    ["Offset of field: warpq_eventfd::size"][::std::mem::offset_of!(warpq_eventfd, size) - 0usize];
+    ["Offset of field: warpq_eventfd::fd"][::std::mem::offset_of!(warpq_eventfd, fd) - 4usize];
+};
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct warpq_stats {
@@ -404,3 +426,5 @@ pub const WARPQ_IOC_WAIT: libc::c_ulong = warpq_iowr(0x04, std::mem::size_of::<w
 pub const WARPQ_IOC_WAKE: libc::c_ulong = warpq_iowr(0x05, std::mem::size_of::<warpq_wake>());
 /// `WARPQ_IOC_STATS`: `_IOWR(WARPQ_IOC_MAGIC, 0x06, struct warpq_stats)`.
 pub const WARPQ_IOC_STATS: libc::c_ulong = warpq_iowr(0x06, std::mem::size_of::<warpq_stats>());
+/// `WARPQ_IOC_EVENTFD`: `_IOWR(WARPQ_IOC_MAGIC, 0x07, struct warpq_eventfd)`.
+pub const WARPQ_IOC_EVENTFD: libc::c_ulong = warpq_iowr(0x07, std::mem::size_of::<warpq_eventfd>());

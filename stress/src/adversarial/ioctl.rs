@@ -28,7 +28,7 @@ pub enum Fd {
 
 /// Requests that are no warpq ioctl.
 const UNKNOWN: [(&str, &str, libc::c_ulong); 8] = [
-    ("nr-0x07", "number 0x07", ioc(3, 0xb7, 0x07, 8)),
+    ("nr-0x08", "number 0x08 (the first past WARPQ_IOC_EVENTFD)", ioc(3, 0xb7, 0x08, 8)),
     ("nr-0xff", "number 0xff", ioc(3, 0xb7, 0xff, 8)),
     ("type-0xb8", "type 0xb8 with INFO's number", ioc(3, 0xb8, 0x00, 48)),
     ("request-0", "request 0", ioc(0, 0, 0, 0)),

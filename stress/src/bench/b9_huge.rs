@@ -34,9 +34,9 @@ fn samples(path: &str, kind: Backing) -> Result<Vec<f64>, String> {
     .map_err(|e| e.to_string())?;
     buf.fill(7);
     let b = dev.register_buffer(buf, Access::ReadWrite).map_err(|e| e.to_string())?;
-    fill_round_trip(&mut q, b.addr())?;
+    fill_round_trip(&mut q, b.addr()).map_err(|e| format!("{kind:?}, before the samples: {e}"))?;
     let mut out = Vec::with_capacity(SAMPLES);
-    for _ in 0..SAMPLES {
+    for i in 0..SAMPLES {
         for prot in [libc::PROT_READ, libc::PROT_READ | libc::PROT_WRITE] {
             // SAFETY: our own registered mapping; nothing reads or writes it
             // from this thread meanwhile.
@@ -45,7 +45,7 @@ fn samples(path: &str, kind: Backing) -> Result<Vec<f64>, String> {
                 return Err(format!("mprotect: {}", std::io::Error::last_os_error()));
             }
         }
-        out.push(fill_round_trip(&mut q, b.addr())?);
+        out.push(fill_round_trip(&mut q, b.addr()).map_err(|e| format!("{kind:?}, sample {i}: {e}"))?);
     }
     b.unregister().map_err(|e| e.to_string())?;
     Ok(out)
@@ -77,7 +77,7 @@ pub(super) fn b9(path: &str, r: &mut Report) -> Result<(), String> {
                 if last {
                     hist_reset(path);
                 }
-                let mut s = samples(path, *kind)?;
+                let mut s = samples(path, *kind).map_err(|e| format!("{backing}: {e}"))?;
                 round_p50[i].push(percentile(&mut s, 0.5));
                 all[i].extend(s);
                 if last {

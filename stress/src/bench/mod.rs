@@ -13,6 +13,9 @@
 //!    cost of the compiled-in tracepoints: the same NOP measurement with
 //!    warpq.ko and with warpq-notrace.ko (tracepoint calls compiled out),
 //!    alternated by rmmod/insmod;
+//! B1Q 64 queues in 16 processes against one queue: aggregate throughput,
+//!    fairness, p99 latency and the module's kernel threads (the engine
+//!    pool);
 //! B2 munmap latency of a registered 64-page buffer vs the same buffer
 //!    unregistered (idle queue, and with commands in flight);
 //! B3 the first command after an invalidation (the rebuild) vs steady state;
@@ -26,6 +29,7 @@
 //! B9 the rebuild of one 2 MiB chunk backed by base pages, a THP or a
 //!    hugetlb page, per backing (B7 and B8 are issue 11's, not built yet).
 
+mod b1_queues;
 mod b1_submit;
 mod b1_trace;
 mod b2_munmap;
@@ -53,8 +57,9 @@ type Bench = fn(&str, &mut Report) -> Result<(), String>;
 
 /// The benchmarks in the order they run, under the names
 /// `warpq-bench NAME...` selects them by (case-insensitive).
-const BENCHES: [(&str, Bench); 8] = [
+const BENCHES: [(&str, Bench); 9] = [
     ("B1", b1_submit::b1),
+    ("B1Q", b1_queues::b1_queues),
     ("B1 tracepoint cost", b1_trace::b1_trace),
     ("B2", b2_munmap::b2),
     ("B3", b3_rebuild::b3),
@@ -131,6 +136,17 @@ fn fill_round_trip(q: &mut warpq::Queue<'_>, addr: u64) -> Result<f64, String> {
         return Err(format!("FILL failed with status {}", c.status));
     }
     Ok(t.elapsed().as_secs_f64() * 1e6)
+}
+
+/// The pids of the module's `warpq-engine` kernel threads.
+fn engine_threads() -> Vec<libc::pid_t> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_string_lossy().parse::<libc::pid_t>().ok()?;
+            std::fs::read_to_string(e.path().join("comm")).ok().filter(|c| c.trim() == "warpq-engine").map(|_| pid)
+        })
+        .collect()
 }
 
 /// A figure, or `-` for none.
