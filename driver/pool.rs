@@ -19,6 +19,9 @@
 //!
 //! # Sleeping
 //!
+//! The protocol below is the protocol core's (`notifier/src/pool.rs`,
+//! model-checked by loom models 13 to 15); this file runs it.
+//!
 //! A worker whose pass found no work polls for `engine_idle_us` if no
 //! other worker polls (one poller at a time, so idle workers leave the CPUs
 //! to the submitting processes), else at once, sleeps on the pool's wait
@@ -40,7 +43,7 @@
 //! the claim to end, so a worker never touches a queue that is gone.
 //! Nothing is taken under P; P is taken under F (revocation).
 
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{fence, Ordering};
 
 use kernel::alloc::KVec;
 use kernel::bindings;
@@ -51,6 +54,7 @@ use kernel::sync::Mutex;
 use kernel::types::Opaque;
 
 use crate::device::DeviceCore;
+use crate::protocol::pool::PoolState;
 use crate::queue::{now_ns, Queue};
 use crate::shim::{self, TaskRaw};
 
@@ -63,14 +67,9 @@ pub(crate) struct EnginePool {
     /// Sleeping workers.
     #[pin]
     wq: Opaque<bindings::wait_queue_head>,
-    /// Bumped by every kick; a worker sleeps until it moves.
-    kicks: AtomicU64,
-    /// Workers not asleep.
-    awake: AtomicU32,
-    /// Held by the one worker that polls for work before it sleeps: the
-    /// others sleep as soon as a pass finds nothing, so idle workers do not
-    /// take the CPUs from the processes that submit.
-    polling: AtomicBool,
+    /// Kicks, workers awake, the poller's place: the protocol core's
+    /// sleep protocol (`notifier/src/pool.rs`, loom models 13 to 15).
+    state: PoolState,
 }
 
 // SAFETY: the queue pointers are only dereferenced under the rules in the
@@ -86,9 +85,7 @@ impl EnginePool {
             queues <- new_mutex!(KVec::new()),
             // SAFETY: `slot` is pinned memory for a wait queue head.
             wq <- Opaque::ffi_init(|slot| unsafe { shim::warpq_waitqueue_init(slot) }),
-            kicks: AtomicU64::new(0),
-            awake: AtomicU32::new(0),
-            polling: AtomicBool::new(false),
+            state: PoolState::new(),
         })
     }
 
@@ -99,7 +96,7 @@ impl EnginePool {
         queues.push(queue as *const Queue, GFP_KERNEL)?;
         // Under P, so the last worker falling asleep either saw this queue
         // in its pass over the list or left `awake` at 0 for us to see.
-        if self.awake.load(Ordering::SeqCst) == 0 {
+        if self.state.all_asleep() {
             queue.set_need_wakeup(true);
         }
         Ok(())
@@ -120,14 +117,14 @@ impl EnginePool {
 
     /// Something may have work for the engine: wake sleeping workers.
     pub(crate) fn kick(&self) {
-        self.kicks.fetch_add(1, Ordering::SeqCst);
+        self.state.kick();
         // SAFETY: initialised in `new`.
         unsafe { shim::warpq_wake_up_all(self.wq.get()) };
     }
 
     /// The body of one worker thread, until `kthread_stop`.
     fn run_worker(&self) {
-        self.awake.fetch_add(1, Ordering::SeqCst);
+        self.state.worker_started();
         let mut cursor = 0usize;
         let mut polling = false;
         let mut idle_since = now_ns();
@@ -142,7 +139,7 @@ impl EnginePool {
                 idle_since = now_ns();
             } else {
                 if !polling {
-                    polling = self.polling.compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed).is_ok();
+                    polling = self.state.try_poll();
                     idle_since = now_ns();
                 }
                 // SAFETY: reads a module parameter.
@@ -152,7 +149,7 @@ impl EnginePool {
                     unsafe { shim::warpq_cpu_relax() };
                 } else {
                     if polling {
-                        self.polling.store(false, Ordering::Release);
+                        self.state.stop_poll();
                         polling = false;
                     }
                     self.sleep();
@@ -163,9 +160,9 @@ impl EnginePool {
             unsafe { shim::warpq_cond_resched() };
         }
         if polling {
-            self.polling.store(false, Ordering::Release);
+            self.state.stop_poll();
         }
-        self.awake.fetch_sub(1, Ordering::SeqCst);
+        self.state.worker_stopped();
     }
 
     /// One pass over the queues from `cursor`: a batch of each one with
@@ -214,13 +211,15 @@ impl EnginePool {
 
     /// Sleeps until a kick or `kthread_stop` (see the module docs).
     fn sleep(&self) {
-        let seen = self.kicks.load(Ordering::SeqCst);
-        if self.awake.fetch_sub(1, Ordering::SeqCst) == 1 {
+        let sleep = self.state.begin_sleep();
+        if sleep.last {
             self.set_need_wakeup_all(true);
         }
-        // After the flags: a submitter that saw none published before them.
+        // After the flags (a full barrier, as in loom model 13): a
+        // submitter that saw none published its tail before them.
+        fence(Ordering::SeqCst);
         if !self.any_work() {
-            let cond = || self.kicks.load(Ordering::SeqCst) != seen;
+            let cond = || self.state.kicked_since(&sleep);
             let cond: &dyn Fn() -> bool = &cond;
             // SAFETY: the wait queue was initialised in `new`; `cond`
             // outlives the call. kthread_stop() wakes the thread and the
@@ -233,7 +232,7 @@ impl EnginePool {
                 )
             };
         }
-        if self.awake.fetch_add(1, Ordering::SeqCst) == 0 {
+        if self.state.end_sleep() {
             self.set_need_wakeup_all(false);
         }
     }

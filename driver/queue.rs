@@ -70,6 +70,7 @@ use crate::hist::{Histograms, Kind};
 use crate::protocol::context::{Config, ContextLock, LockKey, MmContext};
 use crate::protocol::platform::{Mapping, PinError, Platform, Waiter};
 use crate::protocol::policy::{Event, Policy};
+use crate::protocol::pool::EngineClaim;
 use crate::protocol::rebuild::{rebuild, RebuildError, RebuildReport};
 use crate::protocol::region::{Access, RegionDesc, RegionError, RegionHandle, RegionInfo, StateKind};
 use crate::protocol::teardown::{invalidate, Invalidation};
@@ -301,7 +302,7 @@ pub(crate) struct Queue {
     ring_mappings: [AtomicU64; MAX_RING_MAPPINGS],
     /// A worker of the device's engine pool runs this queue's commands now
     /// (pool.rs): one at a time.
-    engine_claimed: AtomicBool,
+    engine_claim: EngineClaim,
     /// Out of the engine pool for good (`stop_engine`).
     engine_stopped: AtomicBool,
     /// Unbind revoked the queue (`revoke`): every ioctl on it fails with
@@ -428,7 +429,7 @@ impl Queue {
                 rebuild_work <- Opaque::ffi_init(|slot| unsafe { shim::warpq_work_init(slot, rebuild_work_fn) }),
                 slots: core::array::from_fn(RegionSlot::new),
                 ring_mappings: [const { AtomicU64::new(0) }; MAX_RING_MAPPINGS],
-                engine_claimed: AtomicBool::new(false),
+                engine_claim: EngineClaim::new(),
                 engine_stopped: AtomicBool::new(false),
                 revoked: AtomicBool::new(false),
                 stale_since: AtomicU64::new(0),
@@ -509,7 +510,7 @@ impl Queue {
         self.dev.pool.remove(self);
         // A worker that claimed it before the removal runs one batch at
         // most (the context is released by now: the gate lets none in).
-        while self.engine_claimed.load(Ordering::Acquire) {
+        while self.engine_claim.is_claimed() {
             // SAFETY: sleeping is allowed here (no spinlock held).
             unsafe { bindings::msleep(1) };
         }
@@ -521,12 +522,12 @@ impl Queue {
     /// worker runs it. Acquire: the previous worker's work on the ring
     /// (its private indices) happens before ours.
     pub(crate) fn claim_engine(&self) -> bool {
-        self.engine_claimed.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok()
+        self.engine_claim.try_claim()
     }
 
     /// Ends a claim (release: pairs with the next claim's acquire).
     pub(crate) fn release_engine(&self) {
-        self.engine_claimed.store(false, Ordering::Release);
+        self.engine_claim.release();
     }
 
     /// The pool's need-wakeup flag for this queue's ring.

@@ -49,6 +49,7 @@ pub mod protocol {
     pub mod gate;
     pub mod platform;
     pub mod policy;
+    pub mod pool;
     pub mod rebuild;
     pub mod region;
     pub mod sync;

@@ -14,6 +14,7 @@
 //! - [`context`]: one mm context, and the directory of contexts by mm;
 //! - [`teardown`]: the invalidate callback;
 //! - [`rebuild`]: the fault-side rebuild with the collision-retry rule;
+//! - [`pool`]: the engine pool's sleep protocol and queue claims;
 //! - [`platform`]: what the kernel provides (GUP, DMA, notifier sequences,
 //!   sleeping, the zap worker);
 //! - [`sync`]: atomics and cells, loom's under `cfg(loom)`.
@@ -31,6 +32,7 @@ pub mod context;
 pub mod gate;
 pub mod platform;
 pub mod policy;
+pub mod pool;
 pub mod rebuild;
 pub mod region;
 pub mod sync;

@@ -36,6 +36,7 @@ use warpq_notifier::context::{
 use warpq_notifier::gate::EngineExit;
 use warpq_notifier::platform::{Mapping, PinError, Platform, Waiter};
 use warpq_notifier::policy::{Event, Policy};
+use warpq_notifier::pool::{EngineClaim, PoolState, Sleep};
 use warpq_notifier::rebuild::rebuild;
 use warpq_notifier::region::{Access, RegionDesc, RegionHandle, StateKind, XlateFault};
 use warpq_notifier::sync::{AtomicBool, AtomicU64, Ordering};
@@ -936,5 +937,120 @@ fn m12_unmap_vs_rebuild_of_a_wanted_chunk() {
         let region = w.regions[0];
         assert!(matches!(engine.translate(region.start, 8, Access::WRITE), Err(XlateFault::Dead)));
         assert_eq!(engine.finish(), EngineExit::Completed);
+    });
+}
+
+/// One submitter's side of the need-wakeup handshake: publish the tail,
+/// SeqCst fence, read the ring's flag; set, make the WAKE call (a kick).
+fn submit_one(pool: &PoolState, tail: &loom::sync::atomic::AtomicU32, flag: &loom::sync::atomic::AtomicBool) {
+    use loom::sync::atomic::{fence, Ordering::SeqCst};
+    tail.store(1, SeqCst);
+    fence(SeqCst);
+    if flag.load(SeqCst) {
+        pool.kick();
+    }
+}
+
+/// A pool worker that found nothing in its pass going to sleep, as the
+/// driver's `EnginePool::sleep` does: the kick count, the last sleeper
+/// sets the flag, everyone looks for work once more. Returns the sleep and
+/// whether it saw work (then it stays awake).
+fn worker_sleeps(
+    pool: &PoolState,
+    tail: &loom::sync::atomic::AtomicU32,
+    flag: &loom::sync::atomic::AtomicBool,
+) -> (Sleep, bool) {
+    use loom::sync::atomic::{fence, Ordering::SeqCst};
+    let sleep = pool.begin_sleep();
+    if sleep.last {
+        flag.store(true, SeqCst);
+    }
+    // The driver's full barrier between the flags and the second look
+    // (loom, like the kernel's smp_mb(), needs the fence for Dekker's
+    // pattern: SeqCst accesses alone are AcqRel to it).
+    fence(SeqCst);
+    let work = tail.load(SeqCst) != 0;
+    (sleep, work)
+}
+
+/// (13) The engine pool falls asleep while a process submits through its
+/// ring: whatever the order, either the worker sees the submission before
+/// it sleeps, or the submitter sees the need-wakeup flag and kicks the pool
+/// after the worker read the kick count (so the worker wakes). Mutation
+/// checks: without the worker's second look for work, or without the fence
+/// before it, this model fails.
+#[test]
+fn m13_pool_sleep_vs_submitter() {
+    model("13 pool sleep vs submitter", 3, || {
+        let pool = Arc::new(PoolState::new());
+        let tail = Arc::new(loom::sync::atomic::AtomicU32::new(0));
+        let flag = Arc::new(loom::sync::atomic::AtomicBool::new(false));
+        pool.worker_started();
+        let submitter = {
+            let (pool, tail, flag) = (pool.clone(), tail.clone(), flag.clone());
+            thread::spawn(move || submit_one(&pool, &tail, &flag))
+        };
+        let (sleep, saw_work) = worker_sleeps(&pool, &tail, &flag);
+        submitter.join().unwrap();
+        assert!(saw_work || pool.kicked_since(&sleep), "the pool sleeps with a submission nobody kicks it for");
+    });
+}
+
+/// (14) Two workers fall asleep one after the other while a process
+/// submits: only the last one sets the flag; still, the submission is seen
+/// by a worker or kicks one that sleeps. And a worker that wakes first
+/// clears the flag only when it is the first awake.
+#[test]
+fn m14_two_workers_sleep_vs_submitter() {
+    model("14 two workers sleep vs submitter", 3, || {
+        let pool = Arc::new(PoolState::new());
+        let tail = Arc::new(loom::sync::atomic::AtomicU32::new(0));
+        let flag = Arc::new(loom::sync::atomic::AtomicBool::new(false));
+        pool.worker_started();
+        pool.worker_started();
+        let other = {
+            let (pool, tail, flag) = (pool.clone(), tail.clone(), flag.clone());
+            thread::spawn(move || worker_sleeps(&pool, &tail, &flag))
+        };
+        let submitter = {
+            let (pool, tail, flag) = (pool.clone(), tail.clone(), flag.clone());
+            thread::spawn(move || submit_one(&pool, &tail, &flag))
+        };
+        let mine = worker_sleeps(&pool, &tail, &flag);
+        let theirs = other.join().unwrap();
+        submitter.join().unwrap();
+        assert!(pool.all_asleep(), "both workers are past begin_sleep");
+        let served = [mine, theirs].iter().any(|(sleep, saw)| *saw || pool.kicked_since(sleep));
+        assert!(served, "both workers sleep with a submission nobody kicks them for");
+        assert!(pool.end_sleep(), "the first worker to wake clears the flags");
+        assert!(!pool.end_sleep());
+    });
+}
+
+/// (15) A queue's engine claim: two workers race for one queue; exactly
+/// one runs it, and the next claim sees what the holder wrote.
+#[test]
+fn m15_engine_claim() {
+    model("15 engine claim", 3, || {
+        let claim = Arc::new(EngineClaim::new());
+        let ran = Arc::new(loom::cell::UnsafeCell::new(0u32));
+        let worker = |claim: Arc<EngineClaim>, ran: Arc<loom::cell::UnsafeCell<u32>>| {
+            move || {
+                if claim.try_claim() {
+                    // SAFETY (test): the claim makes this the only access.
+                    ran.with_mut(|p| unsafe { *p += 1 });
+                    claim.release();
+                }
+            }
+        };
+        let a = thread::spawn(worker(claim.clone(), ran.clone()));
+        let b = thread::spawn(worker(claim.clone(), ran.clone()));
+        a.join().unwrap();
+        b.join().unwrap();
+        assert!(!claim.is_claimed());
+        assert!(claim.try_claim());
+        // SAFETY (test): claimed, and both workers joined.
+        let runs = ran.with(|p| unsafe { *p });
+        assert!((1..=2).contains(&runs), "{runs} runs");
     });
 }
