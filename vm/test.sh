@@ -92,9 +92,9 @@ if [ "$what" = all ] || [ "$what" = host ]; then
 fi
 
 if [ "$what" = all ] || [ "$what" = vm ]; then
-    vm_suite driver-probe-iommu VM_IOMMU=on -- '/warpq/tests/driver-probe.sh on 30'
-    # The reload path does not depend on the IOMMU: 30 rounds with it, 10 without.
-    vm_suite driver-probe-no-iommu VM_IOMMU=off -- '/warpq/tests/driver-probe.sh off 10'
+    vm_suite driver-probe-iommu VM_IOMMU=on -- '/warpq/tests/driver-probe.sh on 15'
+    # The reload path does not depend on the IOMMU: 15 rounds with it, 5 without.
+    vm_suite driver-probe-no-iommu VM_IOMMU=off -- '/warpq/tests/driver-probe.sh off 5'
     # One boot for the queue mapping and the copy paths through the IOMMU
     # (a boot is most of a short suite's time); each program names its checks.
     vm_suite copy-iommu VM_IOMMU=on -- 'warpq-queue-check /dev/warpq0 && warpq-copy-check 10000 &&
@@ -119,8 +119,8 @@ if [ "$what" = all ] || [ "$what" = vm ]; then
     # backing under strict (every pass tears down), then mprotect(PROT_READ)
     # still revokes device writes.
     # Swap: an idle queue's buffer in a memory cgroup pressed into zram.
-    vm_suite numa-swap VM_NUMA=2 -- "$matrix mirror filtered 'warpq-invalidate-check numa 60 && warpq-invalidate-check swap' &&
-        $matrix pin filtered 'warpq-invalidate-check numa 30 && warpq-invalidate-check swap' &&
+    vm_suite numa-swap VM_NUMA=2 -- "$matrix mirror filtered 'warpq-invalidate-check numa 40 && warpq-invalidate-check swap' &&
+        $matrix pin filtered 'warpq-invalidate-check numa 20 && warpq-invalidate-check swap' &&
         $matrix 'pin mirror' strict 'warpq-invalidate-check numa 10' && warpq-check pins"
     vm_suite process-death -- "$matrix 'pin mirror' filtered \
         'warpq-invalidate-check death && warpq-invalidate-check scm' && warpq-check pins"

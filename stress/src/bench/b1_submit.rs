@@ -208,7 +208,14 @@ pub(super) fn b1(path: &str, r: &mut Report) -> Result<(), String> {
     ));
     r.line("| command | processes | placement | mapped ring | ioctl per command | ioctl per 32 | ring / ioctl each (range) | ring / ioctl 32 (range) |");
     r.line("|---|---|---|---|---|---|---|---|");
-    let rows = [(false, 1usize, false), (false, 2, false), (true, 1, false), (false, 1, true), (true, 1, true)];
+    let rows = [
+        (false, 1usize, false),
+        (false, 2, false),
+        (true, 1, false),
+        (true, 2, false),
+        (false, 1, true),
+        (true, 1, true),
+    ];
     for (copy, procs, pin) in rows {
         let (mut ring, mut each, mut b32) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..ROUNDS {

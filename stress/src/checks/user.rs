@@ -366,6 +366,69 @@ pub fn unbind(r: &mut Report, path: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Waiting without WAIT: `Queue::poll_completions` times out with nothing
+/// in flight and returns once a FILL completed; an eventfd registered with
+/// `Device::register_eventfd` counts the batch; a descriptor that is not an
+/// eventfd is refused with `InvalidArgument`; after `unregister_eventfd`
+/// nothing more is counted.
+fn waiting(r: &mut Report, dev: &Device, q: &mut Queue<'_>) -> Result<(), String> {
+    use std::os::fd::{AsFd, BorrowedFd};
+    let t = Instant::now();
+    let n = q.poll_completions(Some(Duration::from_millis(50))).map_err(|e| e.to_string())?;
+    ensure!(n == 0 && t.elapsed() >= Duration::from_millis(45), "poll_completions with nothing in flight: {n}");
+    expect_err(r, "register_eventfd of the device itself", ErrorKind::InvalidArgument, {
+        dev.register_eventfd(dev.as_file().as_fd())
+    })?;
+    // SAFETY: no pointer arguments; the descriptor is checked and closed below.
+    let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    ensure!(efd >= 0, "eventfd: {}", std::io::Error::last_os_error());
+    // SAFETY: `efd` is open until the close at the end.
+    let eventfd = unsafe { BorrowedFd::borrow_raw(efd) };
+    let take = || {
+        let mut v = 0u64;
+        // SAFETY: reads 8 bytes into `v`.
+        let n = unsafe { libc::read(efd, (&mut v as *mut u64).cast(), 8) };
+        if n == 8 {
+            v
+        } else {
+            0
+        }
+    };
+    let result = (|| {
+        dev.register_eventfd(eventfd).map_err(|e| format!("register_eventfd: {e}"))?;
+        let buf = dev.alloc(4096, Access::ReadWrite).map_err(|e| e.to_string())?;
+        q.submission()
+            .push(&opcode::Fill::new(buf.addr(), 4096, 0x5e).build().user_data(77))
+            .map_err(|e| e.to_string())?;
+        q.submit().map_err(|e| e.to_string())?;
+        let n = q.poll_completions(None).map_err(|e| e.to_string())?;
+        ensure!(n >= 1, "poll_completions returned {n}");
+        let c = q.completion().next().ok_or("no completion after poll_completions")?;
+        ensure!(c.user_data() == 77 && c.status() == Status::Ok, "completion {c:?}");
+        ensure!(buf.to_vec().iter().all(|&b| b == 0x5e), "the FILL did not land");
+        let signals = take();
+        ensure!(signals >= 1, "the eventfd counted {signals} after a completion");
+        dev.unregister_eventfd().map_err(|e| format!("unregister_eventfd: {e}"))?;
+        q.submission().push(&opcode::Nop::new().build().user_data(78)).map_err(|e| e.to_string())?;
+        q.submit().map_err(|e| e.to_string())?;
+        q.poll_completions(None).map_err(|e| e.to_string())?;
+        let _ = q.completion().count();
+        ensure!(take() == 0, "the eventfd counted after unregister_eventfd");
+        Ok(signals)
+    })();
+    // SAFETY: our descriptor, closed once.
+    unsafe { libc::close(efd) };
+    let signals = result?;
+    r.ok(
+        "poll_completions and register_eventfd",
+        &format!(
+            "nothing in flight: 0 after 50 ms; a FILL: returned with it ready, eventfd counted {signals}; after \
+             unregister_eventfd: 0"
+        ),
+    );
+    Ok(())
+}
+
 /// The queue's own latency histograms (STATS, `Device::histograms`) see its
 /// invalidations, rebuilds and stale time, and agree with its counters.
 fn histograms(r: &mut Report, dev: &Device, q: &mut Queue<'_>) -> Result<(), String> {
@@ -433,6 +496,7 @@ pub fn run(r: &mut Report, path: &str) -> Result<(), Failure> {
     scopes(r, &dev, &mut q).section("scope")?;
     full_ring(r, &dev, &mut q).section("full ring")?;
     histograms(r, &dev, &mut q).section("histograms")?;
+    waiting(r, &dev, &mut q).section("waiting")?;
     fork(r, &dev, &mut q).section("fork")?;
     super::mapped::run(r, &dev, &mut q).section("mappings")?;
     Ok(())

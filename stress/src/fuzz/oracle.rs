@@ -438,8 +438,9 @@ impl World<'_> {
             return Err(format!("file {id}: sq_head {sh} is past sq_tail {tail}"));
         }
         if let Some(c) = f.c_off {
-            // Each completion moves cq_tail, then sq_head: with sq_head
-            // unchanged around the read, cq_tail - sq_head is c or c + 1.
+            // The engine publishes a batch (at most 32 completions) by
+            // moving sq_head, then cq_tail: with sq_head unchanged around
+            // the read, cq_tail - sq_head is c, or up to one batch less.
             for _ in 0..100 {
                 let sh1 = h.load(H_SQ_HEAD);
                 let ct = h.load(H_CQ_TAIL);
@@ -447,8 +448,8 @@ impl World<'_> {
                 if sh1 != sh2 {
                     continue;
                 }
-                let d = ct.wrapping_sub(sh1).wrapping_sub(c);
-                if d > 1 {
+                let d = sh1.wrapping_add(c).wrapping_sub(ct);
+                if d > 32 {
                     return Err(format!("file {id}: cq_tail {ct} and sq_head {sh1} disagree: every completion consumes one submission (offset {c})"));
                 }
                 break;
