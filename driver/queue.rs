@@ -832,6 +832,8 @@ impl Queue {
             self.ctx.arm(&mut key, &platform, &self.config, desc.handle)
         };
         let result = armed.map_err(region_errno).and_then(|()| match self.rebuild(&platform) {
+            // A chunk that could not be faulted in, whoever settled it.
+            Ok(report) if report.gone_slots & (1 << (desc.handle.slot() % 64)) != 0 => Err(EFAULT),
             Ok(_) => Ok(()),
             Err(RebuildError::PinFailed(_)) => Err(ENOMEM),
             Err(_) => Err(EAGAIN),

@@ -30,6 +30,10 @@ pub struct RebuildReport {
     /// Wanted chunks that could not be faulted in: refused, so the
     /// commands that waited for them fail (the chunks stay unmapped).
     pub refused: u32,
+    /// The region slots (bit `slot % 64`) with a fault-in that failed
+    /// (`Gone`), refused by us or not (another rebuild or the engine may
+    /// have settled the chunk first): REGISTER fails if its own is here.
+    pub gone_slots: u64,
     /// Collisions: an invalidation ran between `read_begin` and the check.
     pub retries: u32,
     /// Chunks another rebuild published (or that changed) first; our
@@ -230,6 +234,7 @@ where
             }
         }
         Err(_gone) => {
+            report.gone_slots |= 1 << (desc.handle.slot() % 64);
             // SAFETY: as above.
             if unsafe { ctx.table().refuse(desc.handle, chunk) } {
                 report.refused = report.refused.saturating_add(1);

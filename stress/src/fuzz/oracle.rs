@@ -509,7 +509,11 @@ impl World<'_> {
         }
         let f = &self.files[fi];
         let pages: u64 = f.regs.iter().map(|r| r.len / PAGE64).sum();
-        if v.pages_pinned > pages {
+        // Two rebuilds of one chunk may race (the rebuild worker and this
+        // process's ioctl or fault): each pins before one publishes and the
+        // other undoes its own, so for a moment a chunk's pages count twice.
+        // More than that is a leak (the suite's pin balance checks the end).
+        if v.pages_pinned > 2 * pages {
             return Err(format!("file {id}: STATS pages_pinned {} with {pages} pages registered", v.pages_pinned));
         }
         // Exact only when nothing can complete: a sane, empty queue whose
