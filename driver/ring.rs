@@ -203,10 +203,9 @@ impl Ring {
         let tail = self.cq_posted.load(Ordering::Relaxed);
         let slot = (tail & (uapi::WARPQ_CQ_ENTRIES - 1)) as usize;
         let p = self.base.as_ptr().wrapping_add(uapi::WARPQ_RING_CQ_OFFSET + slot * 32).cast::<[u64; 4]>();
-        // SAFETY: the slot lies inside the ring (type invariant, masked
-        // index); user space does not read it until the published tail moves
-        // past it, and `cq_space` kept it out of what user space may still
-        // be reading.
+        // SAFETY: inside the ring (type invariant, masked index); unread by
+        // user space until the published tail passes it (`cq_space` kept it
+        // clear of entries user space may still read).
         unsafe { core::ptr::write_volatile(p, [user_data, u64::from(status), result, 0]) };
         if status == uapi::WARPQ_STATUS_INVALID {
             // The header's running count of malformed entries (one writer).

@@ -1037,7 +1037,7 @@ fn m15_engine_claim() {
         let worker = |claim: Arc<EngineClaim>, ran: Arc<loom::cell::UnsafeCell<u32>>| {
             move || {
                 if claim.try_claim() {
-                    // SAFETY (test): the claim makes this the only access.
+                    // SAFETY: the claim makes this the only access.
                     ran.with_mut(|p| unsafe { *p += 1 });
                     claim.release();
                 }
@@ -1049,7 +1049,7 @@ fn m15_engine_claim() {
         b.join().unwrap();
         assert!(!claim.is_claimed());
         assert!(claim.try_claim());
-        // SAFETY (test): claimed, and both workers joined.
+        // SAFETY: claimed, and both workers joined.
         let runs = ran.with(|p| unsafe { *p });
         assert!((1..=2).contains(&runs), "{runs} runs");
     });

@@ -12,7 +12,7 @@ use warpq::sys::*;
 use warpq::{Device, Queue};
 
 use super::report::{Report, Target};
-use super::{engine_threads, percentile, pipe, read_f64};
+use super::{engine_threads, percentile, pipe, read_f64, spread};
 use crate::harness;
 use crate::stream::sqe;
 
@@ -149,10 +149,7 @@ pub(super) fn b1_queues(path: &str, r: &mut Report) -> Result<(), String> {
         fair.push(if hi > 0.0 { lo / hi } else { 0.0 });
         many_p99.push(p99);
     }
-    let med = |v: &Vec<f64>| {
-        let mut v = v.clone();
-        (percentile(&mut v, 0.5), percentile(&mut v, 0.0), percentile(&mut v, 1.0))
-    };
+    let med = |v: &Vec<f64>| spread(v);
     let ((o, _, _), (a, alo, ahi), (f, flo, fhi)) = (med(&one), med(&agg), med(&fair));
     let ((p1, _, _), (p64, _, _)) = (med(&one_p99), med(&many_p99));
     r.line("| row | figure | median | range over rounds |");

@@ -8,7 +8,7 @@ use warpq::sys::*;
 use warpq::Device;
 
 use super::report::{Report, Target};
-use super::{percentile, pipe, read_f64, PAGE};
+use super::{pipe, read_f64, spread, PAGE};
 use crate::harness;
 use crate::stream::{reap, sqe};
 use crate::Anon;
@@ -188,12 +188,6 @@ fn unpin_engines() {
         // SAFETY: `all` is a cpu_set_t of the size passed.
         unsafe { libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &all) };
     }
-}
-
-/// (median, lowest, highest) of `v`.
-fn spread(v: &[f64]) -> (f64, f64, f64) {
-    let mut v = v.to_vec();
-    (percentile(&mut v, 0.5), percentile(&mut v, 0.0), percentile(&mut v, 1.0))
 }
 
 pub(super) fn b1(path: &str, r: &mut Report) -> Result<(), String> {

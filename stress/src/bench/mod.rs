@@ -171,6 +171,12 @@ fn set_backing(backing: &str) {
     let _ = std::fs::write("/sys/module/warpq/parameters/backing", backing);
 }
 
+/// (median, lowest, highest) of `v`.
+fn spread(v: &[f64]) -> (f64, f64, f64) {
+    let mut v = v.to_vec();
+    (percentile(&mut v, 0.5), percentile(&mut v, 0.0), percentile(&mut v, 1.0))
+}
+
 /// The median of `v`.
 fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
