@@ -10,6 +10,7 @@
 use crate::device::DeviceCore;
 use crate::edu::{EduError, EDU_BUFFER_BYTES, EDU_TRANSFER_MAX};
 use crate::protocol::context::EngineGuard;
+use crate::protocol::overtake::Footprints;
 use crate::protocol::platform::Waiter;
 use crate::protocol::region::{Access, RegionHandle, Translation, XlateFault};
 use crate::queue::DmaMapping;
@@ -111,6 +112,20 @@ impl DeviceRange<'_> {
     }
 }
 
+/// The chunks `sqe` would touch (`overtake.rs`), without running it: for a
+/// COPY its source and destination, for FILL and CRC32C their one range.
+pub(crate) fn footprints<W: Waiter + ?Sized, const N: usize>(
+    guard: &EngineGuard<'_, DmaMapping, N, W>,
+    sqe: &Sqe,
+) -> Footprints {
+    match sqe.opcode {
+        uapi::WARPQ_OP_COPY => Footprints::of(guard.footprint(sqe.src, sqe.len), guard.footprint(sqe.dst, sqe.len)),
+        uapi::WARPQ_OP_FILL => Footprints::of(guard.footprint(sqe.dst, sqe.len), None),
+        uapi::WARPQ_OP_CRC32C => Footprints::of(guard.footprint(sqe.src, sqe.len), None),
+        _ => Footprints::NONE,
+    }
+}
+
 /// Executes `sqe`; the caller is inside the gate (`guard`) for the whole call.
 pub(crate) fn execute<W: Waiter + ?Sized, const N: usize>(
     guard: &EngineGuard<'_, DmaMapping, N, W>,
@@ -134,8 +149,9 @@ fn run<W: Waiter + ?Sized, const N: usize>(
     needs_rebuild: &core::cell::Cell<Option<(RegionHandle, u64)>>,
 ) -> Outcome {
     let dev = device.pdev.as_dev();
-    let flagged_edu = sqe.flags == uapi::WARPQ_SQE_EDU_DMA;
-    if sqe.reserved || (sqe.flags != 0 && !flagged_edu) || (flagged_edu && sqe.opcode != uapi::WARPQ_OP_COPY) {
+    let flagged_edu = sqe.flags & uapi::WARPQ_SQE_EDU_DMA != 0;
+    let unknown_flags = sqe.flags & !(uapi::WARPQ_SQE_EDU_DMA | uapi::WARPQ_SQE_UNORDERED) != 0;
+    if sqe.reserved || unknown_flags || (flagged_edu && sqe.opcode != uapi::WARPQ_OP_COPY) {
         return Outcome::fail(uapi::WARPQ_STATUS_INVALID);
     }
     if flagged_edu && sqe.len > EDU_BUFFER_BYTES {

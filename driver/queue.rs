@@ -26,6 +26,7 @@
 //! | gate | `notifier/src/gate.rs`, not a lock | the engine, per command; L's holders pause it and wait for the engine to leave | Q only, to recover a stuck edu device (otherwise the engine takes no lock: it polls the edu device's busy flag together with the reset check) |
 //! | U | `DeviceCore::queues_by_user` (device.rs): queues per user, for `max_queues_per_user` | queue creation (before the queue is built, outside D and L) and a queue's drop | nothing (a `GFP_KERNEL` push at creation: no L or D is held there) |
 //! | P | `EnginePool::queues` (pool.rs): the device's queues, for its engine threads | a worker, to pick and claim a queue (released before it runs it); queue creation (outside D and L); `stop_engine` (in revocation under F, or the queue's drop) | nothing (a `GFP_KERNEL` push at creation) |
+//! | K | `Queue::set_aside`: the commands the engine set aside for a rebuild (`overtake.rs`) | the engine, around its batch (uncontended: one worker runs a queue at a time); `stop_engine`, to abort them | Q (inside the gate, as any command); released before the batch is published (E) |
 //! | E | `Queue::eventfd`: the queue's eventfd (a spinlock) | the engine, to signal a batch of completions; WARPQ_IOC_EVENTFD, to replace it | nothing but the eventfd's own wait-queue spinlock (`eventfd_signal`); a replaced eventfd is released after E is dropped |
 //! | Q | `DeviceCore::held` (device.rs): the quarantine of mappings a stuck edu transfer may reach | a teardown's `unmap_and_unpin` (under L), the engine's `recover_edu` (inside its gate), unbind | nothing; allocates only with GFP_NOWAIT; pages are released after it is dropped |
 //!
@@ -50,7 +51,7 @@
 
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use kernel::alloc::{KVBox, KVVec};
 use kernel::bindings;
@@ -67,14 +68,15 @@ use crate::file::QueueFile;
 use crate::glue::mm::{MmGrab, UserRef};
 use crate::glue::mutex::{KMutex, KMutexGuard};
 use crate::hist::{Histograms, Kind};
-use crate::protocol::context::{Config, ContextLock, LockKey, MmContext};
+use crate::protocol::context::{Config, ContextLock, EngineGuard, LockKey, MmContext};
+use crate::protocol::overtake::{Admission, Footprints, SetAside};
 use crate::protocol::platform::{Mapping, PinError, Platform, Waiter};
 use crate::protocol::policy::{Event, Policy};
 use crate::protocol::pool::EngineClaim;
 use crate::protocol::rebuild::{rebuild, RebuildError, RebuildReport};
 use crate::protocol::region::{Access, RegionDesc, RegionError, RegionHandle, RegionInfo, StateKind};
 use crate::protocol::teardown::{invalidate, Invalidation};
-use crate::ring::{CompletionBatch, Ring};
+use crate::ring::{CompletionBatch, Ring, Sqe};
 use crate::shim::{self, DeviceRaw, IntervalRaw, MmRaw, PageRaw, RangeRaw};
 use crate::stats::Counters;
 use crate::trace;
@@ -83,6 +85,10 @@ use crate::uapi;
 /// Registered buffers per queue (capacity; the `max_regions` parameter may
 /// lower it).
 pub(crate) const MAX_REGIONS: usize = 16;
+
+/// Commands the engine sets aside at most (`overtake.rs`): past that, the
+/// command that would be set aside stays in the ring and the queue waits.
+const SET_ASIDE_MAX: usize = 32;
 /// Largest registered buffer (cap; the `max_region_mb` parameter may lower it).
 const MAX_REGION_BYTES: u64 = 64 << 20;
 
@@ -289,6 +295,21 @@ pub(crate) struct Queue {
     /// E: the eventfd signalled per batch of completions, if one is set.
     #[pin]
     eventfd: SpinLock<Option<EventFd>>,
+    /// K: commands taken out of the ring that wait for a rebuild, or
+    /// behind one on the same chunk (`overtake.rs`).
+    #[pin]
+    set_aside: Mutex<SetAside<Sqe, SET_ASIDE_MAX>>,
+    /// How many commands are set aside (written under K; read without it
+    /// by `engine_has_work`).
+    set_aside_len: AtomicU32,
+    /// The engine stopped taking commands from the ring behind the set-aside
+    /// ones (the next keeps submission order, or the list is full).
+    ring_held: AtomicBool,
+    /// Bumped by every rebuild; `retried_at` is its value when the engine
+    /// last retried the set-aside commands. A rebuild since is a reason to
+    /// retry them even while the queue is still stale for other chunks.
+    rebuilds_done: AtomicU64,
+    retried_at: AtomicU64,
     /// Waiters: drains, the idle engine, WAIT.
     #[pin]
     wq: Opaque<bindings::wait_queue_head>,
@@ -322,6 +343,15 @@ pub(crate) struct Queue {
 unsafe impl Send for Queue {}
 // SAFETY: as above.
 unsafe impl Sync for Queue {}
+
+/// How [`Queue::execute_one`] left a command.
+enum Step {
+    /// It ran or failed: post this completion.
+    Done { status: u32, result: u64 },
+    /// It waits for a rebuild of chunks it needs: set it aside with the
+    /// chunks it touches.
+    Waits(Footprints),
+}
 
 impl ContextLock for KMutex<LockKey> {
     type Guard<'a> = KMutexGuard<'a, LockKey>;
@@ -421,6 +451,11 @@ impl Queue {
                 submit_lock <- new_mutex!(()),
                 reg_lock <- new_mutex!(()),
                 eventfd <- new_spinlock!(None),
+                set_aside <- new_mutex!(SetAside::new()),
+                set_aside_len: AtomicU32::new(0),
+                ring_held: AtomicBool::new(false),
+                rebuilds_done: AtomicU64::new(0),
+                retried_at: AtomicU64::new(0),
                 // SAFETY: `slot` is pinned memory for a wait queue head.
                 wq <- Opaque::ffi_init(|slot| unsafe { shim::warpq_waitqueue_init(slot) }),
                 // SAFETY: `slot` is pinned memory for a work item.
@@ -737,6 +772,13 @@ impl Queue {
                 trace::queue_state(mm, false);
             }
         }
+        // Set-aside commands are worth another look (their chunk may be
+        // mapped now, or refused), even if the queue stays stale; not after
+        // a rebuild that changed nothing (one that failed): the engine
+        // would ask again at once, and the two would loop.
+        if matches!(&report, Ok(r) if r.mapped > 0 || r.refused > 0) {
+            self.rebuilds_done.fetch_add(1, Ordering::AcqRel);
+        }
         // Advisory for user space; the gate is the truth.
         self.ring.set_flag(uapi::WARPQ_RING_STALE, self.ctx.gate().is_stale());
         // Whatever happened, the gate may have reopened: the engine and
@@ -752,6 +794,7 @@ impl Queue {
         if !self.ctx.gate().is_stale() {
             return Ok(());
         }
+        injected_rebuild_delay();
         match self.rebuild(&self.platform(false)) {
             Ok(_) | Err(RebuildError::Released) => Ok(()),
             Err(RebuildError::PinFailed(_)) => Err(ENOMEM),
@@ -1038,10 +1081,19 @@ impl Queue {
         Ok(())
     }
 
-    /// Whether the engine could run a command now: submissions, CQ room
-    /// and an open gate (the pool's test before it claims the queue).
+    /// Whether the engine could run a command now (the pool's test before
+    /// it claims the queue): CQ room, a gate that admits it, and either
+    /// submissions it may take or set-aside commands worth a retry (the
+    /// queue is no longer stale, or a rebuild ran since the last retry).
     pub(crate) fn engine_has_work(&self) -> bool {
-        self.ctx.gate().is_running() && self.ring.sq_pending() > 0 && self.ring.cq_space() > 0
+        let gate = self.ctx.gate().snapshot();
+        if !gate.admits_engine() || self.ring.cq_space() == 0 {
+            return false;
+        }
+        let from_ring = self.ring.sq_pending() > 0 && !self.ring_held.load(Ordering::Acquire);
+        let retry = self.set_aside_len.load(Ordering::Acquire) > 0
+            && (!gate.stale || self.rebuilds_done.load(Ordering::Acquire) != self.retried_at.load(Ordering::Relaxed));
+        from_ring || retry
     }
 
     /// One batch of this queue's commands, by the pool worker that claimed
@@ -1050,10 +1102,68 @@ impl Queue {
         self.engine_run(&self.platform(false));
     }
 
-    /// Executes one batch of submissions (see [`CompletionBatch`]) while
-    /// the gate lets the engine in, and publishes their completions.
+    /// Executes one batch of commands (see [`CompletionBatch`]): first the
+    /// set-aside ones that can run now, then submissions from the ring,
+    /// while the gate lets the engine in; publishes their completions.
     fn engine_run(&self, platform: &QueuePlatform<'_>) {
         let mut batch = CompletionBatch::default();
+        {
+            let mut set_aside = self.set_aside.lock();
+            self.retry_set_aside(&mut set_aside, platform, &mut batch);
+            self.run_ring(&mut set_aside, platform, &mut batch);
+            self.set_aside_len.store(set_aside.len() as u32, Ordering::Release);
+        }
+        // Whatever ended the run (no more submissions, a full CQ, the gate
+        // closed, a rebuild to wait for), nothing posted stays unpublished.
+        self.publish_completions(&mut batch);
+    }
+
+    /// Retries the set-aside commands, oldest first, when a rebuild may
+    /// have mapped their chunks. One that shares a chunk with an older
+    /// set-aside command stays behind it.
+    fn retry_set_aside(
+        &self,
+        set_aside: &mut SetAside<Sqe, SET_ASIDE_MAX>,
+        platform: &QueuePlatform<'_>,
+        batch: &mut CompletionBatch,
+    ) {
+        let rebuilds = self.rebuilds_done.load(Ordering::Acquire);
+        if set_aside.is_empty() || (self.ctx.gate().is_stale() && rebuilds == self.retried_at.load(Ordering::Relaxed)) {
+            return;
+        }
+        self.retried_at.store(rebuilds, Ordering::Relaxed);
+        let mut index = 0;
+        while self.ring.cq_space() > 0 {
+            let Some(sqe) = set_aside.get(index) else { break };
+            if batch.full_before(&sqe) {
+                break;
+            }
+            let Some(guard) = self.ctx.enter(platform) else { break };
+            if set_aside.blocks(index, &engine::footprints(&guard, &sqe)) {
+                drop(guard);
+                index += 1;
+                continue;
+            }
+            match self.execute_one(guard, &sqe, platform) {
+                Step::Done { status, result } => {
+                    set_aside.remove(index);
+                    self.ring.post_completion(sqe.user_data, status, result);
+                    batch.posted(&sqe, status);
+                }
+                Step::Waits(_) => index += 1,
+            }
+        }
+    }
+
+    /// Takes submissions from the ring: runs them, sets them aside, or
+    /// leaves them there and holds the ring ([`SetAside::admit`]).
+    fn run_ring(
+        &self,
+        set_aside: &mut SetAside<Sqe, SET_ASIDE_MAX>,
+        platform: &QueuePlatform<'_>,
+        batch: &mut CompletionBatch,
+    ) {
+        let mut held = false;
         while self.ring.cq_space() > 0 {
             let Some(sqe) = self.ring.peek_sqe() else { break };
             if batch.full_before(&sqe) {
@@ -1062,45 +1172,86 @@ impl Queue {
                 break;
             }
             let Some(guard) = self.ctx.enter(platform) else { break };
-            let outcome = match engine::execute(&guard, &self.dev, &sqe) {
-                engine::Execution::Done(outcome) => outcome,
-                engine::Execution::NeedsRebuild { region, wanted } => {
-                    // The command stays first in the ring; the queue is stale
-                    // until a rebuild maps the chunks it needs: the rebuild
-                    // worker's, or (worker off) the owner's next touch of
-                    // the ring (zapped now) or ioctl. A worker whose rebuild
-                    // fails queues the zap itself.
-                    let exit = guard.request_rebuild(region, wanted);
-                    if self.ctx.gate().is_stale() {
-                        self.note_stale();
+            if !set_aside.is_empty() {
+                let footprints = engine::footprints(&guard, &sqe);
+                match set_aside.admit(sqe.flags & uapi::WARPQ_SQE_UNORDERED != 0, &footprints) {
+                    Admission::Run => {}
+                    Admission::Wait => {
+                        held = true;
+                        break;
                     }
-                    if !self.schedule_rebuild() {
-                        platform.schedule_zap();
+                    Admission::SetAside => {
+                        drop(guard);
+                        if set_aside.push(sqe, footprints).is_ok() {
+                            self.ring.take();
+                        }
+                        continue;
                     }
-                    if exit == crate::protocol::gate::EngineExit::Abandoned {
-                        // A reset abandoned the queue meanwhile: report it,
-                        // as for a command that ran.
-                        self.ring.post(sqe.user_data, uapi::WARPQ_STATUS_ABORTED, 0);
-                        batch.posted(&sqe, uapi::WARPQ_STATUS_ABORTED);
-                    }
-                    break;
                 }
-            };
-            let status = match guard.finish() {
-                crate::protocol::gate::EngineExit::Completed => outcome.status,
-                // A drain timed out and reset the queue while this command
-                // ran: its result is void; report that, never drop it.
-                crate::protocol::gate::EngineExit::Abandoned => uapi::WARPQ_STATUS_ABORTED,
-            };
-            let result = if status == uapi::WARPQ_STATUS_OK { outcome.result } else { 0 };
-            self.ring.post(sqe.user_data, status, result);
-            batch.posted(&sqe, status);
-            // SAFETY: no precondition; the engine holds no lock here.
+            }
+            match self.execute_one(guard, &sqe, platform) {
+                Step::Done { status, result } => {
+                    self.ring.post(sqe.user_data, status, result);
+                    batch.posted(&sqe, status);
+                }
+                // Set aside until a rebuild maps its chunks; if the list is
+                // full it stays first in the ring and the queue waits.
+                Step::Waits(footprints) => {
+                    if set_aside.push(sqe, footprints).is_err() {
+                        held = true;
+                        break;
+                    }
+                    self.ring.take();
+                }
+            }
+            // SAFETY: no precondition; the engine holds no spinlock here.
             unsafe { shim::warpq_cond_resched() };
         }
-        // Whatever ended the run (no more submissions, a full CQ, the gate
-        // closed, a rebuild to wait for), nothing posted stays unpublished.
-        self.publish_completions(&mut batch);
+        self.ring_held.store(held, Ordering::Release);
+    }
+
+    /// Runs one command inside the gate (`guard`, left here). A command
+    /// that needs an unmapped chunk asks for its rebuild and is not run:
+    /// the queue is stale until the rebuild worker maps the chunks, or
+    /// (worker off) the owner's next touch of the ring (zapped now) or
+    /// ioctl. A worker whose rebuild fails queues the zap itself.
+    fn execute_one(
+        &self,
+        guard: EngineGuard<'_, DmaMapping, MAX_REGIONS, QueuePlatform<'_>>,
+        sqe: &Sqe,
+        platform: &QueuePlatform<'_>,
+    ) -> Step {
+        use crate::protocol::gate::EngineExit;
+        match engine::execute(&guard, &self.dev, sqe) {
+            engine::Execution::Done(outcome) => {
+                let status = match guard.finish() {
+                    EngineExit::Completed => outcome.status,
+                    // A drain timed out and reset the queue while this
+                    // command ran: its result is void; report that, never
+                    // drop it.
+                    EngineExit::Abandoned => uapi::WARPQ_STATUS_ABORTED,
+                };
+                let result = if status == uapi::WARPQ_STATUS_OK { outcome.result } else { 0 };
+                Step::Done { status, result }
+            }
+            engine::Execution::NeedsRebuild { region, wanted } => {
+                let footprints = engine::footprints(&guard, sqe);
+                let exit = guard.request_rebuild(region, wanted);
+                if self.ctx.gate().is_stale() {
+                    self.note_stale();
+                }
+                if !self.schedule_rebuild() {
+                    platform.schedule_zap();
+                }
+                if exit == EngineExit::Abandoned {
+                    // A reset abandoned the queue meanwhile: report it, as
+                    // for a command that ran.
+                    Step::Done { status: uapi::WARPQ_STATUS_ABORTED, result: 0 }
+                } else {
+                    Step::Waits(footprints)
+                }
+            }
+        }
     }
 
     /// WARPQ_IOC_EVENTFD: the eventfd to signal per batch of completions
@@ -1143,6 +1294,16 @@ impl Queue {
     /// close, exit and unbind) here.
     fn abort_pending(&self) {
         self.ring.set_flag(uapi::WARPQ_RING_DEAD, true);
+        {
+            // The set-aside commands first: they were submitted before
+            // what is left in the ring.
+            let mut set_aside = self.set_aside.lock();
+            while self.ring.cq_space() > 0 {
+                let Some(sqe) = set_aside.remove(0) else { break };
+                self.ring.post_completion(sqe.user_data, uapi::WARPQ_STATUS_ABORTED, 0);
+            }
+            self.set_aside_len.store(set_aside.len() as u32, Ordering::Release);
+        }
         for _ in 0..uapi::WARPQ_SQ_ENTRIES {
             if self.ring.cq_space() == 0 {
                 break;
@@ -1193,6 +1354,7 @@ impl Queue {
         if !self.mm.has_users() {
             return;
         }
+        injected_rebuild_delay();
         let _ = self.rebuild(&self.platform(false));
     }
 
@@ -1335,6 +1497,19 @@ fn region_errno(e: RegionError) -> kernel::error::Error {
 }
 
 /// A monotonic clock in nanoseconds.
+/// Fault injection (`fail_rebuild_delay_ms`, tests only): a rebuild of the
+/// chunks commands wait for, by the worker or an ioctl, sleeps first. The
+/// caller holds no lock.
+fn injected_rebuild_delay() {
+    // SAFETY: reads a module parameter; no precondition.
+    let delay_ms = unsafe { shim::warpq_param_fail_rebuild_delay_ms() };
+    if delay_ms != 0 {
+        // SAFETY: the callers (the rebuild worker, an ioctl) may sleep and
+        // hold no lock.
+        unsafe { bindings::msleep(delay_ms) };
+    }
+}
+
 pub(crate) fn now_ns() -> u64 {
     // SAFETY: no precondition.
     unsafe { shim::warpq_ktime_ns() }

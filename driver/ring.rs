@@ -200,6 +200,21 @@ impl Ring {
     /// The engine is the only producer of completions and the only consumer
     /// of submissions; the caller checked [`Ring::cq_space`].
     pub(crate) fn post(&self, user_data: u64, status: u32, result: u64) {
+        self.post_completion(user_data, status, result);
+        self.take();
+    }
+
+    /// Takes the next submission without completing it: the engine copied
+    /// it out to complete later (set aside, `overtake.rs`). Published with
+    /// the next [`Ring::publish`].
+    pub(crate) fn take(&self) {
+        // Relaxed: engine only; `publish` orders it for everyone else.
+        self.sq_taken.store(self.sq_taken.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// Posts the completion of a submission already taken; visible after
+    /// [`Ring::publish`]. The caller checked [`Ring::cq_space`].
+    pub(crate) fn post_completion(&self, user_data: u64, status: u32, result: u64) {
         let tail = self.cq_posted.load(Ordering::Relaxed);
         let slot = (tail & (uapi::WARPQ_CQ_ENTRIES - 1)) as usize;
         let p = self.base.as_ptr().wrapping_add(uapi::WARPQ_RING_CQ_OFFSET + slot * 32).cast::<[u64; 4]>();
@@ -215,7 +230,6 @@ impl Ring {
         // Relaxed: only the engine reads these two; `publish` orders what
         // they cover for everyone else.
         self.cq_posted.store(tail.wrapping_add(1), Ordering::Relaxed);
-        self.sq_taken.store(self.sq_taken.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
     }
 
     /// Publishes every posted completion and takes every submission they
@@ -224,10 +238,10 @@ impl Ring {
         let posted = self.cq_posted.load(Ordering::Relaxed);
         let published = self.cq_tail.load(Ordering::Relaxed);
         let n = posted.wrapping_sub(published);
-        if n == 0 {
+        let head = self.sq_taken.load(Ordering::Relaxed);
+        if n == 0 && head == self.sq_head.load(Ordering::Relaxed) {
             return 0;
         }
-        let head = self.sq_taken.load(Ordering::Relaxed);
         // Release: the slots are free for user space (and SUBMIT) only after
         // the engine has finished reading them. Stored before the CQ tail,
         // so that whoever sees a completion also sees its submission's slot

@@ -69,6 +69,7 @@ extern "C" {
     pub(crate) fn warpq_param_max_regions() -> c_uint;
     pub(crate) fn warpq_param_max_region_mb() -> c_uint;
     pub(crate) fn warpq_param_fail_register_arm_delay_ms() -> c_uint;
+    pub(crate) fn warpq_param_fail_rebuild_delay_ms() -> c_uint;
     pub(crate) fn warpq_param_fail_edu_stall() -> bool;
     pub(crate) fn warpq_queue_limit_for_current() -> c_uint;
 

@@ -47,6 +47,7 @@ mod glue {
 pub mod protocol {
     pub mod context;
     pub mod gate;
+    pub mod overtake;
     pub mod platform;
     pub mod policy;
     pub mod pool;

@@ -193,6 +193,19 @@ unsigned int warpq_param_fail_register_arm_delay_ms(void)
 	return READ_ONCE(fail_register_arm_delay_ms);
 }
 
+/* Fault injection for tests: a rebuild of the chunks commands wait for (by
+ * the rebuild worker or an ioctl) sleeps this long first, so a test can
+ * watch commands overtake one that waits (warpq-invalidate-check overtake).
+ * 0, the default, in production. */
+static unsigned int fail_rebuild_delay_ms;
+module_param(fail_rebuild_delay_ms, uint, 0644);
+MODULE_PARM_DESC(fail_rebuild_delay_ms, "fault injection: a rebuild of the chunks commands wait for (worker or ioctl) sleeps this long first (default 0)");
+
+unsigned int warpq_param_fail_rebuild_delay_ms(void)
+{
+	return READ_ONCE(fail_rebuild_delay_ms);
+}
+
 /* Queues one user may have on one device; CAP_SYS_RESOURCE is not limited. */
 static unsigned int max_queues_per_user = 256;
 module_param(max_queues_per_user, uint, 0644);

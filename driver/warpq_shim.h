@@ -69,6 +69,7 @@ void warpq_cpu_relax(void);
 unsigned int warpq_param_max_regions(void);
 unsigned int warpq_param_max_region_mb(void);
 unsigned int warpq_param_fail_register_arm_delay_ms(void);
+unsigned int warpq_param_fail_rebuild_delay_ms(void);
 bool warpq_param_fail_edu_stall(void);
 unsigned int warpq_queue_limit_for_current(void);
 int warpq_pci_register_driver(void);

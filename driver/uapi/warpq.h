@@ -80,6 +80,10 @@ struct warpq_ring_header {
 
 /* warpq_sqe.flags */
 #define WARPQ_SQE_EDU_DMA	(1u << 0)	/* COPY through the edu device's DMA engine */
+/* May complete before earlier commands that wait for a rebuild of their
+ * memory, unless it touches a chunk one of them touches. Without it,
+ * commands complete in submission order. */
+#define WARPQ_SQE_UNORDERED	(1u << 1)
 
 /* A submission entry: 64 bytes. Addresses are the submitter's user virtual
  * addresses inside registered buffers. */

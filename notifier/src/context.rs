@@ -488,10 +488,19 @@ impl<M: Mapping, const N: usize, W: Waiter + ?Sized> EngineGuard<'_, M, N, W> {
         unsafe { self.regions.translate(va, len, access) }
     }
 
+    /// The chunks an access would touch, mapped or not
+    /// ([`Footprint`](super::region::Footprint)); `None` if no region holds
+    /// it.
+    pub fn footprint(&self, va: u64, len: u64) -> Option<super::region::Footprint> {
+        // SAFETY: the engine is inside the gate (`self.gate`): no writer runs.
+        unsafe { self.regions.footprint(va, len) }
+    }
+
     /// The command needs chunks that are unmapped
     /// ([`XlateFault::NeedsRebuild`]): records them in the region's want
-    /// mask, marks the queue stale (no command starts until a rebuild) and
-    /// leaves. The command stays queued; the caller then schedules the zap
+    /// mask, marks the queue stale (a rebuild is wanted) and leaves. The
+    /// command stays queued (set aside: `overtake.rs`); the caller then
+    /// schedules the rebuild worker or the zap
     /// ([`Platform::schedule_zap`](super::platform::Platform::schedule_zap))
     /// so that the owner's next touch of the ring faults and rebuilds, and
     /// wakes the waiters (a WAIT rebuilds too).

@@ -12,7 +12,7 @@
 //! | 0-15  | in_flight | engine entries of the current generation               |
 //! | 16-31 | abandoned | entries of an older generation (after a reset) not yet out |
 //! | 32-47 | pauses    | transient pauses (nestable)                             |
-//! | 48    | stale     | a teardown happened; stays shut until a rebuild         |
+//! | 48    | stale     | a command waits for a rebuild (the engine still enters) |
 //! | 49    | closed    | the context was released; never reopens                 |
 //! | 50-63 | generation| bumped by [`Paused::reset`]                             |
 //!
@@ -89,9 +89,17 @@ impl GateState {
         }
     }
 
-    /// True if the engine may enter.
+    /// True if the engine may enter and nothing waits for a rebuild.
     pub fn is_open(&self) -> bool {
-        self.pauses == 0 && !self.stale && !self.closed
+        self.admits_engine() && !self.stale
+    }
+
+    /// True if the engine may enter: not paused, not closed. A stale gate
+    /// admits it: every translation checks the chunks it needs, so commands
+    /// on mapped chunks run while others wait for their rebuild
+    /// (`overtake.rs`).
+    pub fn admits_engine(&self) -> bool {
+        self.pauses == 0 && !self.closed
     }
 
     /// True if no engine is inside (of any generation).
@@ -146,15 +154,15 @@ impl QueueGate {
 
     /// Called by the engine before it executes one command.
     ///
-    /// Returns `None` if the gate is paused, stale or closed: the command
-    /// stays queued. Whatever the engine stored before this call (e.g. the id
+    /// Returns `None` if the gate is paused or closed: the command stays
+    /// queued. A stale gate admits the engine ([`GateState::admits_engine`]). Whatever the engine stored before this call (e.g. the id
     /// of the command it is about to run) is visible to a later
     /// [`Paused::reset`] that abandons this entry.
     pub fn enter<'a, W: Waiter + ?Sized>(&'a self, waiter: &'a W) -> Option<GateGuard<'a, W>> {
         let mut current = self.state.load(Ordering::Relaxed);
         loop {
             let state = GateState::decode(current);
-            if !state.is_open() || u64::from(state.in_flight) == COUNT_MASK {
+            if !state.admits_engine() || u64::from(state.in_flight) == COUNT_MASK {
                 return None;
             }
             match self.state.compare_exchange(current, current + IN_FLIGHT_ONE, Ordering::AcqRel, Ordering::Relaxed) {
@@ -461,7 +469,7 @@ mod tests {
     }
 
     #[test]
-    fn stale_outlives_the_pause_and_close_is_final() {
+    fn stale_outlives_the_pause_admits_the_engine_and_close_is_final() {
         let gate = QueueGate::new();
         let w = waiter();
         {
@@ -470,7 +478,9 @@ mod tests {
             paused.mark_stale(&drained);
         }
         assert!(gate.is_stale());
-        assert!(gate.enter(&w).is_none());
+        assert!(!gate.is_running());
+        // Stale admits the engine (its translations check each chunk).
+        assert!(gate.enter(&w).is_some());
         {
             let paused = gate.pause();
             let drained = paused.try_drained().unwrap();

@@ -13,6 +13,8 @@
 //! - [`policy`]: which invalidation events tear a region down;
 //! - [`context`]: one mm context, and the directory of contexts by mm;
 //! - [`teardown`]: the invalidate callback;
+//! - [`overtake`]: commands set aside for a rebuild, and which later ones
+//!   may overtake them;
 //! - [`rebuild`]: the fault-side rebuild with the collision-retry rule;
 //! - [`pool`]: the engine pool's sleep protocol and queue claims;
 //! - [`platform`]: what the kernel provides (GUP, DMA, notifier sequences,
@@ -30,6 +32,7 @@
 
 pub mod context;
 pub mod gate;
+pub mod overtake;
 pub mod platform;
 pub mod policy;
 pub mod pool;

@@ -329,6 +329,25 @@ pub enum XlateFault {
     Refused,
 }
 
+/// The chunks `first..=last` of one region that a command's access
+/// touches (see [`RegionTable::footprint`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Footprint {
+    /// The region.
+    pub region: RegionHandle,
+    /// The first chunk touched.
+    pub first: u32,
+    /// The last chunk touched.
+    pub last: u32,
+}
+
+impl Footprint {
+    /// Whether the two touch a chunk in common.
+    pub fn overlaps(&self, other: &Footprint) -> bool {
+        self.region == other.region && self.first <= other.last && other.first <= self.last
+    }
+}
+
 /// A successful translation: the access lies inside the region at `offset`,
 /// and every chunk it touches is mapped.
 #[derive(Debug)]
@@ -723,6 +742,28 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
             // Checked above.
             _ => Err(XlateFault::Dead),
         }
+    }
+
+    /// The chunks an access of `len` bytes at `va` would touch, whatever
+    /// their state: what the engine compares to decide whether a command
+    /// may overtake one that waits for a rebuild (`overtake.rs`). `None` if
+    /// no region holds the whole access (the command then fails without
+    /// touching memory).
+    ///
+    /// # Safety
+    ///
+    /// As for reads: the caller holds `L` or is inside the gate.
+    pub(super) unsafe fn footprint(&self, va: u64, len: u64) -> Option<Footprint> {
+        // SAFETY: forwarded contract.
+        let desc = unsafe {
+            self.find_entry(|_, entry| {
+                let desc = &entry.desc;
+                (desc.start <= va && va < desc.end()).then_some(entry.desc)
+            })
+        }?;
+        let end = va.checked_add(len).filter(|&end| end <= desc.end())?;
+        let chunks = desc.chunks_in(va, end.max(va + 1));
+        Some(Footprint { region: desc.handle, first: chunks.start as u32, last: chunks.end as u32 - 1 })
     }
 
     /// Adds a region as [`Phase::Pending`] with every chunk unmapped.

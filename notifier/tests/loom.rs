@@ -814,6 +814,17 @@ fn m9_engine_wants_vs_fault_rebuild() {
     });
 }
 
+/// A world with one read-write region of two 64 KiB chunks, both mapped.
+fn two_chunk_region() -> (Arc<World>, RegionDesc) {
+    let w = World::new(PARENT_MM, Setup { regions: 0, ..STALE });
+    let mut key = w.lock.lock();
+    let desc = w.ctx.register(&mut key, &w.p, &w.cfg, 0x100000, 2 << 16, Access::READ_WRITE).unwrap();
+    w.ctx.arm(&mut key, &w.p, &w.cfg, desc.handle).unwrap();
+    drop(key);
+    assert_eq!(w.rebuild().unwrap().mapped, 2);
+    (w, desc)
+}
+
 /// (10) Two chunks of one region: an invalidation of the first while the
 /// engine runs a command on the second. The engine's touch of the second
 /// is always of current, mapped pages; the first is never touched after
@@ -821,12 +832,7 @@ fn m9_engine_wants_vs_fault_rebuild() {
 #[test]
 fn m10_invalidate_one_chunk_vs_engine_in_another() {
     model("10 invalidate one chunk vs engine in another", 3, || {
-        let w = World::new(PARENT_MM, Setup { regions: 0, ..STALE });
-        let mut key = w.lock.lock();
-        let desc = w.ctx.register(&mut key, &w.p, &w.cfg, 0x100000, 2 << 16, Access::READ_WRITE).unwrap();
-        w.ctx.arm(&mut key, &w.p, &w.cfg, desc.handle).unwrap();
-        drop(key);
-        assert_eq!(w.rebuild().unwrap().mapped, 2);
+        let (w, desc) = two_chunk_region();
         let second = desc.start + (1 << 16);
         let engine = {
             let w = w.clone();
@@ -854,6 +860,84 @@ fn m10_invalidate_one_chunk_vs_engine_in_another() {
         assert!(w.ctx.mapping(&w.lock.lock(), desc.handle, 1).is_some());
         let book = w.p.book();
         assert_eq!(book.live.len(), 1);
+    });
+}
+
+/// (16) Overtaking: the engine finds chunk 0 torn down, asks for its
+/// rebuild (the queue goes stale) and, inside the stale gate, runs a
+/// command on chunk 1 while the rebuild worker maps chunk 0 and an
+/// invalidation tears chunk 1 down. Every touch is of mapped, current
+/// pages; the rebuild maps chunk 0 (or the queue stays stale with a zap to
+/// come); the set-aside command then runs on a mapping made after the
+/// teardown.
+#[test]
+fn m16_overtake_while_a_rebuild_and_a_teardown_run() {
+    model("16 overtake vs rebuild vs teardown", 3, || {
+        let (w, desc) = two_chunk_region();
+        let (first, second) = (desc.start, desc.start + (1 << 16));
+        let chunk = |start: u64, seq: u64| warpq_notifier::teardown::Invalidation {
+            start,
+            end: start + PAGE,
+            ..whole_region(desc, seq, Event::Clear, true)
+        };
+        // Chunk 0 torn down before the race; the queue keeps running.
+        let seq = w.p.invalidate_start();
+        let _ = invalidate(&w.ctx, &w.lock, &w.p, &w.cfg, &chunk(first, seq));
+        w.p.invalidate_end();
+        let engine = {
+            let w = w.clone();
+            thread::spawn(move || {
+                // A paused gate (the teardown, the worker publishing) keeps
+                // the engine out: it comes back, as the pool does.
+                let enter = || loop {
+                    match w.ctx.enter(&w.p) {
+                        Some(engine) => return engine,
+                        None => thread::yield_now(),
+                    }
+                };
+                let engine = enter();
+                match engine.translate(first, 8, Access::WRITE) {
+                    Err(XlateFault::NeedsRebuild { region, wanted }) => {
+                        let _ = engine.request_rebuild(region, wanted);
+                        w.p.schedule_zap();
+                    }
+                    // The worker cannot have run: nobody asked for it.
+                    other => panic!("chunk 0 must wait for its rebuild: {other:?}"),
+                }
+                // The command behind it, on chunk 1: the stale gate lets
+                // the engine in; it runs, or finds its chunk torn down.
+                let engine = enter();
+                if let Ok(t) = engine.translate(second, 8, Access::WRITE) {
+                    w.p.touch(t.mapping);
+                    w.p.touch(t.mapping);
+                }
+                let _ = engine.finish();
+            })
+        };
+        let worker = {
+            let w = w.clone();
+            thread::spawn(move || {
+                let _ = w.rebuild();
+            })
+        };
+        let seq = w.p.invalidate_start();
+        let _ = invalidate(&w.ctx, &w.lock, &w.p, &w.cfg, &chunk(second, seq));
+        w.p.invalidate_end();
+        engine.join().unwrap();
+        worker.join().unwrap();
+        let stale = w.ctx.gate().is_stale();
+        assert!(!stale || w.p.zap_pending.load(Ordering::Acquire), "stale queue without a zap to come");
+        if stale {
+            w.rebuild().unwrap();
+        }
+        // The set-aside command's retry.
+        let engine = w.ctx.enter(&w.p).expect("the gate admits the engine");
+        let t = engine.translate(first, 8, Access::WRITE).expect("chunk 0 mapped for the waiting command");
+        w.p.touch(t.mapping);
+        assert_eq!(engine.finish(), EngineExit::Completed);
+        let book = w.p.book();
+        let info = w.ctx.region(&w.lock.lock(), desc.handle).unwrap();
+        assert_eq!(book.live.len() as u32, info.mapped_chunks, "pins balance with mapped chunks");
     });
 }
 

@@ -112,8 +112,15 @@ fn register_rebuild_translate() {
     let rw = w.register(0x10000, 4 * PAGE, Access::READ_WRITE);
     let _ro = w.register(0x20000, PAGE, Access::READ);
     assert_eq!(w.state(rw.handle), Ok(StateKind::Unmapped));
-    assert!(w.ctx.gate().is_stale(), "a new region keeps the queue shut until pinned");
-    assert!(w.ctx.enter(&w.p).is_none());
+    assert!(w.ctx.gate().is_stale(), "a new region waits for its first rebuild");
+    {
+        // The engine enters a stale gate; what is not mapped does not translate.
+        let engine = w.ctx.enter(&w.p).expect("a stale gate admits the engine");
+        assert_eq!(
+            engine.translate(0x10000, 8, Access::READ).err(),
+            Some(XlateFault::NeedsRebuild { region: rw.handle, wanted: 1 })
+        );
+    }
 
     let report = w.rebuild().unwrap();
     assert_eq!(report.mapped, 2);
@@ -194,14 +201,18 @@ fn invalidate_tears_down_in_order() {
     assert!(unpin_id > 0);
     assert_eq!(w.state(desc.handle), Ok(StateKind::Unmapped));
     // The queue keeps running; the first command that needs the chunk asks
-    // for the rebuild, which shuts the queue until it is done.
+    // for the rebuild; until it is done, commands on that chunk wait (the
+    // engine still enters for others).
     assert!(!w.ctx.gate().is_stale());
     assert!(!w.ctx.zap_needed());
     let wanted = Err(XlateFault::NeedsRebuild { region: desc.handle, wanted: 1 });
     assert_eq!(w.engine_touch(desc.start, 8, Access::WRITE), Some(wanted));
     assert!(w.ctx.gate().is_stale());
     assert!(w.ctx.zap_needed());
-    assert!(w.ctx.enter(&w.p).is_none(), "no entry until the rebuild");
+    {
+        let engine = w.ctx.enter(&w.p).expect("a stale gate admits the engine");
+        assert!(engine.translate(desc.start, 8, Access::WRITE).is_err(), "the chunk waits for the rebuild");
+    }
     w.check_pins();
 
     let report = w.rebuild().unwrap();

@@ -32,6 +32,19 @@ impl Entry {
         self
     }
 
+    /// Lets this command complete before earlier commands that wait for
+    /// the rebuild of memory an invalidation took from the device
+    /// (`WARPQ_SQE_UNORDERED`), unless it touches a chunk one of them
+    /// touches: commands on the same memory keep their order. Without it,
+    /// commands complete in submission order, and one that waits for a
+    /// rebuild holds up those behind it. Match completions by
+    /// [`Entry::user_data`].
+    #[must_use]
+    pub fn unordered(mut self) -> Self {
+        self.0.flags |= sys::WARPQ_SQE_UNORDERED;
+        self
+    }
+
     /// The tag set with [`Entry::user_data`].
     pub fn get_user_data(&self) -> u64 {
         self.0.user_data
@@ -381,6 +394,8 @@ mod tests {
         assert_eq!((r.opcode, r.flags, r.src, r.dst, r.len, r.user_data), (sys::WARPQ_OP_COPY, 0, 1, 2, 3, 9));
         let c = opcode::Copy::new(1, 2, 3).edu_dma(true).build();
         assert_eq!(c.as_raw().flags, sys::WARPQ_SQE_EDU_DMA);
+        let u = c.unordered();
+        assert_eq!(u.as_raw().flags, sys::WARPQ_SQE_EDU_DMA | sys::WARPQ_SQE_UNORDERED);
         let f = opcode::Fill::new(0x5000, 64, 0xaa).build();
         let r = f.as_raw();
         assert_eq!((r.opcode, r.dst, r.len, r.value, r.src), (sys::WARPQ_OP_FILL, 0x5000, 64, 0xaa, 0));

@@ -20,6 +20,7 @@ pub const WARPQ_OP_COPY: u8 = 1;
 pub const WARPQ_OP_FILL: u8 = 2;
 pub const WARPQ_OP_CRC32C: u8 = 3;
 pub const WARPQ_SQE_EDU_DMA: u8 = 1;
+pub const WARPQ_SQE_UNORDERED: u8 = 2;
 pub const WARPQ_STATUS_OK: u32 = 0;
 pub const WARPQ_STATUS_INVALID: u32 = 1;
 pub const WARPQ_STATUS_FAULT_UNREGISTERED: u32 = 2;

@@ -144,7 +144,7 @@ pub(super) fn cases() -> Vec<Case> {
         let entry = move |b: &Bufs| raw_entry(code, b.a, b.a + P, 64, 0x77);
         v.push(row(&format!("sqe-opcode/{code:#x}"), &format!("opcode {code:#x}"), small, INVALID, entry));
     }
-    for f in [0x02u8, 0x04, 0x80, 0xff] {
+    for f in [0x04u8, 0x08, 0x80, 0xff] {
         let fill = move |b: &Bufs| with_flags(Fill::new(b.a + 2 * P, 64, 1), f);
         v.push(row(&format!("sqe-flags/fill-{f:#x}"), &format!("FILL with flags {f:#x}"), small, INVALID, fill));
         let copy = move |b: &Bufs| with_flags(Copy::new(b.a, b.a + 2 * P, 64), f);
@@ -159,6 +159,13 @@ pub(super) fn cases() -> Vec<Case> {
         }),
         row("sqe-flags/edu-crc", "EDU_DMA on a CRC32C", small, INVALID, |b| with_flags(Crc::new(b.a, 64), EDU)),
         row("sqe-flags/edu-nop", "EDU_DMA on a NOP", small, INVALID, |_| with_flags(nop(), EDU)),
+        row("sqe-flags/unordered-fill", "FILL with UNORDERED: runs as any FILL", small, OK, |b| {
+            with_flags(Fill::new(b.a + 2 * P, 64, 1), WARPQ_SQE_UNORDERED)
+        }),
+        row("sqe-flags/unordered-nop", "NOP with UNORDERED", small, OK, |_| with_flags(nop(), WARPQ_SQE_UNORDERED)),
+        row("sqe-flags/unordered-edu-fill", "UNORDERED | EDU_DMA on a FILL", small, INVALID, |b| {
+            with_flags(Fill::new(b.a + 2 * P, 64, 1), EDU | WARPQ_SQE_UNORDERED)
+        }),
         row("sqe-flags/edu-copy-4097", "EDU_DMA COPY of 4097 bytes (the edu buffer is 4 KiB)", small, INVALID, |b| {
             Copy::new(b.a, b.a + 2 * P, 4097).edu_dma(true).build()
         }),

@@ -26,8 +26,12 @@
 //!    filtered;
 //! B6 munmap latency of a registered buffer with 1, 8 and 64 queues, in one
 //!    process and spread over up to 16;
+//! B7 starvation: one page of the first half of a 64 MiB region dropped
+//!    every 5 ms while streams run on both halves: the second half's
+//!    throughput against undisturbed, with and without UNORDERED, and the
+//!    first half's progress;
 //! B9 the rebuild of one 2 MiB chunk backed by base pages, a THP or a
-//!    hugetlb page, per backing (B7 and B8 are issue 11's, not built yet).
+//!    hugetlb page, per backing (B8 is issue 11's, not built yet).
 
 mod b1_queues;
 mod b1_submit;
@@ -37,6 +41,7 @@ mod b3_rebuild;
 mod b4_fork;
 mod b5_teardowns;
 mod b6_queues;
+mod b7_starvation;
 mod b9_huge;
 mod report;
 
@@ -57,7 +62,7 @@ type Bench = fn(&str, &mut Report) -> Result<(), String>;
 
 /// The benchmarks in the order they run, under the names
 /// `warpq-bench NAME...` selects them by (case-insensitive).
-const BENCHES: [(&str, Bench); 9] = [
+const BENCHES: [(&str, Bench); 10] = [
     ("B1", b1_submit::b1),
     ("B1Q", b1_queues::b1_queues),
     ("B1 tracepoint cost", b1_trace::b1_trace),
@@ -66,6 +71,7 @@ const BENCHES: [(&str, Bench); 9] = [
     ("B4", b4_fork::b4),
     ("B5", b5_teardowns::b5),
     ("B6", b6_queues::b6),
+    ("B7", b7_starvation::b7),
     ("B9", b9_huge::b9),
 ];
 

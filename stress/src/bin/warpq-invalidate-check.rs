@@ -1,6 +1,6 @@
 //! warpq-invalidate-check: invalidations with commands in flight.
 //!
-//! `warpq-invalidate-check munmap|fork|death|scm|touch|unmap-semantics|swap [DEVICE]`,
+//! `warpq-invalidate-check munmap|fork|death|scm|touch|overtake|unmap-semantics|swap [DEVICE]`,
 //! `warpq-invalidate-check forkstorm [COUNT]`, `warpq-invalidate-check numa [SECONDS]`
 //!
 //! - `munmap`: a registered buffer is unmapped while FILL commands into it
@@ -14,7 +14,7 @@
 //!   device never touches it; the child cannot reach the parent's buffers
 //!   through the device; the child then uses the device itself, with its own
 //!   queue and registrations, concurrently with the parent, verified too.
-//! - `death`, `scm`, `touch`, `unmap-semantics`, `swap`, `forkstorm`, `numa`: see
+//! - `death`, `scm`, `touch`, `overtake`, `unmap-semantics`, `swap`, `forkstorm`, `numa`: see
 //!   `warpq_stress::invalidate`.
 
 use std::process::ExitCode;
@@ -41,13 +41,14 @@ fn main() -> ExitCode {
         "death" => invalidate::death(&dev),
         "scm" => invalidate::scm_rights(&dev),
         "touch" => invalidate::touch_rebuilds(&dev),
+        "overtake" => invalidate::overtake(&dev),
         "unmap-semantics" => invalidate::unmap_semantics(&dev),
         "swap" => invalidate::swap_out_idle(&path),
         "forkstorm" => invalidate::fork_storm(&dev, args.next().and_then(|n| n.parse().ok()).unwrap_or(200)),
         "numa" => invalidate::numa_hinting(&dev, args.next().and_then(|n| n.parse().ok()).unwrap_or(60)),
         _ => {
             eprintln!(
-                "usage: warpq-invalidate-check munmap|fork|death|scm|touch|unmap-semantics|swap [DEVICE] | forkstorm [COUNT] | numa [SECONDS]"
+                "usage: warpq-invalidate-check munmap|fork|death|scm|touch|overtake|unmap-semantics|swap [DEVICE] | forkstorm [COUNT] | numa [SECONDS]"
             );
             return ExitCode::from(2);
         }

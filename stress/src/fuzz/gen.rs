@@ -392,7 +392,9 @@ impl Gen {
         let flags = match self.below(100) {
             0..=91 => 0,
             92..=96 => WARPQ_SQE_EDU_DMA,
-            _ => self.below(256) as u8,
+            // Never UNORDERED: the oracle checks that completions come in
+            // submission order (`warpq-user-check overtake` covers it).
+            _ => self.below(256) as u8 & !WARPQ_SQE_UNORDERED,
         };
         let mut len = self.len();
         if flags == WARPQ_SQE_EDU_DMA && self.chance(70) {

@@ -202,8 +202,9 @@ pub type Span = Option<(u64, u64)>;
 /// (entries the engine refuses before translating touch nothing).
 pub fn touches(s: &warpq_sqe) -> (Span, Span) {
     let reserved = s.rsvd0 != 0 || s.rsvd1 != 0 || s.rsvd2 != [0, 0];
-    let edu = s.flags == WARPQ_SQE_EDU_DMA;
-    if reserved || (s.flags != 0 && !edu) || (edu && s.opcode != WARPQ_OP_COPY) || (edu && s.len > EDU_MAX) {
+    let edu = s.flags & WARPQ_SQE_EDU_DMA != 0;
+    let unknown_flags = s.flags & !(WARPQ_SQE_EDU_DMA | WARPQ_SQE_UNORDERED) != 0;
+    if reserved || unknown_flags || (edu && s.opcode != WARPQ_OP_COPY) || (edu && s.len > EDU_MAX) {
         return (None, None);
     }
     if s.len == 0 || s.len > MAX_CMD {

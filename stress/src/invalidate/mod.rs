@@ -11,6 +11,9 @@
 //! - [`unmap_semantics`] ([`remap`]): a registered buffer replaced at its
 //!   address (munmap + mmap, `MAP_FIXED`, `MREMAP_DONTUNMAP`) is never the
 //!   registration's; a shrinking mremap cuts only its chunks;
+//! - [`overtake`] ([`overtake`](mod@overtake)): commands marked
+//!   `WARPQ_SQE_UNORDERED` overtake one that waits for its chunk's
+//!   rebuild, and commands on that chunk keep their order;
 //! - [`numa_hinting`] ([`numa`]): NUMA balancing scans over registered
 //!   memory (2-node guest): the teardowns hinting causes, and mprotect still
 //!   revoking device writes;
@@ -20,6 +23,7 @@
 pub mod death;
 pub mod fork;
 pub mod numa;
+pub mod overtake;
 pub mod remap;
 pub mod swap;
 pub mod unmap;
@@ -27,6 +31,7 @@ pub mod unmap;
 pub use death::{death, scm_rights};
 pub use fork::{fork_in_flight, fork_storm};
 pub use numa::numa_hinting;
+pub use overtake::overtake;
 pub use remap::unmap_semantics;
 pub use swap::swap_out_idle;
 pub use unmap::{munmap_in_flight, touch_rebuilds};
