@@ -15,9 +15,9 @@ use crate::file::QueueFile;
 use crate::glue::misc::MiscRegistration;
 use crate::glue::pci::{DmaTranslation, PciDevice};
 use crate::hist::Histograms;
+use crate::mapping::DmaMapping;
 use crate::pool::{EnginePool, EngineThreads};
 use crate::protocol::platform::Mapping;
-use crate::queue::DmaMapping;
 use crate::shim;
 use crate::stats::Counters;
 

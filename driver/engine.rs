@@ -9,11 +9,11 @@
 
 use crate::device::DeviceCore;
 use crate::edu::{EduError, EDU_BUFFER_BYTES, EDU_TRANSFER_MAX};
+use crate::mapping::DmaMapping;
 use crate::protocol::context::EngineGuard;
 use crate::protocol::overtake::Footprints;
 use crate::protocol::platform::Waiter;
 use crate::protocol::region::{Access, RegionHandle, Translation, XlateFault};
-use crate::queue::DmaMapping;
 use crate::ring::Sqe;
 use crate::shim::{self, DeviceRaw};
 use crate::uapi;

@@ -53,7 +53,7 @@ use core::cell::UnsafeCell;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
-use kernel::alloc::{KVBox, KVVec};
+use kernel::alloc::KVBox;
 use kernel::bindings;
 use kernel::ffi::{c_ulong, c_void};
 use kernel::prelude::*;
@@ -68,16 +68,17 @@ use crate::file::QueueFile;
 use crate::glue::mm::{MmGrab, UserRef};
 use crate::glue::mutex::{KMutex, KMutexGuard};
 use crate::hist::{Histograms, Kind};
+use crate::mapping::{current_backing, Backing, ChunkMapper, DmaMapping};
 use crate::protocol::context::{Config, ContextLock, EngineGuard, LockKey, MmContext};
 use crate::protocol::overtake::{Admission, Footprints, SetAside};
-use crate::protocol::platform::{Mapping, PinError, Platform, Waiter};
+use crate::protocol::platform::{PinError, Platform, Waiter};
 use crate::protocol::policy::{Event, Policy};
 use crate::protocol::pool::EngineClaim;
 use crate::protocol::rebuild::{rebuild, RebuildError, RebuildReport};
 use crate::protocol::region::{Access, RegionDesc, RegionError, RegionHandle, RegionInfo, StateKind};
 use crate::protocol::teardown::{invalidate, Invalidation};
 use crate::ring::{CompletionBatch, Ring, Sqe};
-use crate::shim::{self, DeviceRaw, IntervalRaw, MmRaw, PageRaw, RangeRaw};
+use crate::shim::{self, IntervalRaw, MmRaw, PageRaw, RangeRaw};
 use crate::stats::Counters;
 use crate::trace;
 use crate::uapi;
@@ -116,112 +117,6 @@ const PAGE_SIZE: u64 = kernel::page::PAGE_SIZE as u64;
 static NEXT_OWNER_ID: AtomicU64 = AtomicU64::new(1);
 
 type Context = MmContext<DmaMapping, MAX_REGIONS>;
-
-/// How a queue holds the pages of its registered memory (module parameter
-/// `backing`, read when the queue is created).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Backing {
-    /// GUP `FOLL_LONGTERM` pins, charged to the mm's `pinned_vm` against
-    /// RLIMIT_MEMLOCK (the seed's scheme).
-    Pin,
-    /// `hmm_range_fault()` against the region's notifier sequence: no page
-    /// reference, no charge. The invalidate callback is what keeps the
-    /// pages from going away under the device: it drains and unmaps before
-    /// it returns, and the kernel frees nothing before that.
-    Mirror,
-}
-
-/// The module parameter `backing` (`pin` by default).
-pub(crate) fn current_backing() -> Backing {
-    // SAFETY: reads a module parameter; no precondition.
-    match unsafe { shim::warpq_param_backing() } {
-        1 => Backing::Mirror,
-        _ => Backing::Pin,
-    }
-}
-
-/// The pages of one region, pinned or mirrored, and their DMA addresses.
-pub(crate) struct DmaMapping {
-    pages: KVVec<*mut PageRaw>,
-    dma: KVVec<u64>,
-    /// Mapped for device writes (bidirectional): the unmap must say the same.
-    device_writes: bool,
-    /// The pages are pinned: the `pin` backing. A `mirror` mapping holds no
-    /// reference, unless the device's quarantine took one ([`Self::hold`]).
-    pinned: bool,
-    /// A `mirror` mapping in the device's quarantine: a page reference each.
-    referenced: bool,
-    /// The pins are charged to the queue's user (the pinning task had no
-    /// CAP_IPC_LOCK).
-    charged: bool,
-}
-
-// SAFETY: page pointers and bus addresses are plain values usable from any
-// thread; the pages stay allocated for the mapping's lifetime (pinned, or
-// mirrored: an invalidation drops the mapping before the kernel frees them).
-unsafe impl Send for DmaMapping {}
-// SAFETY: as above; shared access only reads them.
-unsafe impl Sync for DmaMapping {}
-
-impl DmaMapping {
-    /// The bus address of each page, in order.
-    pub(crate) fn dma_addresses(&self) -> &[u64] {
-        &self.dma
-    }
-
-    /// For the device's quarantine, in a teardown (under L, the pages still
-    /// mapped by the process): a `mirror` mapping takes a reference on each
-    /// page, so the kernel cannot free a page the stuck device may write.
-    fn hold(&mut self) {
-        if !self.pinned {
-            for &page in self.pages.iter() {
-                // SAFETY: mirrored and still mapped (the invalidation that
-                // would free it waits for our caller's L).
-                unsafe { shim::warpq_get_page(page) };
-            }
-            self.referenced = true;
-        }
-    }
-
-    /// Releases a mapping the device's quarantine held, once the device can
-    /// no longer reach it: DMA unmap, then the pages dirtied (the device may
-    /// have written them after the teardown) and given back.
-    pub(crate) fn release_held(mut self, dev: *mut DeviceRaw) {
-        for &addr in self.dma.iter() {
-            // SAFETY: mapped by `pin_and_map` with this direction; the device
-            // is idle again or quiesced.
-            unsafe { shim::warpq_dma_unmap_page(dev, addr, self.device_writes) };
-        }
-        if self.pinned {
-            // SAFETY: every entry was pinned by pin_user_pages and not
-            // unpinned; no lock is held (the `_dirty_lock` variant).
-            unsafe {
-                bindings::unpin_user_pages_dirty_lock(
-                    self.pages.as_mut_ptr().cast(),
-                    self.pages.len() as c_ulong,
-                    self.device_writes,
-                )
-            };
-        } else if self.referenced {
-            for &page in self.pages.iter() {
-                if self.device_writes {
-                    // SAFETY: we hold a reference on the page; no lock held.
-                    unsafe { bindings::set_page_dirty_lock(page.cast()) };
-                }
-                // SAFETY: the reference `hold` took.
-                unsafe { shim::warpq_put_page(page) };
-            }
-        }
-        // SAFETY: plain pointers, now given back.
-        unsafe { self.pages.set_len(0) };
-    }
-}
-
-impl Mapping for DmaMapping {
-    fn page_count(&self) -> u64 {
-        self.pages.len() as u64
-    }
-}
 
 /// The interval notifier of one region slot.
 struct RegionSlot {
@@ -621,7 +516,7 @@ impl Queue {
             out,
             " backing {backing} policy {policy} state {state} region_count {regions} registered_bytes {registered} \
              mapped_bytes {mapped} pinned_bytes {pinned} commands_ok {} commands_failed {} invalidations {} \
-             teardowns {} rebuilds {} faults {} zaps {}",
+             teardowns {} rebuilds {} faults {} zaps {} set_aside {} ring_held {}",
             get(&st.commands_ok),
             get(&st.commands_failed),
             get(&st.invalidations),
@@ -629,6 +524,8 @@ impl Queue {
             get(&st.rebuilds),
             get(&st.faults),
             get(&st.zaps),
+            self.set_aside_len.load(Ordering::Relaxed),
+            u8::from(self.ring_held.load(Ordering::Relaxed)),
         )?;
         for info in lines.iter().flatten() {
             let d = &info.desc;
@@ -1006,11 +903,7 @@ impl Queue {
     pub(crate) fn submit(&self, sqes: usize, count: u32) -> Result<u32> {
         const CHUNK: usize = 32;
         self.check_live()?;
-        // As in WAKE: a colliding rebuild is retried later, not an error.
-        match self.rebuild_if_stale() {
-            Err(e) if e == EAGAIN => {}
-            other => other?,
-        }
+        self.rebuild_for_submitter()?;
         let _serial = self.submit_lock.lock();
         let total = count as usize;
         let mut reader = kernel::uaccess::UserSlice::new(sqes, total.checked_mul(64).ok_or(EINVAL)?).reader();
@@ -1068,17 +961,30 @@ impl Queue {
         which(&self.dev.stats).fetch_add(by, Ordering::Relaxed);
     }
 
-    /// WAKE: the engine may be asleep (`WARPQ_RING_NEED_WAKEUP`). A rebuild
-    /// that collides with ongoing invalidations is not an error here: the
-    /// queue stays stale and the next WAIT, WAKE or touch of the ring retries.
+    /// WAKE: the engine may be asleep (`WARPQ_RING_NEED_WAKEUP`).
     pub(crate) fn wake(&self) -> Result {
         self.check_live()?;
-        match self.rebuild_if_stale() {
-            Err(e) if e == EAGAIN => {}
-            other => other?,
-        }
+        self.rebuild_for_submitter()?;
         self.wake_all();
         Ok(())
+    }
+
+    /// SUBMIT and WAKE on a stale queue. With the rebuild worker on, they
+    /// queue it and return: a submitter does not pay for the rebuild of a
+    /// chunk another stream's command waits for (B7: with the rebuild
+    /// inline, every WAKE of a busy queue cost a 2 MiB rebuild, and the
+    /// streams on unaffected chunks starved). Without it they rebuild, as
+    /// WAIT does; a rebuild that collides with ongoing invalidations is not
+    /// an error here: the queue stays stale and the next WAIT, WAKE or touch
+    /// of the ring retries.
+    fn rebuild_for_submitter(&self) -> Result {
+        if !self.ctx.gate().is_stale() || self.schedule_rebuild() {
+            return Ok(());
+        }
+        match self.rebuild_if_stale() {
+            Err(e) if e == EAGAIN => Ok(()),
+            other => other,
+        }
     }
 
     /// Whether the engine could run a command now (the pool's test before
@@ -1582,149 +1488,11 @@ impl QueuePlatform<'_> {
         }
     }
 
-    fn dev(&self) -> *mut DeviceRaw {
-        self.q.dev.pdev.as_dev()
-    }
-
-    /// The `pin` backing for the `npages` pages at `start` (one chunk of
-    /// `region`): GUP `FOLL_LONGTERM` (`FOLL_WRITE` if the device writes),
-    /// charged to the queue's user first. Returns the pages and
-    /// whether they were charged (not with CAP_IPC_LOCK).
-    fn pin_pages(
-        &self,
-        region: &RegionDesc,
-        start: u64,
-        npages: usize,
-    ) -> core::result::Result<(KVVec<*mut PageRaw>, bool), PinError> {
-        let (user, mm) = (self.q.user.as_ptr(), self.q.mm.as_ptr());
-        let limit = self.q.memlock_limit.load(Ordering::Relaxed);
-        // SAFETY: the user and the mm are held by the queue.
-        let charge = unsafe { shim::warpq_charge_pinned(user, mm, npages as c_ulong, limit as c_ulong) };
-        if charge < 0 {
-            // Over RLIMIT_MEMLOCK: not the range's fault, and it may pass
-            // later (the limit raised, other buffers unregistered). REGISTER
-            // says ENOMEM, as io_uring and VFIO do.
-            return Err(PinError::Transient);
-        }
-        let charged = charge > 0;
-        let uncharge = || {
-            // SAFETY: charged just above.
-            unsafe { shim::warpq_uncharge_pinned(user, mm, npages as c_ulong, charged) }
-        };
-        let Ok(mut pages) = KVVec::<*mut PageRaw>::with_capacity(npages, GFP_KERNEL) else {
-            uncharge();
-            return Err(PinError::Transient);
-        };
-        // GUP may pin fewer pages than asked (a later page hit a transient
-        // error): ask again for the rest to learn why.
-        let mut err: core::ffi::c_long = 0;
-        while pages.len() < npages {
-            let done = pages.len();
-            // SAFETY: `pages` has room for `npages - done` more pointers at
-            // its end; the mm is held by the queue; `mmap_locked` says
-            // whether this thread holds its lock.
-            let pinned = unsafe {
-                shim::warpq_pin_pages(
-                    mm,
-                    (start + done as u64 * PAGE_SIZE) as c_ulong,
-                    (npages - done) as c_ulong,
-                    region.access.device_writes(),
-                    self.mmap_locked,
-                    pages.as_mut_ptr().add(done),
-                )
-            };
-            if pinned <= 0 {
-                err = pinned;
-                break;
-            }
-            // SAFETY: the kernel wrote `pinned` more page pointers.
-            unsafe { pages.set_len(done + (pinned as usize).min(npages - done)) };
-        }
-        if pages.len() != npages {
-            unpin(&mut pages);
-            uncharge();
-            return Err(pin_error(err));
-        }
-        Ok((pages, charged))
-    }
-
-    /// The `mirror` backing for the `npages` pages at `start` (one chunk of
-    /// `region`): `hmm_range_fault()` against `seq` on the region's
-    /// notifier, no reference and no charge.
-    fn mirror_pages(
-        &self,
-        region: &RegionDesc,
-        start: u64,
-        npages: usize,
-        seq: u64,
-    ) -> core::result::Result<KVVec<*mut PageRaw>, PinError> {
-        let sub = self.sub(region).ok_or(PinError::Collision)?;
-        let Ok(mut pfns) = KVVec::<c_ulong>::with_capacity(npages, GFP_KERNEL) else {
-            return Err(PinError::Transient);
-        };
-        let Ok(mut pages) = KVVec::<*mut PageRaw>::with_capacity(npages, GFP_KERNEL) else {
-            return Err(PinError::Transient);
-        };
-        // SAFETY: both vectors have room for `npages` entries; the notifier
-        // was initialised by an insertion and its mm is held by the queue;
-        // `mmap_locked` says whether this thread holds its lock.
-        let ret = unsafe {
-            shim::warpq_mirror_pages(
-                sub,
-                self.q.mm.as_ptr(),
-                start as c_ulong,
-                npages as c_ulong,
-                region.access.device_writes(),
-                self.mmap_locked,
-                seq as c_ulong,
-                pfns.as_mut_ptr(),
-                pages.as_mut_ptr(),
-            )
-        };
-        if ret != 0 {
-            return Err(pin_error(ret));
-        }
-        // SAFETY: on success the shim wrote all `npages` page pointers.
-        unsafe { pages.set_len(npages) };
-        Ok(pages)
-    }
-
-    /// DMA-unmaps every address of `mapping`.
-    fn unmap_dma(&self, mapping: &DmaMapping) {
-        for &addr in mapping.dma.iter() {
-            // SAFETY: mapped by `pin_and_map` with this direction, and not
-            // used by the device any more (drained, or never published).
-            unsafe { shim::warpq_dma_unmap_page(self.dev(), addr, mapping.device_writes) };
-        }
-    }
-
-    /// Gives the pages back: unpins and uncharges them (`pin`); a `mirror`
-    /// mapping holds nothing.
-    fn release_pages(&self, mapping: &mut DmaMapping) {
-        let n = mapping.pages.len();
-        if mapping.pinned {
-            unpin(&mut mapping.pages);
-            // SAFETY: charged in `pin_pages` (as `charged` says); the user and
-            // the mm are held by the queue.
-            unsafe {
-                shim::warpq_uncharge_pinned(self.q.user.as_ptr(), self.q.mm.as_ptr(), n as c_ulong, mapping.charged)
-            };
-        } else {
-            // SAFETY: plain pointers, nothing to drop; no reference is held.
-            unsafe { mapping.pages.set_len(0) };
-        }
-    }
-}
-
-/// The protocol's reading of a GUP or `hmm_range_fault()` error.
-fn pin_error(err: core::ffi::c_long) -> PinError {
-    let is = |e: u32| err == -(e as core::ffi::c_long);
-    if is(bindings::EBUSY) {
-        PinError::Collision
-    } else if [bindings::ENOMEM, bindings::EINTR, bindings::EAGAIN, bindings::ERESTARTSYS].into_iter().any(is) {
-        PinError::Transient
-    } else {
-        PinError::Gone
+    /// Pins or mirrors, maps and unmaps this queue's chunks.
+    fn mapper(&self) -> ChunkMapper {
+        let q = self.q;
+        let limit = q.memlock_limit.load(Ordering::Relaxed);
+        ChunkMapper::new(q.dev.pdev.as_dev(), &q.mm, &q.user, limit, q.backing, self.mmap_locked)
     }
 }
 
@@ -1778,79 +1546,24 @@ impl Platform for QueuePlatform<'_> {
 
     fn pin_and_map(&self, region: &RegionDesc, chunk: usize, seq: u64) -> core::result::Result<DmaMapping, PinError> {
         let (start, len) = region.chunk_range(chunk);
-        let npages = usize::try_from(len / PAGE_SIZE).map_err(|_| PinError::Gone)?;
-        let writes = region.access.device_writes();
-        let t_pin = now_ns();
-        let (pages, charged) = match self.q.backing {
-            Backing::Pin => self.pin_pages(region, start, npages)?,
-            Backing::Mirror => (self.mirror_pages(region, start, npages, seq)?, false),
-        };
-        let pinned = self.q.backing == Backing::Pin;
-        let mut mapping =
-            DmaMapping { pages, dma: KVVec::new(), device_writes: writes, pinned, referenced: false, charged };
-        let t_map = now_ns();
-        self.q.record(Kind::Pin, t_map - t_pin);
-        if mapping.dma.reserve(npages, GFP_KERNEL).is_err() {
-            self.release_pages(&mut mapping);
-            return Err(PinError::Transient);
-        }
-        // Each page is pinned, or mirrored under a notifier sequence the
-        // rebuild checks before publishing (an invalidation in between waits
-        // for L, so the page is not freed before it is unmapped again).
-        for &page in mapping.pages.iter() {
-            let mut map_err = 0;
-            // SAFETY: `page` is live (above); the device is bound.
-            let addr = unsafe { shim::warpq_dma_map_page(self.dev(), page, writes, &mut map_err) };
-            // SAFETY: asking about a mapping just made.
-            let bounced = map_err == 0 && unsafe { shim::warpq_dma_needs_sync(self.dev(), addr) };
-            if map_err != 0 || bounced {
-                if map_err == 0 {
-                    // SAFETY: mapped just above with this direction.
-                    unsafe { shim::warpq_dma_unmap_page(self.dev(), addr, writes) };
-                }
-                self.unmap_dma(&mapping);
-                self.release_pages(&mut mapping);
-                // A mapping that needs syncs (swiotlb) would make the device
-                // work on copies: that memory can never be shared.
-                return Err(if bounced { PinError::Gone } else { PinError::Transient });
-            }
-            // Cannot fail: reserved above.
-            let _ = mapping.dma.push(addr, GFP_KERNEL);
-        }
-        self.q.record(Kind::Map, now_ns() - t_map);
-        self.q.stats.pinned(npages as u64);
-        self.q.dev.stats.pinned(npages as u64);
-        Ok(mapping)
+        let mapped = self.mapper().map_chunk(self.sub(region), start, len, region.access.device_writes(), seq)?;
+        self.q.record(Kind::Pin, mapped.pin_ns);
+        self.q.record(Kind::Map, mapped.map_ns);
+        let n = mapped.mapping.pages();
+        self.q.stats.pinned(n);
+        self.q.dev.stats.pinned(n);
+        Ok(mapped.mapping)
     }
 
     fn unmap_and_unpin(&self, mapping: DmaMapping, dirty: bool) {
+        let mapper = self.mapper();
         // A stuck edu transfer may still reach this mapping's pages: the
         // device's quarantine keeps them (and the IOVAs) until it is idle
         // again or quiesced (edu.rs).
         let mut mapping = if self.q.dev.edu.is_stuck() {
             let held = self.q.dev.hold_if_reached(mapping, |m| {
-                if dirty && m.device_writes {
-                    for &page in m.pages.iter() {
-                        // SAFETY: as below.
-                        unsafe { shim::warpq_set_page_dirty(page) };
-                    }
-                }
-                if m.pinned {
-                    // SAFETY: charged in `pin_pages` (as `charged` says); the
-                    // user and the mm are held by the queue. The pins stay
-                    // (counted by the device); the charge goes with the queue.
-                    unsafe {
-                        shim::warpq_uncharge_pinned(
-                            self.q.user.as_ptr(),
-                            self.q.mm.as_ptr(),
-                            m.pages.len() as c_ulong,
-                            m.charged,
-                        )
-                    };
-                    m.charged = false;
-                }
-                m.hold();
-                self.q.stats.unpinned(m.pages.len() as u64);
+                mapper.prepare_for_quarantine(m, dirty);
+                self.q.stats.unpinned(m.pages());
             });
             match held {
                 Ok(()) => return,
@@ -1862,19 +1575,13 @@ impl Platform for QueuePlatform<'_> {
         let t0 = now_ns();
         // The engine is drained (the core's contract): the device no longer
         // uses these addresses.
-        self.unmap_dma(&mapping);
+        mapper.unmap_dma(&mapping);
         let t1 = now_ns();
-        if dirty && mapping.device_writes {
-            // set_page_dirty() rather than the _lock variant: the caller may
-            // hold the folio lock.
-            for &page in mapping.pages.iter() {
-                // SAFETY: pinned by us, or mirrored and still mapped (an
-                // invalidation that would free it waits for our caller's L).
-                unsafe { shim::warpq_set_page_dirty(page) };
-            }
+        if dirty {
+            mapping.mark_dirty();
         }
-        let n = mapping.pages.len() as u64;
-        self.release_pages(&mut mapping);
+        let n = mapping.pages();
+        mapper.release_pages(&mut mapping);
         let t2 = now_ns();
         self.q.record(Kind::Unmap, t1 - t0);
         self.q.record(Kind::Unpin, t2 - t1);
@@ -1887,9 +1594,10 @@ impl Platform for QueuePlatform<'_> {
         // Never published, so never used by the device: nothing to mark
         // dirty, and not a teardown (the unmap_ns/unpin_ns histograms and
         // the unmap_unpin event are a teardown's).
-        self.unmap_dma(&mapping);
-        let n = mapping.pages.len() as u64;
-        self.release_pages(&mut mapping);
+        let mapper = self.mapper();
+        mapper.unmap_dma(&mapping);
+        let n = mapping.pages();
+        mapper.release_pages(&mut mapping);
         self.q.stats.unpinned(n);
         self.q.dev.stats.unpinned(n);
     }
@@ -1906,6 +1614,16 @@ impl Platform for QueuePlatform<'_> {
         self.q.wake_all();
     }
 
+    fn resumed(&self) {
+        // The pool's sleeper re-checks for work after it set its flags; this
+        // check follows our own resume (an RMW of the gate word), so one of
+        // the two sees the other. No work, no kick: an idle queue's
+        // invalidations stay cheap (B2).
+        if self.q.engine_has_work() {
+            self.q.dev.pool.kick();
+        }
+    }
+
     fn drain_started(&self, in_flight: u32, timeout_ns: u64) {
         trace::drain_start(self.q.mm.id(), in_flight, timeout_ns);
     }
@@ -1913,14 +1631,4 @@ impl Platform for QueuePlatform<'_> {
     fn drain_finished(&self, abandoned: u32, ns: u64) {
         trace::drain_end(self.q.mm.id(), abandoned, ns);
     }
-}
-
-/// Unpins and forgets `pages`.
-fn unpin(pages: &mut KVVec<*mut PageRaw>) {
-    if !pages.is_empty() {
-        // SAFETY: every entry was pinned by pin_user_pages and not unpinned.
-        unsafe { bindings::unpin_user_pages(pages.as_mut_ptr().cast(), pages.len() as c_ulong) };
-    }
-    // SAFETY: the entries are plain pointers (nothing to drop), now unpinned.
-    unsafe { pages.set_len(0) };
 }

@@ -27,6 +27,7 @@ mod engine;
 mod eventfd;
 mod file;
 mod hist;
+mod mapping;
 mod pool;
 mod queue;
 mod ring;
@@ -295,9 +296,9 @@ fn ioctl(qf: &QueueFile, cmd: u32, arg: usize) -> Result {
                     | uapi::WARPQ_CAP_FORK_QUEUE
                     | uapi::WARPQ_CAP_POLL
                     | uapi::WARPQ_CAP_EVENTFD
-                    | match caller_queue(qf).map_or_else(queue::current_backing, |q| q.backing()) {
-                        queue::Backing::Mirror => uapi::WARPQ_CAP_MIRROR,
-                        queue::Backing::Pin => 0,
+                    | match caller_queue(qf).map_or_else(mapping::current_backing, |q| q.backing()) {
+                        mapping::Backing::Mirror => uapi::WARPQ_CAP_MIRROR,
+                        mapping::Backing::Pin => 0,
                     },
                 sq_entries: uapi::WARPQ_SQ_ENTRIES,
                 cq_entries: uapi::WARPQ_CQ_ENTRIES,

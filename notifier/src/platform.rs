@@ -114,6 +114,12 @@ pub trait Platform: Waiter {
     /// Called with `L` held; must not sleep.
     fn engine_reset(&self) {}
 
+    /// A teardown resumed the gate it paused. An engine that found the gate
+    /// paused may have gone to sleep meanwhile, with commands it could run
+    /// now: wake it if there are (nothing else would until the next
+    /// submission). Called with `L` held; must not sleep.
+    fn resumed(&self) {}
+
     /// A teardown paused the gate and starts draining the engine, with
     /// `in_flight` commands inside and `timeout_ns` to leave (for tracing;
     /// called with `L` held; must not sleep).

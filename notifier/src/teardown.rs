@@ -179,6 +179,8 @@ where
     drop(paused);
     if was_stale && !ctx.gate().is_stale() {
         platform.wake();
+    } else {
+        platform.resumed();
     }
     drop(key);
     report(InvalidateOutcome::TornDown { pages_unpinned, chunks: chunk_count, drain, drain_ns })

@@ -195,7 +195,9 @@ fn invalidate_tears_down_in_order() {
     assert!(report.callback_result());
     let calls = w.p.calls();
     let unpin_id = match calls.as_slice() {
-        [Call::SetSeq { slot: 0, .. }, Call::Unpin { id, dirty: true }] => *id,
+        // The engine, turned away by the pause, may have gone to sleep:
+        // `resumed` comes after the pause is dropped, so it can be woken.
+        [Call::SetSeq { slot: 0, .. }, Call::Unpin { id, dirty: true }, Call::Resumed] => *id,
         other => panic!("unexpected call order {other:?}"),
     };
     assert!(unpin_id > 0);

@@ -43,13 +43,30 @@ impl Mapping for TestMapping {
 /// Every call the core made, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Call {
-    ReadBegin { slot: usize, seq: u64 },
-    ReadRetry { slot: usize, retry: bool },
-    SetSeq { slot: usize, seq: u64 },
-    Pin { slot: usize, result: Result<u64, PinError> },
-    Unpin { id: u64, dirty: bool },
+    ReadBegin {
+        slot: usize,
+        seq: u64,
+    },
+    ReadRetry {
+        slot: usize,
+        retry: bool,
+    },
+    SetSeq {
+        slot: usize,
+        seq: u64,
+    },
+    Pin {
+        slot: usize,
+        result: Result<u64, PinError>,
+    },
+    Unpin {
+        id: u64,
+        dirty: bool,
+    },
     ScheduleZap,
     EngineReset,
+    /// A teardown resumed the gate (`Platform::resumed`).
+    Resumed,
     Wait,
     Wake,
 }
@@ -318,6 +335,10 @@ impl Platform for TestPlatform {
         let mut s = self.state();
         s.engine_resets += 1;
         Self::log(&mut s, Call::EngineReset);
+    }
+
+    fn resumed(&self) {
+        Self::log(&mut self.state(), Call::Resumed);
     }
 }
 

@@ -14,7 +14,9 @@
 //! - **disturbed, in order**: the same without the flag (a waiting FILL
 //!   holds up the whole queue).
 //!
-//! Streams never write the dropped pages (page 0 of each chunk); every
+//! The thread submits through the mapped ring and sleeps in poll(2) when
+//! nothing has completed. Streams never write the dropped pages (page 0 of
+//! each chunk); every
 //! completion is checked: status OK and all 4096 bytes of its page hold
 //! its value. Figures: the second half's throughput against undisturbed
 //! (target ≥ 0.9, with UNORDERED) and the first half's completions per 5 ms
@@ -141,7 +143,14 @@ fn stream(q: &mut Queue<'_>, base: u64, side: Side) -> Result<([u64; 2], f64), S
         } else if pending.is_empty() {
             break;
         } else if t0.elapsed() > SIDE + Duration::from_secs(60) {
-            return Err(format!("{} commands still in flight 60 s after the side ended", pending.len()));
+            let queues = std::fs::read_to_string("/sys/kernel/debug/warpq/warpq0/queues").unwrap_or_default();
+            let mut left: Vec<_> =
+                pending.values().map(|&(half, off, _)| (half, off / CHUNK, off % CHUNK / PAGE)).collect();
+            left.sort();
+            return Err(format!(
+                "{} commands still in flight 60 s after the side ended (half, chunk, page): {left:?}\n{queues}",
+                pending.len()
+            ));
         }
         let mut any = false;
         for c in q.completion() {
@@ -164,7 +173,10 @@ fn stream(q: &mut Queue<'_>, base: u64, side: Side) -> Result<([u64; 2], f64), S
             }
         }
         if !any {
-            std::thread::yield_now();
+            // Sleep in poll(2) until completions are ready, as an event
+            // loop would (WAIT would rebuild inline, and a spinning client
+            // would take the CPU the engine and the rebuild worker need).
+            q.poll_completions(Some(Duration::from_millis(2))).map_err(|e| format!("poll: {e}"))?;
         }
     }
     Ok((done, counted_until.unwrap_or(SIDE.as_secs_f64())))

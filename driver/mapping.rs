@@ -1,0 +1,409 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! One chunk's pages and their device addresses: how a queue holds the
+//! pages of its registered memory (the `pin` and `mirror` backings) and
+//! maps them for the device, and how it gives them back.
+//!
+//! [`ChunkMapper`] does the work for one queue: pin or mirror, DMA map,
+//! and the reverse; `queue.rs`'s `QueuePlatform` (the protocol core's
+//! platform) times and counts around it. The engine reads a
+//! [`DmaMapping`]'s addresses; the device's quarantine (`device.rs`) holds
+//! mappings a stuck edu transfer may still reach.
+//!
+//! Nothing here takes a lock. `map_chunk` allocates and faults pages (never
+//! under L); the rest runs under L in a teardown (the lock-order table in
+//! `queue.rs` says what may).
+
+use kernel::alloc::KVVec;
+use kernel::bindings;
+use kernel::ffi::c_ulong;
+use kernel::prelude::*;
+
+use crate::glue::mm::{MmGrab, UserRef};
+use crate::protocol::platform::{Mapping, PinError};
+use crate::shim::{self, DeviceRaw, IntervalRaw, MmRaw, PageRaw, UserRaw};
+
+const PAGE_SIZE: u64 = kernel::page::PAGE_SIZE as u64;
+
+/// How a queue holds the pages of its registered memory (module parameter
+/// `backing`, read when the queue is created).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Backing {
+    /// GUP `FOLL_LONGTERM` pins, charged to the mm's `pinned_vm` against
+    /// RLIMIT_MEMLOCK (the seed's scheme).
+    Pin,
+    /// `hmm_range_fault()` against the region's notifier sequence: no page
+    /// reference, no charge. The invalidate callback is what keeps the
+    /// pages from going away under the device: it drains and unmaps before
+    /// it returns, and the kernel frees nothing before that.
+    Mirror,
+}
+
+/// The module parameter `backing` (`pin` by default).
+pub(crate) fn current_backing() -> Backing {
+    // SAFETY: reads a module parameter; no precondition.
+    match unsafe { shim::warpq_param_backing() } {
+        1 => Backing::Mirror,
+        _ => Backing::Pin,
+    }
+}
+
+/// The pages of one region, pinned or mirrored, and their DMA addresses.
+pub(crate) struct DmaMapping {
+    pages: KVVec<*mut PageRaw>,
+    dma: KVVec<u64>,
+    /// Mapped for device writes (bidirectional): the unmap must say the same.
+    device_writes: bool,
+    /// The pages are pinned: the `pin` backing. A `mirror` mapping holds no
+    /// reference, unless the device's quarantine took one ([`Self::hold`]).
+    pinned: bool,
+    /// A `mirror` mapping in the device's quarantine: a page reference each.
+    referenced: bool,
+    /// The pins are charged to the queue's user (the pinning task had no
+    /// CAP_IPC_LOCK).
+    charged: bool,
+}
+
+// SAFETY: page pointers and bus addresses are plain values usable from any
+// thread; the pages stay allocated for the mapping's lifetime (pinned, or
+// mirrored: an invalidation drops the mapping before the kernel frees them).
+unsafe impl Send for DmaMapping {}
+// SAFETY: as above; shared access only reads them.
+unsafe impl Sync for DmaMapping {}
+
+impl DmaMapping {
+    /// The bus address of each page, in order.
+    pub(crate) fn dma_addresses(&self) -> &[u64] {
+        &self.dma
+    }
+
+    /// Pages in the mapping.
+    pub(crate) fn pages(&self) -> u64 {
+        self.pages.len() as u64
+    }
+
+    /// Marks every page dirty if the device may have written it
+    /// (`set_page_dirty`, not the `_lock` variant: a teardown's caller may
+    /// hold the folio lock).
+    pub(crate) fn mark_dirty(&self) {
+        if self.device_writes {
+            for &page in self.pages.iter() {
+                // SAFETY: pinned by us, or mirrored and still mapped (an
+                // invalidation that would free it waits for our caller's L).
+                unsafe { shim::warpq_set_page_dirty(page) };
+            }
+        }
+    }
+
+    /// For the device's quarantine, in a teardown (under L, the pages still
+    /// mapped by the process): a `mirror` mapping takes a reference on each
+    /// page, so the kernel cannot free a page the stuck device may write.
+    fn hold(&mut self) {
+        if !self.pinned {
+            for &page in self.pages.iter() {
+                // SAFETY: mirrored and still mapped (the invalidation that
+                // would free it waits for our caller's L).
+                unsafe { shim::warpq_get_page(page) };
+            }
+            self.referenced = true;
+        }
+    }
+
+    /// Releases a mapping the device's quarantine held, once the device can
+    /// no longer reach it: DMA unmap, then the pages dirtied (the device may
+    /// have written them after the teardown) and given back.
+    pub(crate) fn release_held(mut self, dev: *mut DeviceRaw) {
+        for &addr in self.dma.iter() {
+            // SAFETY: mapped by `pin_and_map` with this direction; the device
+            // is idle again or quiesced.
+            unsafe { shim::warpq_dma_unmap_page(dev, addr, self.device_writes) };
+        }
+        if self.pinned {
+            // SAFETY: every entry was pinned by pin_user_pages and not
+            // unpinned; no lock is held (the `_dirty_lock` variant).
+            unsafe {
+                bindings::unpin_user_pages_dirty_lock(
+                    self.pages.as_mut_ptr().cast(),
+                    self.pages.len() as c_ulong,
+                    self.device_writes,
+                )
+            };
+        } else if self.referenced {
+            for &page in self.pages.iter() {
+                if self.device_writes {
+                    // SAFETY: we hold a reference on the page; no lock held.
+                    unsafe { bindings::set_page_dirty_lock(page.cast()) };
+                }
+                // SAFETY: the reference `hold` took.
+                unsafe { shim::warpq_put_page(page) };
+            }
+        }
+        // SAFETY: plain pointers, now given back.
+        unsafe { self.pages.set_len(0) };
+    }
+}
+
+impl Mapping for DmaMapping {
+    fn page_count(&self) -> u64 {
+        self.pages.len() as u64
+    }
+}
+
+/// A chunk just mapped, with the time its two phases took.
+pub(crate) struct MappedChunk {
+    pub(crate) mapping: DmaMapping,
+    /// Pinning or faulting in the pages (ns).
+    pub(crate) pin_ns: u64,
+    /// DMA-mapping them (ns).
+    pub(crate) map_ns: u64,
+}
+
+/// Maps and unmaps the chunks of one queue: its device, mm, user and
+/// backing.
+pub(crate) struct ChunkMapper {
+    dev: *mut DeviceRaw,
+    mm: *mut MmRaw,
+    user: *mut UserRaw,
+    /// The RLIMIT_MEMLOCK the last REGISTER recorded, in pages (`pin`).
+    memlock_limit: u64,
+    backing: Backing,
+    /// The caller holds the mm's mmap lock (the fault path).
+    mmap_locked: bool,
+}
+
+impl ChunkMapper {
+    /// The mapper of a queue; `dev` is its bound device, `mm` and `user`
+    /// are held by the queue for as long as the mapper is used.
+    pub(crate) fn new(
+        dev: *mut DeviceRaw,
+        mm: &MmGrab,
+        user: &UserRef,
+        memlock_limit: u64,
+        backing: Backing,
+        mmap_locked: bool,
+    ) -> Self {
+        Self { dev, mm: mm.as_ptr(), user: user.as_ptr(), memlock_limit, backing, mmap_locked }
+    }
+
+    /// Pins (or mirrors, against `seq` on the region's notifier `sub`) the
+    /// `len` bytes at `start` and DMA-maps each page; on failure nothing is
+    /// left pinned, charged or mapped.
+    pub(crate) fn map_chunk(
+        &self,
+        sub: Option<*mut IntervalRaw>,
+        start: u64,
+        len: u64,
+        writes: bool,
+        seq: u64,
+    ) -> core::result::Result<MappedChunk, PinError> {
+        let npages = usize::try_from(len / PAGE_SIZE).map_err(|_| PinError::Gone)?;
+        let t_pin = now_ns();
+        let (pages, charged) = match self.backing {
+            Backing::Pin => self.pin_pages(start, npages, writes)?,
+            Backing::Mirror => (self.mirror_pages(sub, start, npages, writes, seq)?, false),
+        };
+        let pinned = self.backing == Backing::Pin;
+        let mut mapping =
+            DmaMapping { pages, dma: KVVec::new(), device_writes: writes, pinned, referenced: false, charged };
+        let t_map = now_ns();
+        if mapping.dma.reserve(npages, GFP_KERNEL).is_err() {
+            self.release_pages(&mut mapping);
+            return Err(PinError::Transient);
+        }
+        // Each page is pinned, or mirrored under a notifier sequence the
+        // rebuild checks before publishing (an invalidation in between waits
+        // for L, so the page is not freed before it is unmapped again).
+        for &page in mapping.pages.iter() {
+            let mut map_err = 0;
+            // SAFETY: `page` is live (above); the device is bound.
+            let addr = unsafe { shim::warpq_dma_map_page(self.dev, page, writes, &mut map_err) };
+            // SAFETY: asking about a mapping just made.
+            let bounced = map_err == 0 && unsafe { shim::warpq_dma_needs_sync(self.dev, addr) };
+            if map_err != 0 || bounced {
+                if map_err == 0 {
+                    // SAFETY: mapped just above with this direction.
+                    unsafe { shim::warpq_dma_unmap_page(self.dev, addr, writes) };
+                }
+                self.unmap_dma(&mapping);
+                self.release_pages(&mut mapping);
+                // A mapping that needs syncs (swiotlb) would make the device
+                // work on copies: that memory can never be shared.
+                return Err(if bounced { PinError::Gone } else { PinError::Transient });
+            }
+            // Cannot fail: reserved above.
+            let _ = mapping.dma.push(addr, GFP_KERNEL);
+        }
+        Ok(MappedChunk { mapping, pin_ns: t_map - t_pin, map_ns: now_ns() - t_map })
+    }
+
+    /// For the device's quarantine (a teardown while a stuck edu transfer
+    /// may reach the pages): marks them dirty if `dirty`, moves the pins'
+    /// charge off the queue's user (the pins stay, counted by the device)
+    /// and, under `mirror`, takes a page reference each.
+    pub(crate) fn prepare_for_quarantine(&self, mapping: &mut DmaMapping, dirty: bool) {
+        if dirty {
+            mapping.mark_dirty();
+        }
+        if mapping.pinned {
+            // SAFETY: charged in `pin_pages` (as `charged` says); the user
+            // and the mm are held by the queue.
+            unsafe { shim::warpq_uncharge_pinned(self.user, self.mm, mapping.pages.len() as c_ulong, mapping.charged) };
+            mapping.charged = false;
+        }
+        mapping.hold();
+    }
+
+    /// The `pin` backing for the `npages` pages at `start` (one chunk):
+    /// GUP `FOLL_LONGTERM` (`FOLL_WRITE` if the device `writes`),
+    /// charged to the queue's user first. Returns the pages and
+    /// whether they were charged (not with CAP_IPC_LOCK).
+    fn pin_pages(
+        &self,
+        start: u64,
+        npages: usize,
+        writes: bool,
+    ) -> core::result::Result<(KVVec<*mut PageRaw>, bool), PinError> {
+        let (user, mm, limit) = (self.user, self.mm, self.memlock_limit);
+        // SAFETY: the user and the mm are held by the queue.
+        let charge = unsafe { shim::warpq_charge_pinned(user, mm, npages as c_ulong, limit as c_ulong) };
+        if charge < 0 {
+            // Over RLIMIT_MEMLOCK: not the range's fault, and it may pass
+            // later (the limit raised, other buffers unregistered). REGISTER
+            // says ENOMEM, as io_uring and VFIO do.
+            return Err(PinError::Transient);
+        }
+        let charged = charge > 0;
+        let uncharge = || {
+            // SAFETY: charged just above.
+            unsafe { shim::warpq_uncharge_pinned(user, mm, npages as c_ulong, charged) }
+        };
+        let Ok(mut pages) = KVVec::<*mut PageRaw>::with_capacity(npages, GFP_KERNEL) else {
+            uncharge();
+            return Err(PinError::Transient);
+        };
+        // GUP may pin fewer pages than asked (a later page hit a transient
+        // error): ask again for the rest to learn why.
+        let mut err: core::ffi::c_long = 0;
+        while pages.len() < npages {
+            let done = pages.len();
+            // SAFETY: `pages` has room for `npages - done` more pointers at
+            // its end; the mm is held by the queue; `mmap_locked` says
+            // whether this thread holds its lock.
+            let pinned = unsafe {
+                shim::warpq_pin_pages(
+                    mm,
+                    (start + done as u64 * PAGE_SIZE) as c_ulong,
+                    (npages - done) as c_ulong,
+                    writes,
+                    self.mmap_locked,
+                    pages.as_mut_ptr().add(done),
+                )
+            };
+            if pinned <= 0 {
+                err = pinned;
+                break;
+            }
+            // SAFETY: the kernel wrote `pinned` more page pointers.
+            unsafe { pages.set_len(done + (pinned as usize).min(npages - done)) };
+        }
+        if pages.len() != npages {
+            unpin(&mut pages);
+            uncharge();
+            return Err(pin_error(err));
+        }
+        Ok((pages, charged))
+    }
+
+    /// The `mirror` backing for the `npages` pages at `start` (one chunk):
+    /// `hmm_range_fault()` against `seq` on the region's notifier `sub`
+    /// (`None`: never inserted, a collision), no reference and no charge.
+    fn mirror_pages(
+        &self,
+        sub: Option<*mut IntervalRaw>,
+        start: u64,
+        npages: usize,
+        writes: bool,
+        seq: u64,
+    ) -> core::result::Result<KVVec<*mut PageRaw>, PinError> {
+        let sub = sub.ok_or(PinError::Collision)?;
+        let Ok(mut pfns) = KVVec::<c_ulong>::with_capacity(npages, GFP_KERNEL) else {
+            return Err(PinError::Transient);
+        };
+        let Ok(mut pages) = KVVec::<*mut PageRaw>::with_capacity(npages, GFP_KERNEL) else {
+            return Err(PinError::Transient);
+        };
+        // SAFETY: both vectors have room for `npages` entries; the notifier
+        // was initialised by an insertion and its mm is held by the queue;
+        // `mmap_locked` says whether this thread holds its lock.
+        let ret = unsafe {
+            shim::warpq_mirror_pages(
+                sub,
+                self.mm,
+                start as c_ulong,
+                npages as c_ulong,
+                writes,
+                self.mmap_locked,
+                seq as c_ulong,
+                pfns.as_mut_ptr(),
+                pages.as_mut_ptr(),
+            )
+        };
+        if ret != 0 {
+            return Err(pin_error(ret));
+        }
+        // SAFETY: on success the shim wrote all `npages` page pointers.
+        unsafe { pages.set_len(npages) };
+        Ok(pages)
+    }
+
+    /// DMA-unmaps every address of `mapping`.
+    pub(crate) fn unmap_dma(&self, mapping: &DmaMapping) {
+        for &addr in mapping.dma.iter() {
+            // SAFETY: mapped by `map_chunk` with this direction, and not
+            // used by the device any more (drained, or never published).
+            unsafe { shim::warpq_dma_unmap_page(self.dev, addr, mapping.device_writes) };
+        }
+    }
+
+    /// Gives the pages back: unpins and uncharges them (`pin`); a `mirror`
+    /// mapping holds nothing.
+    pub(crate) fn release_pages(&self, mapping: &mut DmaMapping) {
+        let n = mapping.pages.len();
+        if mapping.pinned {
+            unpin(&mut mapping.pages);
+            // SAFETY: charged in `pin_pages` (as `charged` says); the user and
+            // the mm are held by the queue.
+            unsafe { shim::warpq_uncharge_pinned(self.user, self.mm, n as c_ulong, mapping.charged) };
+        } else {
+            // SAFETY: plain pointers, nothing to drop; no reference is held.
+            unsafe { mapping.pages.set_len(0) };
+        }
+    }
+}
+
+/// The protocol's reading of a GUP or `hmm_range_fault()` error.
+fn pin_error(err: core::ffi::c_long) -> PinError {
+    let is = |e: u32| err == -(e as core::ffi::c_long);
+    if is(bindings::EBUSY) {
+        PinError::Collision
+    } else if [bindings::ENOMEM, bindings::EINTR, bindings::EAGAIN, bindings::ERESTARTSYS].into_iter().any(is) {
+        PinError::Transient
+    } else {
+        PinError::Gone
+    }
+}
+
+/// Unpins and forgets `pages`.
+fn unpin(pages: &mut KVVec<*mut PageRaw>) {
+    if !pages.is_empty() {
+        // SAFETY: every entry was pinned by pin_user_pages and not unpinned.
+        unsafe { bindings::unpin_user_pages(pages.as_mut_ptr().cast(), pages.len() as c_ulong) };
+    }
+    // SAFETY: the entries are plain pointers (nothing to drop), now unpinned.
+    unsafe { pages.set_len(0) };
+}
+
+fn now_ns() -> u64 {
+    // SAFETY: no precondition.
+    unsafe { shim::warpq_ktime_ns() }
+}
