@@ -21,7 +21,7 @@ use kernel::prelude::*;
 
 use crate::glue::mm::{MmGrab, UserRef};
 use crate::protocol::platform::{Mapping, PinError};
-use crate::shim::{self, DeviceRaw, IntervalRaw, MmRaw, PageRaw, UserRaw};
+use crate::shim::{self, DeviceRaw, IntervalRaw, MmRaw, PageRaw, SgTableRaw, UserRaw};
 
 const PAGE_SIZE: u64 = kernel::page::PAGE_SIZE as u64;
 
@@ -52,6 +52,9 @@ pub(crate) fn current_backing() -> Backing {
 pub(crate) struct DmaMapping {
     pages: KVVec<*mut PageRaw>,
     dma: KVVec<u64>,
+    /// The pages as one DMA-mapped scatter-gather table (one IOVA range
+    /// behind an IOMMU); null once unmapped or before it was mapped.
+    sgt: *mut SgTableRaw,
     /// Mapped for device writes (bidirectional): the unmap must say the same.
     device_writes: bool,
     /// The pages are pinned: the `pin` backing. A `mirror` mapping holds no
@@ -113,10 +116,11 @@ impl DmaMapping {
     /// no longer reach it: DMA unmap, then the pages dirtied (the device may
     /// have written them after the teardown) and given back.
     pub(crate) fn release_held(mut self, dev: *mut DeviceRaw) {
-        for &addr in self.dma.iter() {
-            // SAFETY: mapped by `pin_and_map` with this direction; the device
-            // is idle again or quiesced.
-            unsafe { shim::warpq_dma_unmap_page(dev, addr, self.device_writes) };
+        if !self.sgt.is_null() {
+            // SAFETY: mapped by `map_chunk` with this direction and not
+            // unmapped since; the device is idle again or quiesced.
+            unsafe { shim::warpq_dma_unmap_chunk(dev, self.sgt, self.device_writes) };
+            self.sgt = core::ptr::null_mut();
         }
         if self.pinned {
             // SAFETY: every entry was pinned by pin_user_pages and not
@@ -203,9 +207,20 @@ impl ChunkMapper {
             Backing::Mirror => (self.mirror_pages(sub, start, npages, writes, seq)?, false),
         };
         let pinned = self.backing == Backing::Pin;
-        let mut mapping =
-            DmaMapping { pages, dma: KVVec::new(), device_writes: writes, pinned, referenced: false, charged };
+        let mut mapping = DmaMapping {
+            pages,
+            dma: KVVec::new(),
+            sgt: core::ptr::null_mut(),
+            device_writes: writes,
+            pinned,
+            referenced: false,
+            charged,
+        };
         let t_map = now_ns();
+        let Ok(n) = u32::try_from(npages) else {
+            self.release_pages(&mut mapping);
+            return Err(PinError::Gone);
+        };
         if mapping.dma.reserve(npages, GFP_KERNEL).is_err() {
             self.release_pages(&mut mapping);
             return Err(PinError::Transient);
@@ -213,26 +228,30 @@ impl ChunkMapper {
         // Each page is pinned, or mirrored under a notifier sequence the
         // rebuild checks before publishing (an invalidation in between waits
         // for L, so the page is not freed before it is unmapped again).
-        for &page in mapping.pages.iter() {
-            let mut map_err = 0;
-            // SAFETY: `page` is live (above); the device is bound.
-            let addr = unsafe { shim::warpq_dma_map_page(self.dev, page, writes, &mut map_err) };
-            // SAFETY: asking about a mapping just made.
-            let bounced = map_err == 0 && unsafe { shim::warpq_dma_needs_sync(self.dev, addr) };
-            if map_err != 0 || bounced {
-                if map_err == 0 {
-                    // SAFETY: mapped just above with this direction.
-                    unsafe { shim::warpq_dma_unmap_page(self.dev, addr, writes) };
-                }
-                self.unmap_dma(&mapping);
-                self.release_pages(&mut mapping);
-                // A mapping that needs syncs (swiotlb) would make the device
-                // work on copies: that memory can never be shared.
-                return Err(if bounced { PinError::Gone } else { PinError::Transient });
-            }
-            // Cannot fail: reserved above.
-            let _ = mapping.dma.push(addr, GFP_KERNEL);
+        let mut err = 0;
+        // SAFETY: `pages` holds `npages` live pages (above), `dma` has room
+        // for `npages` addresses; the device is bound.
+        let sgt = unsafe {
+            shim::warpq_dma_map_chunk(
+                self.dev,
+                mapping.pages.as_mut_ptr(),
+                n,
+                writes,
+                mapping.dma.as_mut_ptr(),
+                &mut err,
+            )
+        };
+        if sgt.is_null() {
+            self.release_pages(&mut mapping);
+            // Memory that would be bounced (swiotlb) would make the device
+            // work on copies: it can never be shared. Anything else (no
+            // memory, no IOVA space) may pass later.
+            let bounced = err == -(bindings::EREMOTEIO as i32);
+            return Err(if bounced { PinError::Gone } else { PinError::Transient });
         }
+        mapping.sgt = sgt;
+        // SAFETY: on success the shim wrote all `npages` addresses.
+        unsafe { mapping.dma.set_len(npages) };
         Ok(MappedChunk { mapping, pin_ns: t_map - t_pin, map_ns: now_ns() - t_map })
     }
 
@@ -356,12 +375,13 @@ impl ChunkMapper {
         Ok(pages)
     }
 
-    /// DMA-unmaps every address of `mapping`.
-    pub(crate) fn unmap_dma(&self, mapping: &DmaMapping) {
-        for &addr in mapping.dma.iter() {
-            // SAFETY: mapped by `map_chunk` with this direction, and not
-            // used by the device any more (drained, or never published).
-            unsafe { shim::warpq_dma_unmap_page(self.dev, addr, mapping.device_writes) };
+    /// DMA-unmaps the chunk (one call: one IOVA range behind an IOMMU).
+    pub(crate) fn unmap_dma(&self, mapping: &mut DmaMapping) {
+        if !mapping.sgt.is_null() {
+            // SAFETY: mapped by `map_chunk` with this direction, and not used
+            // by the device any more (drained, or never published).
+            unsafe { shim::warpq_dma_unmap_chunk(self.dev, mapping.sgt, mapping.device_writes) };
+            mapping.sgt = core::ptr::null_mut();
         }
     }
 

@@ -1575,7 +1575,7 @@ impl Platform for QueuePlatform<'_> {
         let t0 = now_ns();
         // The engine is drained (the core's contract): the device no longer
         // uses these addresses.
-        mapper.unmap_dma(&mapping);
+        mapper.unmap_dma(&mut mapping);
         let t1 = now_ns();
         if dirty {
             mapping.mark_dirty();
@@ -1595,7 +1595,7 @@ impl Platform for QueuePlatform<'_> {
         // dirty, and not a teardown (the unmap_ns/unpin_ns histograms and
         // the unmap_unpin event are a teardown's).
         let mapper = self.mapper();
-        mapper.unmap_dma(&mapping);
+        mapper.unmap_dma(&mut mapping);
         let n = mapping.pages();
         mapper.release_pages(&mut mapping);
         self.q.stats.unpinned(n);

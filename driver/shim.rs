@@ -29,6 +29,8 @@ opaque_c_types! {
     DeviceRaw;
     /// Opaque `struct page`.
     PageRaw;
+    /// Opaque `struct sg_table`.
+    SgTableRaw;
     /// Opaque `struct mm_struct`.
     MmRaw;
     /// Opaque `struct file`.
@@ -195,13 +197,15 @@ extern "C" {
         pfns: *mut c_ulong,
         pages: *mut *mut PageRaw,
     ) -> core::ffi::c_long;
-    pub(crate) fn warpq_dma_map_page(
+    pub(crate) fn warpq_dma_map_chunk(
         dev: *mut DeviceRaw,
-        page: *mut PageRaw,
+        pages: *mut *mut PageRaw,
+        n: c_uint,
         device_writes: bool,
+        dma: *mut u64,
         err: *mut c_int,
-    ) -> u64;
-    pub(crate) fn warpq_dma_unmap_page(dev: *mut DeviceRaw, addr: u64, device_writes: bool);
+    ) -> *mut SgTableRaw;
+    pub(crate) fn warpq_dma_unmap_chunk(dev: *mut DeviceRaw, sgt: *mut SgTableRaw, device_writes: bool);
     pub(crate) fn warpq_dma_to_kernel(dev: *mut DeviceRaw, addr: u64) -> *mut u8;
     pub(crate) fn warpq_set_page_dirty(page: *mut PageRaw);
     pub(crate) fn warpq_get_page(page: *mut PageRaw);
@@ -213,7 +217,6 @@ extern "C" {
     pub(crate) fn warpq_current_identity(comm: *mut u8) -> c_int;
     pub(crate) fn warpq_seq_write(m: *mut SeqFileRaw, data: *const c_void, len: usize);
     pub(crate) fn warpq_user_put(user: *mut UserRaw);
-    pub(crate) fn warpq_dma_needs_sync(dev: *mut DeviceRaw, addr: u64) -> bool;
 
     // Tracepoints.
     pub(crate) fn warpq_trace_invalidate_start(

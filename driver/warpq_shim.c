@@ -15,6 +15,7 @@
 #include <linux/iommu.h>
 #include <linux/dma-mapping.h>
 #include <linux/dma-direct.h>
+#include <linux/scatterlist.h>
 #include <linux/miscdevice.h>
 #include <linux/fs.h>
 #include <linux/mm.h>
@@ -782,18 +783,68 @@ void warpq_interval_set_seq(struct mmu_interval_notifier *sub, unsigned long cur
 
 /* ---- DMA ------------------------------------------------------------------ */
 
-dma_addr_t warpq_dma_map_page(struct device *dev, struct page *page, bool device_writes, int *err)
+/*
+ * One chunk's @n pages as one scatter-gather table, DMA-mapped in one call
+ * (for_each_sgtable_dma_sg and sg_dma_address are macros): behind an IOMMU
+ * that is one contiguous IOVA range, one map and one unmap (one IOTLB flush)
+ * per chunk instead of one per page. Writes each page's bus address to
+ * @dma (the engine addresses memory page by page). Returns the table, or
+ * NULL with *err set: -EREMOTEIO if a page would be bounced through swiotlb
+ * (the caller refuses such memory: the device would work on copies), else
+ * the allocation's or the mapping's error.
+ */
+struct sg_table *warpq_dma_map_chunk(struct device *dev, struct page **pages, unsigned int n,
+				     bool device_writes, u64 *dma, int *err)
 {
-	dma_addr_t addr = dma_map_page(dev, page, 0, PAGE_SIZE,
-				       device_writes ? DMA_BIDIRECTIONAL : DMA_TO_DEVICE);
+	enum dma_data_direction dir = device_writes ? DMA_BIDIRECTIONAL : DMA_TO_DEVICE;
+	struct scatterlist *sg;
+	struct sg_table *sgt;
+	unsigned int i, k = 0;
+	int ret;
 
-	*err = dma_mapping_error(dev, addr);
-	return addr;
+	sgt = kzalloc(sizeof(*sgt), GFP_KERNEL);
+	if (!sgt) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	ret = sg_alloc_table_from_pages_segment(sgt, pages, n, 0, (unsigned long)n << PAGE_SHIFT,
+						dma_get_max_seg_size(dev), GFP_KERNEL);
+	if (ret)
+		goto free;
+	ret = dma_map_sgtable(dev, sgt, dir, 0);
+	if (ret)
+		goto table;
+	for_each_sgtable_dma_sg(sgt, sg, i) {
+		dma_addr_t addr = sg_dma_address(sg);
+		unsigned int len = sg_dma_len(sg), off;
+
+		for (off = 0; off < len && k < n; off += PAGE_SIZE)
+			dma[k++] = addr + off;
+	}
+	ret = k == n ? 0 : -EIO;
+	for (k = 0; !ret && k < n; k++)
+		if (dma_need_sync(dev, dma[k]))
+			ret = -EREMOTEIO;
+	if (ret)
+		goto unmap;
+	*err = 0;
+	return sgt;
+unmap:
+	dma_unmap_sgtable(dev, sgt, dir, 0);
+table:
+	sg_free_table(sgt);
+free:
+	kfree(sgt);
+	*err = ret;
+	return NULL;
 }
 
-void warpq_dma_unmap_page(struct device *dev, dma_addr_t addr, bool device_writes)
+/* Undoes warpq_dma_map_chunk(); frees the table. */
+void warpq_dma_unmap_chunk(struct device *dev, struct sg_table *sgt, bool device_writes)
 {
-	dma_unmap_page(dev, addr, PAGE_SIZE, device_writes ? DMA_BIDIRECTIONAL : DMA_TO_DEVICE);
+	dma_unmap_sgtable(dev, sgt, device_writes ? DMA_BIDIRECTIONAL : DMA_TO_DEVICE, 0);
+	sg_free_table(sgt);
+	kfree(sgt);
 }
 
 /*
@@ -983,11 +1034,6 @@ void warpq_user_put(struct user_struct *user)
 }
 
 /* Streaming DMA that needs syncs (swiotlb bouncing) cannot be shared memory. */
-bool warpq_dma_needs_sync(struct device *dev, dma_addr_t addr)
-{
-	return dma_need_sync(dev, addr);
-}
-
 u64 warpq_ktime_ns(void)
 {
 	return ktime_get_ns();

@@ -111,8 +111,9 @@ bool warpq_range_keeps_write(const struct mmu_notifier_range *range, unsigned lo
 void warpq_range_info(const struct mmu_notifier_range *range, unsigned long *start, unsigned long *end, unsigned int *event);
 bool warpq_interval_read_retry(struct mmu_interval_notifier *sub, unsigned long seq);
 void warpq_interval_set_seq(struct mmu_interval_notifier *sub, unsigned long cur_seq);
-dma_addr_t warpq_dma_map_page(struct device *dev, struct page *page, bool device_writes, int *err);
-void warpq_dma_unmap_page(struct device *dev, dma_addr_t addr, bool device_writes);
+struct sg_table *warpq_dma_map_chunk(struct device *dev, struct page **pages, unsigned int n,
+				     bool device_writes, u64 *dma, int *err);
+void warpq_dma_unmap_chunk(struct device *dev, struct sg_table *sgt, bool device_writes);
 void *warpq_dma_to_kernel(struct device *dev, dma_addr_t addr);
 void warpq_set_page_dirty(struct page *page);
 void warpq_get_page(struct page *page);
@@ -141,7 +142,6 @@ struct user_struct *warpq_current_user_get(void);
 int warpq_current_identity(char *comm);
 void warpq_seq_write(struct seq_file *m, const void *data, size_t len);
 void warpq_user_put(struct user_struct *user);
-bool warpq_dma_needs_sync(struct device *dev, dma_addr_t addr);
 void *warpq_ring_alloc(size_t size);
 int warpq_interval_insert(struct mmu_interval_notifier *sub, struct mm_struct *mm,
 			  unsigned long start, unsigned long length);

@@ -106,7 +106,8 @@ if [ "$what" = all ] || [ "$what" = vm ]; then
     for backing in pin mirror; do
         vm_suite "invalidate-$backing" -- "$matrix $backing 'filtered strict' \
             'warpq-invalidate-check munmap && warpq-invalidate-check fork && warpq-invalidate-check touch &&
-             warpq-invalidate-check overtake && warpq-invalidate-check unmap-semantics' &&
+             warpq-invalidate-check overtake && warpq-invalidate-check overtake-random 5 &&
+             warpq-invalidate-check unmap-semantics' &&
              warpq-check pins"
     done
     # The bounded subset of `make stress`: fork/exec storm, the OOM kills and

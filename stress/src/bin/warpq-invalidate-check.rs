@@ -1,7 +1,8 @@
 //! warpq-invalidate-check: invalidations with commands in flight.
 //!
 //! `warpq-invalidate-check munmap|fork|death|scm|touch|overtake|unmap-semantics|swap [DEVICE]`,
-//! `warpq-invalidate-check forkstorm [COUNT]`, `warpq-invalidate-check numa [SECONDS]`
+//! `warpq-invalidate-check forkstorm [COUNT]`, `warpq-invalidate-check numa [SECONDS]`,
+//! `warpq-invalidate-check overtake-random [SECONDS]`
 //!
 //! - `munmap`: a registered buffer is unmapped while FILL commands into it
 //!   are queued and running. Every command completes, with success (it ran
@@ -14,7 +15,7 @@
 //!   device never touches it; the child cannot reach the parent's buffers
 //!   through the device; the child then uses the device itself, with its own
 //!   queue and registrations, concurrently with the parent, verified too.
-//! - `death`, `scm`, `touch`, `overtake`, `unmap-semantics`, `swap`, `forkstorm`, `numa`: see
+//! - `death`, `scm`, `touch`, `overtake`, `overtake-random`, `unmap-semantics`, `swap`, `forkstorm`, `numa`: see
 //!   `warpq_stress::invalidate`.
 
 use std::process::ExitCode;
@@ -26,7 +27,7 @@ use warpq_stress::report::Report;
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let what = args.next().unwrap_or_default();
-    let counted = what == "forkstorm" || what == "numa";
+    let counted = what == "forkstorm" || what == "numa" || what == "overtake-random";
     let path = if counted { "/dev/warpq0".into() } else { args.next().unwrap_or_else(|| "/dev/warpq0".into()) };
     let dev = match Device::open(&path) {
         Ok(d) => d,
@@ -46,9 +47,10 @@ fn main() -> ExitCode {
         "swap" => invalidate::swap_out_idle(&path),
         "forkstorm" => invalidate::fork_storm(&dev, args.next().and_then(|n| n.parse().ok()).unwrap_or(200)),
         "numa" => invalidate::numa_hinting(&dev, args.next().and_then(|n| n.parse().ok()).unwrap_or(60)),
+        "overtake-random" => invalidate::overtake_random(&dev, args.next().and_then(|n| n.parse().ok()).unwrap_or(10)),
         _ => {
             eprintln!(
-                "usage: warpq-invalidate-check munmap|fork|death|scm|touch|overtake|unmap-semantics|swap [DEVICE] | forkstorm [COUNT] | numa [SECONDS]"
+                "usage: warpq-invalidate-check munmap|fork|death|scm|touch|overtake|unmap-semantics|swap [DEVICE] | forkstorm [COUNT] | numa [SECONDS] | overtake-random [SECONDS]"
             );
             return ExitCode::from(2);
         }

@@ -14,6 +14,9 @@
 //! - [`overtake`] ([`overtake`](mod@overtake)): commands marked
 //!   `WARPQ_SQE_UNORDERED` overtake one that waits for its chunk's
 //!   rebuild, and commands on that chunk keep their order;
+//!   [`overtake_random`] ([`overtake_random`](mod@overtake_random)): random
+//!   FILLs and COPYs, some UNORDERED, under a stream of dropped pages,
+//!   against a sequential model;
 //! - [`numa_hinting`] ([`numa`]): NUMA balancing scans over registered
 //!   memory (2-node guest): the teardowns hinting causes, and mprotect still
 //!   revoking device writes;
@@ -24,6 +27,7 @@ pub mod death;
 pub mod fork;
 pub mod numa;
 pub mod overtake;
+pub mod overtake_random;
 pub mod remap;
 pub mod swap;
 pub mod unmap;
@@ -32,6 +36,7 @@ pub use death::{death, scm_rights};
 pub use fork::{fork_in_flight, fork_storm};
 pub use numa::numa_hinting;
 pub use overtake::overtake;
+pub use overtake_random::overtake_random;
 pub use remap::unmap_semantics;
 pub use swap::swap_out_idle;
 pub use unmap::{munmap_in_flight, touch_rebuilds};
