@@ -8,9 +8,10 @@
 //! then a 4 KiB FILL at its start, timed from submission to completion: it
 //! waits for the rebuild of the whole chunk (pin or fault, then DMA map).
 //! The driver's `pin_ns` and `map_ns` histograms of the same samples split
-//! that cost. The driver maps a chunk page by page (one IOVA and one IOMMU
-//! entry per 4 KiB page, `dma_map_page`), so a huge page still takes 512
-//! entries; what differs between the rows is the pin or fault side.
+//! that cost. The driver maps a chunk as one scatter-gather table
+//! (`dma_map_sgtable`, one IOVA range), so the IOMMU can map a huge page
+//! with large entries: the rows differ in the pin or fault side and in the
+//! map.
 
 use warpq::{Access, Backing, Buffer, Device, HUGE_PAGE_SIZE};
 
@@ -58,8 +59,8 @@ pub(super) fn b9(path: &str, r: &mut Report) -> Result<(), String> {
          and back (the first revokes device writes, so the chunk is torn down), then a 4 KiB FILL at the chunk's \
          start, timed from submission to completion: it waits for the rebuild of the whole 2 MiB chunk. pin_ns and \
          map_ns are the driver's phases of the same rebuilds (histogram bucket upper bounds). The driver maps \
-         page by page, so every row makes 512 IOMMU entries; the rows differ in the pin (GUP) or fault \
-         (hmm_range_fault) side.\n"
+         a chunk as one scatter-gather table (one IOVA range): the rows differ in the pin (GUP) or fault \
+         (hmm_range_fault) side and in how many IOMMU entries the map takes.\n"
     ));
     crate::mem::reserve_huge_pages(1)?;
     r.line(
