@@ -8,7 +8,8 @@
 //! # Scheduling
 //!
 //! A worker makes passes over the list, starting one queue further each
-//! pass. For each queue with work (submissions, CQ room, an open gate) it
+//! pass. For each queue with work (submissions or set-aside commands to
+//! retry, CQ room, a gate that admits the engine: `Queue::engine_has_work`) it
 //! *claims* the queue, runs one batch of its commands (at most 32, or
 //! 256 KiB of work: `ring::CompletionBatch`), publishes the batch and lets
 //! the queue go. So every queue with work gets a batch per pass, whichever

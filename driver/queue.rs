@@ -193,17 +193,16 @@ pub(crate) struct Queue {
     /// K: commands taken out of the ring that wait for a rebuild, or
     /// behind one on the same chunk (`overtake.rs`).
     #[pin]
-    set_aside: Mutex<SetAside<Sqe, SET_ASIDE_MAX>>,
+    set_aside: Mutex<SetAside<Aside, SET_ASIDE_MAX>>,
     /// How many commands are set aside (written under K; read without it
     /// by `engine_has_work`).
     set_aside_len: AtomicU32,
     /// The engine stopped taking commands from the ring behind the set-aside
     /// ones (the next keeps submission order, or the list is full).
     ring_held: AtomicBool,
-    /// Bumped by every rebuild; `retried_at` is its value when the engine
-    /// last retried the set-aside commands. A rebuild since is a reason to
-    /// retry them even while the queue is still stale for other chunks.
-    rebuilds_done: AtomicU64,
+    /// `MmContext::chunks_resolved` when the engine last retried every
+    /// set-aside command: a chunk published, refused or killed since is a
+    /// reason to retry them even while the queue is still stale for others.
     retried_at: AtomicU64,
     /// Waiters: drains, the idle engine, WAIT.
     #[pin]
@@ -238,6 +237,14 @@ pub(crate) struct Queue {
 unsafe impl Send for Queue {}
 // SAFETY: as above.
 unsafe impl Sync for Queue {}
+
+/// A command the engine set aside (`overtake.rs`) and where it was in the
+/// ring: `sq_head` stays there until it completes ([`Ring::hold_head`]).
+#[derive(Clone, Copy)]
+struct Aside {
+    sqe: Sqe,
+    index: u32,
+}
 
 /// How [`Queue::execute_one`] left a command.
 enum Step {
@@ -349,7 +356,6 @@ impl Queue {
                 set_aside <- new_mutex!(SetAside::new()),
                 set_aside_len: AtomicU32::new(0),
                 ring_held: AtomicBool::new(false),
-                rebuilds_done: AtomicU64::new(0),
                 retried_at: AtomicU64::new(0),
                 // SAFETY: `slot` is pinned memory for a wait queue head.
                 wq <- Opaque::ffi_init(|slot| unsafe { shim::warpq_waitqueue_init(slot) }),
@@ -668,13 +674,6 @@ impl Queue {
                 self.record(Kind::Paused, end.saturating_sub(since));
                 trace::queue_state(mm, false);
             }
-        }
-        // Set-aside commands are worth another look (their chunk may be
-        // mapped now, or refused), even if the queue stays stale; not after
-        // a rebuild that changed nothing (one that failed): the engine
-        // would ask again at once, and the two would loop.
-        if matches!(&report, Ok(r) if r.mapped > 0 || r.refused > 0) {
-            self.rebuilds_done.fetch_add(1, Ordering::AcqRel);
         }
         // Advisory for user space; the gate is the truth.
         self.ring.set_flag(uapi::WARPQ_RING_STALE, self.ctx.gate().is_stale());
@@ -998,7 +997,7 @@ impl Queue {
         }
         let from_ring = self.ring.sq_pending() > 0 && !self.ring_held.load(Ordering::Acquire);
         let retry = self.set_aside_len.load(Ordering::Acquire) > 0
-            && (!gate.stale || self.rebuilds_done.load(Ordering::Acquire) != self.retried_at.load(Ordering::Relaxed));
+            && (!gate.stale || self.ctx.chunks_resolved() != self.retried_at.load(Ordering::Relaxed));
         from_ring || retry
     }
 
@@ -1018,6 +1017,7 @@ impl Queue {
             self.retry_set_aside(&mut set_aside, platform, &mut batch);
             self.run_ring(&mut set_aside, platform, &mut batch);
             self.set_aside_len.store(set_aside.len() as u32, Ordering::Release);
+            self.ring.hold_head(set_aside.get(0).map(|a| a.index));
         }
         // Whatever ended the run (no more submissions, a full CQ, the gate
         // closed, a rebuild to wait for), nothing posted stays unpublished.
@@ -1029,23 +1029,43 @@ impl Queue {
     /// set-aside command stays behind it.
     fn retry_set_aside(
         &self,
-        set_aside: &mut SetAside<Sqe, SET_ASIDE_MAX>,
+        set_aside: &mut SetAside<Aside, SET_ASIDE_MAX>,
         platform: &QueuePlatform<'_>,
         batch: &mut CompletionBatch,
     ) {
-        let rebuilds = self.rebuilds_done.load(Ordering::Acquire);
-        if set_aside.is_empty() || (self.ctx.gate().is_stale() && rebuilds == self.retried_at.load(Ordering::Relaxed)) {
+        // Read before the pass: a chunk resolved during it is another reason
+        // to come back.
+        let resolved = self.ctx.chunks_resolved();
+        if set_aside.is_empty() || (self.ctx.gate().is_stale() && resolved == self.retried_at.load(Ordering::Relaxed)) {
             return;
         }
-        self.retried_at.store(rebuilds, Ordering::Relaxed);
         let mut index = 0;
         while self.ring.cq_space() > 0 {
-            let Some(sqe) = set_aside.get(index) else { break };
+            let (Some(aside), Some(then)) = (set_aside.get(index), set_aside.footprints(index)) else {
+                // Every one was looked at: nothing to retry until a chunk
+                // is resolved (or the queue is no longer stale). A pass
+                // cut short (CQ full, batch full, gate paused) leaves this
+                // unchanged, so the engine comes back for the rest.
+                self.retried_at.store(resolved, Ordering::Relaxed);
+                break;
+            };
+            let sqe = aside.sqe;
             if batch.full_before(&sqe) {
                 break;
             }
             let Some(guard) = self.ctx.enter(platform) else { break };
-            if set_aside.blocks(index, &engine::footprints(&guard, &sqe)) {
+            let now = engine::footprints(&guard, &sqe);
+            if now != then {
+                // Its region was unregistered (and maybe registered again)
+                // since it was set aside: commands admitted past it may use
+                // what is there now. It fails, touching nothing.
+                drop(guard);
+                set_aside.remove(index);
+                self.ring.post_completion(sqe.user_data, uapi::WARPQ_STATUS_FAULT_UNREGISTERED, 0);
+                batch.posted(&sqe, uapi::WARPQ_STATUS_FAULT_UNREGISTERED);
+                continue;
+            }
+            if set_aside.blocks(index, &now) {
                 drop(guard);
                 index += 1;
                 continue;
@@ -1065,7 +1085,7 @@ impl Queue {
     /// leaves them there and holds the ring ([`SetAside::admit`]).
     fn run_ring(
         &self,
-        set_aside: &mut SetAside<Sqe, SET_ASIDE_MAX>,
+        set_aside: &mut SetAside<Aside, SET_ASIDE_MAX>,
         platform: &QueuePlatform<'_>,
         batch: &mut CompletionBatch,
     ) {
@@ -1088,9 +1108,8 @@ impl Queue {
                     }
                     Admission::SetAside => {
                         drop(guard);
-                        if set_aside.push(sqe, footprints).is_ok() {
-                            self.ring.take();
-                        }
+                        // Room: `admit` said so.
+                        let _ = set_aside.push(Aside { sqe, index: self.ring.take() }, footprints);
                         continue;
                     }
                 }
@@ -1103,11 +1122,11 @@ impl Queue {
                 // Set aside until a rebuild maps its chunks; if the list is
                 // full it stays first in the ring and the queue waits.
                 Step::Waits(footprints) => {
-                    if set_aside.push(sqe, footprints).is_err() {
+                    if set_aside.is_full() {
                         held = true;
                         break;
                     }
-                    self.ring.take();
+                    let _ = set_aside.push(Aside { sqe, index: self.ring.take() }, footprints);
                 }
             }
             // SAFETY: no precondition; the engine holds no spinlock here.
@@ -1205,10 +1224,12 @@ impl Queue {
             // what is left in the ring.
             let mut set_aside = self.set_aside.lock();
             while self.ring.cq_space() > 0 {
-                let Some(sqe) = set_aside.remove(0) else { break };
-                self.ring.post_completion(sqe.user_data, uapi::WARPQ_STATUS_ABORTED, 0);
+                let Some(aside) = set_aside.remove(0) else { break };
+                self.ring.post_completion(aside.sqe.user_data, uapi::WARPQ_STATUS_ABORTED, 0);
             }
             self.set_aside_len.store(set_aside.len() as u32, Ordering::Release);
+            // What did not fit the CQ stays visible as not consumed.
+            self.ring.hold_head(set_aside.get(0).map(|a| a.index));
         }
         for _ in 0..uapi::WARPQ_SQ_ENTRIES {
             if self.ring.cq_space() == 0 {

@@ -60,13 +60,19 @@ pub(crate) struct Ring {
     sq_head: AtomicU32,
     /// One past the last completion published (published as `cq_tail`).
     cq_tail: AtomicU32,
-    /// The next submission the engine takes: `sq_head` plus the
-    /// submissions of the posted, unpublished completions. Engine only.
+    /// The next submission the engine takes: past every submission it
+    /// completed, posted or set aside (`take`). Engine only.
     sq_taken: AtomicU32,
     /// One past the last completion posted: `cq_tail` plus the unpublished
     /// ones. Engine only.
     cq_posted: AtomicU32,
+    /// Where `publish` keeps `sq_head` while commands are set aside (the
+    /// oldest one's index), or `NO_HOLD`. Engine only.
+    sq_hold: AtomicU64,
 }
+
+/// `Ring::sq_hold` when nothing is set aside.
+const NO_HOLD: u64 = u64::MAX;
 
 // SAFETY: the ring is plain memory; all concurrent access goes through
 // atomics (header indices) or is validated after a racy read (entries).
@@ -86,6 +92,7 @@ impl Ring {
             cq_tail: AtomicU32::new(0),
             sq_taken: AtomicU32::new(0),
             cq_posted: AtomicU32::new(0),
+            sq_hold: AtomicU64::new(NO_HOLD),
         };
         ring.word(hdr::MAGIC).store(uapi::WARPQ_RING_MAGIC, Ordering::Relaxed);
         ring.word(hdr::VERSION).store(uapi::WARPQ_UAPI_VERSION, Ordering::Relaxed);
@@ -205,11 +212,23 @@ impl Ring {
     }
 
     /// Takes the next submission without completing it: the engine copied
-    /// it out to complete later (set aside, `overtake.rs`). Published with
-    /// the next [`Ring::publish`].
-    pub(crate) fn take(&self) {
+    /// it out to complete later (set aside, `overtake.rs`). Returns its
+    /// index, for [`Ring::hold_head`].
+    pub(crate) fn take(&self) -> u32 {
         // Relaxed: engine only; `publish` orders it for everyone else.
-        self.sq_taken.store(self.sq_taken.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        let index = self.sq_taken.load(Ordering::Relaxed);
+        self.sq_taken.store(index.wrapping_add(1), Ordering::Relaxed);
+        index
+    }
+
+    /// Keeps the published `sq_head` at `index` (the oldest set-aside
+    /// submission; `None`: no hold). User space counts what is in flight
+    /// as `sq_tail - sq_head`, so `sq_head` never passes a submission that
+    /// has not completed: the slots of commands that overtook it stay
+    /// taken until it completes. Engine only; applied by the next
+    /// [`Ring::publish`].
+    pub(crate) fn hold_head(&self, index: Option<u32>) {
+        self.sq_hold.store(index.map_or(NO_HOLD, u64::from), Ordering::Relaxed);
     }
 
     /// Posts the completion of a submission already taken; visible after
@@ -238,7 +257,10 @@ impl Ring {
         let posted = self.cq_posted.load(Ordering::Relaxed);
         let published = self.cq_tail.load(Ordering::Relaxed);
         let n = posted.wrapping_sub(published);
-        let head = self.sq_taken.load(Ordering::Relaxed);
+        let head = match self.sq_hold.load(Ordering::Relaxed) {
+            NO_HOLD => self.sq_taken.load(Ordering::Relaxed),
+            hold => hold as u32,
+        };
         if n == 0 && head == self.sq_head.load(Ordering::Relaxed) {
             return 0;
         }

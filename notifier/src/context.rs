@@ -166,6 +166,12 @@ impl<M: Mapping, const N: usize> MmContext<M, N> {
         self.mm
     }
 
+    /// How many times a chunk was published, refused or killed: set-aside
+    /// commands are worth a retry when this moved (`overtake.rs`).
+    pub fn chunks_resolved(&self) -> u64 {
+        self.regions.resolved()
+    }
+
     /// The queue gate.
     pub fn gate(&self) -> &QueueGate {
         &self.gate
@@ -182,7 +188,8 @@ impl<M: Mapping, const N: usize> MmContext<M, N> {
     }
 
     /// Called by the engine before it executes a command; `None` while the
-    /// queue is paused, stale or released. Region lookups go through the
+    /// queue is paused or released (a stale queue admits it: each
+    /// translation checks its chunks). Region lookups go through the
     /// returned guard.
     pub fn enter<'a, W: Waiter + ?Sized>(&'a self, waiter: &'a W) -> Option<EngineGuard<'a, M, N, W>> {
         Some(EngineGuard { gate: self.gate.enter(waiter)?, regions: &self.regions })

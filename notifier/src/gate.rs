@@ -69,7 +69,8 @@ pub struct GateState {
     pub abandoned: u32,
     /// Number of transient pauses held.
     pub pauses: u32,
-    /// Set by a teardown; the queue stays shut until a rebuild clears it.
+    /// A command waits for a rebuild (set by the engine or a REGISTER);
+    /// cleared by the rebuild. The engine still enters.
     pub stale: bool,
     /// Set by the context's release; never cleared.
     pub closed: bool,
@@ -281,8 +282,8 @@ impl<'g> Paused<'g> {
         }
     }
 
-    /// Marks the queue stale: it stays shut after this pause is dropped,
-    /// until [`Paused::clear_stale`].
+    /// Marks the queue stale (a rebuild is wanted) until
+    /// [`Paused::clear_stale`]; the engine still enters.
     pub fn mark_stale(&self, _drained: &Drained<'_>) {
         self.gate.set_flag(STALE, true);
     }
@@ -356,8 +357,9 @@ impl<W: Waiter + ?Sized> GateGuard<'_, W> {
         self.gate.snapshot().generation != self.generation
     }
 
-    /// Marks the queue stale from inside (the command needs a rebuild): no
-    /// entry starts until a holder of `L` clears it with the gate drained.
+    /// Marks the queue stale from inside (the command needs a rebuild),
+    /// until a holder of `L` clears it with the gate drained; the engine
+    /// still enters for commands whose chunks are mapped.
     /// `Release`, so what the engine stored before (the want bits) is seen
     /// by that holder, whose drain acquires this entry's leave.
     pub fn mark_stale(&self) {

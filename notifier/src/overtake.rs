@@ -22,10 +22,11 @@
 //! chunks: two commands whose [`Footprints`] are disjoint can run in either
 //! order with the same results. Footprints compare chunks, not bytes, so a
 //! command is sometimes held back that did not need to be; never the
-//! reverse. The footprint is taken when a command is set aside; a region
-//! unregistered and registered again meanwhile is a different region (its
-//! handle differs), and the set-aside command then fails without touching
-//! memory.
+//! reverse. The footprint is taken when a command is set aside and kept
+//! ([`SetAside::footprints`]): if a retry finds other chunks under the
+//! command's addresses (its region was unregistered and maybe registered
+//! again: another handle), the driver fails it without running it, so it
+//! never reaches memory that commands admitted past it may have used.
 //!
 //! The list is the engine's own (one engine runs a queue at a time: the
 //! pool's claim), so nothing here is atomic; the driver keeps it under a
@@ -105,6 +106,11 @@ impl<C: Copy, const CAP: usize> SetAside<C, CAP> {
     /// The command at position `index` (0: the oldest).
     pub fn get(&self, index: usize) -> Option<C> {
         self.entries.get(index).copied().flatten().map(|(c, _)| c)
+    }
+
+    /// The footprints the command at `index` had when it was set aside.
+    pub fn footprints(&self, index: usize) -> Option<Footprints> {
+        self.entries.get(index).copied().flatten().map(|(_, f)| f)
     }
 
     /// Whether a command touching `footprints` must stay behind one of the
@@ -215,6 +221,7 @@ mod tests {
         // 1 ran: 3 is free, and the order of the rest is kept.
         assert_eq!(s.remove(0), Some(1));
         assert_eq!((s.len(), s.get(0), s.get(1), s.get(2)), (2, Some(2), Some(3), None));
+        assert_eq!(s.footprints(1), Some(Footprints::of(fp(0, 0, 0), None)), "footprints move with their command");
         assert!(!s.blocks(1, &Footprints::of(fp(0, 0, 0), None)));
         assert_eq!(s.remove(5), None);
         assert_eq!(s.remove(1), Some(3));

@@ -60,8 +60,8 @@ pub enum RebuildError {
         /// Collisions seen.
         retries: u32,
     },
-    /// The gate did not drain in time (should not happen: the queue is
-    /// stale while a region needs a rebuild).
+    /// The gate did not drain in time: a command on a mapped chunk ran
+    /// longer than the drain timeout (the engine enters a stale gate).
     Busy,
 }
 

@@ -428,6 +428,11 @@ pub struct RegionTable<M, const N: usize> {
     /// Per slot: the chunks a rebuild could not map while a command waited
     /// (see the module docs).
     refused: [AtomicU64; N],
+    /// Bumped (under `L`) whenever a chunk is published, refused or killed:
+    /// a command set aside for a rebuild may be able to move on (the
+    /// engine retries its set-aside commands when this changed,
+    /// `overtake.rs`).
+    resolved: AtomicU64,
 }
 
 // SAFETY: the slots are only accessed under the rules in the module
@@ -450,6 +455,7 @@ impl<M, const N: usize> RegionTable<M, N> {
             slots: core::array::from_fn(|_| UnsafeCell::new(Slot { generation: 1, entry: None })),
             wanted: core::array::from_fn(|_| AtomicU64::new(0)),
             refused: core::array::from_fn(|_| AtomicU64::new(0)),
+            resolved: AtomicU64::new(0),
         }
     }
 
@@ -471,7 +477,19 @@ impl<M, const N: usize> RegionTable<M, N> {
                 wanted.add(i).write(AtomicU64::new(0));
                 refused.add(i).write(AtomicU64::new(0));
             }
+            core::ptr::addr_of_mut!((*slot).resolved).write(AtomicU64::new(0));
         }
+    }
+
+    /// How many times a chunk was published, refused or killed (see
+    /// `resolved`): the engine compares it with the value it last retried
+    /// its set-aside commands at.
+    pub fn resolved(&self) -> u64 {
+        self.resolved.load(Ordering::Acquire)
+    }
+
+    fn note_resolved(&self) {
+        self.resolved.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Number of slots usable (capacity).
@@ -910,6 +928,7 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
         match (published.flatten(), mapping) {
             (Some(pages), _) => {
                 self.unwant(handle.slot(), 1 << chunk);
+                self.note_resolved();
                 Ok(pages)
             }
             (None, Some(mapping)) => Err(mapping),
@@ -960,6 +979,7 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
             })
         };
         if killed != 0 {
+            self.note_resolved();
             self.unwant(handle.slot(), killed);
         }
         taken.unwrap_or(0)
@@ -1003,6 +1023,7 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
         if let Some(wanted) = self.wanted.get(handle.slot()) {
             wanted.fetch_and(!(1 << chunk), Ordering::AcqRel);
         }
+        self.note_resolved();
         true
     }
 

@@ -7,7 +7,7 @@
 //! | index     | writer | meaning                                          |
 //! |-----------|--------|--------------------------------------------------|
 //! | `sq_tail` | us     | one past the last submission we published        |
-//! | `sq_head` | kernel | next submission the engine takes; it moves only after that command's completion is posted, so a slot below it is free |
+//! | `sq_head` | kernel | it moves only past submissions whose completion is posted, so a slot below it is free; it stays at a command set aside for a rebuild until that one completes, even while `UNORDERED` commands after it complete |
 //! | `cq_tail` | kernel | one past the last completion posted              |
 //! | `cq_head` | us     | next completion we consume                       |
 //! | `flags`   | kernel | `NEED_WAKEUP` (engine asleep), ...               |
