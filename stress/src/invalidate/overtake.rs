@@ -13,6 +13,9 @@
 //!   complete after A, in order: the last FILL's bytes are what stays, and
 //!   the COPY reads what was there before.
 //!
+//! First, `submit_and_wait(1)` on the waiting FILL alone must wait for it
+//! (user space counts `sq_tail - sq_head` as in flight).
+//!
 //! The completion queue is polled with plain reads only: an ioctl such as
 //! WAIT would rebuild at once (after the same injected delay).
 
@@ -50,6 +53,21 @@ pub fn overtake(dev: &Device) -> Result<String, String> {
     };
     // SAFETY: as for `byte`; page 2 of chunk 0 is the COPY's source.
     unsafe { std::ptr::write_bytes(buf.ptr().add(2 * PAGE), 0x33, PAGE) };
+
+    // Round 0: a command that waits for a rebuild is still in flight for
+    // `submit_and_wait` (sq_head must not pass it before it completes).
+    drop_page();
+    q.submission().push(&Fill::at(at(0, 1), 0x11, 1).entry()).map_err(|e| format!("push: {e}"))?;
+    let t0 = Instant::now();
+    let ready = q.submit_and_wait(1).map_err(|e| format!("submit_and_wait: {e}"))?;
+    let waited = t0.elapsed();
+    let first = q.completion().next().map(|c| (c.user_data(), c.status()));
+    if ready < 1 || first != Some((1, Status::Ok)) {
+        return Err(format!(
+            "submit_and_wait(1) on a FILL that waits for its chunk's rebuild returned {ready} after {waited:?} \
+             with {first:?}: the command must count as in flight until it completes"
+        ));
+    }
 
     // Round 1: in order.
     drop_page();
@@ -95,7 +113,7 @@ pub fn overtake(dev: &Device) -> Result<String, String> {
     }
     dev.unregister(h).map_err(|e| format!("unregister: {e}"))?;
     Ok(format!(
-        "in order without UNORDERED; with it, 3 FILLs on other chunks completed {} ms after submission, {} ms before \
+        "submit_and_wait waits for a command set aside; in order without UNORDERED; with it, 3 FILLs on other chunks completed {} ms after submission, {} ms before \
          the command waiting for its chunk's rebuild (injected delay {DELAY_MS} ms); the 2 behind it on its chunk \
          completed after it; order {ids:?}; bytes verified",
         first_b.as_millis(),

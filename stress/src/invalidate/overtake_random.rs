@@ -84,7 +84,9 @@ pub fn overtake_random(dev: &Device, seconds: u64) -> Result<String, String> {
                 return Err(format!("{} commands still in flight 60 s after the last submission", in_flight.len()));
             }
             // The SQ can fill before 32 are in flight: `sq_head` stays at a
-            // command that waits for a rebuild while later ones complete.
+            // command that waits for a rebuild while later ones complete
+            // (`sync` refreshes the view of it).
+            q.submission().sync();
             while submitting && in_flight.len() < IN_FLIGHT && !q.submission().is_full() {
                 let flagged = rng.below(3) != 0;
                 let (e, chunks) = if rng.below(2) == 0 {
