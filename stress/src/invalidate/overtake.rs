@@ -46,6 +46,12 @@ pub fn overtake(dev: &Device) -> Result<String, String> {
         // SAFETY: inside the mapping, which lives as long as `buf`.
         unsafe { std::ptr::read_volatile(buf.ptr().add(chunk * CHUNK + page * PAGE)) }
     };
+    // A rebuild worker queued by the previous round may still sleep in its
+    // injected delay (it checked for work before it slept); woken, it
+    // would rebuild the next round's teardown at once. Let any such run
+    // finish first: a run started by the last round ends within two
+    // delays (one queued behind a running one waits for it).
+    let settle = || std::thread::sleep(Duration::from_millis(2 * DELAY_MS + 200));
     let drop_page = || {
         // SAFETY: our own mapping; the registration survives (its chunk is
         // torn down and rebuilt on demand).
@@ -70,6 +76,7 @@ pub fn overtake(dev: &Device) -> Result<String, String> {
     }
 
     // Round 1: in order.
+    settle();
     drop_page();
     let mut ordered = vec![Fill::at(at(0, 1), 0x11, 1)];
     ordered.extend((1..4).map(|k| Fill::at(at(k, 5), k as u8, 10 + k as u64)));
@@ -87,6 +94,7 @@ pub fn overtake(dev: &Device) -> Result<String, String> {
     }
 
     // Round 2: chunks 1-3 overtake; chunk 0 keeps its order.
+    settle();
     drop_page();
     let mut entries = vec![Fill::at(at(0, 1), 0x11, 1).entry()];
     entries.push(Fill::at(at(0, 1), 0x22, 2).entry().unordered());
