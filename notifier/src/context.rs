@@ -36,12 +36,22 @@ pub struct Config {
     /// Preferred chunk size as a shift (a region gets larger chunks if it
     /// would have more than [`MAX_CHUNKS`](super::region::MAX_CHUNKS)).
     pub chunk_shift: u8,
+    /// Bytes of mapped chunks the context may hold at once (its share of
+    /// the device's address window); 0 for no limit. A rebuild over it
+    /// evicts chunks first (`RegionTable::evict_one`).
+    pub device_share: u64,
 }
 
 impl Config {
-    /// Strict policy, 1 s drain timeout, 8 retries, 2 MiB chunks.
-    pub const DEFAULT: Config =
-        Config { policy: Policy::Strict, drain_timeout_ns: 1_000_000_000, max_retries: 8, chunk_shift: 21 };
+    /// Strict policy, 1 s drain timeout, 8 retries, 2 MiB chunks, no share
+    /// limit.
+    pub const DEFAULT: Config = Config {
+        policy: Policy::Strict,
+        drain_timeout_ns: 1_000_000_000,
+        max_retries: 8,
+        chunk_shift: 21,
+        device_share: 0,
+    };
 }
 
 impl Default for Config {

@@ -17,6 +17,14 @@
 //!
 //! Chunks nobody asked for stay unmapped: after fork or a `MADV_DONTNEED`
 //! the rebuild costs the chunks the next commands touch, not the region.
+//!
+//! Before step 1, if the context holds its whole share of the device's
+//! address window ([`Config::device_share`]), chunks are evicted until the
+//! next one fits: with `L` held and the gate paused and drained, as a
+//! teardown, least recently used first (`RegionTable::evict_one`). If
+//! nothing can be evicted (every mapped chunk is waited for) the chunk is
+//! mapped anyway: a command's own chunks always fit, so it cannot wait for
+//! ever; the next rebuild shrinks the context back to its share.
 
 use super::context::{Config, ContextLock, MmContext};
 use super::platform::{PinError, Platform};
@@ -41,6 +49,8 @@ pub struct RebuildReport {
     pub lost_races: u32,
     /// Pages pinned by the published mappings.
     pub pages_pinned: u64,
+    /// Chunks evicted to stay within the device-address share.
+    pub evicted: u32,
     /// The queue is running at the end (wake the engine).
     pub running: bool,
 }
@@ -129,6 +139,10 @@ where
                 // SAFETY: `L` is held; `drained` is about this gate.
                 unsafe { ctx.refresh_stale(&paused, &drained) };
             }
+            if let Some((desc, chunk)) = next {
+                let evicted = make_room(ctx, platform, config, desc.chunk_range(chunk).1)?;
+                report.evicted = report.evicted.saturating_add(evicted);
+            }
             next
         };
         let Some((desc, chunk)) = next else {
@@ -147,6 +161,46 @@ where
         }
     }
     Err(RebuildError::RetriesExhausted { retries: report.retries })
+}
+
+/// With `L` held: evicts chunks until `need` more bytes fit in the
+/// context's device-address share (if it has one); returns how many were
+/// evicted. Pauses and drains the gate only if something must go.
+fn make_room<P, const N: usize>(
+    ctx: &MmContext<P::Mapping, N>,
+    platform: &P,
+    config: &Config,
+    need: u64,
+) -> Result<u32, RebuildError>
+where
+    P: Platform,
+{
+    let share = config.device_share;
+    // SAFETY: the caller holds `L`.
+    let mut held = unsafe { ctx.table().mapped_bytes() };
+    if share == 0 || held.saturating_add(need) <= share {
+        return Ok(0);
+    }
+    let paused = ctx.gate().pause();
+    let drained =
+        MmContext::<P::Mapping, N>::drain_bounded(&paused, platform, config).map_err(|_| RebuildError::Busy)?;
+    let mut evicted = 0u32;
+    while held.saturating_add(need) > share {
+        // SAFETY: `L` is held (the caller) and `drained` proves the gate is
+        // paused and drained: no command touches the chunk evicted.
+        let freed = unsafe {
+            ctx.table().evict_one(|desc, mapping| platform.unmap_and_unpin(mapping, desc.access.device_writes()))
+        };
+        let Some(freed) = freed else { break };
+        held = held.saturating_sub(freed);
+        evicted = evicted.saturating_add(1);
+    }
+    // SAFETY: `L` is held; `drained` is about this context's gate.
+    unsafe { ctx.refresh_stale(&paused, &drained) };
+    drop(paused);
+    // The engine may have gone to sleep on the paused gate.
+    platform.resumed();
+    Ok(evicted)
 }
 
 /// One attempt at one chunk.

@@ -38,6 +38,27 @@
 //! failure costs the commands that waited for it, never the chunk for good
 //! (only an UNMAP kills a chunk). The reopen orders the bit before the
 //! engine's next entry.
+//!
+//! # Device addresses on demand
+//!
+//! A queue may hold at most a share of the device's address window
+//! ([`Config::device_share`](super::context::Config::device_share)); a
+//! rebuild that would exceed it first evicts mapped chunks
+//! ([`RegionTable::evict_one`]), least recently used first, approximated by
+//! a clock: each chunk has a reference bit (the `used` masks, atomics
+//! beside the slots) that the engine sets when a command touches the chunk
+//! (or asks for it) and a publish sets for a fresh chunk; the clock hand
+//! clears set bits and evicts the first mapped chunk whose bit is clear and
+//! that no command waits for. An evicted chunk is unmapped like a torn-down
+//! one, so the next command on it waits for a rebuild.
+//!
+//! Forward progress: a command that waits for a rebuild reserves every
+//! chunk it touches (the `reserved` masks, set by its translation, cleared
+//! when a translation of it succeeds, i.e. when it runs, or when the chunk
+//! is refused, killed or removed). The clock never evicts a reserved chunk,
+//! so two commands that wait for different chunks cannot evict each other's
+//! chunks for ever; if only reserved chunks are left, the rebuild maps over
+//! the share (`rebuild.rs`).
 
 use core::ops::Range;
 
@@ -428,6 +449,13 @@ pub struct RegionTable<M, const N: usize> {
     /// Per slot: the chunks a rebuild could not map while a command waited
     /// (see the module docs).
     refused: [AtomicU64; N],
+    /// Per slot: the clock's reference bits (see the module docs).
+    used: [AtomicU64; N],
+    /// Per slot: chunks a waiting command touches (see the module docs).
+    reserved: [AtomicU64; N],
+    /// The clock hand: the next `slot * MAX_CHUNKS + chunk` it looks at
+    /// (only moved under `L`).
+    hand: AtomicU64,
     /// Bumped (under `L`) whenever a chunk is published, refused or killed:
     /// a command set aside for a rebuild may be able to move on (the
     /// engine retries its set-aside commands when this changed,
@@ -455,6 +483,9 @@ impl<M, const N: usize> RegionTable<M, N> {
             slots: core::array::from_fn(|_| UnsafeCell::new(Slot { generation: 1, entry: None })),
             wanted: core::array::from_fn(|_| AtomicU64::new(0)),
             refused: core::array::from_fn(|_| AtomicU64::new(0)),
+            used: core::array::from_fn(|_| AtomicU64::new(0)),
+            reserved: core::array::from_fn(|_| AtomicU64::new(0)),
+            hand: AtomicU64::new(0),
             resolved: AtomicU64::new(0),
         }
     }
@@ -472,11 +503,16 @@ impl<M, const N: usize> RegionTable<M, N> {
             let slots = core::ptr::addr_of_mut!((*slot).slots).cast::<UnsafeCell<Slot<M>>>();
             let wanted = core::ptr::addr_of_mut!((*slot).wanted).cast::<AtomicU64>();
             let refused = core::ptr::addr_of_mut!((*slot).refused).cast::<AtomicU64>();
+            let used = core::ptr::addr_of_mut!((*slot).used).cast::<AtomicU64>();
+            let reserved = core::ptr::addr_of_mut!((*slot).reserved).cast::<AtomicU64>();
             for i in 0..N {
                 slots.add(i).write(UnsafeCell::new(Slot { generation: 1, entry: None }));
                 wanted.add(i).write(AtomicU64::new(0));
                 refused.add(i).write(AtomicU64::new(0));
+                used.add(i).write(AtomicU64::new(0));
+                reserved.add(i).write(AtomicU64::new(0));
             }
+            core::ptr::addr_of_mut!((*slot).hand).write(AtomicU64::new(0));
             core::ptr::addr_of_mut!((*slot).resolved).write(AtomicU64::new(0));
         }
     }
@@ -533,6 +569,44 @@ impl<M, const N: usize> RegionTable<M, N> {
     /// them that were set (the engine, failing the command that waited).
     fn take_refused(&self, slot: usize, chunks: u64) -> u64 {
         self.refused.get(slot).map_or(0, |r| r.fetch_and(!chunks, Ordering::AcqRel) & chunks)
+    }
+
+    /// Sets the clock's reference bits `chunks` of slot `slot` (a plain
+    /// load first: the engine touches the same chunks over and over).
+    fn mark_used(&self, slot: usize, chunks: u64) {
+        if let Some(used) = self.used.get(slot) {
+            if used.load(Ordering::Relaxed) & chunks != chunks {
+                used.fetch_or(chunks, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// A command that waits touches `chunks` of slot `slot`: keep them.
+    fn reserve(&self, slot: usize, chunks: u64) {
+        if let Some(reserved) = self.reserved.get(slot) {
+            reserved.fetch_or(chunks, Ordering::Relaxed);
+        }
+    }
+
+    /// `chunks` of slot `slot` are no longer kept for a waiting command (it
+    /// runs now, or failed, or the chunks went away).
+    fn unreserve(&self, slot: usize, chunks: u64) {
+        if let Some(reserved) = self.reserved.get(slot) {
+            if reserved.load(Ordering::Relaxed) & chunks != 0 {
+                reserved.fetch_and(!chunks, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Forgets everything about `chunks` of slot `slot`: its wants,
+    /// refusals, reservations and reference bits (a region came or went, or
+    /// chunks died).
+    fn forget(&self, slot: usize, chunks: u64) {
+        self.unwant(slot, chunks);
+        self.unreserve(slot, chunks);
+        if let Some(used) = self.used.get(slot) {
+            used.fetch_and(!chunks, Ordering::Relaxed);
+        }
     }
 
     /// Whether a command waits for chunk `chunk` of `handle`'s slot.
@@ -738,15 +812,22 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
                 ChunkState::Mapped { .. } => {}
             }
         }
+        // Referenced, whether the command runs now or waits for the rest
+        // of its chunks: the clock keeps what it needs mapped.
+        let touched = mask_of(chunks.start, chunks.end);
+        self.mark_used(desc.handle.slot(), touched & !wanted);
         // A rebuild this command waited for failed: it fails, once (the
         // next command on the chunk asks again).
         if wanted & self.refused(desc.handle.slot()) != 0 {
             self.take_refused(desc.handle.slot(), wanted);
+            self.unreserve(desc.handle.slot(), touched);
             return Err(XlateFault::Refused);
         }
         if wanted != 0 {
+            self.reserve(desc.handle.slot(), touched);
             return Err(XlateFault::NeedsRebuild { region: desc.handle, wanted });
         }
+        self.unreserve(desc.handle.slot(), touched);
         let offset = va - desc.start;
         match &entry.chunks[chunks.start] {
             ChunkState::Mapped { seq, mapping } => Ok(Translation {
@@ -833,7 +914,7 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
                 Some(desc)
             });
             if let Some(desc) = inserted {
-                self.unwant(index, u64::MAX);
+                self.forget(index, u64::MAX);
                 return Ok(desc);
             }
         }
@@ -889,7 +970,7 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
             };
             Ok(entry)
         })?;
-        self.unwant(handle.slot(), u64::MAX);
+        self.forget(handle.slot(), u64::MAX);
         let desc = entry.desc;
         let mut pages = 0u64;
         for chunk in entry.chunks {
@@ -928,6 +1009,8 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
         match (published.flatten(), mapping) {
             (Some(pages), _) => {
                 self.unwant(handle.slot(), 1 << chunk);
+                // A fresh chunk gets a lap of the clock before it can go.
+                self.mark_used(handle.slot(), 1 << chunk);
                 self.note_resolved();
                 Ok(pages)
             }
@@ -980,7 +1063,7 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
         };
         if killed != 0 {
             self.note_resolved();
-            self.unwant(handle.slot(), killed);
+            self.forget(handle.slot(), killed);
         }
         taken.unwrap_or(0)
     }
@@ -996,6 +1079,76 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
         let Some(entry) = (unsafe { self.entry(handle) }) else { return false };
         let count = entry.desc.chunk_count();
         (chunks.start..chunks.end.min(count)).any(|i| !matches!(entry.chunks[i], ChunkState::Dead))
+    }
+
+    /// Bytes of user memory in mapped chunks, over all regions: what the
+    /// queue holds of the device's address window.
+    ///
+    /// # Safety
+    ///
+    /// As for reads: the caller holds `L` or is inside the gate.
+    pub(super) unsafe fn mapped_bytes(&self) -> u64 {
+        let mut bytes = 0u64;
+        for cell in self.slots.iter().take(self.capacity()) {
+            // SAFETY: no concurrent writer by this function's contract.
+            let slot: &Slot<M> = cell.with(|ptr| unsafe { &*ptr });
+            let Some(entry) = &slot.entry else { continue };
+            for (i, chunk) in entry.live_chunks().iter().enumerate() {
+                if matches!(chunk, ChunkState::Mapped { .. }) {
+                    bytes = bytes.saturating_add(entry.desc.chunk_range(i).1);
+                }
+            }
+        }
+        bytes
+    }
+
+    /// Evicts one mapped chunk by the clock (see the module docs): Mapped →
+    /// Unmapped, its mapping to `unmap`. A chunk a command waits for is
+    /// never taken. Two laps at most (the first may only clear reference
+    /// bits); a reserved chunk is never taken either. Returns the bytes
+    /// freed, `None` if nothing can go.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds `L` and the gate is paused and drained.
+    pub(super) unsafe fn evict_one(&self, mut unmap: impl FnMut(&RegionDesc, M)) -> Option<u64> {
+        let positions = (self.capacity() * MAX_CHUNKS) as u64;
+        if positions == 0 {
+            return None;
+        }
+        let start = self.hand.load(Ordering::Relaxed) % positions;
+        for step in 0..2 * positions {
+            let pos = (start + step) % positions;
+            let (slot, chunk) = ((pos / MAX_CHUNKS as u64) as usize, (pos % MAX_CHUNKS as u64) as usize);
+            let bit = 1u64 << chunk;
+            let waited_for = self.wanted(slot) & bit != 0;
+            let evicted = self.slots[slot].with_mut(|ptr| {
+                // SAFETY: exclusive access by this function's contract.
+                let slot_ref = unsafe { &mut *ptr };
+                let entry = slot_ref.entry.as_mut()?;
+                let mapped = matches!(entry.live_chunks().get(chunk), Some(ChunkState::Mapped { .. }));
+                let kept = self.reserved[slot].load(Ordering::Relaxed) & bit != 0;
+                if entry.phase != Phase::Armed || !mapped || waited_for || kept {
+                    return None;
+                }
+                if self.used[slot].fetch_and(!bit, Ordering::Relaxed) & bit != 0 {
+                    // Referenced since the hand last passed: a second chance.
+                    return None;
+                }
+                let ChunkState::Mapped { mapping, .. } =
+                    core::mem::replace(&mut entry.chunks[chunk], ChunkState::Unmapped)
+                else {
+                    return None;
+                };
+                unmap(&entry.desc, mapping);
+                Some(entry.desc.chunk_range(chunk).1)
+            });
+            if let Some(bytes) = evicted {
+                self.hand.store(pos + 1, Ordering::Relaxed);
+                return Some(bytes);
+            }
+        }
+        None
     }
 
     /// A wanted, unmapped chunk whose rebuild failed for good this time
@@ -1048,7 +1201,7 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
                     }
                 }
             });
-            self.unwant(index, u64::MAX);
+            self.forget(index, u64::MAX);
         }
         live
     }

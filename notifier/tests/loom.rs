@@ -315,7 +315,13 @@ impl World {
             ctx,
             lock: LoomLock(Mutex::new(key)),
             p: LoomPlatform::new(mm, setup.timeouts),
-            cfg: Config { policy: Policy::Strict, drain_timeout_ns: 1_000_000, max_retries: 2, chunk_shift: 16 },
+            cfg: Config {
+                policy: Policy::Strict,
+                drain_timeout_ns: 1_000_000,
+                max_retries: 2,
+                chunk_shift: 16,
+                device_share: 0,
+            },
             regions: Vec::new(),
         };
         for i in 0..setup.regions as u64 {
@@ -938,6 +944,85 @@ fn m16_overtake_while_a_rebuild_and_a_teardown_run() {
         let book = w.p.book();
         let info = w.ctx.region(&w.lock.lock(), desc.handle).unwrap();
         assert_eq!(book.live.len() as u32, info.mapped_chunks, "pins balance with mapped chunks");
+    });
+}
+
+/// (17) Device-address eviction vs use: the context's share holds one
+/// chunk; the engine runs a command on chunk 0 while the rebuild worker
+/// maps chunk 1, which a set-aside command waits for, and so must evict
+/// chunk 0. The engine never touches an evicted mapping (the eviction
+/// drains it first); chunk 1, reserved by its waiting command, is mapped
+/// at the end even if chunk 0 was asked for again meanwhile (then both
+/// are: over the share rather than evicting a waiter's chunk); otherwise
+/// the share holds; pins balance.
+#[test]
+fn m17_eviction_vs_engine_use() {
+    model("17 eviction vs engine use", 3, || {
+        let (w, desc) = two_chunk_region();
+        let (first, second) = (desc.start, desc.start + (1 << 16));
+        let share = Config { device_share: 1 << 16, ..w.cfg };
+        // Chunk 1 torn down before the race, and waited for.
+        let seq = w.p.invalidate_start();
+        let inv = warpq_notifier::teardown::Invalidation {
+            start: second,
+            end: second + PAGE,
+            ..whole_region(desc, seq, Event::Clear, true)
+        };
+        let _ = invalidate(&w.ctx, &w.lock, &w.p, &w.cfg, &inv);
+        w.p.invalidate_end();
+        {
+            let engine = w.ctx.enter(&w.p).expect("a running gate admits the engine");
+            match engine.translate(second, 8, Access::WRITE) {
+                Err(XlateFault::NeedsRebuild { region, wanted }) => {
+                    let _ = engine.request_rebuild(region, wanted);
+                }
+                other => panic!("chunk 1 was torn down: {other:?}"),
+            }
+        }
+        let engine = {
+            let w = w.clone();
+            thread::spawn(move || {
+                // A paused gate (the eviction, the publish) keeps the
+                // engine out: it comes back, as the pool does.
+                let engine = loop {
+                    match w.ctx.enter(&w.p) {
+                        Some(engine) => break engine,
+                        None => thread::yield_now(),
+                    }
+                };
+                match engine.translate(first, 8, Access::WRITE) {
+                    Ok(t) => {
+                        w.p.touch(t.mapping);
+                        w.p.touch(t.mapping);
+                        let _ = engine.finish();
+                        false
+                    }
+                    Err(XlateFault::NeedsRebuild { region, wanted }) => {
+                        let _ = engine.request_rebuild(region, wanted);
+                        true
+                    }
+                    Err(other) => panic!("chunk 0 is mapped or evicted: {other:?}"),
+                }
+            })
+        };
+        let worker = {
+            let w = w.clone();
+            thread::spawn(move || {
+                let report = rebuild(&w.ctx, &w.lock, &w.p, &share).expect("the rebuild maps chunk 1");
+                assert!(report.evicted >= 1, "one chunk of share: chunk 0 must go first");
+            })
+        };
+        let waits_again = engine.join().unwrap();
+        worker.join().unwrap();
+        let key = w.lock.lock();
+        // Reserved by the command that waits for it: never evicted for the
+        // chunk the other command then asks for.
+        assert!(w.ctx.mapping(&key, desc.handle, 1).is_some(), "chunk 1 mapped for its command");
+        let info = w.ctx.region(&key, desc.handle).unwrap();
+        if !waits_again {
+            assert_eq!(info.mapped_chunks, 1, "the share holds one chunk");
+        }
+        assert_eq!(w.p.book().live.len() as u32, info.mapped_chunks, "pins balance with mapped chunks");
     });
 }
 

@@ -34,7 +34,7 @@ impl World {
             ctx,
             lock: StdLock::new(key),
             p: TestPlatform::new(mm),
-            cfg: Config { policy, drain_timeout_ns: 1_000_000, max_retries: 3, chunk_shift: 16 },
+            cfg: Config { policy, drain_timeout_ns: 1_000_000, max_retries: 3, chunk_shift: 16, device_share: 0 },
         }
     }
 
@@ -793,5 +793,59 @@ fn non_blocking_unmap_of_unmapped_chunks_proceeds() {
     assert_eq!(r.outcome, InvalidateOutcome::NothingMapped);
     let r = invalidate_range_with(&w, &desc, desc.start + CHUNK, desc.end(), Event::Unmap, false);
     assert_eq!(r.outcome, InvalidateOutcome::CannotProceed);
+    w.check_pins();
+}
+
+/// The device-address share: a context never holds more than its share of
+/// mapped chunks after a rebuild; the clock evicts what the engine did not
+/// touch, keeps what it touched, and an evicted chunk is rebuilt on demand.
+#[test]
+fn the_share_evicts_least_recently_used_chunks() {
+    let mut w = World::new(0x1000, Policy::Strict);
+    let chunk = 1u64 << 16;
+    w.cfg.device_share = 2 * chunk;
+    // Four chunks; REGISTER wants them all, so it maps each (checking it
+    // can be faulted in) and keeps the last two.
+    let desc = w.register(0x100000, 4 * chunk, Access::READ_WRITE);
+    let report = w.rebuild().unwrap();
+    assert_eq!((report.mapped, report.evicted), (4, 2));
+    let mapped = |w: &World| {
+        let key = w.lock.lock();
+        (0..4).filter(|&c| w.ctx.mapping(&key, desc.handle, c).is_some()).collect::<Vec<_>>()
+    };
+    assert_eq!(mapped(&w), [2, 3]);
+    w.check_pins();
+    assert!(w.ctx.gate().is_running());
+
+    // The engine uses chunk 3, then needs chunk 0: chunk 2, untouched
+    // since its publish, goes; chunk 3 stays.
+    let at = |c: u64| desc.start + c * chunk;
+    assert_eq!(w.engine_touch(at(3), 8, Access::WRITE), Some(Ok(())));
+    assert!(matches!(w.engine_touch(at(0), 8, Access::WRITE), Some(Err(XlateFault::NeedsRebuild { .. }))));
+    let report = w.rebuild().unwrap();
+    assert_eq!((report.mapped, report.evicted), (1, 1));
+    assert_eq!(mapped(&w), [0, 3]);
+    assert_eq!(w.engine_touch(at(0), 8, Access::WRITE), Some(Ok(())));
+
+    // A command over two chunks when both others are in use: its own
+    // chunks always fit (the share is a target a rebuild restores).
+    assert!(matches!(w.engine_touch(at(1) + chunk - 8, 16, Access::WRITE), Some(Err(_))));
+    let report = w.rebuild().unwrap();
+    assert_eq!(report.mapped, 2);
+    assert_eq!(w.engine_touch(at(1) + chunk - 8, 16, Access::WRITE), Some(Ok(())));
+    let held = mapped(&w).len() as u64 * chunk;
+    assert!(held <= 2 * chunk, "held {held} bytes over a share of {}", 2 * chunk);
+    w.check_pins();
+
+    // Without a share nothing is evicted: every chunk a command touches
+    // stays mapped.
+    w.cfg.device_share = 0;
+    for c in 0..4 {
+        if w.engine_touch(at(c), 8, Access::WRITE) != Some(Ok(())) {
+            assert_eq!(w.rebuild().unwrap().evicted, 0);
+            assert_eq!(w.engine_touch(at(c), 8, Access::WRITE), Some(Ok(())));
+        }
+    }
+    assert_eq!(mapped(&w), [0, 1, 2, 3]);
     w.check_pins();
 }

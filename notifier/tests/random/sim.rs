@@ -86,7 +86,13 @@ fn access(a: Acc) -> Access {
 impl Sim {
     pub(crate) fn new() -> Self {
         Self {
-            cfg: Config { policy: Policy::Strict, drain_timeout_ns: 1_000, max_retries: 3, chunk_shift: 16 },
+            cfg: Config {
+                policy: Policy::Strict,
+                drain_timeout_ns: 1_000,
+                max_retries: 3,
+                chunk_shift: 16,
+                device_share: 0,
+            },
             dir: ContextTable::new(),
             slots: (0..CONTEXTS).map(|_| None).collect(),
             mms: vec![0x1000],
