@@ -283,10 +283,13 @@ fn current_config() -> Config {
     let chunk_kb = u64::from(unsafe { shim::warpq_param_chunk_kb() }).max(64);
     // The smallest power of two at least `chunk_kb` KiB.
     let chunk_shift = (64 - (chunk_kb * 1024 - 1).leading_zeros()) as u8;
+    // SAFETY: reads a module parameter; no precondition.
+    let share_mb = u64::from(unsafe { shim::warpq_param_device_share_mb() });
     Config {
         policy: current_policy(),
         drain_timeout_ns: u64::from(drain_ms.max(1)) * 1_000_000,
         chunk_shift,
+        device_share: share_mb << 20,
         ..Config::DEFAULT
     }
 }
@@ -522,7 +525,7 @@ impl Queue {
             out,
             " backing {backing} policy {policy} state {state} region_count {regions} registered_bytes {registered} \
              mapped_bytes {mapped} pinned_bytes {pinned} commands_ok {} commands_failed {} invalidations {} \
-             teardowns {} rebuilds {} faults {} zaps {} set_aside {} ring_held {}",
+             teardowns {} rebuilds {} faults {} zaps {} set_aside {} ring_held {} evictions {} device_share {}",
             get(&st.commands_ok),
             get(&st.commands_failed),
             get(&st.invalidations),
@@ -532,6 +535,8 @@ impl Queue {
             get(&st.zaps),
             self.set_aside_len.load(Ordering::Relaxed),
             u8::from(self.ring_held.load(Ordering::Relaxed)),
+            get(&st.evictions),
+            self.config.device_share,
         )?;
         for info in lines.iter().flatten() {
             let d = &info.desc;
@@ -661,6 +666,7 @@ impl Queue {
             Ok(r) => {
                 self.count(|c| &c.rebuilds, u64::from(r.mapped));
                 self.count(|c| &c.rebuild_retries, u64::from(r.retries));
+                self.count(|c| &c.evictions, u64::from(r.evicted));
                 if r.mapped > 0 {
                     self.record(Kind::Rebuild, end - start);
                 }

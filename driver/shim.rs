@@ -70,6 +70,7 @@ extern "C" {
     pub(crate) fn warpq_cpu_relax();
     pub(crate) fn warpq_param_max_regions() -> c_uint;
     pub(crate) fn warpq_param_max_region_mb() -> c_uint;
+    pub(crate) fn warpq_param_device_share_mb() -> c_uint;
     pub(crate) fn warpq_param_fail_register_arm_delay_ms() -> c_uint;
     pub(crate) fn warpq_param_fail_rebuild_delay_ms() -> c_uint;
     pub(crate) fn warpq_param_fail_edu_stall() -> bool;

@@ -22,6 +22,9 @@ pub(crate) struct Counters {
     pub(crate) pages_pinned_peak: AtomicU64,
     pub(crate) faults: AtomicU64,
     pub(crate) zaps: AtomicU64,
+    /// Chunks evicted to keep within the device-address share (debugfs
+    /// only).
+    pub(crate) evictions: AtomicU64,
     /// Invalidations by `enum mmu_notifier_event`.
     pub(crate) by_event: [AtomicU64; 8],
     /// Completions by `WARPQ_STATUS_*`.
@@ -76,6 +79,7 @@ impl Counters {
             &self.rebuild_retries,
             &self.faults,
             &self.zaps,
+            &self.evictions,
         ] {
             c.store(0, Ordering::Relaxed);
         }

@@ -182,6 +182,15 @@ unsigned int warpq_param_max_region_mb(void)
 	return READ_ONCE(max_region_mb);
 }
 
+static unsigned int device_share_mb = 64;
+module_param(device_share_mb, uint, 0644);
+MODULE_PARM_DESC(device_share_mb, "device addresses one new queue may hold, in MiB (default 64, a quarter of the edu device's 256 MiB window; 0 for no limit): past it, a rebuild evicts the least recently used chunks, which are rebuilt when a command needs them again");
+
+unsigned int warpq_param_device_share_mb(void)
+{
+	return READ_ONCE(device_share_mb);
+}
+
 /* Fault injection for tests: a REGISTER sleeps this long between inserting
  * its notifier and arming its region (the window in which the queue stays
  * stale), so a test can hold it there. 0, the default, in production. */

@@ -68,6 +68,7 @@ unsigned int warpq_param_engine_threads(void);
 void warpq_cpu_relax(void);
 unsigned int warpq_param_max_regions(void);
 unsigned int warpq_param_max_region_mb(void);
+unsigned int warpq_param_device_share_mb(void);
 unsigned int warpq_param_fail_register_arm_delay_ms(void);
 unsigned int warpq_param_fail_rebuild_delay_ms(void);
 bool warpq_param_fail_edu_stall(void);

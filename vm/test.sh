@@ -108,6 +108,7 @@ if [ "$what" = all ] || [ "$what" = vm ]; then
             'warpq-invalidate-check munmap && warpq-invalidate-check fork && warpq-invalidate-check touch &&
              warpq-invalidate-check overtake && warpq-invalidate-check overtake-random 5 &&
              warpq-invalidate-check unmap-semantics' &&
+             $matrix $backing filtered 'warpq-invalidate-check window' &&
              warpq-check pins"
     done
     # The bounded subset of `make stress`: fork/exec storm, the OOM kills and

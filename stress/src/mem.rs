@@ -80,6 +80,32 @@ impl Drop for Anon {
     }
 }
 
+/// A `T` in a fresh shared anonymous page, never unmapped: what a process
+/// and the children it forks count in together.
+///
+/// # Safety
+///
+/// An all-zero `T` is valid (atomics, say), and `T` fits in a 4 KiB page
+/// with page alignment enough.
+pub unsafe fn shared_zeroed<T: Sync>() -> &'static T {
+    assert!(std::mem::size_of::<T>() <= 4096 && std::mem::align_of::<T>() <= 4096);
+    // SAFETY: a fresh shared anonymous mapping, never unmapped.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED, "mmap a shared page");
+    // SAFETY: zeroed, page-aligned memory that lives as long as the process
+    // is a valid `T` (this function's contract).
+    unsafe { &*p.cast::<T>() }
+}
+
 /// At least `n` free pages in the hugetlb pool (grows it if needed: the
 /// guest runs as root).
 pub fn reserve_huge_pages(n: u64) -> Result<(), String> {

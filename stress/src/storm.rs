@@ -67,21 +67,8 @@ struct Counters {
 }
 
 fn shared_counters() -> &'static Counters {
-    // SAFETY: a fresh shared anonymous mapping, never unmapped.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            PAGE,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(p, libc::MAP_FAILED, "mmap the shared counters");
-    // SAFETY: zeroed, page-aligned memory is a valid `Counters` (atomics of
-    // zero); the mapping lives as long as the process.
-    unsafe { &*p.cast::<Counters>() }
+    // SAFETY: a `Counters` of zeros is valid (atomics) and fits in a page.
+    unsafe { crate::mem::shared_zeroed::<Counters>() }
 }
 
 #[derive(Clone, Copy, Debug)]

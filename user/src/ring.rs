@@ -533,10 +533,14 @@ impl Submitter<'_> {
         let head = self.local.cq_head.get();
         // Acquire: pairs with the kernel's store-release of cq_tail.
         let ready = self.ring.cq_tail().load(Ordering::Acquire).wrapping_sub(head) as usize;
-        // Acquire: pairs with the engine's store-release of sq_head.
-        let in_flight =
-            self.local.sq_published.get().wrapping_sub(self.ring.sq_head().load(Ordering::Acquire)) as usize;
-        let want = want.min(ready + in_flight).min(sys::WARPQ_CQ_ENTRIES as usize);
+        // Every submission gets exactly one completion, so what can still
+        // come is what was submitted minus what was consumed. Not
+        // `sq_tail - sq_head` plus what is ready: the kernel publishes a
+        // completion and the slot it frees with two stores, and a reader
+        // between them counts the command neither in flight nor ready (it
+        // returned 0 with the command running).
+        let unconsumed = self.local.sq_published.get().wrapping_sub(head) as usize;
+        let want = want.min(unconsumed).min(sys::WARPQ_CQ_ENTRIES as usize);
         if ready >= want {
             return Ok(ready);
         }

@@ -2,7 +2,7 @@
 //!
 //! `warpq-invalidate-check munmap|fork|death|scm|touch|overtake|unmap-semantics|swap [DEVICE]`,
 //! `warpq-invalidate-check forkstorm [COUNT]`, `warpq-invalidate-check numa [SECONDS]`,
-//! `warpq-invalidate-check overtake-random [SECONDS]`
+//! `warpq-invalidate-check overtake-random [SECONDS]`, `warpq-invalidate-check window [MIB]`
 //!
 //! - `munmap`: a registered buffer is unmapped while FILL commands into it
 //!   are queued and running. Every command completes, with success (it ran
@@ -15,7 +15,8 @@
 //!   device never touches it; the child cannot reach the parent's buffers
 //!   through the device; the child then uses the device itself, with its own
 //!   queue and registrations, concurrently with the parent, verified too.
-//! - `death`, `scm`, `touch`, `overtake`, `overtake-random`, `unmap-semantics`, `swap`, `forkstorm`, `numa`: see
+//! - `death`, `scm`, `touch`, `overtake`, `overtake-random`, `unmap-semantics`, `swap`, `forkstorm`, `numa`,
+//!   `window`: see
 //!   `warpq_stress::invalidate`.
 
 use std::process::ExitCode;
@@ -27,7 +28,7 @@ use warpq_stress::report::Report;
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let what = args.next().unwrap_or_default();
-    let counted = what == "forkstorm" || what == "numa" || what == "overtake-random";
+    let counted = matches!(what.as_str(), "forkstorm" | "numa" | "overtake-random" | "window");
     let path = if counted { "/dev/warpq0".into() } else { args.next().unwrap_or_else(|| "/dev/warpq0".into()) };
     let dev = match Device::open(&path) {
         Ok(d) => d,
@@ -48,9 +49,10 @@ fn main() -> ExitCode {
         "forkstorm" => invalidate::fork_storm(&dev, args.next().and_then(|n| n.parse().ok()).unwrap_or(200)),
         "numa" => invalidate::numa_hinting(&dev, args.next().and_then(|n| n.parse().ok()).unwrap_or(60)),
         "overtake-random" => invalidate::overtake_random(&dev, args.next().and_then(|n| n.parse().ok()).unwrap_or(10)),
+        "window" => invalidate::beyond_the_window(&dev, args.next().and_then(|n| n.parse().ok()).unwrap_or(320)),
         _ => {
             eprintln!(
-                "usage: warpq-invalidate-check munmap|fork|death|scm|touch|overtake|unmap-semantics|swap [DEVICE] | forkstorm [COUNT] | numa [SECONDS] | overtake-random [SECONDS]"
+                "usage: warpq-invalidate-check munmap|fork|death|scm|touch|overtake|unmap-semantics|swap [DEVICE] | forkstorm [COUNT] | numa [SECONDS] | overtake-random [SECONDS] | window [MIB]"
             );
             return ExitCode::from(2);
         }

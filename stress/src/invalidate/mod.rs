@@ -21,7 +21,10 @@
 //!   memory (2-node guest): the teardowns hinting causes, and mprotect still
 //!   revoking device writes;
 //! - [`swap_out_idle`] ([`swap`]): an idle queue's registered memory under a
-//!   memory cgroup limit with swap on: how much reclaim takes per backing.
+//!   memory cgroup limit with swap on: how much reclaim takes per backing;
+//! - [`beyond_the_window`] ([`window`]): more memory registered than the
+//!   device can address at once, streamed over while another process's
+//!   queue keeps completing commands.
 
 pub mod death;
 pub mod fork;
@@ -31,6 +34,7 @@ pub mod overtake_random;
 pub mod remap;
 pub mod swap;
 pub mod unmap;
+pub mod window;
 
 pub use death::{death, scm_rights};
 pub use fork::{fork_in_flight, fork_storm};
@@ -40,6 +44,7 @@ pub use overtake_random::overtake_random;
 pub use remap::unmap_semantics;
 pub use swap::swap_out_idle;
 pub use unmap::{munmap_in_flight, touch_rebuilds};
+pub use window::beyond_the_window;
 
 const PAGE: usize = 4096;
 
