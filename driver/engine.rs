@@ -60,6 +60,7 @@ fn fault_status(fault: XlateFault) -> u32 {
         XlateFault::CrossesEnd => uapi::WARPQ_STATUS_FAULT_BOUNDS,
         XlateFault::AccessDenied => uapi::WARPQ_STATUS_FAULT_ACCESS,
         // `NeedsRebuild` is handled by `execute` before it gets here.
+        XlateFault::NoMemory => uapi::WARPQ_STATUS_FAULT_NOMEM,
         XlateFault::NotMapped | XlateFault::Dead | XlateFault::Refused | XlateFault::NeedsRebuild { .. } => {
             uapi::WARPQ_STATUS_FAULT_UNMAPPED
         }

@@ -630,11 +630,9 @@ impl Queue {
         let platform = self.platform(true);
         if self.ctx.gate().is_stale() {
             match self.rebuild(&platform) {
+                // A chunk short of memory (RLIMIT_MEMLOCK, IOVA space) fails
+                // the commands that waited for it, never the ring.
                 Ok(_) | Err(RebuildError::Released) => {}
-                // Transient pin or DMA-map failures persisted through the
-                // rebuild's retries (IOVA space exhausted, memory): the
-                // queue cannot run; VM_FAULT_OOM would only loop.
-                Err(RebuildError::PinFailed(_)) => return Err(bindings::vm_fault_reason_VM_FAULT_SIGBUS),
                 // Collisions or a busy queue: let the access fault again.
                 Err(_) => return Err(bindings::vm_fault_reason_VM_FAULT_NOPAGE),
             }
@@ -699,7 +697,6 @@ impl Queue {
         injected_rebuild_delay();
         match self.rebuild(&self.platform(false)) {
             Ok(_) | Err(RebuildError::Released) => Ok(()),
-            Err(RebuildError::PinFailed(_)) => Err(ENOMEM),
             Err(_) => Err(EAGAIN),
         }
     }
@@ -779,8 +776,10 @@ impl Queue {
         let result = armed.map_err(region_errno).and_then(|()| match self.rebuild(&platform) {
             // A chunk that could not be faulted in, whoever settled it.
             Ok(report) if report.gone_slots & (1 << (desc.handle.slot() % 64)) != 0 => Err(EFAULT),
+            // One that could not be pinned or mapped for want of memory
+            // (RLIMIT_MEMLOCK, IOVA space), even after evicting others.
+            Ok(report) if report.short_slots & (1 << (desc.handle.slot() % 64)) != 0 => Err(ENOMEM),
             Ok(_) => Ok(()),
-            Err(RebuildError::PinFailed(_)) => Err(ENOMEM),
             Err(_) => Err(EAGAIN),
         });
         // A region with a chunk that could not be faulted in (unmapped,
@@ -795,7 +794,9 @@ impl Queue {
             // engine is: past the drain timeout the queue is reset, as for
             // an invalidation, rather than the undo giving up.
             let _ = self.remove_region(desc.handle, true);
-            return Err(result.err().unwrap_or(EFAULT));
+            // Settled by another rebuild (the worker) for want of memory.
+            let short = info.is_ok_and(|info| info.short_chunks > 0 && info.short_chunks == info.refused_chunks);
+            return Err(result.err().unwrap_or(if short { ENOMEM } else { EFAULT }));
         }
         Ok(desc.handle.to_raw())
     }
@@ -1412,7 +1413,6 @@ impl PinnedDrop for Queue {
 /// A negative code for the rebuild tracepoint.
 fn rebuild_error_code(e: &RebuildError) -> i32 {
     match e {
-        RebuildError::PinFailed(_) => -(bindings::ENOMEM as i32),
         RebuildError::Released => -(bindings::ESRCH as i32),
         _ => -(bindings::EAGAIN as i32),
     }

@@ -110,6 +110,14 @@ struct warpq_sqe {
 #define WARPQ_STATUS_FAULT_IOMMU	6	/* the DMA address did not translate */
 #define WARPQ_STATUS_ABORTED		7	/* queue reset (drain timeout, close, exit) */
 #define WARPQ_STATUS_DEVICE_ERROR	8	/* the edu DMA engine failed */
+/*
+ * Its pages could not be made reachable for the device now, for want of
+ * memory: over RLIMIT_MEMLOCK (pin backing), out of memory, or no device
+ * addresses left, after evicting the queue's other chunks. Only the
+ * commands that waited for that chunk fail; a later one tries again.
+ * Counted in commands_failed, not in commands_by_status (9 entries).
+ */
+#define WARPQ_STATUS_FAULT_NOMEM	9
 
 /* A completion entry: 32 bytes. */
 struct warpq_cqe {

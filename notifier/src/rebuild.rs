@@ -25,10 +25,18 @@
 //! nothing can be evicted (every mapped chunk is waited for) the chunk is
 //! mapped anyway: a command's own chunks always fit, so it cannot wait for
 //! ever; the next rebuild shrinks the context back to its share.
+//!
+//! A chunk that cannot be pinned or mapped for want of memory (the `pin`
+//! charge against `RLIMIT_MEMLOCK`, an allocation, the device's addresses:
+//! [`PinError::Transient`]) first makes room the same way, one evicted
+//! chunk per retry, up to `max_retries`; then it is refused as short
+//! (`Refusal::NoMemory`): the commands that waited for it fail with their
+//! own status and the rebuild goes on with the other chunks, so the rest
+//! of the queue keeps running.
 
 use super::context::{Config, ContextLock, MmContext};
 use super::platform::{PinError, Platform};
-use super::region::{RegionDesc, RegionHandle, MAX_CHUNKS};
+use super::region::{Refusal, RegionDesc, MAX_CHUNKS};
 
 /// Counters of one [`rebuild`] call.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -42,6 +50,12 @@ pub struct RebuildReport {
     /// (`Gone`), refused by us or not (another rebuild or the engine may
     /// have settled the chunk first): REGISTER fails if its own is here.
     pub gone_slots: u64,
+    /// As `gone_slots`, for chunks refused for want of memory (REGISTER
+    /// says `ENOMEM`).
+    pub short_slots: u64,
+    /// Chunks that could not be mapped for want of memory on a try (each
+    /// evicts a chunk and retries, or refuses it).
+    pub short_tries: u32,
     /// Collisions: an invalidation ran between `read_begin` and the check.
     pub retries: u32,
     /// Chunks another rebuild published (or that changed) first; our
@@ -62,9 +76,6 @@ pub enum RebuildError {
     WrongLock,
     /// The context was released.
     Released,
-    /// A transient pin or DMA-map failure on a chunk of this region; it
-    /// stays unmapped (and wanted).
-    PinFailed(RegionHandle),
     /// More than `max_retries` collisions.
     RetriesExhausted {
         /// Collisions seen.
@@ -78,6 +89,8 @@ pub enum RebuildError {
 enum Step {
     Resolved,
     Collision,
+    /// Out of memory (`PinError::Transient`); nothing changed.
+    Short,
 }
 
 /// Rebuilds every chunk a command waits for; resumes the queue when none is
@@ -116,7 +129,7 @@ where
     let mut report = RebuildReport::default();
     // Each round resolves one chunk or spends one retry, but chunks can be
     // invalidated (and wanted) again between rounds: bound the rounds too.
-    let rounds = N.saturating_mul(MAX_CHUNKS).saturating_add(config.max_retries as usize).saturating_add(1);
+    let rounds = N.saturating_mul(MAX_CHUNKS).saturating_add(2 * config.max_retries as usize).saturating_add(1);
     for _ in 0..rounds {
         let next = {
             let key = lock.lock();
@@ -153,10 +166,32 @@ where
         // the command may have been served by another rebuild meanwhile, and
         // a chunk nobody waits for is not faulted in (its range may even be
         // read-only now: a refusal would fail a later command for nothing).
-        if let Step::Collision = rebuild_one(ctx, lock, platform, config, &desc, chunk, &mut report)? {
-            report.retries = report.retries.saturating_add(1);
-            if report.retries > config.max_retries {
-                return Err(RebuildError::RetriesExhausted { retries: report.retries });
+        match rebuild_one(ctx, lock, platform, config, &desc, chunk, &mut report)? {
+            Step::Resolved => {}
+            Step::Collision => {
+                report.retries = report.retries.saturating_add(1);
+                if report.retries > config.max_retries {
+                    return Err(RebuildError::RetriesExhausted { retries: report.retries });
+                }
+            }
+            Step::Short => {
+                report.short_tries = report.short_tries.saturating_add(1);
+                let evicted = if report.short_tries <= config.max_retries {
+                    let key = lock.lock();
+                    if !ctx.owns_key(&key) {
+                        return Err(RebuildError::WrongLock);
+                    }
+                    if ctx.is_released() {
+                        return Err(RebuildError::Released);
+                    }
+                    evict_until(ctx, platform, config, |_, evicted| evicted >= 1)?
+                } else {
+                    0
+                };
+                report.evicted = report.evicted.saturating_add(evicted);
+                if evicted == 0 {
+                    refuse_short(ctx, lock, platform, config, &desc, chunk, &mut report)?;
+                }
             }
         }
     }
@@ -176,16 +211,34 @@ where
     P: Platform,
 {
     let share = config.device_share;
+    if share == 0 {
+        return Ok(0);
+    }
+    evict_until(ctx, platform, config, |held, _| held.saturating_add(need) <= share)
+}
+
+/// With `L` held: evicts chunks by the clock until `enough(bytes held,
+/// chunks evicted)` or nothing more can go; returns how many went. Pauses
+/// and drains the gate only if something must go.
+fn evict_until<P, const N: usize>(
+    ctx: &MmContext<P::Mapping, N>,
+    platform: &P,
+    config: &Config,
+    enough: impl Fn(u64, u32) -> bool,
+) -> Result<u32, RebuildError>
+where
+    P: Platform,
+{
     // SAFETY: the caller holds `L`.
     let mut held = unsafe { ctx.table().mapped_bytes() };
-    if share == 0 || held.saturating_add(need) <= share {
+    if enough(held, 0) {
         return Ok(0);
     }
     let paused = ctx.gate().pause();
     let drained =
         MmContext::<P::Mapping, N>::drain_bounded(&paused, platform, config).map_err(|_| RebuildError::Busy)?;
     let mut evicted = 0u32;
-    while held.saturating_add(need) > share {
+    while !enough(held, evicted) {
         // SAFETY: `L` is held (the caller) and `drained` proves the gate is
         // paused and drained: no command touches the chunk evicted.
         let freed = unsafe {
@@ -201,6 +254,46 @@ where
     // The engine may have gone to sleep on the paused gate.
     platform.resumed();
     Ok(evicted)
+}
+
+/// Gives up on a chunk that could not be mapped for want of memory: the
+/// commands waiting for it fail (`XlateFault::NoMemory`), the others go on.
+fn refuse_short<P, L, const N: usize>(
+    ctx: &MmContext<P::Mapping, N>,
+    lock: &L,
+    platform: &P,
+    config: &Config,
+    desc: &RegionDesc,
+    chunk: usize,
+    report: &mut RebuildReport,
+) -> Result<(), RebuildError>
+where
+    P: Platform,
+    L: ContextLock,
+{
+    let key = lock.lock();
+    if !ctx.owns_key(&key) {
+        return Err(RebuildError::WrongLock);
+    }
+    if ctx.is_released() {
+        return Err(RebuildError::Released);
+    }
+    report.short_slots |= 1 << (desc.handle.slot() % 64);
+    let paused = ctx.gate().pause();
+    let drained =
+        MmContext::<P::Mapping, N>::drain_bounded(&paused, platform, config).map_err(|_| RebuildError::Busy)?;
+    // SAFETY: `key` proves `L` is held and `drained` that the gate is paused
+    // and drained.
+    if unsafe { ctx.table().refuse(desc.handle, chunk, Refusal::NoMemory) } {
+        report.refused = report.refused.saturating_add(1);
+    } else {
+        report.lost_races = report.lost_races.saturating_add(1);
+    }
+    // SAFETY: `L` is held; `drained` is about this context's gate.
+    unsafe { ctx.refresh_stale(&paused, &drained) };
+    drop(paused);
+    drop(key);
+    Ok(())
 }
 
 /// One attempt at one chunk.
@@ -220,7 +313,7 @@ where
     let seq = platform.read_begin(desc);
     let pinned = platform.pin_and_map(desc, chunk, seq);
     match pinned {
-        Err(PinError::Transient) => return Err(RebuildError::PinFailed(desc.handle)),
+        Err(PinError::Transient) => return Ok(Step::Short),
         // Invalidated while faulting: the same collision `read_retry` finds.
         Err(PinError::Collision) => return Ok(Step::Collision),
         _ => {}
@@ -290,7 +383,7 @@ where
         Err(_gone) => {
             report.gone_slots |= 1 << (desc.handle.slot() % 64);
             // SAFETY: as above.
-            if unsafe { ctx.table().refuse(desc.handle, chunk) } {
+            if unsafe { ctx.table().refuse(desc.handle, chunk, Refusal::Gone) } {
                 report.refused = report.refused.saturating_add(1);
             } else {
                 report.lost_races = report.lost_races.saturating_add(1);

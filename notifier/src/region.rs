@@ -39,6 +39,11 @@
 //! (only an UNMAP kills a chunk). The reopen orders the bit before the
 //! engine's next entry.
 //!
+//! The short masks work the same way for a rebuild that failed for want of
+//! memory (the `RLIMIT_MEMLOCK` charge, an allocation, device addresses)
+//! after evicting what it could: the command that waited fails with its
+//! own fault ([`XlateFault::NoMemory`]), not the queue.
+//!
 //! # Device addresses on demand
 //!
 //! A queue may hold at most a share of the device's address window
@@ -294,6 +299,8 @@ pub struct RegionInfo {
     /// Chunks whose rebuild failed, with a command still to be failed for
     /// it (see the module docs).
     pub refused_chunks: u32,
+    /// Of those, the chunks refused for want of memory.
+    pub short_chunks: u32,
 }
 
 /// Why a region-table operation was refused.
@@ -348,6 +355,21 @@ pub enum XlateFault {
     /// The rebuild of a chunk this command waited for failed (it could not
     /// be faulted in): the command fails; the next one tries again.
     Refused,
+    /// The rebuild of a chunk this command waited for ran out of memory
+    /// (the `pin` charge against `RLIMIT_MEMLOCK`, an allocation, the
+    /// device's addresses) even after evicting other chunks: the command
+    /// fails; the next one tries again.
+    NoMemory,
+}
+
+/// Why a rebuild gave up on a chunk a command waited for
+/// ([`RegionTable::refuse`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// It could not be faulted in ([`XlateFault::Refused`]).
+    Gone,
+    /// Out of memory ([`XlateFault::NoMemory`]).
+    NoMemory,
 }
 
 /// The chunks `first..=last` of one region that a command's access
@@ -437,7 +459,15 @@ impl<M: Mapping> Entry<M> {
             Phase::Armed if mapped == 0 => StateKind::Unmapped,
             Phase::Armed => StateKind::Partial { mapped },
         };
-        RegionInfo { desc: self.desc, state, pages, mapped_chunks: mapped, dead_chunks: dead, refused_chunks: 0 }
+        RegionInfo {
+            desc: self.desc,
+            state,
+            pages,
+            mapped_chunks: mapped,
+            dead_chunks: dead,
+            refused_chunks: 0,
+            short_chunks: 0,
+        }
     }
 }
 
@@ -449,6 +479,9 @@ pub struct RegionTable<M, const N: usize> {
     /// Per slot: the chunks a rebuild could not map while a command waited
     /// (see the module docs).
     refused: [AtomicU64; N],
+    /// Per slot: the chunks a rebuild could not map for want of memory
+    /// while a command waited (see the module docs).
+    short: [AtomicU64; N],
     /// Per slot: the clock's reference bits (see the module docs).
     used: [AtomicU64; N],
     /// Per slot: chunks a waiting command touches (see the module docs).
@@ -483,6 +516,7 @@ impl<M, const N: usize> RegionTable<M, N> {
             slots: core::array::from_fn(|_| UnsafeCell::new(Slot { generation: 1, entry: None })),
             wanted: core::array::from_fn(|_| AtomicU64::new(0)),
             refused: core::array::from_fn(|_| AtomicU64::new(0)),
+            short: core::array::from_fn(|_| AtomicU64::new(0)),
             used: core::array::from_fn(|_| AtomicU64::new(0)),
             reserved: core::array::from_fn(|_| AtomicU64::new(0)),
             hand: AtomicU64::new(0),
@@ -503,12 +537,14 @@ impl<M, const N: usize> RegionTable<M, N> {
             let slots = core::ptr::addr_of_mut!((*slot).slots).cast::<UnsafeCell<Slot<M>>>();
             let wanted = core::ptr::addr_of_mut!((*slot).wanted).cast::<AtomicU64>();
             let refused = core::ptr::addr_of_mut!((*slot).refused).cast::<AtomicU64>();
+            let short = core::ptr::addr_of_mut!((*slot).short).cast::<AtomicU64>();
             let used = core::ptr::addr_of_mut!((*slot).used).cast::<AtomicU64>();
             let reserved = core::ptr::addr_of_mut!((*slot).reserved).cast::<AtomicU64>();
             for i in 0..N {
                 slots.add(i).write(UnsafeCell::new(Slot { generation: 1, entry: None }));
                 wanted.add(i).write(AtomicU64::new(0));
                 refused.add(i).write(AtomicU64::new(0));
+                short.add(i).write(AtomicU64::new(0));
                 used.add(i).write(AtomicU64::new(0));
                 reserved.add(i).write(AtomicU64::new(0));
             }
@@ -558,6 +594,9 @@ impl<M, const N: usize> RegionTable<M, N> {
         if let Some(refused) = self.refused.get(slot) {
             refused.fetch_and(!chunks, Ordering::AcqRel);
         }
+        if let Some(short) = self.short.get(slot) {
+            short.fetch_and(!chunks, Ordering::AcqRel);
+        }
     }
 
     /// The refused mask of slot `slot`.
@@ -569,6 +608,16 @@ impl<M, const N: usize> RegionTable<M, N> {
     /// them that were set (the engine, failing the command that waited).
     fn take_refused(&self, slot: usize, chunks: u64) -> u64 {
         self.refused.get(slot).map_or(0, |r| r.fetch_and(!chunks, Ordering::AcqRel) & chunks)
+    }
+
+    /// The short mask of slot `slot`.
+    fn short(&self, slot: usize) -> u64 {
+        self.short.get(slot).map_or(0, |r| r.load(Ordering::Acquire))
+    }
+
+    /// As [`Self::take_refused`], for the short mask.
+    fn take_short(&self, slot: usize, chunks: u64) -> u64 {
+        self.short.get(slot).map_or(0, |r| r.fetch_and(!chunks, Ordering::AcqRel) & chunks)
     }
 
     /// Sets the clock's reference bits `chunks` of slot `slot` (a plain
@@ -682,7 +731,9 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
     }
 
     fn with_refused(&self, slot: usize, mut info: RegionInfo) -> RegionInfo {
-        info.refused_chunks = (self.refused(slot) & info.desc.all_chunks()).count_ones();
+        let all = info.desc.all_chunks();
+        info.refused_chunks = ((self.refused(slot) | self.short(slot)) & all).count_ones();
+        info.short_chunks = (self.short(slot) & all).count_ones();
         info
     }
 
@@ -822,6 +873,11 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
             self.take_refused(desc.handle.slot(), wanted);
             self.unreserve(desc.handle.slot(), touched);
             return Err(XlateFault::Refused);
+        }
+        if wanted & self.short(desc.handle.slot()) != 0 {
+            self.take_short(desc.handle.slot(), wanted);
+            self.unreserve(desc.handle.slot(), touched);
+            return Err(XlateFault::NoMemory);
         }
         if wanted != 0 {
             self.reserve(desc.handle.slot(), touched);
@@ -1151,16 +1207,16 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
         None
     }
 
-    /// A wanted, unmapped chunk whose rebuild failed for good this time
-    /// (it could not be faulted in): no longer wanted, and refused, so the
-    /// engine fails the command that waited for it (see the module docs).
-    /// The chunk stays unmapped. False if the region is gone, the chunk is
-    /// not unmapped or nobody waits for it any more.
+    /// A wanted, unmapped chunk whose rebuild failed this time (`why`): no
+    /// longer wanted, and refused (or short), so the engine fails the
+    /// command that waited for it (see the module docs). The chunk stays
+    /// unmapped. False if the region is gone, the chunk is not unmapped or
+    /// nobody waits for it any more.
     ///
     /// # Safety
     ///
     /// The caller holds `L` and the gate is paused and drained.
-    pub(super) unsafe fn refuse(&self, handle: RegionHandle, chunk: usize) -> bool {
+    pub(super) unsafe fn refuse(&self, handle: RegionHandle, chunk: usize, why: Refusal) -> bool {
         // SAFETY: forwarded contract.
         let unmapped = unsafe {
             self.with_entry_mut(handle, |entry| {
@@ -1170,7 +1226,11 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
         if !unmapped.unwrap_or(false) || !self.chunk_wanted(handle, chunk) {
             return false;
         }
-        if let Some(refused) = self.refused.get(handle.slot()) {
+        let mask = match why {
+            Refusal::Gone => &self.refused,
+            Refusal::NoMemory => &self.short,
+        };
+        if let Some(refused) = mask.get(handle.slot()) {
             refused.fetch_or(1 << chunk, Ordering::AcqRel);
         }
         if let Some(wanted) = self.wanted.get(handle.slot()) {

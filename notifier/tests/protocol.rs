@@ -382,18 +382,38 @@ fn collisions_beyond_the_budget_give_up_cleanly() {
 }
 
 #[test]
-fn pin_failures_kill_or_keep_the_region() {
+fn pin_failures_fail_only_the_commands_that_waited() {
     let w = World::new(0x1000, Policy::Strict);
     let a = w.register(0x10000, PAGE, Access::READ);
     let b = w.register(0x20000, PAGE, Access::READ_WRITE);
+    // Out of memory with nothing to evict: the chunk is refused as short,
+    // the other region maps, the queue runs.
     w.p.state().inject_pin = vec![PinError::Transient];
-    assert_eq!(w.rebuild(), Err(RebuildError::PinFailed(a.handle)));
+    let report = w.rebuild().unwrap();
+    assert_eq!((report.refused, report.mapped, report.evicted), (1, 1, 0));
+    assert_eq!(report.short_slots, 1 << a.handle.slot());
+    assert!(report.running, "a chunk short of memory does not hold the queue");
     assert_eq!(w.state(a.handle), Ok(StateKind::Unmapped));
-    assert!(w.ctx.gate().is_stale());
+    assert_eq!(w.engine_touch(0x10000, 8, Access::READ), Some(Err(XlateFault::NoMemory)));
+    assert_eq!(w.engine_touch(0x20000, 8, Access::READ), Some(Ok(())));
+    // The next command on it asks again, and it maps.
+    assert!(matches!(w.engine_touch(0x10000, 8, Access::READ), Some(Err(XlateFault::NeedsRebuild { .. }))));
+    assert_eq!(w.rebuild().unwrap().mapped, 1);
+    assert_eq!(w.engine_touch(0x10000, 8, Access::READ), Some(Ok(())));
+    // Out of memory with something to evict: a chunk goes, the retry maps.
+    w.kernel_invalidate(&b, Event::Clear, true);
+    assert!(matches!(w.engine_touch(0x20000, 8, Access::WRITE), Some(Err(XlateFault::NeedsRebuild { .. }))));
+    w.p.state().inject_pin = vec![PinError::Transient];
+    let report = w.rebuild().unwrap();
+    assert_eq!((report.refused, report.mapped, report.evicted, report.short_tries), (0, 1, 1, 1));
+    assert_eq!(w.engine_touch(0x20000, 8, Access::WRITE), Some(Ok(())));
+    assert_eq!(w.state(a.handle), Ok(StateKind::Unmapped), "a was evicted for b");
+    w.check_pins();
 
+    assert!(matches!(w.engine_touch(0x10000, 8, Access::READ), Some(Err(XlateFault::NeedsRebuild { .. }))));
     w.p.make_gone(a.handle);
     let report = w.rebuild().unwrap();
-    assert_eq!((report.refused, report.mapped), (1, 1));
+    assert_eq!((report.refused, report.mapped), (1, 0));
     assert!(report.running, "a refused chunk does not hold the queue");
     let engine = w.ctx.enter(&w.p).unwrap();
     assert_eq!(engine.translate(0x10000, 8, Access::READ).unwrap_err(), XlateFault::Refused);

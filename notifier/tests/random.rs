@@ -138,7 +138,7 @@ fn random_operations_keep_the_invariants() {
     for what in [
         "rebuild with collisions",
         "rebuild exhausted",
-        "rebuild pin failed",
+        "rebuild short of memory",
         "non-blocking refused",
         "commands ok",
         "commands faulted",

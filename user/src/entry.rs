@@ -123,6 +123,11 @@ pub enum Status {
     Aborted,
     /// The device (the edu DMA engine) reported an error.
     DeviceError,
+    /// The buffer's pages could not be made reachable for the device for
+    /// want of memory (over `RLIMIT_MEMLOCK` under the `pin` backing, out of
+    /// memory, no device addresses left); only commands that waited for
+    /// that part of the buffer fail, and a later command may succeed.
+    FaultNoMemory,
     /// A status this crate does not know (a newer driver).
     Unknown(u32),
 }
@@ -140,6 +145,7 @@ impl Status {
             sys::WARPQ_STATUS_FAULT_IOMMU => Status::FaultIommu,
             sys::WARPQ_STATUS_ABORTED => Status::Aborted,
             sys::WARPQ_STATUS_DEVICE_ERROR => Status::DeviceError,
+            sys::WARPQ_STATUS_FAULT_NOMEM => Status::FaultNoMemory,
             other => Status::Unknown(other),
         }
     }
@@ -156,6 +162,7 @@ impl Status {
             Status::FaultIommu => sys::WARPQ_STATUS_FAULT_IOMMU,
             Status::Aborted => sys::WARPQ_STATUS_ABORTED,
             Status::DeviceError => sys::WARPQ_STATUS_DEVICE_ERROR,
+            Status::FaultNoMemory => sys::WARPQ_STATUS_FAULT_NOMEM,
             Status::Unknown(raw) => raw,
         }
     }
@@ -186,6 +193,7 @@ impl fmt::Display for Status {
             Status::FaultIommu => f.write_str("DMA address did not translate"),
             Status::Aborted => f.write_str("aborted (queue reset)"),
             Status::DeviceError => f.write_str("device error"),
+            Status::FaultNoMemory => f.write_str("out of memory for the buffer's pages"),
             Status::Unknown(raw) => write!(f, "unknown status {raw}"),
         }
     }

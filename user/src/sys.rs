@@ -30,6 +30,7 @@ pub const WARPQ_STATUS_FAULT_UNMAPPED: u32 = 5;
 pub const WARPQ_STATUS_FAULT_IOMMU: u32 = 6;
 pub const WARPQ_STATUS_ABORTED: u32 = 7;
 pub const WARPQ_STATUS_DEVICE_ERROR: u32 = 8;
+pub const WARPQ_STATUS_FAULT_NOMEM: u32 = 9;
 pub const WARPQ_CAP_RING: u64 = 1;
 pub const WARPQ_CAP_SUBMIT_IOCTL: u64 = 2;
 pub const WARPQ_CAP_EDU_DMA: u64 = 4;

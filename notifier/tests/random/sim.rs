@@ -365,9 +365,11 @@ impl Sim {
                 if report.retries > 0 {
                     self.count("rebuild with collisions");
                 }
+                if report.short_tries > 0 {
+                    self.count("rebuild short of memory");
+                }
             }
             Err(RebuildError::RetriesExhausted { .. }) => self.count("rebuild exhausted"),
-            Err(RebuildError::PinFailed(_)) => self.count("rebuild pin failed"),
             Err(RebuildError::Released) => assert!(b.released),
             Err(e) => panic!("rebuild failed: {e:?}"),
         }

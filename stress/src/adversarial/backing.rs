@@ -35,6 +35,15 @@ pub fn cases() -> Vec<Case> {
             unprivileged_64mib,
         ),
         story(
+            "backing-memlock-lowered",
+            "without CAP_IPC_LOCK, RLIMIT_MEMLOCK 1 MiB: A (256 KiB) and C (64 KiB) registered and used; the limit \
+             lowered to 128 KiB, a 4 KiB REGISTER records it, a page of A dropped: the next FILL on A completes \
+             FAULT_NOMEM (pin; OK under mirror), twice, while FILLs on C and D complete OK and land; no errno, no \
+             SIGBUS, the queue runs",
+            Expect::Ok,
+            memlock_lowered,
+        ),
+        story(
             "backing-compaction",
             "16 MiB registered and used by the device, then /proc/sys/vm/compact_memory and MADV_COLLAPSE of an \
              aligned 2 MiB of it: pin: no registered page moves (the collapse fails); mirror: the collapse moves \
@@ -236,6 +245,53 @@ fn unprivileged_64mib(env: &Env) -> Result<Got, String> {
         format!("mirror: 64 MiB registered and used by uid 65534; nr_foll_pin_acquired stayed {}", after.acquired)
     } else {
         "pin: ENOMEM for uid 65534 over RLIMIT_MEMLOCK".into()
+    }))
+}
+
+fn memlock_lowered(env: &Env) -> Result<Got, String> {
+    let mirror = is_mirror(env);
+    in_child("RLIMIT_MEMLOCK lowered under registered memory", || {
+        drop_ipc_lock()?;
+        set_memlock(256 * P)?;
+        let dev = open(env)?;
+        let fd = fd_of(&dev);
+        let (a, c, d) = (Anon::new(64 * PAGE), Anon::new(16 * PAGE), Anon::new(PAGE));
+        let ha = want_ok("REGISTER of A, 256 KiB", register(fd, a.addr(0), a.len() as u64, RW))?;
+        let hc = want_ok("REGISTER of C, 64 KiB", register(fd, c.addr(0), c.len() as u64, RW))?;
+        let ring = map_ring(fd)?;
+        for (buf, what) in [(&a, "A"), (&c, "C")] {
+            let s = ring.run(op::Fill::new(buf.addr(0), P, 0x11))?.status;
+            ensure!(s == WARPQ_STATUS_OK, "FILL on {what} within the limit: {}", st(s));
+        }
+        // Below what is registered; REGISTER records the limit pins are
+        // charged against (it evicts chunks to fit D).
+        set_memlock(32 * P)?;
+        let hd = want_ok("REGISTER of D, 4 KiB, under the lowered limit", register(fd, d.addr(0), P, RW))?;
+        // SAFETY: our own mapping; the registration survives the drop.
+        unsafe { libc::madvise(a.ptr().add(PAGE).cast(), PAGE, libc::MADV_DONTNEED) };
+        let want_a = if mirror { WARPQ_STATUS_OK } else { WARPQ_STATUS_FAULT_NOMEM };
+        for round in 0..2 {
+            let s = ring.run(op::Fill::new(a.addr(0), P, 0x33))?.status;
+            ensure!(s == want_a, "FILL {round} on A (256 KiB over a 128 KiB limit): {}, want {}", st(s), st(want_a));
+            for (buf, what, value) in [(&c, "C", 0x44u8), (&d, "D", 0x55)] {
+                let s = ring.run(op::Fill::new(buf.addr(0), P, value))?.status;
+                ensure!(s == WARPQ_STATUS_OK, "FILL {round} on {what} (within the limit): {}", st(s));
+                // SAFETY: inside our mapping; the FILL completed.
+                let page = unsafe { std::slice::from_raw_parts(buf.ptr(), PAGE) };
+                ensure!(page.iter().all(|&b| b == value), "FILL {round} on {what}: the bytes differ");
+            }
+        }
+        for (h, what) in [(ha, "A"), (hc, "C"), (hd, "D")] {
+            want_ok(&format!("UNREGISTER of {what}"), unregister(fd, h))?;
+        }
+        Ok(())
+    })?;
+    Ok(Got::ok(if mirror {
+        "mirror: nothing charged; every FILL OK after the limit was lowered".to_string()
+    } else {
+        "pin: FILL on A completed FAULT_NOMEM twice, FILLs on C and D OK and verified, after RLIMIT_MEMLOCK was \
+         lowered below what was registered"
+            .to_string()
     }))
 }
 

@@ -30,8 +30,11 @@
 //!    every 5 ms while streams run on both halves: the second half's
 //!    throughput against undisturbed, with and without UNORDERED, and the
 //!    first half's progress;
+//! B8 beyond the device's window: 1 GiB registered under mirror (4x the
+//!    edu device's 256 MiB), streamed over while a second process's queue
+//!    runs: its throughput against the first streaming within its share;
 //! B9 the rebuild of one 2 MiB chunk backed by base pages, a THP or a
-//!    hugetlb page, per backing (B8 is issue 11's, not built yet).
+//!    hugetlb page, per backing.
 
 mod b1_queues;
 mod b1_submit;
@@ -42,6 +45,7 @@ mod b4_fork;
 mod b5_teardowns;
 mod b6_queues;
 mod b7_starvation;
+mod b8_window;
 mod b9_huge;
 mod report;
 
@@ -62,7 +66,7 @@ type Bench = fn(&str, &mut Report) -> Result<(), String>;
 
 /// The benchmarks in the order they run, under the names
 /// `warpq-bench NAME...` selects them by (case-insensitive).
-const BENCHES: [(&str, Bench); 10] = [
+const BENCHES: [(&str, Bench); 11] = [
     ("B1", b1_submit::b1),
     ("B1Q", b1_queues::b1_queues),
     ("B1 tracepoint cost", b1_trace::b1_trace),
@@ -72,6 +76,7 @@ const BENCHES: [(&str, Bench); 10] = [
     ("B5", b5_teardowns::b5),
     ("B6", b6_queues::b6),
     ("B7", b7_starvation::b7),
+    ("B8", b8_window::b8),
     ("B9", b9_huge::b9),
 ];
 
