@@ -283,12 +283,17 @@ impl ChunkMapper {
         writes: bool,
     ) -> core::result::Result<(KVVec<*mut PageRaw>, bool), PinError> {
         let (user, mm, limit) = (self.user, self.mm, self.memlock_limit);
+        if npages as u64 > limit {
+            // Larger than the whole RLIMIT_MEMLOCK (`u64::MAX` with
+            // CAP_IPC_LOCK): evicting other chunks cannot make room.
+            return Err(PinError::NeverFits);
+        }
         // SAFETY: the user and the mm are held by the queue.
         let charge = unsafe { shim::warpq_charge_pinned(user, mm, npages as c_ulong, limit as c_ulong) };
         if charge < 0 {
             // Over RLIMIT_MEMLOCK: not the range's fault, and it may pass
-            // later (the limit raised, other buffers unregistered). REGISTER
-            // says ENOMEM, as io_uring and VFIO do.
+            // later (other chunks evicted, the limit raised, other buffers
+            // unregistered). REGISTER says ENOMEM, as io_uring and VFIO do.
             return Err(PinError::Transient);
         }
         let charged = charge > 0;
@@ -406,7 +411,12 @@ fn pin_error(err: core::ffi::c_long) -> PinError {
     let is = |e: u32| err == -(e as core::ffi::c_long);
     if is(bindings::EBUSY) {
         PinError::Collision
-    } else if [bindings::ENOMEM, bindings::EINTR, bindings::EAGAIN, bindings::ERESTARTSYS].into_iter().any(is) {
+    } else if [bindings::EINTR, bindings::ERESTARTSYS].into_iter().any(is) {
+        // A signal (a fatal one, for GUP): not short of memory; retried as
+        // a collision, and a dying task soon exhausts the retries, so its
+        // fault or ioctl returns.
+        PinError::Collision
+    } else if [bindings::ENOMEM, bindings::EAGAIN].into_iter().any(is) {
         PinError::Transient
     } else {
         PinError::Gone

@@ -1023,6 +1023,11 @@ impl Queue {
             let mut set_aside = self.set_aside.lock();
             self.retry_set_aside(&mut set_aside, platform, &mut batch);
             self.run_ring(&mut set_aside, platform, &mut batch);
+            if set_aside.is_empty() {
+                // Chunks reserved by commands that failed or were aborted
+                // after they waited become evictable again.
+                self.ctx.no_command_waits();
+            }
             self.set_aside_len.store(set_aside.len() as u32, Ordering::Release);
             self.ring.hold_head(set_aside.get(0).map(|a| a.index));
         }

@@ -365,9 +365,11 @@ pub(crate) struct CompletionBatch {
     by_status: [u32; STATUS_KINDS],
 }
 
-/// `WARPQ_STATUS_*` values (the rows of `warpq_stats.commands_by_status`).
-const STATUS_KINDS: usize = 9;
-const _: () = assert!(STATUS_KINDS == uapi::WARPQ_STATUS_DEVICE_ERROR as usize + 1);
+/// `WARPQ_STATUS_*` values: the rows of `warpq_stats.commands_by_status`
+/// (9, ABI version 1) plus `FAULT_NOMEM`, which the counters add to
+/// `commands_failed` only.
+const STATUS_KINDS: usize = 10;
+const _: () = assert!(STATUS_KINDS == uapi::WARPQ_STATUS_FAULT_NOMEM as usize + 1);
 
 impl CompletionBatch {
     /// At most this many completions wait to be published.

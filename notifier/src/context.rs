@@ -400,6 +400,15 @@ impl<M: Mapping, const N: usize> MmContext<M, N> {
         }
     }
 
+    /// The engine has no command waiting for a rebuild (none set aside):
+    /// forget every chunk reservation, so that the device-address share
+    /// can evict those chunks again (`region.rs`, *Device addresses on
+    /// demand*). Only the engine reserves chunks, so only the engine calls
+    /// this, between commands.
+    pub fn no_command_waits(&self) {
+        self.regions.clear_reservations();
+    }
+
     /// The region table, for the sibling modules (teardown, rebuild).
     pub(super) fn table(&self) -> &RegionTable<M, N> {
         &self.regions

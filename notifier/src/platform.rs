@@ -36,10 +36,19 @@ pub enum PinError {
     /// [`Dead`](super::region::RegionState::Dead) and commands touching it
     /// complete with a fault status.
     Gone,
-    /// A transient failure (`-ENOMEM`, `-EINTR`, `-EAGAIN`, DMA mapping
-    /// failure, the `RLIMIT_MEMLOCK` charge): the region stays unmapped and
-    /// the rebuild reports an error; a later fault or ioctl tries again.
+    /// Out of memory for now (`-ENOMEM`, `-EAGAIN`, a DMA-mapping failure:
+    /// no IOVA space, the `RLIMIT_MEMLOCK` charge): the rebuild evicts a
+    /// chunk and tries again, a few times, then fails the commands waiting
+    /// for this chunk ([`XlateFault::NoMemory`]); the next command on it
+    /// tries again.
+    ///
+    /// [`XlateFault::NoMemory`]: super::region::XlateFault::NoMemory
     Transient,
+    /// The chunk alone is larger than the whole memory budget (its pages
+    /// exceed the `RLIMIT_MEMLOCK` its charge is against): refused at once
+    /// as [`Transient`](Self::Transient) is in the end, without evicting
+    /// anything.
+    NeverFits,
     /// The region's notifier was invalidated after `seq` was read
     /// (`hmm_range_fault()` said `-EBUSY`): a collision, retried as one.
     Collision,

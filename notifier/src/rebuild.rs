@@ -28,11 +28,13 @@
 //!
 //! A chunk that cannot be pinned or mapped for want of memory (the `pin`
 //! charge against `RLIMIT_MEMLOCK`, an allocation, the device's addresses:
-//! [`PinError::Transient`]) first makes room the same way, one evicted
-//! chunk per retry, up to `max_retries`; then it is refused as short
+//! [`PinError::Transient`]) is tried again, up to `max_retries` times per
+//! rebuild, each time after evicting one chunk if one can go (a momentary
+//! allocation failure passes on its own); then it is refused as short
 //! (`Refusal::NoMemory`): the commands that waited for it fail with their
 //! own status and the rebuild goes on with the other chunks, so the rest
-//! of the queue keeps running.
+//! of the queue keeps running. A chunk larger than the whole budget
+//! ([`PinError::NeverFits`]) is refused at once, evicting nothing.
 
 use super::context::{Config, ContextLock, MmContext};
 use super::platform::{PinError, Platform};
@@ -86,11 +88,14 @@ pub enum RebuildError {
     Busy,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Step {
     Resolved,
     Collision,
     /// Out of memory (`PinError::Transient`); nothing changed.
     Short,
+    /// Larger than the whole memory budget (`PinError::NeverFits`).
+    NeverFits,
 }
 
 /// Rebuilds every chunk a command waits for; resumes the queue when none is
@@ -174,24 +179,10 @@ where
                     return Err(RebuildError::RetriesExhausted { retries: report.retries });
                 }
             }
-            Step::Short => {
+            step @ (Step::Short | Step::NeverFits) => {
                 report.short_tries = report.short_tries.saturating_add(1);
-                let evicted = if report.short_tries <= config.max_retries {
-                    let key = lock.lock();
-                    if !ctx.owns_key(&key) {
-                        return Err(RebuildError::WrongLock);
-                    }
-                    if ctx.is_released() {
-                        return Err(RebuildError::Released);
-                    }
-                    evict_until(ctx, platform, config, |_, evicted| evicted >= 1)?
-                } else {
-                    0
-                };
-                report.evicted = report.evicted.saturating_add(evicted);
-                if evicted == 0 {
-                    refuse_short(ctx, lock, platform, config, &desc, chunk, &mut report)?;
-                }
+                let retry = step == Step::Short && report.short_tries <= config.max_retries;
+                settle_short(ctx, lock, platform, config, &desc, chunk, retry, &mut report)?;
             }
         }
     }
@@ -256,15 +247,20 @@ where
     Ok(evicted)
 }
 
-/// Gives up on a chunk that could not be mapped for want of memory: the
-/// commands waiting for it fail (`XlateFault::NoMemory`), the others go on.
-fn refuse_short<P, L, const N: usize>(
+/// After a chunk could not be mapped for want of memory: if the chunk is
+/// still wanted and unmapped, with `retry` evicts one of the context's
+/// chunks (if any: a transient failure may pass anyway) for the next try;
+/// without, gives up on it: the commands waiting for it fail
+/// (`XlateFault::NoMemory`), the others go on.
+#[allow(clippy::too_many_arguments)]
+fn settle_short<P, L, const N: usize>(
     ctx: &MmContext<P::Mapping, N>,
     lock: &L,
     platform: &P,
     config: &Config,
     desc: &RegionDesc,
     chunk: usize,
+    retry: bool,
     report: &mut RebuildReport,
 ) -> Result<(), RebuildError>
 where
@@ -278,7 +274,18 @@ where
     if ctx.is_released() {
         return Err(RebuildError::Released);
     }
-    report.short_slots |= 1 << (desc.handle.slot() % 64);
+    // SAFETY: `key` proves `L` is held.
+    let still_unmapped = unsafe { ctx.table().chunk_unmapped(desc.handle, chunk) };
+    if !still_unmapped || !ctx.table().chunk_wanted(desc.handle, chunk) {
+        // Settled meanwhile (published, refused, unregistered, served).
+        report.lost_races = report.lost_races.saturating_add(1);
+        return Ok(());
+    }
+    if retry {
+        let evicted = evict_until(ctx, platform, config, |_, evicted| evicted >= 1)?;
+        report.evicted = report.evicted.saturating_add(evicted);
+        return Ok(());
+    }
     let paused = ctx.gate().pause();
     let drained =
         MmContext::<P::Mapping, N>::drain_bounded(&paused, platform, config).map_err(|_| RebuildError::Busy)?;
@@ -286,6 +293,7 @@ where
     // and drained.
     if unsafe { ctx.table().refuse(desc.handle, chunk, Refusal::NoMemory) } {
         report.refused = report.refused.saturating_add(1);
+        report.short_slots |= 1 << (desc.handle.slot() % 64);
     } else {
         report.lost_races = report.lost_races.saturating_add(1);
     }
@@ -314,6 +322,7 @@ where
     let pinned = platform.pin_and_map(desc, chunk, seq);
     match pinned {
         Err(PinError::Transient) => return Ok(Step::Short),
+        Err(PinError::NeverFits) => return Ok(Step::NeverFits),
         // Invalidated while faulting: the same collision `read_retry` finds.
         Err(PinError::Collision) => return Ok(Step::Collision),
         _ => {}

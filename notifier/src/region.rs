@@ -658,6 +658,17 @@ impl<M, const N: usize> RegionTable<M, N> {
         }
     }
 
+    /// No command waits for a rebuild any more: no chunk stays reserved
+    /// (a command that failed or was aborted after it reserved chunks left
+    /// its bits behind).
+    pub(super) fn clear_reservations(&self) {
+        for reserved in &self.reserved {
+            if reserved.load(Ordering::Relaxed) != 0 {
+                reserved.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Whether a command waits for chunk `chunk` of `handle`'s slot.
     pub(super) fn chunk_wanted(&self, handle: RegionHandle, chunk: usize) -> bool {
         chunk < 64 && self.wanted(handle.slot()) & (1 << chunk) != 0
@@ -869,15 +880,14 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
         self.mark_used(desc.handle.slot(), touched & !wanted);
         // A rebuild this command waited for failed: it fails, once (the
         // next command on the chunk asks again).
-        if wanted & self.refused(desc.handle.slot()) != 0 {
-            self.take_refused(desc.handle.slot(), wanted);
-            self.unreserve(desc.handle.slot(), touched);
-            return Err(XlateFault::Refused);
-        }
-        if wanted & self.short(desc.handle.slot()) != 0 {
-            self.take_short(desc.handle.slot(), wanted);
-            self.unreserve(desc.handle.slot(), touched);
-            return Err(XlateFault::NoMemory);
+        let slot = desc.handle.slot();
+        let (refused, short) = (wanted & self.refused(slot), wanted & self.short(slot));
+        if refused | short != 0 {
+            // Both kinds at once: this command fails once for all of them.
+            self.take_refused(slot, wanted);
+            self.take_short(slot, wanted);
+            self.unreserve(slot, touched);
+            return Err(if refused != 0 { XlateFault::Refused } else { XlateFault::NoMemory });
         }
         if wanted != 0 {
             self.reserve(desc.handle.slot(), touched);

@@ -386,9 +386,10 @@ fn pin_failures_fail_only_the_commands_that_waited() {
     let w = World::new(0x1000, Policy::Strict);
     let a = w.register(0x10000, PAGE, Access::READ);
     let b = w.register(0x20000, PAGE, Access::READ_WRITE);
-    // Out of memory with nothing to evict: the chunk is refused as short,
-    // the other region maps, the queue runs.
-    w.p.state().inject_pin = vec![PinError::Transient];
+    // Out of memory with nothing to evict, past the retries (max_retries 3:
+    // four tries): the chunk is refused as short, the other region maps,
+    // the queue runs.
+    w.p.state().inject_pin = vec![PinError::Transient; 4];
     let report = w.rebuild().unwrap();
     assert_eq!((report.refused, report.mapped, report.evicted), (1, 1, 0));
     assert_eq!(report.short_slots, 1 << a.handle.slot());
@@ -867,5 +868,25 @@ fn the_share_evicts_least_recently_used_chunks() {
         }
     }
     assert_eq!(mapped(&w), [0, 1, 2, 3]);
+    w.check_pins();
+}
+
+/// A momentary allocation failure is absorbed by a retry; a chunk larger
+/// than the whole memory budget is refused at once, evicting nothing.
+#[test]
+fn short_of_memory_retries_or_gives_up_at_once() {
+    let w = World::new(0x1000, Policy::Strict);
+    let a = w.register(0x10000, PAGE, Access::READ);
+    w.p.state().inject_pin = vec![PinError::Transient];
+    let report = w.rebuild().unwrap();
+    assert_eq!((report.mapped, report.refused, report.evicted, report.short_tries), (1, 0, 0, 1));
+
+    let b = w.register(0x20000, PAGE, Access::READ_WRITE);
+    w.p.state().inject_pin = vec![PinError::NeverFits];
+    let report = w.rebuild().unwrap();
+    assert_eq!((report.mapped, report.refused, report.evicted), (0, 1, 0));
+    assert_eq!(report.short_slots, 1 << b.handle.slot());
+    assert!(w.ctx.mapping(&w.lock.lock(), a.handle, 0).is_some(), "nothing evicted for a chunk that never fits");
+    assert_eq!(w.ctx.region(&w.lock.lock(), b.handle).unwrap().short_chunks, 1);
     w.check_pins();
 }

@@ -525,9 +525,9 @@ impl Submitter<'_> {
     }
 
     /// [`Submitter::submit`], then blocks until at least `want` completions
-    /// are ready (clamped to what is ready plus what is in flight, so it
-    /// cannot wait for commands that do not exist). Returns how many are
-    /// ready.
+    /// are ready (clamped to the submissions whose completions were not
+    /// consumed yet, so it cannot wait for commands that do not exist).
+    /// Returns how many are ready.
     pub fn submit_and_wait(&self, want: usize) -> Result<usize> {
         self.submit()?;
         let head = self.local.cq_head.get();

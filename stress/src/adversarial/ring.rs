@@ -463,7 +463,7 @@ fn torn_entries(env: &Env) -> Result<Got, String> {
                 let mut any = false;
                 while let Some(c) = ring.pop() {
                     any = true;
-                    ensure!(c.status <= WARPQ_STATUS_DEVICE_ERROR, "completion {seen}: status {}", c.status);
+                    ensure!(c.status <= WARPQ_STATUS_FAULT_NOMEM, "completion {seen}: status {}", c.status);
                     ensure!(
                         c.rsvd == 0 && c.rsvd2 == 0,
                         "completion {seen}: reserved fields {:#x} {:#x}",
