@@ -139,6 +139,7 @@ fn random_operations_keep_the_invariants() {
         "rebuild with collisions",
         "rebuild exhausted",
         "rebuild short of memory",
+        "rebuild evicted",
         "non-blocking refused",
         "commands ok",
         "commands faulted",

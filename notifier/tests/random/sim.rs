@@ -91,7 +91,10 @@ impl Sim {
                 drain_timeout_ns: 1_000,
                 max_retries: 3,
                 chunk_shift: 16,
-                device_share: 0,
+                // Three chunks: regions of up to a few chunks each, so
+                // rebuilds evict all the time (and the invariants hold
+                // through it).
+                device_share: 3 << 16,
             },
             dir: ContextTable::new(),
             slots: (0..CONTEXTS).map(|_| None).collect(),
@@ -367,6 +370,9 @@ impl Sim {
                 }
                 if report.short_tries > 0 {
                     self.count("rebuild short of memory");
+                }
+                if report.evicted > 0 {
+                    self.count("rebuild evicted");
                 }
             }
             Err(RebuildError::RetriesExhausted { .. }) => self.count("rebuild exhausted"),
