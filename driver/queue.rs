@@ -91,7 +91,7 @@ pub(crate) const MAX_REGIONS: usize = 16;
 /// command that would be set aside stays in the ring and the queue waits.
 const SET_ASIDE_MAX: usize = 32;
 /// Largest registered buffer (cap; the `max_region_mb` parameter may lower it).
-const MAX_REGION_BYTES: u64 = 64 << 20;
+const MAX_REGION_BYTES: u64 = 4 << 30;
 
 /// The `max_regions` module parameter, within the table's capacity.
 pub(crate) fn max_regions() -> usize {

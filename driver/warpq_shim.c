@@ -110,7 +110,7 @@ int warpq_param_backing(void)
 
 static unsigned int chunk_kb = 2048;
 module_param(chunk_kb, uint, 0644);
-MODULE_PARM_DESC(chunk_kb, "chunk size of registered memory for new queues, in KiB (default 2048, at least 64, rounded up to a power of two; a region has at most 32 chunks, so larger regions get larger chunks): the unit of invalidation and rebuild");
+MODULE_PARM_DESC(chunk_kb, "chunk size of registered memory for new queues, in KiB (default 2048, at least 64, rounded up to a power of two; a region has at most 64 chunks, so larger regions get larger chunks): the unit of invalidation and rebuild");
 
 unsigned int warpq_param_chunk_kb(void)
 {
@@ -165,7 +165,7 @@ MODULE_PARM_DESC(max_regions, "registered buffers per queue (at most 16)");
 
 static unsigned int max_region_mb = 64;
 module_param(max_region_mb, uint, 0644);
-MODULE_PARM_DESC(max_region_mb, "largest registered buffer in MiB (at most 64)");
+MODULE_PARM_DESC(max_region_mb, "largest registered buffer in MiB (default 64, at most 4096: a REGISTER faults its whole range in once, chunk by chunk)");
 
 bool warpq_param_engine_edu(void)
 {

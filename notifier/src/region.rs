@@ -117,7 +117,7 @@ impl Access {
 
 /// Chunks per region at most: a region longer than `MAX_CHUNKS` chunks of
 /// the preferred size gets larger chunks ([`chunk_shift_for`]).
-pub const MAX_CHUNKS: usize = 32;
+pub const MAX_CHUNKS: usize = 64;
 
 /// The smallest chunk: 64 KiB.
 pub const MIN_CHUNK_SHIFT: u8 = 16;

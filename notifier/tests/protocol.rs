@@ -645,8 +645,9 @@ fn chunk_size_grows_for_large_regions() {
     use warpq_notifier::region::{chunk_shift_for, MAX_CHUNKS};
     assert_eq!(chunk_shift_for(PAGE, 21), 21);
     assert_eq!(chunk_shift_for(64 << 20, 21), 21, "64 MiB is 32 chunks of 2 MiB");
-    assert_eq!(chunk_shift_for((64 << 20) + PAGE, 21), 22);
-    assert_eq!(chunk_shift_for(4 << 30, 21), 27);
+    assert_eq!(chunk_shift_for(128 << 20, 21), 21, "128 MiB is 64 chunks of 2 MiB");
+    assert_eq!(chunk_shift_for((128 << 20) + PAGE, 21), 22);
+    assert_eq!(chunk_shift_for(4 << 30, 21), 26, "4 GiB is 64 chunks of 64 MiB");
     assert_eq!(chunk_shift_for(PAGE, 12), 16, "64 KiB at least");
     for len in [PAGE, 3 * CHUNK + 5 * PAGE, 64 << 20, 1 << 40] {
         let shift = chunk_shift_for(len, 16);

@@ -7,8 +7,9 @@
 //! least recently used chunks, and a command on an evicted chunk waits for
 //! its rebuild like one on a torn-down chunk.
 //!
-//! One process registers MIB MiB (default 320, more than the window) in
-//! 64 MiB buffers and streams FILLs and COPYs of a page each to random
+//! One process registers MIB MiB (default 320, more than the window): one
+//! buffer of 256 MiB (past the default `max_region_mb`, raised for the
+//! check; 64 chunks of 4 MiB), then 64 MiB ones, and streams FILLs and COPYs of a page each to random
 //! pages all over it, checked against a model. Meanwhile a forked process
 //! with its own queue and a 4 MiB buffer keeps running verified FILLs.
 //! Checked: every command completes OK and the bytes are right; chunks
@@ -23,13 +24,18 @@ use warpq::sysfs::Sysfs;
 use warpq::{opcode, Device, Status};
 
 use crate::harness;
+use crate::param::ParamGuard;
 use crate::rng::Rng;
 use crate::Anon;
 
 use super::PAGE;
 
-/// One registered buffer (the driver's `max_region_mb` default).
+/// The registered buffers after the first (the driver's `max_region_mb`
+/// default).
 const REGION: usize = 64 << 20;
+/// The first buffer, larger than that default (`max_region_mb` raised for
+/// the check): 64 chunks of 4 MiB.
+const BIG: usize = 256 << 20;
 /// How long the stream runs.
 const STREAM: Duration = Duration::from_secs(6);
 
@@ -45,7 +51,12 @@ struct Shared {
 
 /// Runs the stream; one line of what happened.
 pub fn beyond_the_window(dev: &Device, mib: usize) -> Result<String, String> {
-    let regions = mib.div_ceil(64).max(1);
+    // One big buffer, then 64 MiB ones up to `mib`.
+    let mut sizes = vec![BIG.min(mib << 20)];
+    while sizes.iter().sum::<usize>() < mib << 20 {
+        sizes.push(REGION);
+    }
+    let _big = ParamGuard::set("max_region_mb", &(BIG >> 20).to_string())?;
     // SAFETY: a `Shared` of zeros is valid (atomics) and fits in a page.
     let shared: &'static Shared = unsafe { crate::mem::shared_zeroed() };
     let t0 = Instant::now();
@@ -58,7 +69,7 @@ pub fn beyond_the_window(dev: &Device, mib: usize) -> Result<String, String> {
         }
     })
     .map_err(|e| format!("fork: {e}"))?;
-    let result = stream(dev, regions, t0);
+    let result = stream(dev, &sizes, t0);
     shared.stop.store(1, Ordering::SeqCst);
     let exit = child.wait(Duration::from_secs(60));
     let (line, streamed) = result?;
@@ -76,18 +87,19 @@ pub fn beyond_the_window(dev: &Device, mib: usize) -> Result<String, String> {
 }
 
 /// The streaming process's side: `(line, how long it streamed)`.
-fn stream(dev: &Device, regions: usize, t0: Instant) -> Result<(String, Duration), String> {
+fn stream(dev: &Device, sizes: &[usize], t0: Instant) -> Result<(String, Duration), String> {
     let share = std::fs::read_to_string("/sys/module/warpq/parameters/device_share_mb")
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok())
         .ok_or("no device_share_mb parameter")?;
     let mut q = dev.queue().map_err(|e| format!("queue: {e}"))?;
-    let bufs: Vec<Anon> = (0..regions).map(|_| Anon::new(REGION)).collect();
+    let bufs: Vec<Anon> = sizes.iter().map(|&len| Anon::new(len)).collect();
     let rw = warpq::sys::WARPQ_ACCESS_READ | warpq::sys::WARPQ_ACCESS_WRITE;
     for (i, b) in bufs.iter().enumerate() {
         // SAFETY: only raw pointers refer to the buffers while registered.
-        unsafe { dev.register_raw(b.ptr(), b.len(), rw) }
-            .map_err(|e| format!("register of buffer {i} ({} MiB registered so far): {e}", i * 64))?;
+        unsafe { dev.register_raw(b.ptr(), b.len(), rw) }.map_err(|e| {
+            format!("register of buffer {i} ({} MiB registered so far): {e}", sizes[..i].iter().sum::<usize>() >> 20)
+        })?;
     }
     let evictions = || -> Result<u64, String> {
         let me = std::process::id() as i32;
@@ -97,9 +109,14 @@ fn stream(dev: &Device, regions: usize, t0: Instant) -> Result<(String, Duration
     };
     // REGISTER maps every chunk once, keeping what fits: it evicts too.
     let evicted_by_register = evictions()?;
-    let pages_per = REGION / PAGE;
-    let total_pages = regions * pages_per;
-    let addr = |page: usize| bufs[page / pages_per].addr(page % pages_per * PAGE);
+    // Page `p` of the whole: the buffers one after the other.
+    let starts: Vec<usize> = sizes.iter().scan(0, |at, &len| Some(std::mem::replace(at, *at + len / PAGE))).collect();
+    let total_pages = sizes.iter().sum::<usize>() / PAGE;
+    let addr = |page: usize| {
+        let i = starts.partition_point(|&s| s <= page) - 1;
+        bufs[i].addr((page - starts[i]) * PAGE)
+    };
+    let registered_mib = sizes.iter().sum::<usize>() >> 20;
     // The model: the value every byte of a page holds (fresh pages are 0).
     let mut model = vec![0u8; total_pages];
     let mut rng = Rng(0x0005_eed0_f3d0);
@@ -168,23 +185,23 @@ fn stream(dev: &Device, regions: usize, t0: Instant) -> Result<(String, Duration
     let mapped = line.number("mapped_bytes").ok_or("no mapped_bytes in the queue line")?;
     if evictions == 0 {
         return Err(format!(
-            "{} MiB registered over a {share} MiB share and the stream evicted nothing ({evicted_by_register} \
-             evictions during REGISTER)",
-            regions * 64
+            "{registered_mib} MiB registered over a {share} MiB share and the stream evicted nothing \
+             ({evicted_by_register} evictions during REGISTER)"
         ));
     }
     // Each rebuilder (the worker, an ioctl) makes room before it maps, so
     // two at once may each publish a chunk past it: two chunks of slack.
-    if share != 0 && mapped > (share << 20) + 2 * (2 << 20) {
+    if share != 0 && mapped > (share << 20) + 2 * (4 << 20) {
         return Err(format!("the queue holds {mapped} bytes of device addresses, over its {share} MiB share"));
     }
     Ok((
         format!(
-            "{} MiB registered ({} chunks of 2 MiB) over a {share} MiB share: {commands} commands ({copies} COPYs) \
+            "{registered_mib} MiB registered (one buffer of {} MiB in 4 MiB chunks, {} of 64 MiB in 2 MiB chunks) \
+             over a {share} MiB share: {commands} commands ({copies} COPYs) \
              in {batches} batches of 8 in {:.1} s, every byte verified; {evictions} chunks evicted by the stream \
              ({evicted_by_register} by the REGISTERs); {} MiB mapped at the end",
-            regions * 64,
-            regions * 32,
+            sizes[0] >> 20,
+            sizes.len() - 1,
             started.elapsed().as_secs_f64(),
             mapped >> 20
         ),
