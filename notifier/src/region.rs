@@ -1183,18 +1183,27 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
             return None;
         }
         let start = self.hand.load(Ordering::Relaxed) % positions;
+        // The slot's want and reservation masks, read once per visit of a
+        // slot (not per chunk: each atomic read is a step for loom too).
+        let mut masks: Option<(usize, u64)> = None;
         for step in 0..2 * positions {
             let pos = (start + step) % positions;
             let (slot, chunk) = ((pos / MAX_CHUNKS as u64) as usize, (pos % MAX_CHUNKS as u64) as usize);
             let bit = 1u64 << chunk;
-            let waited_for = self.wanted(slot) & bit != 0;
+            let keep = match masks {
+                Some((at, keep)) if at == slot && chunk != 0 => keep,
+                _ => {
+                    let keep = self.wanted(slot) | self.reserved[slot].load(Ordering::Relaxed);
+                    masks = Some((slot, keep));
+                    keep
+                }
+            };
             let evicted = self.slots[slot].with_mut(|ptr| {
                 // SAFETY: exclusive access by this function's contract.
                 let slot_ref = unsafe { &mut *ptr };
                 let entry = slot_ref.entry.as_mut()?;
                 let mapped = matches!(entry.live_chunks().get(chunk), Some(ChunkState::Mapped { .. }));
-                let kept = self.reserved[slot].load(Ordering::Relaxed) & bit != 0;
-                if entry.phase != Phase::Armed || !mapped || waited_for || kept {
+                if entry.phase != Phase::Armed || !mapped || keep & bit != 0 {
                     return None;
                 }
                 if self.used[slot].fetch_and(!bit, Ordering::Relaxed) & bit != 0 {
