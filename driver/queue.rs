@@ -204,6 +204,11 @@ pub(crate) struct Queue {
     /// set-aside command: a chunk published, refused or killed since is a
     /// reason to retry them even while the queue is still stale for others.
     retried_at: AtomicU64,
+    /// WAIT calls of the owner in progress: each rebuilds what commands
+    /// wait for itself, so the worker leaves it to them (the rebuild's CPU
+    /// time is then the owner's, which the scheduler weighs against other
+    /// processes; a kworker's is nobody's).
+    owner_waiting: AtomicU32,
     /// Waiters: drains, the idle engine, WAIT.
     #[pin]
     wq: Opaque<bindings::wait_queue_head>,
@@ -360,6 +365,7 @@ impl Queue {
                 set_aside_len: AtomicU32::new(0),
                 ring_held: AtomicBool::new(false),
                 retried_at: AtomicU64::new(0),
+                owner_waiting: AtomicU32::new(0),
                 // SAFETY: `slot` is pinned memory for a wait queue head.
                 wq <- Opaque::ffi_init(|slot| unsafe { shim::warpq_waitqueue_init(slot) }),
                 // SAFETY: `slot` is pinned memory for a work item.
@@ -845,6 +851,7 @@ impl Queue {
     /// a signal. An invalidation during the wait makes the queue stale: the
     /// waiter wakes, rebuilds (it is an ioctl of the owning mm) and waits on.
     pub(crate) fn wait(&self, min_ready: u32, timeout_ns: i64) -> Result<u32> {
+        let _waiting = OwnerWaiting::enter(self);
         let min_ready = min_ready.min(uapi::WARPQ_CQ_ENTRIES);
         let now = || {
             // SAFETY: no precondition.
@@ -1290,6 +1297,14 @@ impl Queue {
         if !self.ctx.gate().is_stale() || self.ctx.is_released() || self.revoked.load(Ordering::SeqCst) {
             return;
         }
+        // The owner waits in WAIT, which rebuilds in its own time: wake it
+        // (the engine, which queued this worker, does not); it retries a
+        // stale queue every few ms, and queues this worker again when it
+        // leaves.
+        if self.owner_waiting.load(Ordering::SeqCst) > 0 {
+            self.wake_waiters();
+            return;
+        }
         if !self.mm.has_users() {
             return;
         }
@@ -1412,6 +1427,27 @@ impl PinnedDrop for Queue {
         unsafe { shim::warpq_work_cancel_sync(self.rebuild_work.get()) };
         // SAFETY: initialised in `new`.
         unsafe { shim::warpq_work_cancel_sync(self.zap_work.get()) };
+    }
+}
+
+/// A WAIT of the queue's owner in progress (`Queue::owner_waiting`). When
+/// the last one leaves with the queue still stale, the worker takes over.
+struct OwnerWaiting<'a>(&'a Queue);
+
+impl<'a> OwnerWaiting<'a> {
+    fn enter(q: &'a Queue) -> Self {
+        q.owner_waiting.fetch_add(1, Ordering::SeqCst);
+        OwnerWaiting(q)
+    }
+}
+
+impl Drop for OwnerWaiting<'_> {
+    fn drop(&mut self) {
+        // SeqCst, as the worker's check: either it saw this WAIT (and
+        // skipped), and this sees the stale queue it left, or it did not.
+        if self.0.owner_waiting.fetch_sub(1, Ordering::SeqCst) == 1 && self.0.ctx.gate().is_stale() {
+            self.0.schedule_rebuild();
+        }
     }
 }
 
