@@ -51,7 +51,7 @@
 
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use kernel::alloc::KVBox;
 use kernel::bindings;
@@ -209,6 +209,10 @@ pub(crate) struct Queue {
     /// time is then the owner's, which the scheduler weighs against other
     /// processes; a kworker's is nobody's).
     owner_waiting: AtomicU32,
+    /// Bumped by the worker each time it leaves a rebuild to a WAIT: the
+    /// WAIT's sleep ends on it (a WAIT asleep on an already stale queue
+    /// would otherwise wait out its retry slice).
+    rebuild_kicks: AtomicU32,
     /// Waiters: drains, the idle engine, WAIT.
     #[pin]
     wq: Opaque<bindings::wait_queue_head>,
@@ -366,6 +370,7 @@ impl Queue {
                 ring_held: AtomicBool::new(false),
                 retried_at: AtomicU64::new(0),
                 owner_waiting: AtomicU32::new(0),
+                rebuild_kicks: AtomicU32::new(0),
                 // SAFETY: `slot` is pinned memory for a wait queue head.
                 wq <- Opaque::ffi_init(|slot| unsafe { shim::warpq_waitqueue_init(slot) }),
                 // SAFETY: `slot` is pinned memory for a work item.
@@ -868,6 +873,13 @@ impl Queue {
             if kernel::current!().signal_pending() {
                 return Err(ERESTARTSYS);
             }
+            if min_ready > 0 && self.ring.cq_ready() >= min_ready {
+                // What was asked for is there: return it now rather than
+                // after a rebuild another command waits for (leaving, the
+                // guard hands a stale queue to the worker).
+                self.wake_all();
+                break;
+            }
             match self.rebuild_if_stale() {
                 // Collisions with a stream of invalidations: retried below,
                 // after a short sleep.
@@ -882,11 +894,19 @@ impl Queue {
             // Still stale: sleep one slice, then try the rebuild again. Not
             // stale: sleep until ready, released, a new invalidation (which
             // the next round rebuilds) or the deadline.
+            // Read before `stale`: the worker's kick for a command that asks
+            // for a rebuild after this point wakes the sleep below even if
+            // the queue was already stale for another.
+            let kicks = self.rebuild_kicks.load(Ordering::SeqCst);
             let stale = self.ctx.gate().is_stale();
             let slice = if stale { left.min(stale_retry) } else { left };
             stale_retry = if stale { (stale_retry * 2).min(STALE_RETRY_MAX_NS) } else { STALE_RETRY_MIN_NS };
+            let kicked = || self.rebuild_kicks.load(Ordering::SeqCst) != kicks;
             let cond = || {
-                self.ring.cq_ready() >= min_ready || self.ctx.is_released() || (!stale && self.ctx.gate().is_stale())
+                self.ring.cq_ready() >= min_ready
+                    || self.ctx.is_released()
+                    || (!stale && self.ctx.gate().is_stale())
+                    || kicked()
             };
             let cond: &dyn Fn() -> bool = &cond;
             // SAFETY: the wait queue was initialised in `new`; `cond`
@@ -904,6 +924,10 @@ impl Queue {
             }
             if self.ring.cq_ready() >= min_ready || self.ctx.is_released() || (ret == 0 && !stale) {
                 break;
+            }
+            if kicked() {
+                // A new rebuild to do now, not after a grown slice.
+                stale_retry = STALE_RETRY_MIN_NS;
             }
         }
         self.check_live()?;
@@ -1301,7 +1325,12 @@ impl Queue {
         // (the engine, which queued this worker, does not); it retries a
         // stale queue every few ms, and queues this worker again when it
         // leaves.
+        // Pairs with the fence in `OwnerWaiting::drop` (store buffering:
+        // the engine set STALE, then queued this worker; the WAIT leaving
+        // decrements, then reads STALE): one of the two sees the other.
+        fence(Ordering::SeqCst);
         if self.owner_waiting.load(Ordering::SeqCst) > 0 {
+            self.rebuild_kicks.fetch_add(1, Ordering::SeqCst);
             self.wake_waiters();
             return;
         }
@@ -1443,9 +1472,14 @@ impl<'a> OwnerWaiting<'a> {
 
 impl Drop for OwnerWaiting<'_> {
     fn drop(&mut self) {
-        // SeqCst, as the worker's check: either it saw this WAIT (and
-        // skipped), and this sees the stale queue it left, or it did not.
-        if self.0.owner_waiting.fetch_sub(1, Ordering::SeqCst) == 1 && self.0.ctx.gate().is_stale() {
+        // Store buffering with the worker (`rebuild_from_worker`): it
+        // read STALE (set before it was queued), fences, reads this count;
+        // this decrements, fences, reads STALE. With both fences either it
+        // sees no WAIT and rebuilds, or this sees the queue stale and
+        // queues it again.
+        let last = self.0.owner_waiting.fetch_sub(1, Ordering::SeqCst) == 1;
+        fence(Ordering::SeqCst);
+        if last && self.0.ctx.gate().is_stale() {
             self.0.schedule_rebuild();
         }
     }
