@@ -406,6 +406,12 @@ fn waiting(r: &mut Report, dev: &Device, q: &mut Queue<'_>) -> Result<(), String
         let c = q.completion().next().ok_or("no completion after poll_completions")?;
         ensure!(c.user_data() == 77 && c.status() == Status::Ok, "completion {c:?}");
         ensure!(buf.to_vec().iter().all(|&b| b == 0x5e), "the FILL did not land");
+        // The engine publishes a batch, then signals the eventfd: a poller
+        // of the ring can see the completion first. Wait for the signal
+        // (up to 1 s) before counting it.
+        let mut pfd = libc::pollfd { fd: efd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd for the duration of the call.
+        unsafe { libc::poll(&mut pfd, 1, 1000) };
         let signals = take();
         ensure!(signals >= 1, "the eventfd counted {signals} after a completion");
         dev.unregister_eventfd().map_err(|e| format!("unregister_eventfd: {e}"))?;
