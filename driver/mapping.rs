@@ -21,6 +21,7 @@ use kernel::prelude::*;
 
 use crate::glue::mm::{MmGrab, UserRef};
 use crate::protocol::platform::{Mapping, PinError};
+use crate::protocol::region::ChunkState;
 use crate::shim::{self, DeviceRaw, IntervalRaw, MmRaw, PageRaw, SgTableRaw, UserRaw};
 
 const PAGE_SIZE: u64 = kernel::page::PAGE_SIZE as u64;
@@ -148,6 +149,10 @@ impl DmaMapping {
 }
 
 impl Mapping for DmaMapping {
+    /// A region's chunk states: up to 64 of about 80 bytes, a `kmalloc`
+    /// of at most 8 KiB per REGISTER.
+    type Chunks = KVec<ChunkState<DmaMapping>>;
+
     fn page_count(&self) -> u64 {
         self.pages.len() as u64
     }

@@ -49,11 +49,10 @@
 //!   turns out to be the last, in the file's graveyard, dropped by a later
 //!   ioctl, at release or at unbind).
 
-use core::cell::UnsafeCell;
 use core::ptr::NonNull;
 use core::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 
-use kernel::alloc::KVBox;
+use kernel::alloc::{KVBox, KVec};
 use kernel::bindings;
 use kernel::ffi::{c_ulong, c_void};
 use kernel::prelude::*;
@@ -69,23 +68,22 @@ use crate::glue::mm::{MmGrab, UserRef};
 use crate::glue::mutex::{KMutex, KMutexGuard};
 use crate::hist::{Histograms, Kind};
 use crate::mapping::{current_backing, Backing, ChunkMapper, DmaMapping};
-use crate::protocol::context::{Config, ContextLock, EngineGuard, LockKey, MmContext};
+use crate::protocol::context::{Config, ContextLock, EngineGuard, LockKey, MmContext, RegionRequest};
 use crate::protocol::overtake::{Admission, Footprints, SetAside};
 use crate::protocol::platform::{PinError, Platform, Waiter};
 use crate::protocol::policy::{Event, Policy};
 use crate::protocol::pool::EngineClaim;
 use crate::protocol::rebuild::{rebuild, RebuildError, RebuildReport};
-use crate::protocol::region::{Access, RegionDesc, RegionError, RegionHandle, RegionInfo, StateKind};
+use crate::protocol::region::{
+    chunk_count_for, Access, ChunkState, RegionDesc, RegionError, RegionHandle, RegionInfo, StateKind,
+};
 use crate::protocol::teardown::{invalidate, Invalidation};
+use crate::region_slots::{RegionSlot, RegionSlots, MAX_REGIONS};
 use crate::ring::{CompletionBatch, Ring, Sqe};
 use crate::shim::{self, IntervalRaw, MmRaw, PageRaw, RangeRaw};
 use crate::stats::Counters;
 use crate::trace;
 use crate::uapi;
-
-/// Registered buffers per queue (capacity; the `max_regions` parameter may
-/// lower it).
-pub(crate) const MAX_REGIONS: usize = 16;
 
 /// Commands the engine sets aside at most (`overtake.rs`): past that, the
 /// command that would be set aside stays in the ring and the queue waits.
@@ -117,34 +115,6 @@ const PAGE_SIZE: u64 = kernel::page::PAGE_SIZE as u64;
 static NEXT_OWNER_ID: AtomicU64 = AtomicU64::new(1);
 
 type Context = MmContext<DmaMapping, MAX_REGIONS>;
-
-/// The interval notifier of one region slot.
-struct RegionSlot {
-    /// Handed to `mmu_interval_notifier_insert()`; initialised by it.
-    sub: Opaque<bindings::mmu_interval_notifier>,
-    /// This slot's index in `Queue::slots`, to find the queue back.
-    index: usize,
-    /// The region the notifier watches. Written before insertion and read by
-    /// the callback; insertion and removal order the accesses.
-    desc: UnsafeCell<Option<RegionDesc>>,
-    /// The notifier is in the interval tree.
-    inserted: AtomicBool,
-    /// `sub` was initialised by an insertion at least once (so it may be
-    /// read by `mmu_interval_read_begin()` even after removal).
-    ever_inserted: AtomicBool,
-}
-
-impl RegionSlot {
-    fn new(index: usize) -> Self {
-        Self {
-            sub: Opaque::uninit(),
-            index,
-            desc: UnsafeCell::new(None),
-            inserted: AtomicBool::new(false),
-            ever_inserted: AtomicBool::new(false),
-        }
-    }
-}
 
 #[pin_data(PinnedDrop)]
 pub(crate) struct Queue {
@@ -222,7 +192,10 @@ pub(crate) struct Queue {
     /// owner's next ring touch or ioctl (module parameter `rebuild_worker`).
     #[pin]
     rebuild_work: Opaque<bindings::work_struct>,
-    slots: [RegionSlot; MAX_REGIONS],
+    /// The regions' interval notifiers, by region-table slot. Declared
+    /// after everything that may still reach a notifier: dropped once the
+    /// drop below has removed them all.
+    slots: RegionSlots,
     ring_mappings: [AtomicU64; MAX_RING_MAPPINGS],
     /// A worker of the device's engine pool runs this queue's commands now
     /// (pool.rs): one at a time.
@@ -377,7 +350,7 @@ impl Queue {
                 zap_work <- Opaque::ffi_init(|slot| unsafe { shim::warpq_work_init(slot, zap_work_fn) }),
                 // SAFETY: `slot` is pinned memory for a work item.
                 rebuild_work <- Opaque::ffi_init(|slot| unsafe { shim::warpq_work_init(slot, rebuild_work_fn) }),
-                slots: core::array::from_fn(RegionSlot::new),
+                slots: RegionSlots::new(),
                 ring_mappings: [const { AtomicU64::new(0) }; MAX_RING_MAPPINGS],
                 engine_claim: EngineClaim::new(),
                 engine_stopped: AtomicBool::new(false),
@@ -441,7 +414,7 @@ impl Queue {
     /// Removes every inserted notifier (waits for running callbacks; never
     /// from one, never under L).
     fn remove_notifiers(&self) {
-        for slot in &self.slots {
+        for slot in self.slots.iter() {
             if slot.inserted.swap(false, Ordering::AcqRel) {
                 // SAFETY: inserted by `register`, not removed since (the
                 // swap makes exactly one caller remove it).
@@ -499,16 +472,12 @@ impl Queue {
     /// `region` line per registered region (format: docs/user.md). Takes L.
     pub(crate) fn describe(&self, out: &mut impl core::fmt::Write) -> core::fmt::Result {
         let (mut regions, mut registered, mut mapped) = (0u32, 0u64, 0u64);
-        // Copied under L into a fixed array (about 1 KiB of stack): nothing
-        // may allocate under L, whose invalidation callback reclaim can call.
-        let mut lines: [Option<RegionInfo>; MAX_REGIONS] = [None; MAX_REGIONS];
         {
             let key = self.lock.lock();
-            for (line, info) in lines.iter_mut().zip(self.ctx.regions(&key)) {
+            for info in self.ctx.regions(&key) {
                 regions += 1;
                 registered += info.desc.len;
                 mapped += info.pages * PAGE_SIZE;
-                *line = Some(info);
             }
         }
         let state = if self.revoked.load(Ordering::Relaxed) || self.ctx.is_released() {
@@ -549,35 +518,57 @@ impl Queue {
             get(&st.evictions),
             self.config.device_share,
         )?;
-        for info in lines.iter().flatten() {
-            let d = &info.desc;
-            let access = match (d.access.contains(Access::READ), d.access.device_writes()) {
-                (true, true) => "rw",
-                (false, true) => "w",
-                _ => "r",
-            };
-            let state = match info.state {
-                StateKind::Pending => "pending",
-                StateKind::Unmapped => "unmapped",
-                StateKind::Partial { .. } => "partial",
-                StateKind::Mapped { .. } => "mapped",
-                StateKind::Dead => "dead",
-            };
-            writeln!(
-                out,
-                "region {} queue {} addr {:#x} len {} access {access} chunk_bytes {} chunks {} mapped_chunks {} \
-                 dead_chunks {} mapped_bytes {} state {state}",
-                d.handle.to_raw(),
-                self.owner_id,
-                d.start,
-                d.len,
-                d.chunk_bytes(),
-                d.chunk_count(),
-                info.mapped_chunks,
-                info.dead_chunks,
-                info.pages * PAGE_SIZE,
-            )?;
+        // The region lines, a few at a time: copied under L into a small
+        // array (nothing may allocate under L, whose invalidation callback
+        // reclaim can call), written out after it.
+        let mut next_slot = 0;
+        loop {
+            let mut lines: [Option<RegionInfo>; 16] = [None; 16];
+            {
+                let key = self.lock.lock();
+                for (line, info) in lines.iter_mut().zip(self.ctx.regions_from(&key, next_slot)) {
+                    next_slot = info.desc.handle.slot() + 1;
+                    *line = Some(info);
+                }
+            }
+            if lines[0].is_none() {
+                return Ok(());
+            }
+            for info in lines.iter().flatten() {
+                self.describe_region(out, info)?;
+            }
         }
+    }
+
+    /// One `region` line of [`Self::describe`].
+    fn describe_region(&self, out: &mut impl core::fmt::Write, info: &RegionInfo) -> core::fmt::Result {
+        let d = &info.desc;
+        let access = match (d.access.contains(Access::READ), d.access.device_writes()) {
+            (true, true) => "rw",
+            (false, true) => "w",
+            _ => "r",
+        };
+        let state = match info.state {
+            StateKind::Pending => "pending",
+            StateKind::Unmapped => "unmapped",
+            StateKind::Partial { .. } => "partial",
+            StateKind::Mapped { .. } => "mapped",
+            StateKind::Dead => "dead",
+        };
+        writeln!(
+            out,
+            "region {} queue {} addr {:#x} len {} access {access} chunk_bytes {} chunks {} mapped_chunks {} \
+             dead_chunks {} mapped_bytes {} state {state}",
+            d.handle.to_raw(),
+            self.owner_id,
+            d.start,
+            d.len,
+            d.chunk_bytes(),
+            d.chunk_count(),
+            info.mapped_chunks,
+            info.dead_chunks,
+            info.pages * PAGE_SIZE,
+        )?;
         Ok(())
     }
 
@@ -748,14 +739,31 @@ impl Queue {
         let limit = unsafe { shim::warpq_memlock_limit_pages() };
         self.memlock_limit.store(limit as u64, Ordering::Relaxed);
         let platform = self.platform(false);
+        // The region's chunk states, allocated before L (nothing allocates
+        // under it) and handed to the table, which frees them with the
+        // region.
+        let count = chunk_count_for(len, self.config.chunk_shift);
+        let mut chunks = KVec::with_capacity(count, GFP_KERNEL_ACCOUNT)?;
+        for _ in 0..count {
+            // Within the capacity: allocates nothing.
+            chunks.push(ChunkState::Unmapped, GFP_KERNEL_ACCOUNT)?;
+        }
         let desc = {
             let mut key = self.lock.lock();
             if self.ctx.regions(&key).count() >= max_regions() {
                 return Err(ENOSPC);
             }
-            self.ctx.register(&mut key, &platform, &self.config, addr, len, access).map_err(region_errno)?
+            let request = RegionRequest { start: addr, len, access, chunks };
+            self.ctx.register(&mut key, &platform, &self.config, request).map_err(region_errno)?
         };
-        let slot = &self.slots[desc.handle.slot()];
+        let slot = match self.slots.get_or_alloc(desc.handle.slot(), self) {
+            Ok(slot) => slot,
+            Err(e) => {
+                let mut key = self.lock.lock();
+                let _ = self.ctx.unregister(&mut key, &platform, &self.config, desc.handle);
+                return Err(e);
+            }
+        };
         // SAFETY: the slot is free (the region table just handed it out and
         // its previous notifier was removed before that); nothing reads
         // `desc` until the notifier is inserted below.
@@ -786,10 +794,10 @@ impl Queue {
         };
         let result = armed.map_err(region_errno).and_then(|()| match self.rebuild(&platform) {
             // A chunk that could not be faulted in, whoever settled it.
-            Ok(report) if report.gone_slots & (1 << (desc.handle.slot() % 64)) != 0 => Err(EFAULT),
+            Ok(report) if report.gone_slots.contains(desc.handle.slot()) => Err(EFAULT),
             // One that could not be pinned or mapped for want of memory
             // (RLIMIT_MEMLOCK, IOVA space), even after evicting others.
-            Ok(report) if report.short_slots & (1 << (desc.handle.slot() % 64)) != 0 => Err(ENOMEM),
+            Ok(report) if report.short_slots.contains(desc.handle.slot()) => Err(ENOMEM),
             Ok(_) => Ok(()),
             Err(_) => Err(EAGAIN),
         });
@@ -822,14 +830,16 @@ impl Queue {
     }
 
     fn unregister_locked(&self, raw: u64) -> Result {
-        self.remove_region(RegionHandle::from_raw(raw).ok_or(EINVAL)?, false)
+        // A handle naming no slot of the table is malformed (EINVAL); one
+        // naming an empty slot or an old generation is gone (ENOENT).
+        let handle = RegionHandle::from_raw(raw).filter(|h| h.slot() < MAX_REGIONS).ok_or(EINVAL)?;
+        self.remove_region(handle, false)
     }
 
     /// Removes a region and its notifier (under the registration lock);
     /// `reset_on_timeout`: never EBUSY, reset the queue past the drain
     /// timeout instead.
     fn remove_region(&self, handle: RegionHandle, reset_on_timeout: bool) -> Result {
-        let slot = self.slots.get(handle.slot()).ok_or(EINVAL)?;
         let report = {
             let mut key = self.lock.lock();
             let platform = self.platform(false);
@@ -840,9 +850,11 @@ impl Queue {
             }
             .map_err(region_errno)?
         };
-        // SAFETY: the callback may still read `desc`; removing the notifier
-        // below waits for it. The region is gone from the table, so the
-        // callback finds nothing to do.
+        // The callback may still read `desc`; removing the notifier below
+        // waits for it. The region is gone from the table, so the callback
+        // finds nothing to do. (A region the table had has its slot: the
+        // page is allocated before its notifier is inserted.)
+        let Some(slot) = self.slots.get(handle.slot()) else { return Ok(()) };
         if slot.inserted.swap(false, Ordering::AcqRel) {
             // SAFETY: inserted by `register`; removal waits for running
             // callbacks and is not done from one.
@@ -1500,6 +1512,9 @@ fn region_errno(e: RegionError) -> kernel::error::Error {
         RegionError::Overlaps(_) => EEXIST,
         RegionError::TableFull => ENOSPC,
         RegionError::Released => ESRCH,
+        // The chunk states allocated by `register_locked` do not fit: a
+        // driver bug, not the caller's.
+        RegionError::BadChunkStorage => ENOMEM,
         _ => EINVAL,
     }
 }
@@ -1562,14 +1577,7 @@ unsafe extern "C" fn zap_work_fn(work: *mut bindings::work_struct) {
 extern "C" fn warpq_rs_invalidate(sub: *mut IntervalRaw, range: *const RangeRaw, cur_seq: c_ulong) -> bool {
     // SAFETY: `sub` is the `sub` field of a `RegionSlot` of a live queue:
     // notifiers are removed before their queue is freed.
-    let slot =
-        unsafe { &*kernel::container_of!(sub.cast::<Opaque<bindings::mmu_interval_notifier>>(), RegionSlot, sub) };
-    // SAFETY: slot `index` of the queue's `slots` array is `slot`, so going
-    // back `index` slots gives the array, a field of the queue.
-    let queue = unsafe {
-        let first = (slot as *const RegionSlot).sub(slot.index);
-        &*kernel::container_of!(first.cast::<[RegionSlot; MAX_REGIONS]>(), Queue, slots)
-    };
+    let (slot, queue) = unsafe { RegionSlots::from_notifier(sub.cast()) };
     queue.invalidate(slot, range, cur_seq as u64)
 }
 

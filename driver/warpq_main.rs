@@ -30,6 +30,7 @@ mod hist;
 mod mapping;
 mod pool;
 mod queue;
+mod region_slots;
 mod ring;
 mod shim;
 mod stats;

@@ -159,9 +159,9 @@ void warpq_cpu_relax(void)
 	cpu_relax();
 }
 
-static unsigned int max_regions = 16;
+static unsigned int max_regions = 1024;
 module_param(max_regions, uint, 0644);
-MODULE_PARM_DESC(max_regions, "registered buffers per queue (at most 16)");
+MODULE_PARM_DESC(max_regions, "registered buffers per queue (at most 1024)");
 
 static unsigned int max_region_mb = 64;
 module_param(max_region_mb, uint, 0644);

@@ -131,10 +131,26 @@ pub enum ReleaseError {
 // not a loom atomic (loom atomics cannot live in a static either).
 static NEXT_SERIAL: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(1);
 
+/// What [`MmContext::register`] registers: `[start, start + len)` with
+/// `access`, its chunk states in `chunks` (allocated by the caller before it
+/// took `L`: see [`Mapping::Chunks`]).
+pub struct RegionRequest<M: Mapping> {
+    /// The first byte.
+    pub start: u64,
+    /// Its length in bytes.
+    pub len: u64,
+    /// What the device may do with it.
+    pub access: Access,
+    /// Its chunk states: at least
+    /// [`chunk_count_for`](super::region::chunk_count_for)`(len,
+    /// config.chunk_shift)`, every one unmapped.
+    pub chunks: M::Chunks,
+}
+
 /// The state of one (device file, mm) pair: its queue gate and regions.
 ///
 /// `M` is the platform's mapping type, `N` the region capacity.
-pub struct MmContext<M, const N: usize> {
+pub struct MmContext<M: Mapping, const N: usize> {
     mm: usize,
     serial: u64,
     gate: QueueGate,
@@ -151,8 +167,8 @@ impl<M: Mapping, const N: usize> MmContext<M, N> {
     }
 
     /// As [`MmContext::new`], but writes the context at `slot` instead of
-    /// returning it: the table holds every chunk state inline (tens of KiB
-    /// in the driver), too much to pass through a kernel stack.
+    /// returning it: the table holds a slot per region it can hold (tens of
+    /// KiB in the driver), too much to pass through a kernel stack.
     ///
     /// # Safety
     ///
@@ -229,7 +245,13 @@ impl<M: Mapping, const N: usize> MmContext<M, N> {
     /// Copies of all live regions, in slot order (caller holds `L`). Empty
     /// if `key` is not this context's.
     pub fn regions<'a>(&'a self, key: &'a LockKey) -> Regions<'a, M, N> {
-        Regions { regions: &self.regions, next: if self.owns_key(key) { 0 } else { N }, _key: key }
+        self.regions_from(key, 0)
+    }
+
+    /// As [`MmContext::regions`], from slot `first_slot` on (a caller that
+    /// copies a few at a time resumes after the last slot it saw).
+    pub fn regions_from<'a>(&'a self, key: &'a LockKey, first_slot: usize) -> Regions<'a, M, N> {
+        Regions { regions: &self.regions, next: if self.owns_key(key) { first_slot } else { N }, _key: key }
     }
 
     /// True if some region is pending, or a command waits for an unmapped
@@ -257,7 +279,7 @@ impl<M: Mapping, const N: usize> MmContext<M, N> {
         }
     }
 
-    /// Registers `[start, start + len)` with `access` (caller holds `L`).
+    /// Registers `request` (caller holds `L`).
     ///
     /// The region starts [`Pending`](RegionState::Pending) and the queue
     /// stale. Then, without `L`: insert the interval notifier, call
@@ -267,16 +289,15 @@ impl<M: Mapping, const N: usize> MmContext<M, N> {
         key: &mut LockKey,
         platform: &P,
         config: &Config,
-        start: u64,
-        len: u64,
-        access: Access,
+        request: RegionRequest<M>,
     ) -> Result<RegionDesc, RegionError> {
         self.check_writable(key)?;
         let paused = self.gate.pause();
         let drained = Self::drain_bounded(&paused, platform, config)?;
+        let RegionRequest { start, len, access, chunks } = request;
         // SAFETY: `key` proves `L` is held and `drained` that the gate is
         // paused and drained.
-        let desc = unsafe { self.regions.insert(start, len, access, config.chunk_shift) }?;
+        let desc = unsafe { self.regions.insert(start, len, access, config.chunk_shift, chunks) }?;
         paused.mark_stale(&drained);
         Ok(desc)
     }
@@ -409,6 +430,16 @@ impl<M: Mapping, const N: usize> MmContext<M, N> {
         self.regions.clear_reservations();
     }
 
+    /// Checks what the region table keeps beside its slots (the translation
+    /// index, the sum of mapped bytes; caller holds `L`). For the tests.
+    pub fn audit(&self, key: &LockKey) -> Result<(), &'static str> {
+        if !self.owns_key(key) {
+            return Err("not this context's key");
+        }
+        // SAFETY: `key` proves `L` is held, so no writer runs concurrently.
+        unsafe { self.regions.audit() }
+    }
+
     /// The region table, for the sibling modules (teardown, rebuild).
     pub(super) fn table(&self) -> &RegionTable<M, N> {
         &self.regions
@@ -474,7 +505,7 @@ impl<M: Mapping, const N: usize> MmContext<M, N> {
 
 /// Iterator over copies of a context's live regions; see
 /// [`MmContext::regions`].
-pub struct Regions<'a, M, const N: usize> {
+pub struct Regions<'a, M: Mapping, const N: usize> {
     regions: &'a RegionTable<M, N>,
     next: usize,
     _key: &'a LockKey,
@@ -501,7 +532,7 @@ impl<M: Mapping, const N: usize> Iterator for Regions<'_, M, N> {
 ///
 /// Translations borrow the guard: the region table cannot change until the
 /// guard is dropped or finished.
-pub struct EngineGuard<'a, M, const N: usize, W: Waiter + ?Sized> {
+pub struct EngineGuard<'a, M: Mapping, const N: usize, W: Waiter + ?Sized> {
     gate: GateGuard<'a, W>,
     regions: &'a RegionTable<M, N>,
 }

@@ -6,7 +6,9 @@
 //! does the kernel-specific parts: interval-notifier sequence numbers, GUP
 //! and DMA mapping, sleeping and waking, scheduling the zap worker.
 
-use super::region::RegionDesc;
+use core::ops::DerefMut;
+
+use super::region::{ChunkState, RegionDesc};
 
 /// Sleeping and waking, as used by the queue gate's drain.
 pub trait Waiter {
@@ -55,7 +57,15 @@ pub enum PinError {
 }
 
 /// The pinned (or mirrored) pages and DMA addresses of one chunk.
-pub trait Mapping {
+pub trait Mapping: Sized {
+    /// Where one region's chunk states live: the caller allocates it for
+    /// each REGISTER before it takes `L` (the core allocates nothing), at
+    /// least [`chunk_count_for`](super::region::chunk_count_for) states
+    /// long, every one [`ChunkState::Unmapped`]; the table owns it while
+    /// the region is registered and drops it (with `L` held: a `kfree`,
+    /// which never waits for reclaim) when the region goes.
+    type Chunks: DerefMut<Target = [ChunkState<Self>]>;
+
     /// Number of pages pinned by this mapping (for the reports and counters).
     fn page_count(&self) -> u64;
 }

@@ -40,6 +40,28 @@ use super::context::{Config, ContextLock, MmContext};
 use super::platform::{PinError, Platform};
 use super::region::{Refusal, RegionDesc, MAX_CHUNKS};
 
+/// A set of region slots: the first [`SlotSet::CAPACITY`] exactly (the
+/// driver's table has no more), later ones folded onto them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlotSet([u64; SlotSet::CAPACITY / 64]);
+
+impl SlotSet {
+    /// Slots told apart.
+    pub const CAPACITY: usize = 1024;
+
+    /// Adds slot `slot`.
+    pub fn insert(&mut self, slot: usize) {
+        let slot = slot % Self::CAPACITY;
+        self.0[slot / 64] |= 1 << (slot % 64);
+    }
+
+    /// Whether slot `slot` was added.
+    pub fn contains(&self, slot: usize) -> bool {
+        let slot = slot % Self::CAPACITY;
+        self.0[slot / 64] & (1 << (slot % 64)) != 0
+    }
+}
+
 /// Counters of one [`rebuild`] call.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RebuildReport {
@@ -48,13 +70,13 @@ pub struct RebuildReport {
     /// Wanted chunks that could not be faulted in: refused, so the
     /// commands that waited for them fail (the chunks stay unmapped).
     pub refused: u32,
-    /// The region slots (bit `slot % 64`) with a fault-in that failed
-    /// (`Gone`), refused by us or not (another rebuild or the engine may
-    /// have settled the chunk first): REGISTER fails if its own is here.
-    pub gone_slots: u64,
+    /// The region slots with a fault-in that failed (`Gone`), refused by
+    /// us or not (another rebuild or the engine may have settled the chunk
+    /// first): REGISTER fails if its own is here.
+    pub gone_slots: SlotSet,
     /// As `gone_slots`, for chunks refused for want of memory (REGISTER
     /// says `ENOMEM`).
-    pub short_slots: u64,
+    pub short_slots: SlotSet,
     /// Chunks that could not be mapped for want of memory on a try (each
     /// evicts a chunk and retries, or refuses it).
     pub short_tries: u32,
@@ -293,7 +315,7 @@ where
     // and drained.
     if unsafe { ctx.table().refuse(desc.handle, chunk, Refusal::NoMemory) } {
         report.refused = report.refused.saturating_add(1);
-        report.short_slots |= 1 << (desc.handle.slot() % 64);
+        report.short_slots.insert(desc.handle.slot());
     } else {
         report.lost_races = report.lost_races.saturating_add(1);
     }
@@ -390,7 +412,7 @@ where
             }
         }
         Err(_gone) => {
-            report.gone_slots |= 1 << (desc.handle.slot() % 64);
+            report.gone_slots.insert(desc.handle.slot());
             // SAFETY: as above.
             if unsafe { ctx.table().refuse(desc.handle, chunk, Refusal::Gone) } {
                 report.refused = report.refused.saturating_add(1);

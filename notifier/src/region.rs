@@ -64,11 +64,23 @@
 //! so two commands that wait for different chunks cannot evict each other's
 //! chunks for ever; if only reserved chunks are left, the rebuild maps over
 //! the share (`rebuild.rs`).
+//!
+//! # Capacity
+//!
+//! The table has `N` slots (1024 in the driver). What a region costs grows
+//! with what it holds, not with the table: a slot is a description and a
+//! pointer, and the region's chunk states ([`Mapping::Chunks`]) are
+//! allocated by the caller for each registration, before it takes `L`, as
+//! long as the region has chunks. The engine finds a region by a binary
+//! search of `order`, the live slots sorted by start address (regions never
+//! overlap), which the writers keep sorted; the bytes the mapped chunks
+//! hold are a running sum, kept by every writer that maps or unmaps a
+//! chunk. Neither grows with `N` on the engine's or the rebuild's path.
 
 use core::ops::Range;
 
 use super::platform::Mapping;
-use super::sync::{AtomicU64, Ordering, UnsafeCell};
+use super::sync::{AtomicBool, AtomicU64, Ordering, UnsafeCell};
 
 /// What the device may do with a region.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -131,6 +143,13 @@ pub const fn chunk_shift_for(len: u64, preferred_shift: u8) -> u8 {
         shift += 1;
     }
     shift
+}
+
+/// How many chunk states a region of `len` bytes needs when
+/// `preferred_shift` is asked for: what the caller allocates for
+/// [`Mapping::Chunks`] before a registration.
+pub const fn chunk_count_for(len: u64, preferred_shift: u8) -> usize {
+    len.div_ceil(1u64 << chunk_shift_for(len, preferred_shift)) as usize
 }
 
 /// Names one registered region; a handle of a removed region never matches
@@ -327,6 +346,9 @@ pub enum RegionError {
     Overlaps(RegionHandle),
     /// Every slot is in use.
     TableFull,
+    /// The chunk states handed in are fewer than the region's chunks
+    /// ([`chunk_count_for`]), or not all unmapped.
+    BadChunkStorage,
 }
 
 /// Why the engine cannot use an address.
@@ -420,13 +442,14 @@ impl<'a, M> Translation<'a, M> {
     }
 }
 
-struct Entry<M> {
+struct Entry<M: Mapping> {
     desc: RegionDesc,
     phase: Phase,
-    chunks: [ChunkState<M>; MAX_CHUNKS],
+    /// At least `desc.chunk_count()` states (the caller's allocation).
+    chunks: M::Chunks,
 }
 
-struct Slot<M> {
+struct Slot<M: Mapping> {
     /// Generation of the current (or next) occupant; never 0.
     generation: u32,
     entry: Option<Entry<M>>,
@@ -471,9 +494,24 @@ impl<M: Mapping> Entry<M> {
     }
 }
 
+/// The live slots sorted by their region's start address (the engine's
+/// translation index; see the module docs).
+struct Order<const N: usize> {
+    len: usize,
+    slots: [u16; N],
+}
+
 /// Fixed-capacity table of the regions of one mm context.
-pub struct RegionTable<M, const N: usize> {
+pub struct RegionTable<M: Mapping, const N: usize> {
     slots: [UnsafeCell<Slot<M>>; N],
+    /// The translation index (same rules as the slots).
+    order: UnsafeCell<Order<N>>,
+    /// Bytes of user memory in mapped chunks, over all regions (same rules
+    /// as the slots: every writer that maps or unmaps a chunk keeps it).
+    mapped: UnsafeCell<u64>,
+    /// Some `reserved` mask may be non-zero (only the engine reserves and
+    /// clears reservations, see [`Self::clear_reservations`]).
+    any_reserved: AtomicBool,
     /// Per slot: the chunks a command waits for (see the module docs).
     wanted: [AtomicU64; N],
     /// Per slot: the chunks a rebuild could not map while a command waited
@@ -500,20 +538,23 @@ pub struct RegionTable<M, const N: usize> {
 // documentation (writes exclusive through `L` plus a drained gate, reads under
 // `L` or inside the gate), so sharing the table between threads is sound as
 // long as the mappings themselves may be sent and shared.
-unsafe impl<M: Send + Sync, const N: usize> Sync for RegionTable<M, N> {}
+unsafe impl<M: Mapping + Send + Sync, const N: usize> Sync for RegionTable<M, N> where M::Chunks: Send + Sync {}
 
-impl<M, const N: usize> Default for RegionTable<M, N> {
+impl<M: Mapping, const N: usize> Default for RegionTable<M, N> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<M, const N: usize> RegionTable<M, N> {
+impl<M: Mapping, const N: usize> RegionTable<M, N> {
     /// An empty table. `N` must fit a `u16` slot index; larger tables only
     /// use the first 65536 slots.
     pub fn new() -> Self {
         Self {
             slots: core::array::from_fn(|_| UnsafeCell::new(Slot { generation: 1, entry: None })),
+            order: UnsafeCell::new(Order { len: 0, slots: [0; N] }),
+            mapped: UnsafeCell::new(0),
+            any_reserved: AtomicBool::new(false),
             wanted: core::array::from_fn(|_| AtomicU64::new(0)),
             refused: core::array::from_fn(|_| AtomicU64::new(0)),
             short: core::array::from_fn(|_| AtomicU64::new(0)),
@@ -548,6 +589,9 @@ impl<M, const N: usize> RegionTable<M, N> {
                 used.add(i).write(AtomicU64::new(0));
                 reserved.add(i).write(AtomicU64::new(0));
             }
+            core::ptr::addr_of_mut!((*slot).order).write(UnsafeCell::new(Order { len: 0, slots: [0; N] }));
+            core::ptr::addr_of_mut!((*slot).mapped).write(UnsafeCell::new(0));
+            core::ptr::addr_of_mut!((*slot).any_reserved).write(AtomicBool::new(false));
             core::ptr::addr_of_mut!((*slot).hand).write(AtomicU64::new(0));
             core::ptr::addr_of_mut!((*slot).resolved).write(AtomicU64::new(0));
         }
@@ -634,6 +678,7 @@ impl<M, const N: usize> RegionTable<M, N> {
     fn reserve(&self, slot: usize, chunks: u64) {
         if let Some(reserved) = self.reserved.get(slot) {
             reserved.fetch_or(chunks, Ordering::Relaxed);
+            self.any_reserved.store(true, Ordering::Relaxed);
         }
     }
 
@@ -662,6 +707,11 @@ impl<M, const N: usize> RegionTable<M, N> {
     /// (a command that failed or was aborted after it reserved chunks left
     /// its bits behind).
     pub(super) fn clear_reservations(&self) {
+        // The engine is the only thread that reserves, and this runs on it:
+        // the flag cannot be set again behind the swap.
+        if !self.any_reserved.swap(false, Ordering::Relaxed) {
+            return;
+        }
         for reserved in &self.reserved {
             if reserved.load(Ordering::Relaxed) != 0 {
                 reserved.store(0, Ordering::Relaxed);
@@ -695,6 +745,113 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
             }
         }
         None
+    }
+
+    /// The live slots, sorted by their region's start.
+    ///
+    /// # Safety
+    ///
+    /// As for reads, and the borrow must end before the next write.
+    unsafe fn order(&self) -> &[u16] {
+        // SAFETY: no concurrent writer by this function's contract, and the
+        // caller bounds the borrow.
+        let order: &Order<N> = self.order.with(|ptr| unsafe { &*ptr });
+        &order.slots[..order.len]
+    }
+
+    /// The live entry in slot `index`, if any.
+    ///
+    /// # Safety
+    ///
+    /// As for reads, and the borrow must end before the next write.
+    unsafe fn entry_at(&self, index: usize) -> Option<&Entry<M>> {
+        let cell = self.slots.get(index)?;
+        // SAFETY: no concurrent writer by this function's contract, and the
+        // caller bounds the borrow.
+        let slot: &Slot<M> = cell.with(|ptr| unsafe { &*ptr });
+        slot.entry.as_ref()
+    }
+
+    /// How many live regions in `order` start before `end` (a binary
+    /// search: the regions never overlap, so sorted by start they are
+    /// sorted by end too).
+    ///
+    /// # Safety
+    ///
+    /// As for reads.
+    unsafe fn starting_before(&self, end: u64) -> usize {
+        // SAFETY: forwarded contract.
+        let order = unsafe { self.order() };
+        order.partition_point(|&index| {
+            // SAFETY: forwarded contract.
+            unsafe { self.entry_at(usize::from(index)) }.is_some_and(|entry| entry.desc.start < end)
+        })
+    }
+
+    /// The live region that holds address `va`.
+    ///
+    /// # Safety
+    ///
+    /// As for reads, and the borrow must end before the next write.
+    unsafe fn entry_holding(&self, va: u64) -> Option<&Entry<M>> {
+        // SAFETY: forwarded contract.
+        let before = unsafe { self.starting_before(va.checked_add(1)?) };
+        // SAFETY: forwarded contract.
+        let last = *unsafe { self.order() }.get(before.checked_sub(1)?)?;
+        // SAFETY: forwarded contract.
+        let entry = unsafe { self.entry_at(usize::from(last)) }?;
+        (va < entry.desc.end()).then_some(entry)
+    }
+
+    /// Adds slot `index` (whose region starts at `start`) to the index.
+    ///
+    /// # Safety
+    ///
+    /// As for writes; the slot's entry is live and not in the index yet.
+    unsafe fn order_insert(&self, index: usize, start: u64) {
+        // SAFETY: forwarded contract.
+        let at = unsafe { self.starting_before(start) };
+        self.order.with_mut(|ptr| {
+            // SAFETY: exclusive access by this function's contract.
+            let order = unsafe { &mut *ptr };
+            if order.len < N {
+                order.slots.copy_within(at..order.len, at + 1);
+                // `index < capacity() <= 65536`.
+                order.slots[at] = index as u16;
+                order.len += 1;
+            }
+        });
+    }
+
+    /// Takes slot `index` out of the index.
+    ///
+    /// # Safety
+    ///
+    /// As for writes.
+    unsafe fn order_remove(&self, index: usize) {
+        self.order.with_mut(|ptr| {
+            // SAFETY: exclusive access by this function's contract.
+            let order = unsafe { &mut *ptr };
+            let len = order.len;
+            if let Some(at) = order.slots[..len].iter().position(|&s| usize::from(s) == index) {
+                order.slots.copy_within(at + 1..len, at);
+                order.len -= 1;
+            }
+        });
+    }
+
+    /// Adds `bytes` to (`mapped`) or takes them from (`!mapped`) the
+    /// running sum of mapped bytes.
+    ///
+    /// # Safety
+    ///
+    /// As for writes.
+    unsafe fn count_mapped(&self, bytes: u64, mapped: bool) {
+        self.mapped.with_mut(|ptr| {
+            // SAFETY: exclusive access by this function's contract.
+            let sum = unsafe { &mut *ptr };
+            *sum = if mapped { sum.saturating_add(bytes) } else { sum.saturating_sub(bytes) };
+        });
     }
 
     /// Runs `f` on the live entry named by `handle`.
@@ -844,13 +1001,7 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
     /// the engine ties it to its gate guard.
     pub(super) unsafe fn translate(&self, va: u64, len: u64, access: Access) -> Result<Translation<'_, M>, XlateFault> {
         // SAFETY: forwarded contract.
-        let found = unsafe {
-            self.find_entry(|_, entry| {
-                let desc = &entry.desc;
-                (desc.start <= va && va < desc.end()).then_some(entry)
-            })
-        };
-        let entry = found.ok_or(XlateFault::NotRegistered)?;
+        let entry = unsafe { self.entry_holding(va) }.ok_or(XlateFault::NotRegistered)?;
         let desc = &entry.desc;
         let end = match va.checked_add(len) {
             Some(end) if end <= desc.end() => end,
@@ -920,18 +1071,14 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
     /// As for reads: the caller holds `L` or is inside the gate.
     pub(super) unsafe fn footprint(&self, va: u64, len: u64) -> Option<Footprint> {
         // SAFETY: forwarded contract.
-        let desc = unsafe {
-            self.find_entry(|_, entry| {
-                let desc = &entry.desc;
-                (desc.start <= va && va < desc.end()).then_some(entry.desc)
-            })
-        }?;
+        let desc = unsafe { self.entry_holding(va) }?.desc;
         let end = va.checked_add(len).filter(|&end| end <= desc.end())?;
         let chunks = desc.chunks_in(va, end.max(va + 1));
         Some(Footprint { region: desc.handle, first: chunks.start as u32, last: chunks.end as u32 - 1 })
     }
 
-    /// Adds a region as [`Phase::Pending`] with every chunk unmapped.
+    /// Adds a region as [`Phase::Pending`] with every chunk unmapped, its
+    /// chunk states in `chunks` (dropped on error).
     ///
     /// # Safety
     ///
@@ -942,6 +1089,7 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
         len: u64,
         access: Access,
         chunk_shift: u8,
+        chunks: M::Chunks,
     ) -> Result<RegionDesc, RegionError> {
         if len == 0 {
             return Err(RegionError::ZeroLength);
@@ -950,13 +1098,27 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
         if access.is_empty() || Access::from_bits(access.bits()).is_none() {
             return Err(RegionError::InvalidAccess);
         }
+        // The region starting last before `end` is the only one that can
+        // overlap (see `starting_before`).
         // SAFETY: we are the only writer; reading is covered too.
-        let overlap =
-            unsafe { self.find_entry(|_, entry| entry.desc.overlaps(start, end).then_some(entry.desc.handle)) };
-        if let Some(handle) = overlap {
-            return Err(RegionError::Overlaps(handle));
+        let before = unsafe { self.starting_before(end) };
+        if let Some(&last) = before.checked_sub(1).and_then(|at| {
+            // SAFETY: as above.
+            unsafe { self.order() }.get(at)
+        }) {
+            // SAFETY: as above.
+            if let Some(entry) = unsafe { self.entry_at(usize::from(last)) } {
+                if entry.desc.overlaps(start, end) {
+                    return Err(RegionError::Overlaps(entry.desc.handle));
+                }
+            }
         }
         let chunk_shift = chunk_shift_for(len, chunk_shift);
+        let count = len.div_ceil(1u64 << chunk_shift) as usize;
+        if chunks.len() < count || !chunks.iter().all(|c| matches!(c, ChunkState::Unmapped)) {
+            return Err(RegionError::BadChunkStorage);
+        }
+        let mut chunks = Some(chunks);
         for (index, cell) in self.slots.iter().enumerate().take(self.capacity()) {
             let inserted = cell.with_mut(|ptr| {
                 // SAFETY: exclusive access by this function's contract.
@@ -975,12 +1137,13 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
                     access,
                     chunk_shift,
                 };
-                slot.entry =
-                    Some(Entry { desc, phase: Phase::Pending, chunks: core::array::from_fn(|_| ChunkState::Unmapped) });
+                slot.entry = Some(Entry { desc, phase: Phase::Pending, chunks: chunks.take()? });
                 Some(desc)
             });
             if let Some(desc) = inserted {
                 self.forget(index, u64::MAX);
+                // SAFETY: forwarded contract; the slot was just filled.
+                unsafe { self.order_insert(index, start) };
                 return Ok(desc);
             }
         }
@@ -1037,11 +1200,16 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
             Ok(entry)
         })?;
         self.forget(handle.slot(), u64::MAX);
+        // SAFETY: forwarded contract.
+        unsafe { self.order_remove(handle.slot()) };
+        let mut entry = entry;
         let desc = entry.desc;
         let mut pages = 0u64;
-        for chunk in entry.chunks {
-            if let ChunkState::Mapped { mapping, .. } = chunk {
+        for (i, chunk) in entry.chunks.iter_mut().take(desc.chunk_count()).enumerate() {
+            if let ChunkState::Mapped { mapping, .. } = core::mem::replace(chunk, ChunkState::Unmapped) {
                 pages = pages.saturating_add(mapping.page_count());
+                // SAFETY: forwarded contract.
+                unsafe { self.count_mapped(desc.chunk_range(i).1, false) };
                 unmap(&desc, mapping);
             }
         }
@@ -1069,6 +1237,8 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
                 let mapping = mapping.take()?;
                 let pages = mapping.page_count();
                 entry.chunks[chunk] = ChunkState::Mapped { seq, mapping };
+                // Inside the `unsafe` block above (forwarded contract).
+                self.count_mapped(entry.desc.chunk_range(chunk).1, true);
                 Some(pages)
             })
         };
@@ -1121,6 +1291,8 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
                     }
                     if let ChunkState::Mapped { mapping, .. } = core::mem::replace(&mut entry.chunks[i], next) {
                         pages = pages.saturating_add(mapping.page_count());
+                        // Inside the `unsafe` block above (forwarded contract).
+                        self.count_mapped(entry.desc.chunk_range(i).1, false);
                         unmap(&entry.desc, mapping);
                     }
                 }
@@ -1154,18 +1326,50 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
     ///
     /// As for reads: the caller holds `L` or is inside the gate.
     pub(super) unsafe fn mapped_bytes(&self) -> u64 {
-        let mut bytes = 0u64;
-        for cell in self.slots.iter().take(self.capacity()) {
-            // SAFETY: no concurrent writer by this function's contract.
-            let slot: &Slot<M> = cell.with(|ptr| unsafe { &*ptr });
-            let Some(entry) = &slot.entry else { continue };
-            for (i, chunk) in entry.live_chunks().iter().enumerate() {
-                if matches!(chunk, ChunkState::Mapped { .. }) {
-                    bytes = bytes.saturating_add(entry.desc.chunk_range(i).1);
-                }
+        // SAFETY: no concurrent writer by this function's contract.
+        self.mapped.with(|ptr| unsafe { *ptr })
+    }
+
+    /// Checks what the writers keep beside the slots: the translation
+    /// index (sorted, disjoint, exactly the live slots) and the running sum
+    /// of mapped bytes. For the tests.
+    ///
+    /// # Safety
+    ///
+    /// As for reads: the caller holds `L` or is inside the gate.
+    pub(super) unsafe fn audit(&self) -> Result<(), &'static str> {
+        // SAFETY: forwarded contract.
+        let order = unsafe { self.order() };
+        let mut previous_end = 0u64;
+        for &index in order {
+            // SAFETY: forwarded contract.
+            let entry = unsafe { self.entry_at(usize::from(index)) }.ok_or("an empty slot in the index")?;
+            if entry.desc.start < previous_end {
+                return Err("the index is not sorted, or regions overlap");
             }
+            previous_end = entry.desc.end();
         }
-        bytes
+        let (mut live, mut bytes) = (0usize, 0u64);
+        // SAFETY: forwarded contract.
+        unsafe {
+            self.find_entry(|_, entry| {
+                live += 1;
+                for (i, chunk) in entry.live_chunks().iter().enumerate() {
+                    if matches!(chunk, ChunkState::Mapped { .. }) {
+                        bytes += entry.desc.chunk_range(i).1;
+                    }
+                }
+                None::<()>
+            })
+        };
+        if live != order.len() {
+            return Err("the index misses a live slot");
+        }
+        // SAFETY: forwarded contract.
+        if bytes != unsafe { self.mapped_bytes() } {
+            return Err("the running sum of mapped bytes is off");
+        }
+        Ok(())
     }
 
     /// Evicts one mapped chunk by the clock (see the module docs): Mapped →
@@ -1182,13 +1386,24 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
         if positions == 0 {
             return None;
         }
-        let start = self.hand.load(Ordering::Relaxed) % positions;
+        let mut pos = self.hand.load(Ordering::Relaxed) % positions;
         // The slot's want and reservation masks, read once per visit of a
         // slot (not per chunk: each atomic read is a step for loom too).
         let mut masks: Option<(usize, u64)> = None;
-        for step in 0..2 * positions {
-            let pos = (start + step) % positions;
+        let mut travelled = 0u64;
+        while travelled < 2 * positions {
             let (slot, chunk) = ((pos / MAX_CHUNKS as u64) as usize, (pos % MAX_CHUNKS as u64) as usize);
+            // SAFETY: forwarded contract (reads are covered by the writer's).
+            let live = unsafe { self.entry_at(slot) }
+                .filter(|entry| entry.phase == Phase::Armed)
+                .map_or(0, |entry| entry.desc.chunk_count());
+            if chunk >= live {
+                // Nothing (more) to take in this slot: on to the next one.
+                let skip = MAX_CHUNKS as u64 - chunk as u64;
+                travelled += skip;
+                pos = (pos + skip) % positions;
+                continue;
+            }
             let bit = 1u64 << chunk;
             let keep = match masks {
                 Some((at, keep)) if at == slot && chunk != 0 => keep,
@@ -1203,7 +1418,7 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
                 let slot_ref = unsafe { &mut *ptr };
                 let entry = slot_ref.entry.as_mut()?;
                 let mapped = matches!(entry.live_chunks().get(chunk), Some(ChunkState::Mapped { .. }));
-                if entry.phase != Phase::Armed || !mapped || keep & bit != 0 {
+                if !mapped || keep & bit != 0 {
                     return None;
                 }
                 if self.used[slot].fetch_and(!bit, Ordering::Relaxed) & bit != 0 {
@@ -1219,9 +1434,13 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
                 Some(entry.desc.chunk_range(chunk).1)
             });
             if let Some(bytes) = evicted {
+                // SAFETY: forwarded contract.
+                unsafe { self.count_mapped(bytes, false) };
                 self.hand.store(pos + 1, Ordering::Relaxed);
                 return Some(bytes);
             }
+            travelled += 1;
+            pos = (pos + 1) % positions;
         }
         None
     }
@@ -1274,8 +1493,11 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
                 let Some(entry) = slot.entry.as_mut() else { return };
                 live = live.saturating_add(1);
                 entry.phase = Phase::Dead;
-                for chunk in entry.chunks.iter_mut() {
+                let count = entry.desc.chunk_count();
+                for (i, chunk) in entry.chunks.iter_mut().take(count).enumerate() {
                     if let ChunkState::Mapped { mapping, .. } = core::mem::replace(chunk, ChunkState::Dead) {
+                        // SAFETY: forwarded contract.
+                        unsafe { self.count_mapped(entry.desc.chunk_range(i).1, false) };
                         unmap(&entry.desc, mapping);
                     }
                 }

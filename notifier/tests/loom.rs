@@ -38,11 +38,11 @@ use warpq_notifier::platform::{Mapping, PinError, Platform, Waiter};
 use warpq_notifier::policy::{Event, Policy};
 use warpq_notifier::pool::{EngineClaim, PoolState, Sleep};
 use warpq_notifier::rebuild::rebuild;
-use warpq_notifier::region::{Access, RegionDesc, RegionHandle, StateKind, XlateFault};
+use warpq_notifier::region::{Access, ChunkState, RegionDesc, RegionHandle, StateKind, XlateFault};
 use warpq_notifier::sync::{AtomicBool, AtomicU64, Ordering};
 use warpq_notifier::teardown::{invalidate, InvalidateOutcome, InvalidateReport};
 
-use support::whole_region;
+use support::{request, whole_region};
 
 const SLOTS: usize = 2;
 const PAGE: u64 = 4096;
@@ -68,6 +68,7 @@ struct LMapping {
 }
 
 impl Mapping for LMapping {
+    type Chunks = Box<[ChunkState<Self>]>;
     fn page_count(&self) -> u64 {
         1
     }
@@ -335,7 +336,7 @@ impl World {
 
     fn register(&self, start: u64, len: u64) -> RegionDesc {
         let mut key = self.lock.lock();
-        let desc = self.ctx.register(&mut key, &self.p, &self.cfg, start, len, Access::READ_WRITE).unwrap();
+        let desc = self.ctx.register(&mut key, &self.p, &self.cfg, request(start, len, Access::READ_WRITE)).unwrap();
         self.ctx.arm(&mut key, &self.p, &self.cfg, desc.handle).unwrap();
         desc
     }
@@ -824,7 +825,7 @@ fn m9_engine_wants_vs_fault_rebuild() {
 fn two_chunk_region() -> (Arc<World>, RegionDesc) {
     let w = World::new(PARENT_MM, Setup { regions: 0, ..STALE });
     let mut key = w.lock.lock();
-    let desc = w.ctx.register(&mut key, &w.p, &w.cfg, 0x100000, 2 << 16, Access::READ_WRITE).unwrap();
+    let desc = w.ctx.register(&mut key, &w.p, &w.cfg, request(0x100000, 2 << 16, Access::READ_WRITE)).unwrap();
     w.ctx.arm(&mut key, &w.p, &w.cfg, desc.handle).unwrap();
     drop(key);
     assert_eq!(w.rebuild().unwrap().mapped, 2);
@@ -1040,7 +1041,7 @@ fn m11_write_protect_vs_engine_write() {
             w
         };
         let mut key = w.lock.lock();
-        let desc = w.ctx.register(&mut key, &w.p, &w.cfg, 0x10000, PAGE, Access::READ_WRITE).unwrap();
+        let desc = w.ctx.register(&mut key, &w.p, &w.cfg, request(0x10000, PAGE, Access::READ_WRITE)).unwrap();
         w.ctx.arm(&mut key, &w.p, &w.cfg, desc.handle).unwrap();
         drop(key);
         w.rebuild().unwrap();

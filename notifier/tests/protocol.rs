@@ -9,13 +9,13 @@ mod common;
 mod support;
 
 use common::{Call, StdLock, TestMapping, TestPlatform};
-use support::whole_region;
-use warpq_notifier::context::{Config, ContextLock, DrainReport, MmContext, ReleaseError};
+use support::{request, whole_region};
+use warpq_notifier::context::{Config, ContextLock, DrainReport, MmContext, RegionRequest, ReleaseError};
 use warpq_notifier::gate::EngineExit;
 use warpq_notifier::platform::{PinError, Platform};
 use warpq_notifier::policy::{Decision, Event, IgnoreReason, Policy, TearDownReason};
-use warpq_notifier::rebuild::{rebuild, RebuildError, RebuildReport};
-use warpq_notifier::region::{Access, RegionDesc, RegionError, RegionHandle, StateKind, XlateFault};
+use warpq_notifier::rebuild::{rebuild, RebuildError, RebuildReport, SlotSet};
+use warpq_notifier::region::{Access, ChunkState, RegionDesc, RegionError, RegionHandle, StateKind, XlateFault};
 use warpq_notifier::teardown::{invalidate, InvalidateOutcome, InvalidateReport, Invalidation};
 
 const PAGE: u64 = 4096;
@@ -41,7 +41,7 @@ impl World {
     /// Register + (driver inserts the notifier) + arm.
     fn register(&self, start: u64, len: u64, access: Access) -> RegionDesc {
         let mut key = self.lock.lock();
-        let desc = self.ctx.register(&mut key, &self.p, &self.cfg, start, len, access).unwrap();
+        let desc = self.ctx.register(&mut key, &self.p, &self.cfg, request(start, len, access)).unwrap();
         self.ctx.arm(&mut key, &self.p, &self.cfg, desc.handle).unwrap();
         desc
     }
@@ -144,7 +144,7 @@ fn register_rejects_bad_ranges() {
     let w = World::new(0x1000, Policy::Strict);
     let a = w.register(0x10000, PAGE, Access::READ);
     let mut key = w.lock.lock();
-    let mut reg = |start, len, access| w.ctx.register(&mut key, &w.p, &w.cfg, start, len, access);
+    let mut reg = |start, len, access| w.ctx.register(&mut key, &w.p, &w.cfg, request(start, len, access));
     assert_eq!(reg(0x20000, 0, Access::READ), Err(RegionError::ZeroLength));
     assert_eq!(reg(u64::MAX - 10, 100, Access::READ), Err(RegionError::Overflow));
     assert_eq!(reg(0x20000, PAGE, Access::NONE), Err(RegionError::InvalidAccess));
@@ -158,8 +158,99 @@ fn register_rejects_bad_ranges() {
     drop(key);
 
     let (other, mut other_key) = MmContext::<TestMapping, 4>::new(0x2000);
-    assert_eq!(w.ctx.register(&mut other_key, &w.p, &w.cfg, 0x90000, PAGE, Access::READ), Err(RegionError::WrongLock));
+    assert_eq!(
+        w.ctx.register(&mut other_key, &w.p, &w.cfg, request(0x90000, PAGE, Access::READ)),
+        Err(RegionError::WrongLock)
+    );
     assert!(other.regions(&w.lock.lock()).next().is_none());
+}
+
+/// 1024 regions in one table (the driver's capacity), registered in a
+/// scrambled address order: every address translates to its own region
+/// (the binary search over the sorted index), a gap to none, a 1025th is
+/// refused, and the index stays right through removals and reuse.
+#[test]
+fn a_thousand_regions_translate_by_address() {
+    const N: usize = 1024;
+    let (ctx, key) = MmContext::<TestMapping, N>::new(0x1000);
+    let (lock, p) = (StdLock::new(key), TestPlatform::new(0x1000));
+    let cfg = Config {
+        policy: Policy::Filtered,
+        drain_timeout_ns: 1_000_000,
+        max_retries: 3,
+        chunk_shift: 16,
+        device_share: 0,
+    };
+    // Region `i` starts at `(4 * i + 1)` pages and is 1 to 3 pages long:
+    // a gap of at least one page before each.
+    let start = |i: usize| 0x100_0000 + (4 * i as u64 + 1) * PAGE;
+    let len = |i: usize| (1 + i as u64 % 3) * PAGE;
+    let mut handles = vec![None; N];
+    for k in 0..N {
+        // 611 is odd, so `k * 611 % N` visits every `i` once.
+        let i = k * 611 % N;
+        let desc = ctx.register(&mut lock.lock(), &p, &cfg, request(start(i), len(i), Access::READ_WRITE)).unwrap();
+        ctx.arm(&mut lock.lock(), &p, &cfg, desc.handle).unwrap();
+        handles[i] = Some(desc.handle);
+    }
+    ctx.audit(&lock.lock()).unwrap();
+    assert_eq!(
+        ctx.register(&mut lock.lock(), &p, &cfg, request(start(N), PAGE, Access::READ)).unwrap_err(),
+        RegionError::TableFull
+    );
+    assert!(rebuild(&ctx, &lock, &p, &cfg).unwrap().running);
+    let translates = |handles: &[Option<RegionHandle>], i: usize| {
+        let engine = ctx.enter(&p).unwrap();
+        let at = |va: u64| engine.translate(va, 8, Access::READ).map(|t| (t.region, t.offset));
+        assert_eq!(at(start(i) - 8), Err(XlateFault::NotRegistered), "the gap before region {i}");
+        assert_eq!(at(start(i)), Ok((handles[i].unwrap(), 0)), "region {i}'s first byte");
+        assert_eq!(at(start(i) + len(i) - 8), Ok((handles[i].unwrap(), len(i) - 8)), "region {i}'s last bytes");
+        assert_eq!(at(start(i) + len(i)), Err(XlateFault::NotRegistered), "the gap after region {i}");
+        engine.finish();
+    };
+    (0..N).for_each(|i| translates(&handles, i));
+    // Every third region goes; its addresses no longer translate, the
+    // others still do.
+    for i in (0..N).step_by(3) {
+        ctx.unregister(&mut lock.lock(), &p, &cfg, handles[i].take().unwrap()).unwrap();
+    }
+    ctx.audit(&lock.lock()).unwrap();
+    for i in 0..N {
+        if handles[i].is_some() {
+            translates(&handles, i);
+        } else {
+            let engine = ctx.enter(&p).unwrap();
+            assert_eq!(engine.translate(start(i), 8, Access::READ).unwrap_err(), XlateFault::NotRegistered);
+            engine.finish();
+        }
+    }
+    // The freed slots take new regions in the holes, and an overlap names
+    // the region it hits.
+    for i in (0..N).step_by(3) {
+        let desc = ctx.register(&mut lock.lock(), &p, &cfg, request(start(i), len(i), Access::READ_WRITE)).unwrap();
+        ctx.arm(&mut lock.lock(), &p, &cfg, desc.handle).unwrap();
+        handles[i] = Some(desc.handle);
+    }
+    assert_eq!(
+        ctx.register(&mut lock.lock(), &p, &cfg, request(start(500) - PAGE, 2 * PAGE, Access::READ)).unwrap_err(),
+        RegionError::Overlaps(handles[500].unwrap())
+    );
+    assert!(rebuild(&ctx, &lock, &p, &cfg).unwrap().running);
+    ctx.audit(&lock.lock()).unwrap();
+    (0..N).for_each(|i| translates(&handles, i));
+}
+
+/// Chunk states too few for the region, or not all unmapped, are refused.
+#[test]
+fn register_checks_its_chunk_storage() {
+    let w = World::new(0x1000, Policy::Strict);
+    let mut key = w.lock.lock();
+    let mut short = request::<TestMapping>(0x10000, 4 << 16, Access::READ);
+    short.chunks = (0..3).map(|_| ChunkState::Unmapped).collect();
+    assert_eq!(w.ctx.register(&mut key, &w.p, &w.cfg, short).unwrap_err(), RegionError::BadChunkStorage);
+    let exact = request::<TestMapping>(0x10000, 4 << 16, Access::READ);
+    let exact = RegionRequest { chunks: (0..4).map(|_| ChunkState::Unmapped).collect(), ..exact };
+    assert!(w.ctx.register(&mut key, &w.p, &w.cfg, exact).is_ok());
 }
 
 #[test]
@@ -167,7 +258,7 @@ fn pending_region_is_not_pinned_until_armed() {
     let w = World::new(0x1000, Policy::Strict);
     let desc = {
         let mut key = w.lock.lock();
-        w.ctx.register(&mut key, &w.p, &w.cfg, 0x10000, PAGE, Access::READ).unwrap()
+        w.ctx.register(&mut key, &w.p, &w.cfg, request(0x10000, PAGE, Access::READ)).unwrap()
     };
     let report = w.rebuild().unwrap();
     assert_eq!(report.mapped, 0);
@@ -392,7 +483,7 @@ fn pin_failures_fail_only_the_commands_that_waited() {
     w.p.state().inject_pin = vec![PinError::Transient; 4];
     let report = w.rebuild().unwrap();
     assert_eq!((report.refused, report.mapped, report.evicted), (1, 1, 0));
-    assert_eq!(report.short_slots, 1 << a.handle.slot());
+    assert_eq!(report.short_slots, slots(&[a.handle.slot()]));
     assert!(report.running, "a chunk short of memory does not hold the queue");
     assert_eq!(w.state(a.handle), Ok(StateKind::Unmapped));
     assert_eq!(w.engine_touch(0x10000, 8, Access::READ), Some(Err(XlateFault::NoMemory)));
@@ -476,7 +567,7 @@ fn release_is_final_and_once() {
     assert!(w.ctx.enter(&w.p).is_none());
     assert_eq!(w.rebuild(), Err(RebuildError::Released));
     assert_eq!(
-        w.ctx.register(&mut w.lock.lock(), &w.p, &w.cfg, 0x90000, PAGE, Access::READ),
+        w.ctx.register(&mut w.lock.lock(), &w.p, &w.cfg, request(0x90000, PAGE, Access::READ)),
         Err(RegionError::Released)
     );
     assert_eq!(w.state(a.handle), Ok(StateKind::Dead));
@@ -574,7 +665,10 @@ fn register_times_out_as_busy_without_changes() {
     let _a = w.register(0x10000, PAGE, Access::READ);
     w.rebuild().unwrap();
     let engine = w.ctx.enter(&w.p).unwrap();
-    assert_eq!(w.ctx.register(&mut w.lock.lock(), &w.p, &w.cfg, 0x20000, PAGE, Access::READ), Err(RegionError::Busy));
+    assert_eq!(
+        w.ctx.register(&mut w.lock.lock(), &w.p, &w.cfg, request(0x20000, PAGE, Access::READ)),
+        Err(RegionError::Busy)
+    );
     drop(engine);
     assert_eq!(w.ctx.regions(&w.lock.lock()).count(), 1);
     assert!(w.ctx.gate().is_running());
@@ -886,8 +980,17 @@ fn short_of_memory_retries_or_gives_up_at_once() {
     w.p.state().inject_pin = vec![PinError::NeverFits];
     let report = w.rebuild().unwrap();
     assert_eq!((report.mapped, report.refused, report.evicted), (0, 1, 0));
-    assert_eq!(report.short_slots, 1 << b.handle.slot());
+    assert_eq!(report.short_slots, slots(&[b.handle.slot()]));
     assert!(w.ctx.mapping(&w.lock.lock(), a.handle, 0).is_some(), "nothing evicted for a chunk that never fits");
     assert_eq!(w.ctx.region(&w.lock.lock(), b.handle).unwrap().short_chunks, 1);
     w.check_pins();
+}
+
+/// The set of `slots`.
+fn slots(slots: &[usize]) -> SlotSet {
+    let mut set = SlotSet::default();
+    for &slot in slots {
+        set.insert(slot);
+    }
+    set
 }

@@ -29,12 +29,15 @@
 #![cfg(not(loom))]
 
 mod common;
+// `whole_region` is for the other suites.
 #[path = "random/ops.rs"]
 mod ops;
 #[path = "random/shrink.rs"]
 mod shrink;
 #[path = "random/sim.rs"]
 mod sim;
+#[allow(dead_code)]
+mod support;
 
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -18,6 +18,7 @@ use warpq_notifier::teardown::{invalidate, InvalidateOutcome, Invalidation};
 
 use super::common::{StdLock, TestMapping, TestPlatform};
 use super::ops::{Acc, Op, Pick, Range, VA_PAGES};
+use super::support::request;
 
 const PAGE: u64 = 4096;
 const CONTEXTS: usize = 4;
@@ -282,7 +283,7 @@ impl Sim {
         };
         let cfg = self.cfg;
         let b = self.slots[slot].as_mut().unwrap();
-        let result = b.ctx.register(&mut b.lock.lock(), &b.platform, &cfg, start, len, access);
+        let result = b.ctx.register(&mut b.lock.lock(), &b.platform, &cfg, request(start, len, access));
         match result {
             Ok(desc) => {
                 if arm_now {
@@ -564,6 +565,9 @@ impl Sim {
     pub(crate) fn check(&self) {
         for b in self.slots.iter().flatten() {
             let key = b.lock.lock();
+            if let Err(why) = b.ctx.audit(&key) {
+                panic!("region table: {why}");
+            }
             let gate = b.ctx.gate().snapshot();
             assert_eq!((gate.pauses, gate.in_flight, gate.abandoned), (0, 0, 0), "gate left busy");
             // Pins balanced with what is mapped.

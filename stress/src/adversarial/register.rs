@@ -160,7 +160,7 @@ const UNREGISTER: [(&str, &str, Handle, i32); 8] = [
     ("handle-0", "handle 0", Handle::Is(0), libc::EINVAL),
     ("generation-0", "handle 0xffff (generation 0)", Handle::Is(0xffff), libc::EINVAL),
     ("all-ones", "handle 2^64 - 1", Handle::Is(u64::MAX), libc::EINVAL),
-    ("slot-16", "slot 16", Handle::Is((1 << 16) | 16), libc::EINVAL),
+    ("slot-1024", "slot 1024 (past the table)", Handle::Is((1 << 16) | 1024), libc::EINVAL),
     ("slot-0xffff", "slot 0xffff", Handle::Is((1 << 16) | 0xffff), libc::EINVAL),
     ("empty-slot", "an empty slot", Handle::Is((1 << 16) | 5), libc::ENOENT),
     ("stale-generation", "a stale generation", Handle::StaleGeneration, libc::ENOENT),

@@ -117,26 +117,6 @@ fn registering(r: &mut Report, dev: &Device) -> Result<(), String> {
     })?;
     dev.unregister(h).map_err(|e| e.to_string())?;
     expect_err(r, "unregister twice", ErrorKind::NoSuchRegion, dev.unregister(h))?;
-    // The region table.
-    let many = Anon::new(info.max_regions as usize * PAGE + PAGE);
-    let mut handles = Vec::new();
-    for i in 0..info.max_regions as usize {
-        // SAFETY: as above: raw pointers only, to memory that outlives the call.
-        handles.push(
-            unsafe { dev.register_raw(many.ptr().add(i * PAGE), PAGE, 3) }.map_err(|e| format!("region {i}: {e}"))?,
-        );
-    }
-    // SAFETY: as above: raw pointers only, to memory that outlives the call.
-    let last = unsafe { dev.register_raw(many.ptr().add(info.max_regions as usize * PAGE), PAGE, 3) };
-    for h in handles {
-        dev.unregister(h).map_err(|e| e.to_string())?;
-    }
-    expect_err(
-        r,
-        &format!("register a region past max_regions ({})", info.max_regions),
-        ErrorKind::TooManyRegions,
-        last,
-    )?;
     // SAFETY: our mapping.
     unsafe { libc::munmap(ro.cast(), 4 * PAGE) };
     // The safe forms check before asking the kernel.
@@ -153,6 +133,74 @@ fn registering(r: &mut Report, dev: &Device) -> Result<(), String> {
         expect_err(r, "scope: register an empty slice", ErrorKind::Empty, s.register(&mut b[..0], Access::Write))
     })?;
     expect_err(r, "alloc zero bytes", ErrorKind::Empty, dev.alloc(0, Access::Read))?;
+    Ok(())
+}
+
+/// The region table: `max_regions` one-page regions with a page of gap
+/// between them (1024 by default), one more refused; a FILL into every
+/// region, verified; every seventh page dropped (its region's notifier
+/// fires), all filled again and verified; then all unregistered.
+fn many_regions(r: &mut Report, dev: &Device, q: &mut Queue<'_>) -> Result<(), String> {
+    let info = dev.info().map_err(|e| e.to_string())?;
+    let n = info.max_regions as usize;
+    let many = Anon::new(2 * n * PAGE + PAGE);
+    let page = |i: usize| 2 * i * PAGE;
+    let mut handles = Vec::with_capacity(n);
+    for i in 0..n {
+        // SAFETY: as above: raw pointers only, to memory that outlives the call.
+        let h = unsafe { dev.register_raw(many.ptr().add(page(i)), PAGE, 3) };
+        handles.push(h.map_err(|e| format!("region {i}: {e}"))?);
+    }
+    // SAFETY: as above: raw pointers only, to memory that outlives the call.
+    let last = unsafe { dev.register_raw(many.ptr().add(page(n)), PAGE, 3) };
+    if last.is_err() {
+        expect_err(r, &format!("register a region past max_regions ({n})"), ErrorKind::TooManyRegions, last)?;
+    } else {
+        return Err(format!("register a region past max_regions ({n}): accepted"));
+    }
+    // One FILL per region, in batches the rings hold; then every byte of
+    // every region's page checked.
+    let fill_all = |q: &mut Queue<'_>, round: u8| -> Result<(), String> {
+        let value = |i: usize| (i % 251) as u64 + 1 + u64::from(round);
+        for batch in (0..n).collect::<Vec<_>>().chunks(64) {
+            let sqes: Vec<_> = batch
+                .iter()
+                .map(|&i| sqe(WARPQ_OP_FILL, i as u64, 0, many.addr(page(i) + 64 * (i % 63)), 64, value(i)))
+                .collect();
+            push_all(q, &sqes)?;
+            for _ in batch {
+                let c = reap(q)?;
+                ensure!(c.status == WARPQ_STATUS_OK, "FILL of region {}: status {}", c.user_data, c.status);
+            }
+        }
+        for i in 0..n {
+            // SAFETY: our mapping, no command in flight.
+            let bytes = unsafe { std::slice::from_raw_parts(many.ptr().add(page(i)), PAGE) };
+            let at = 64 * (i % 63);
+            for (off, &b) in bytes.iter().enumerate() {
+                let want = if (at..at + 64).contains(&off) { value(i) as u8 } else { 0 };
+                ensure!(b == want, "region {i} byte {off}: {b:#x}, want {want:#x} (round {round})");
+            }
+        }
+        Ok(())
+    };
+    fill_all(q, 0)?;
+    let mut dropped = 0;
+    for i in (0..n).step_by(7) {
+        // SAFETY: a page of our own mapping.
+        if unsafe { libc::madvise(many.ptr().add(page(i)).cast(), PAGE, libc::MADV_DONTNEED) } != 0 {
+            return Err(format!("madvise: {}", std::io::Error::last_os_error()));
+        }
+        dropped += 1;
+    }
+    fill_all(q, 1)?;
+    for h in handles {
+        dev.unregister(h).map_err(|e| e.to_string())?;
+    }
+    r.ok(
+        &format!("{n} regions in one queue"),
+        &format!("{} FILLs verified, {dropped} regions' pages dropped and refilled", 2 * n),
+    );
     Ok(())
 }
 
@@ -261,18 +309,24 @@ fn full_ring(r: &mut Report, dev: &Device, q: &mut Queue<'_>) -> Result<(), Stri
     ensure!(sq.push(&e) == Err(PushError::Full), "not full");
     drop(sq);
     r.ok("push to a full ring", &PushError::Full.to_string());
-    // The ioctl path takes only what fits (the engine may have made room).
-    let n = q.submit_batch(&vec![e; 64]).map_err(|e| e.to_string())?;
-    ensure!(n < 64, "WARPQ_IOC_SUBMIT queued all 64 into a full ring");
+    // The ioctl path takes only what fits: the engine may have made room
+    // meanwhile (its idle poll), so how many is not fixed, but no entry it
+    // has not consumed yet may be overwritten: each of the pushed and the
+    // queued entries completes exactly once.
+    let extra: Vec<Entry> = (0..64).map(|i| e.user_data(1000 + i)).collect();
+    let n = q.submit_batch(&extra).map_err(|e| e.to_string())?;
+    ensure!(n <= 64, "WARPQ_IOC_SUBMIT queued {n} of 64");
     let total = pushed + n as u64;
-    let mut seen = 0;
-    while seen < total {
+    let mut seen = std::collections::BTreeSet::new();
+    while (seen.len() as u64) < total {
         q.submit_and_wait(1).map_err(|e| e.to_string())?;
         for c in q.completion() {
             ensure!(c.status() == Status::Ok, "{c:?}");
-            seen += 1;
+            ensure!(seen.insert(c.user_data()), "entry {} completed twice", c.user_data());
         }
     }
+    let want: std::collections::BTreeSet<u64> = (0..pushed).chain(1000..1000 + n as u64).collect();
+    ensure!(seen == want, "completed {:?}, not the entries pushed and queued", seen.symmetric_difference(&want));
     ensure!(q.in_flight() == 0, "{} in flight", q.in_flight());
     r.ok("WARPQ_IOC_SUBMIT into a full ring", &format!("queued {n} of 64; all {total} completed"));
     Ok(())
@@ -498,6 +552,7 @@ pub fn run(r: &mut Report, path: &str) -> Result<(), Failure> {
     }
     let mut q = dev.queue().map_err(|e| format!("a Queue after the first was dropped: {e}")).section("queue")?;
     registering(r, &dev).section("register")?;
+    many_regions(r, &dev, &mut q).section("region table")?;
     statuses(r, &dev, &mut q).section("status")?;
     scopes(r, &dev, &mut q).section("scope")?;
     full_ring(r, &dev, &mut q).section("full ring")?;
