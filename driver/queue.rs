@@ -50,7 +50,7 @@
 //!   ioctl, at release or at unbind).
 
 use core::ptr::NonNull;
-use core::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use kernel::alloc::{KVBox, KVec};
 use kernel::bindings;
@@ -61,29 +61,34 @@ use kernel::types::Opaque;
 use kernel::{new_mutex, new_spinlock};
 
 use crate::device::{DeviceCore, QueueCharge};
-use crate::engine;
 use crate::eventfd::EventFd;
 use crate::file::QueueFile;
 use crate::glue::mm::{MmGrab, UserRef};
 use crate::glue::mutex::{KMutex, KMutexGuard};
-use crate::hist::{Histograms, Kind};
-use crate::mapping::{current_backing, Backing, ChunkMapper, DmaMapping};
-use crate::protocol::context::{Config, ContextLock, EngineGuard, LockKey, MmContext, RegionRequest};
-use crate::protocol::overtake::{Admission, Footprints, SetAside};
-use crate::protocol::platform::{PinError, Platform, Waiter};
-use crate::protocol::policy::{Event, Policy};
+use crate::hist::Histograms;
+use crate::mapping::{current_backing, Backing, DmaMapping};
+use crate::protocol::context::{Config, ContextLock, LockKey, MmContext, RegionRequest};
+use crate::protocol::overtake::SetAside;
+use crate::protocol::policy::Policy;
 use crate::protocol::pool::EngineClaim;
-use crate::protocol::rebuild::{rebuild, RebuildError, RebuildReport};
-use crate::protocol::region::{
-    chunk_count_for, Access, ChunkState, RegionDesc, RegionError, RegionHandle, RegionInfo, StateKind,
-};
-use crate::protocol::teardown::{invalidate, Invalidation};
-use crate::region_slots::{RegionSlot, RegionSlots, MAX_REGIONS};
-use crate::ring::{CompletionBatch, Ring, Sqe};
-use crate::shim::{self, IntervalRaw, MmRaw, PageRaw, RangeRaw};
+use crate::protocol::rebuild::RebuildError;
+use crate::protocol::region::{chunk_count_for, Access, ChunkState, RegionError, RegionHandle};
+use crate::region_slots::{RegionSlots, MAX_REGIONS};
+use crate::ring::Ring;
+use crate::shim::{self, MmRaw, PageRaw};
 use crate::stats::Counters;
 use crate::trace;
 use crate::uapi;
+
+mod describe;
+mod invalidation;
+mod platform;
+mod rebuild;
+mod run;
+
+use invalidation::zap_work_fn;
+use rebuild::{rebuild_work_fn, OwnerWaiting};
+use run::Aside;
 
 /// Commands the engine sets aside at most (`overtake.rs`): past that, the
 /// command that would be set aside stays in the ring and the queue waits.
@@ -219,23 +224,6 @@ pub(crate) struct Queue {
 unsafe impl Send for Queue {}
 // SAFETY: as above.
 unsafe impl Sync for Queue {}
-
-/// A command the engine set aside (`overtake.rs`) and where it was in the
-/// ring: `sq_head` stays there until it completes ([`Ring::hold_head`]).
-#[derive(Clone, Copy)]
-struct Aside {
-    sqe: Sqe,
-    index: u32,
-}
-
-/// How [`Queue::execute_one`] left a command.
-enum Step {
-    /// It ran or failed: post this completion.
-    Done { status: u32, result: u64 },
-    /// It waits for a rebuild of chunks it needs: set it aside with the
-    /// chunks it touches.
-    Waits(Footprints),
-}
 
 impl ContextLock for KMutex<LockKey> {
     type Guard<'a> = KMutexGuard<'a, LockKey>;
@@ -468,114 +456,6 @@ impl Queue {
         !self.mm.has_users()
     }
 
-    /// The debugfs `queues` lines of this queue: a `queue` line, then one
-    /// `region` line per registered region (format: docs/user.md). Takes L.
-    pub(crate) fn describe(&self, out: &mut impl core::fmt::Write) -> core::fmt::Result {
-        let (mut regions, mut registered, mut mapped) = (0u32, 0u64, 0u64);
-        {
-            let key = self.lock.lock();
-            for info in self.ctx.regions(&key) {
-                regions += 1;
-                registered += info.desc.len;
-                mapped += info.pages * PAGE_SIZE;
-            }
-        }
-        let state = if self.revoked.load(Ordering::Relaxed) || self.ctx.is_released() {
-            "dead"
-        } else if self.is_orphaned() {
-            "exited"
-        } else if self.ctx.gate().is_stale() {
-            "stale"
-        } else {
-            "running"
-        };
-        let (backing, pinned) = match self.backing {
-            Backing::Pin => ("pin", mapped),
-            Backing::Mirror => ("mirror", 0),
-        };
-        let policy = match self.config.policy {
-            Policy::Strict => "strict",
-            Policy::Filtered => "filtered",
-        };
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let st = &self.stats;
-        write!(out, "queue {} pid {} comm ", self.owner_id, self.owner_pid)?;
-        write_comm(out, &self.owner_comm)?;
-        writeln!(
-            out,
-            " backing {backing} policy {policy} state {state} region_count {regions} registered_bytes {registered} \
-             mapped_bytes {mapped} pinned_bytes {pinned} commands_ok {} commands_failed {} invalidations {} \
-             teardowns {} rebuilds {} faults {} zaps {} set_aside {} ring_held {} evictions {} device_share {}",
-            get(&st.commands_ok),
-            get(&st.commands_failed),
-            get(&st.invalidations),
-            get(&st.teardowns),
-            get(&st.rebuilds),
-            get(&st.faults),
-            get(&st.zaps),
-            self.set_aside_len.load(Ordering::Relaxed),
-            u8::from(self.ring_held.load(Ordering::Relaxed)),
-            get(&st.evictions),
-            self.config.device_share,
-        )?;
-        // The region lines, a few at a time: copied under L into a small
-        // array (nothing may allocate under L, whose invalidation callback
-        // reclaim can call), written out after it.
-        let mut next_slot = 0;
-        loop {
-            let mut lines: [Option<RegionInfo>; 16] = [None; 16];
-            {
-                let key = self.lock.lock();
-                for (line, info) in lines.iter_mut().zip(self.ctx.regions_from(&key, next_slot)) {
-                    next_slot = info.desc.handle.slot() + 1;
-                    *line = Some(info);
-                }
-            }
-            if lines[0].is_none() {
-                return Ok(());
-            }
-            for info in lines.iter().flatten() {
-                self.describe_region(out, info)?;
-            }
-        }
-    }
-
-    /// One `region` line of [`Self::describe`].
-    fn describe_region(&self, out: &mut impl core::fmt::Write, info: &RegionInfo) -> core::fmt::Result {
-        let d = &info.desc;
-        let access = match (d.access.contains(Access::READ), d.access.device_writes()) {
-            (true, true) => "rw",
-            (false, true) => "w",
-            _ => "r",
-        };
-        let state = match info.state {
-            StateKind::Pending => "pending",
-            StateKind::Unmapped => "unmapped",
-            StateKind::Partial { .. } => "partial",
-            StateKind::Mapped { .. } => "mapped",
-            StateKind::Dead => "dead",
-        };
-        writeln!(
-            out,
-            "region {} queue {} addr {:#x} len {} access {access} chunk_bytes {} chunks {} mapped_chunks {} \
-             dead_chunks {} mapped_bytes {} state {state}",
-            d.handle.to_raw(),
-            self.owner_id,
-            d.start,
-            d.len,
-            d.chunk_bytes(),
-            d.chunk_count(),
-            info.mapped_chunks,
-            info.dead_chunks,
-            info.pages * PAGE_SIZE,
-        )?;
-        Ok(())
-    }
-
-    fn platform(&self, mmap_locked: bool) -> QueuePlatform<'_> {
-        QueuePlatform { q: self, mmap_locked }
-    }
-
     fn wq(&self) -> *mut bindings::wait_queue_head {
         self.wq.get()
     }
@@ -656,53 +536,6 @@ impl Queue {
         }
     }
 
-    fn rebuild(&self, platform: &QueuePlatform<'_>) -> core::result::Result<RebuildReport, RebuildError> {
-        let mm = self.mm.id();
-        trace::rebuild_start(mm, platform.mmap_locked);
-        let start = now_ns();
-        let report = rebuild(&self.ctx, &self.lock, platform, &self.config);
-        let end = now_ns();
-        match &report {
-            Ok(r) => {
-                self.count(|c| &c.rebuilds, u64::from(r.mapped));
-                self.count(|c| &c.rebuild_retries, u64::from(r.retries));
-                self.count(|c| &c.evictions, u64::from(r.evicted));
-                if r.mapped > 0 {
-                    self.record(Kind::Rebuild, end - start);
-                }
-                trace::rebuild_end(mm, r.mapped, r.pages_pinned, r.retries, 0);
-            }
-            Err(e) => trace::rebuild_end(mm, 0, 0, 0, rebuild_error_code(e)),
-        }
-        if !self.ctx.gate().is_stale() {
-            let since = self.stale_since.swap(0, Ordering::Relaxed);
-            if since != 0 {
-                self.record(Kind::Paused, end.saturating_sub(since));
-                trace::queue_state(mm, false);
-            }
-        }
-        // Advisory for user space; the gate is the truth.
-        self.ring.set_flag(uapi::WARPQ_RING_STALE, self.ctx.gate().is_stale());
-        // Whatever happened, the gate may have reopened: the engine and
-        // waiters re-check their conditions.
-        self.wake_all();
-        report
-    }
-
-    /// From an ioctl of this queue's own mm: rebuild if an invalidation tore
-    /// something down, so that a caller that never touches the ring (WAIT)
-    /// still makes progress.
-    pub(crate) fn rebuild_if_stale(&self) -> Result {
-        if !self.ctx.gate().is_stale() {
-            return Ok(());
-        }
-        injected_rebuild_delay();
-        match self.rebuild(&self.platform(false)) {
-            Ok(_) | Err(RebuildError::Released) => Ok(()),
-            Err(_) => Err(EAGAIN),
-        }
-    }
-
     /// REGISTER: `[addr, addr + len)` with `access`, pinned and mapped before
     /// this returns. Called from an ioctl of the queue's mm, without the
     /// mmap lock (inserting the notifier takes it).
@@ -750,7 +583,7 @@ impl Queue {
         }
         let desc = {
             let mut key = self.lock.lock();
-            if self.ctx.regions(&key).count() >= max_regions() {
+            if self.ctx.region_count(&key) >= max_regions() {
                 return Err(ENOSPC);
             }
             let request = RegionRequest { start: addr, len, access, chunks };
@@ -759,8 +592,9 @@ impl Queue {
         let slot = match self.slots.get_or_alloc(desc.handle.slot(), self) {
             Ok(slot) => slot,
             Err(e) => {
-                let mut key = self.lock.lock();
-                let _ = self.ctx.unregister(&mut key, &platform, &self.config, desc.handle);
+                // Undone whatever the engine does: past the drain timeout
+                // the queue is reset rather than the region left behind.
+                let _ = self.remove_region(desc.handle, true);
                 return Err(e);
             }
         };
@@ -776,8 +610,8 @@ impl Queue {
             shim::warpq_interval_insert(slot.sub.get().cast(), self.mm.as_ptr(), addr as c_ulong, len as c_ulong)
         };
         if ret != 0 {
-            let mut key = self.lock.lock();
-            let _ = self.ctx.unregister(&mut key, &platform, &self.config, desc.handle);
+            // As above; the notifier is not inserted, so none is removed.
+            let _ = self.remove_region(desc.handle, true);
             return Err(kernel::error::Error::from_errno(ret));
         }
         slot.ever_inserted.store(true, Ordering::Release);
@@ -988,465 +822,12 @@ impl Queue {
         }
     }
 
-    /// STATS: this queue's counters and histograms into `out`.
-    pub(crate) fn stats_into(&self, out: &mut uapi::warpq_stats) {
-        self.stats.snapshot_into(out);
-        for (kind, row) in out.hist.iter_mut().enumerate() {
-            for (b, bucket) in row.iter_mut().enumerate() {
-                *bucket = self.hist.get(kind, b);
-            }
-        }
-    }
-
-    /// Adds a sample to one histogram of the queue and of its device.
-    fn record(&self, kind: Kind, ns: u64) {
-        self.hist.record(kind, ns);
-        self.dev.hist.record(kind, ns);
-    }
-
-    /// Adds `by` to one counter of the queue and of its device.
-    fn count(&self, which: fn(&Counters) -> &AtomicU64, by: u64) {
-        which(&self.stats).fetch_add(by, Ordering::Relaxed);
-        which(&self.dev.stats).fetch_add(by, Ordering::Relaxed);
-    }
-
     /// WAKE: the engine may be asleep (`WARPQ_RING_NEED_WAKEUP`).
     pub(crate) fn wake(&self) -> Result {
         self.check_live()?;
         self.rebuild_for_submitter()?;
         self.wake_all();
         Ok(())
-    }
-
-    /// SUBMIT and WAKE on a stale queue. With the rebuild worker on, they
-    /// queue it and return: a submitter does not pay for the rebuild of a
-    /// chunk another stream's command waits for (B7: with the rebuild
-    /// inline, every WAKE of a busy queue cost a 2 MiB rebuild, and the
-    /// streams on unaffected chunks starved). Without it they rebuild, as
-    /// WAIT does; a rebuild that collides with ongoing invalidations is not
-    /// an error here: the queue stays stale and the next WAIT, WAKE or touch
-    /// of the ring retries.
-    fn rebuild_for_submitter(&self) -> Result {
-        if !self.ctx.gate().is_stale() || self.schedule_rebuild() {
-            return Ok(());
-        }
-        match self.rebuild_if_stale() {
-            Err(e) if e == EAGAIN => Ok(()),
-            other => other,
-        }
-    }
-
-    /// Whether the engine could run a command now (the pool's test before
-    /// it claims the queue): CQ room, a gate that admits it, and either
-    /// submissions it may take or set-aside commands worth a retry (the
-    /// queue is no longer stale, or a rebuild ran since the last retry).
-    pub(crate) fn engine_has_work(&self) -> bool {
-        let gate = self.ctx.gate().snapshot();
-        if !gate.admits_engine() || self.ring.cq_space() == 0 {
-            return false;
-        }
-        let from_ring = self.ring.sq_pending() > 0 && !self.ring_held.load(Ordering::Acquire);
-        let retry = self.set_aside_len.load(Ordering::Acquire) > 0
-            && (!gate.stale || self.ctx.chunks_resolved() != self.retried_at.load(Ordering::Relaxed));
-        from_ring || retry
-    }
-
-    /// One batch of this queue's commands, by the pool worker that claimed
-    /// it.
-    pub(crate) fn run_engine_batch(&self) {
-        self.engine_run(&self.platform(false));
-    }
-
-    /// Executes one batch of commands (see [`CompletionBatch`]): first the
-    /// set-aside ones that can run now, then submissions from the ring,
-    /// while the gate lets the engine in; publishes their completions.
-    fn engine_run(&self, platform: &QueuePlatform<'_>) {
-        let mut batch = CompletionBatch::default();
-        {
-            let mut set_aside = self.set_aside.lock();
-            self.retry_set_aside(&mut set_aside, platform, &mut batch);
-            self.run_ring(&mut set_aside, platform, &mut batch);
-            if set_aside.is_empty() {
-                // Chunks reserved by commands that failed or were aborted
-                // after they waited become evictable again.
-                self.ctx.no_command_waits();
-            }
-            self.set_aside_len.store(set_aside.len() as u32, Ordering::Release);
-            self.ring.hold_head(set_aside.get(0).map(|a| a.index));
-        }
-        // Whatever ended the run (no more submissions, a full CQ, the gate
-        // closed, a rebuild to wait for), nothing posted stays unpublished.
-        self.publish_completions(&mut batch);
-    }
-
-    /// Retries the set-aside commands, oldest first, when a rebuild may
-    /// have mapped their chunks. One that shares a chunk with an older
-    /// set-aside command stays behind it.
-    fn retry_set_aside(
-        &self,
-        set_aside: &mut SetAside<Aside, SET_ASIDE_MAX>,
-        platform: &QueuePlatform<'_>,
-        batch: &mut CompletionBatch,
-    ) {
-        // Read before the pass: a chunk resolved during it is another reason
-        // to come back.
-        let resolved = self.ctx.chunks_resolved();
-        if set_aside.is_empty() || (self.ctx.gate().is_stale() && resolved == self.retried_at.load(Ordering::Relaxed)) {
-            return;
-        }
-        let mut index = 0;
-        while self.ring.cq_space() > 0 {
-            let (Some(aside), Some(then)) = (set_aside.get(index), set_aside.footprints(index)) else {
-                // Every one was looked at: nothing to retry until a chunk
-                // is resolved (or the queue is no longer stale). A pass
-                // cut short (CQ full, batch full, gate paused) leaves this
-                // unchanged, so the engine comes back for the rest.
-                self.retried_at.store(resolved, Ordering::Relaxed);
-                break;
-            };
-            let sqe = aside.sqe;
-            if batch.full_before(&sqe) {
-                break;
-            }
-            let Some(guard) = self.ctx.enter(platform) else { break };
-            let now = engine::footprints(&guard, &sqe);
-            if now != then {
-                // Its region was unregistered (and maybe registered again)
-                // since it was set aside: commands admitted past it may use
-                // what is there now. It fails, touching nothing.
-                drop(guard);
-                set_aside.remove(index);
-                self.ring.post_completion(sqe.user_data, uapi::WARPQ_STATUS_FAULT_UNREGISTERED, 0);
-                batch.posted(&sqe, uapi::WARPQ_STATUS_FAULT_UNREGISTERED);
-                continue;
-            }
-            if set_aside.blocks(index, &now) {
-                drop(guard);
-                index += 1;
-                continue;
-            }
-            match self.execute_one(guard, &sqe, platform) {
-                Step::Done { status, result } => {
-                    set_aside.remove(index);
-                    self.ring.post_completion(sqe.user_data, status, result);
-                    batch.posted(&sqe, status);
-                }
-                Step::Waits(_) => index += 1,
-            }
-        }
-    }
-
-    /// Takes submissions from the ring: runs them, sets them aside, or
-    /// leaves them there and holds the ring ([`SetAside::admit`]).
-    fn run_ring(
-        &self,
-        set_aside: &mut SetAside<Aside, SET_ASIDE_MAX>,
-        platform: &QueuePlatform<'_>,
-        batch: &mut CompletionBatch,
-    ) {
-        let mut held = false;
-        while self.ring.cq_space() > 0 {
-            let Some(sqe) = self.ring.peek_sqe() else { break };
-            if batch.full_before(&sqe) {
-                // The batch ends here; the pool comes back for the rest
-                // after the device's other queues had theirs.
-                break;
-            }
-            let Some(guard) = self.ctx.enter(platform) else { break };
-            if !set_aside.is_empty() {
-                let footprints = engine::footprints(&guard, &sqe);
-                match set_aside.admit(sqe.flags & uapi::WARPQ_SQE_UNORDERED != 0, &footprints) {
-                    Admission::Run => {}
-                    Admission::Wait => {
-                        held = true;
-                        break;
-                    }
-                    Admission::SetAside => {
-                        drop(guard);
-                        // Room: `admit` said so.
-                        let _ = set_aside.push(Aside { sqe, index: self.ring.take() }, footprints);
-                        continue;
-                    }
-                }
-            }
-            match self.execute_one(guard, &sqe, platform) {
-                Step::Done { status, result } => {
-                    self.ring.post(sqe.user_data, status, result);
-                    batch.posted(&sqe, status);
-                }
-                // Set aside until a rebuild maps its chunks; if the list is
-                // full it stays first in the ring and the queue waits.
-                Step::Waits(footprints) => {
-                    if set_aside.is_full() {
-                        held = true;
-                        break;
-                    }
-                    let _ = set_aside.push(Aside { sqe, index: self.ring.take() }, footprints);
-                }
-            }
-            // SAFETY: no precondition; the engine holds no spinlock here.
-            unsafe { shim::warpq_cond_resched() };
-        }
-        self.ring_held.store(held, Ordering::Release);
-    }
-
-    /// Runs one command inside the gate (`guard`, left here). A command
-    /// that needs an unmapped chunk asks for its rebuild and is not run:
-    /// the queue is stale until the rebuild worker maps the chunks, or
-    /// (worker off) the owner's next touch of the ring (zapped now) or
-    /// ioctl. A worker whose rebuild fails queues the zap itself.
-    fn execute_one(
-        &self,
-        guard: EngineGuard<'_, DmaMapping, MAX_REGIONS, QueuePlatform<'_>>,
-        sqe: &Sqe,
-        platform: &QueuePlatform<'_>,
-    ) -> Step {
-        use crate::protocol::gate::EngineExit;
-        match engine::execute(&guard, &self.dev, sqe) {
-            engine::Execution::Done(outcome) => {
-                let status = match guard.finish() {
-                    EngineExit::Completed => outcome.status,
-                    // A drain timed out and reset the queue while this
-                    // command ran: its result is void; report that, never
-                    // drop it.
-                    EngineExit::Abandoned => uapi::WARPQ_STATUS_ABORTED,
-                };
-                let result = if status == uapi::WARPQ_STATUS_OK { outcome.result } else { 0 };
-                Step::Done { status, result }
-            }
-            engine::Execution::NeedsRebuild { region, wanted } => {
-                let footprints = engine::footprints(&guard, sqe);
-                let exit = guard.request_rebuild(region, wanted);
-                if self.ctx.gate().is_stale() {
-                    self.note_stale();
-                }
-                if !self.schedule_rebuild() {
-                    platform.schedule_zap();
-                }
-                if exit == EngineExit::Abandoned {
-                    // A reset abandoned the queue meanwhile: report it, as
-                    // for a command that ran.
-                    Step::Done { status: uapi::WARPQ_STATUS_ABORTED, result: 0 }
-                } else {
-                    Step::Waits(footprints)
-                }
-            }
-        }
-    }
-
-    /// WARPQ_IOC_EVENTFD: the eventfd to signal per batch of completions
-    /// (`None`: stop signalling).
-    pub(crate) fn set_eventfd(&self, eventfd: Option<EventFd>) -> Result {
-        self.check_live()?;
-        let old = core::mem::replace(&mut *self.eventfd.lock(), eventfd);
-        // Released outside E.
-        drop(old);
-        Ok(())
-    }
-
-    fn signal_eventfd(&self) {
-        if let Some(eventfd) = &*self.eventfd.lock() {
-            eventfd.signal();
-        }
-    }
-
-    /// Publishes the posted completions, then one wake-up for all of them
-    /// (WAIT, poll and epoll, the eventfd).
-    fn publish_completions(&self, batch: &mut CompletionBatch) {
-        let published = self.ring.publish();
-        // Counted once visible: STATS never counts a completion user space
-        // cannot see yet (the fuzzer takes its count for the kernel's index).
-        for (status, n) in batch.statuses() {
-            self.stats.completions(status, n);
-            self.dev.stats.completions(status, n);
-        }
-        *batch = CompletionBatch::default();
-        if published > 0 {
-            self.signal_eventfd();
-            self.wake_waiters();
-        }
-    }
-
-    /// At shutdown: every submission still in the ring completes as aborted,
-    /// and the ring says the queue is dead. At most one ring's worth: user
-    /// space may keep publishing entries and consuming completions while
-    /// this runs, and must not be able to keep the engine (and with it
-    /// close, exit and unbind) here.
-    fn abort_pending(&self) {
-        self.ring.set_flag(uapi::WARPQ_RING_DEAD, true);
-        {
-            // The set-aside commands first: they were submitted before
-            // what is left in the ring.
-            let mut set_aside = self.set_aside.lock();
-            while self.ring.cq_space() > 0 {
-                let Some(aside) = set_aside.remove(0) else { break };
-                self.ring.post_completion(aside.sqe.user_data, uapi::WARPQ_STATUS_ABORTED, 0);
-            }
-            self.set_aside_len.store(set_aside.len() as u32, Ordering::Release);
-            // What did not fit the CQ stays visible as not consumed.
-            self.ring.hold_head(set_aside.get(0).map(|a| a.index));
-        }
-        for _ in 0..uapi::WARPQ_SQ_ENTRIES {
-            if self.ring.cq_space() == 0 {
-                break;
-            }
-            let Some(sqe) = self.ring.peek_sqe() else { break };
-            self.ring.post(sqe.user_data, uapi::WARPQ_STATUS_ABORTED, 0);
-        }
-        let aborted = self.ring.publish();
-        self.stats.completions(uapi::WARPQ_STATUS_ABORTED, u64::from(aborted));
-        self.dev.stats.completions(uapi::WARPQ_STATUS_ABORTED, u64::from(aborted));
-        if aborted > 0 {
-            self.signal_eventfd();
-        }
-        self.wake_waiters();
-    }
-
-    /// The queue went stale (a command waits for a rebuild): the ring's
-    /// advisory flag, the start of the paused time (histogram `paused_ns`,
-    /// recorded when a rebuild reopens it) and the queue-state event.
-    fn note_stale(&self) {
-        self.ring.set_flag(uapi::WARPQ_RING_STALE, true);
-        if self.stale_since.compare_exchange(0, now_ns().max(1), Ordering::Relaxed, Ordering::Relaxed).is_ok() {
-            trace::queue_state(self.mm.id(), true);
-        }
-    }
-
-    /// Queues the rebuild worker, if the `rebuild_worker` parameter is on;
-    /// says whether it did.
-    fn schedule_rebuild(&self) -> bool {
-        // SAFETY: reads a module parameter; no precondition.
-        let on = unsafe { shim::warpq_param_rebuild_worker() };
-        if on {
-            // SAFETY: initialised in `new`; cancelled before the queue goes.
-            unsafe { shim::warpq_work_schedule(self.rebuild_work.get()) };
-        }
-        on
-    }
-
-    /// The rebuild worker: maps the chunks commands wait for, so that a
-    /// process that only sleeps (in epoll, say) still progresses. Runs in a
-    /// kernel worker: the pin and mirror paths take `mmget_not_zero` and the
-    /// mmap lock themselves, and the `pin` charge is held to the limit the
-    /// registering task had.
-    fn rebuild_from_worker(&self) {
-        if !self.ctx.gate().is_stale() || self.ctx.is_released() || self.revoked.load(Ordering::SeqCst) {
-            return;
-        }
-        // The owner waits in WAIT, which rebuilds in its own time: wake it
-        // (the engine, which queued this worker, does not); it retries a
-        // stale queue every few ms, and queues this worker again when it
-        // leaves.
-        // Pairs with the fence in `OwnerWaiting::drop` (store buffering:
-        // the engine set STALE, then queued this worker; the WAIT leaving
-        // decrements, then reads STALE): one of the two sees the other.
-        fence(Ordering::SeqCst);
-        if self.owner_waiting.load(Ordering::SeqCst) > 0 {
-            self.rebuild_kicks.fetch_add(1, Ordering::SeqCst);
-            self.wake_waiters();
-            return;
-        }
-        if !self.mm.has_users() {
-            return;
-        }
-        injected_rebuild_delay();
-        let _ = self.rebuild(&self.platform(false));
-    }
-
-    /// The zap worker: makes the next touch of the queue's mappings fault.
-    fn zap(&self) {
-        if !self.ctx.zap_needed() {
-            return;
-        }
-        self.count(|c| &c.zaps, 1);
-        trace::zap(self.mm.id());
-        for m in &self.ring_mappings {
-            let addr = m.load(Ordering::Relaxed);
-            if addr != 0 {
-                // SAFETY: the mm is held by `self.mm`; the shim takes a user
-                // reference and the mmap lock, and zaps only a vma that is
-                // still a queue mapping of our file.
-                unsafe { shim::warpq_zap_queue_mapping(self.mm.as_ptr(), addr as c_ulong, self.file_private) };
-            }
-        }
-    }
-
-    /// The interval notifier callback of `slot`.
-    fn invalidate(&self, slot: &RegionSlot, range: *const RangeRaw, cur_seq: u64) -> bool {
-        // SAFETY: written before the notifier was inserted; not changed
-        // until it is removed (which waits for this callback).
-        let Some(region) = (unsafe { *slot.desc.get() }) else {
-            return true;
-        };
-        let (mut start, mut end, mut event) = (0, 0, 0);
-        // SAFETY: `range` is the callback's valid range.
-        let blockable = unsafe {
-            shim::warpq_range_info(range, &mut start, &mut end, &mut event);
-            shim::warpq_range_blockable(range)
-        };
-        let event_kind = Event::from_raw(event);
-        // Only a filtered PROTECTION_VMA on a device-writable region asks
-        // whether the VMAs kept write (NUMA hinting's scans do).
-        let write_kept = event_kind == Event::ProtectionVma
-            && self.config.policy == Policy::Filtered
-            && region.access.device_writes()
-            && {
-                let lo = (start as u64).max(region.start);
-                let hi = (end as u64).min(region.end());
-                // SAFETY: `range` is the callback's valid range; the shim
-                // walks VMAs only if the mmap lock of `range->mm` is held.
-                lo < hi && unsafe { shim::warpq_range_keeps_write(range, lo as c_ulong, hi as c_ulong) }
-            };
-        let inv = Invalidation {
-            region,
-            cur_seq,
-            start: start as u64,
-            end: end as u64,
-            event: event_kind,
-            blockable,
-            owner_is_us: false,
-            write_kept,
-        };
-        let notifier = slot as *const RegionSlot as usize;
-        let mm = self.mm.id();
-        trace::invalidate_start(notifier, mm, start as u64, end as u64, event);
-        let t0 = now_ns();
-        let report = invalidate(&self.ctx, &self.lock, &self.platform(false), &self.config, &inv);
-        let took = now_ns().saturating_sub(t0);
-        use crate::protocol::teardown::InvalidateOutcome as O;
-        let (outcome, pages, drain_ns, timed_out) = match report.outcome {
-            O::Ignored(_) => (trace::InvalidateOutcome::Ignored, 0, 0, false),
-            O::NothingMapped => (trace::InvalidateOutcome::NothingMapped, 0, 0, false),
-            O::CannotProceed => (trace::InvalidateOutcome::CannotProceed, 0, 0, false),
-            O::TornDown { pages_unpinned, drain, drain_ns, .. } => (
-                trace::InvalidateOutcome::TornDown,
-                pages_unpinned,
-                drain_ns,
-                matches!(drain, crate::protocol::context::DrainReport::Reset { .. }),
-            ),
-            O::WrongLock => (trace::InvalidateOutcome::Error, 0, 0, false),
-        };
-        if !matches!(report.outcome, O::Ignored(_)) {
-            self.record(Kind::Invalidate, took);
-        }
-        if matches!(outcome, trace::InvalidateOutcome::TornDown) {
-            self.record(Kind::Drain, drain_ns);
-        }
-        trace::invalidate_end(notifier, mm, event, outcome, pages, drain_ns, timed_out);
-        self.stats.invalidation(event);
-        self.dev.stats.invalidation(event);
-        match report.outcome {
-            crate::protocol::teardown::InvalidateOutcome::Ignored(_) => self.count(|c| &c.ignored_by_policy, 1),
-            crate::protocol::teardown::InvalidateOutcome::TornDown { drain, .. } => {
-                self.count(|c| &c.teardowns, 1);
-                self.count(|c| &c.drains, 1);
-                if matches!(drain, crate::protocol::context::DrainReport::Reset { .. }) {
-                    self.count(|c| &c.drain_timeouts, 1);
-                }
-            }
-            _ => {}
-        }
-        report.callback_result()
     }
 }
 
@@ -1471,40 +852,6 @@ impl PinnedDrop for Queue {
     }
 }
 
-/// A WAIT of the queue's owner in progress (`Queue::owner_waiting`). When
-/// the last one leaves with the queue still stale, the worker takes over.
-struct OwnerWaiting<'a>(&'a Queue);
-
-impl<'a> OwnerWaiting<'a> {
-    fn enter(q: &'a Queue) -> Self {
-        q.owner_waiting.fetch_add(1, Ordering::SeqCst);
-        OwnerWaiting(q)
-    }
-}
-
-impl Drop for OwnerWaiting<'_> {
-    fn drop(&mut self) {
-        // Store buffering with the worker (`rebuild_from_worker`): it
-        // read STALE (set before it was queued), fences, reads this count;
-        // this decrements, fences, reads STALE. With both fences either it
-        // sees no WAIT and rebuilds, or this sees the queue stale and
-        // queues it again.
-        let last = self.0.owner_waiting.fetch_sub(1, Ordering::SeqCst) == 1;
-        fence(Ordering::SeqCst);
-        if last && self.0.ctx.gate().is_stale() {
-            self.0.schedule_rebuild();
-        }
-    }
-}
-
-/// A negative code for the rebuild tracepoint.
-fn rebuild_error_code(e: &RebuildError) -> i32 {
-    match e {
-        RebuildError::Released => -(bindings::ESRCH as i32),
-        _ => -(bindings::EAGAIN as i32),
-    }
-}
-
 fn region_errno(e: RegionError) -> kernel::error::Error {
     match e {
         RegionError::Busy => EBUSY,
@@ -1513,23 +860,12 @@ fn region_errno(e: RegionError) -> kernel::error::Error {
         RegionError::TableFull => ENOSPC,
         RegionError::Released => ESRCH,
         // The chunk states allocated by `register_locked` do not fit: a
-        // driver bug, not the caller's.
-        RegionError::BadChunkStorage => ENOMEM,
+        // driver bug, logged.
+        RegionError::BadChunkStorage => {
+            pr_warn!("warpq: a REGISTER's chunk states do not fit its region (driver bug)\n");
+            EINVAL
+        }
         _ => EINVAL,
-    }
-}
-
-/// A monotonic clock in nanoseconds.
-/// Fault injection (`fail_rebuild_delay_ms`, tests only): a rebuild of the
-/// chunks commands wait for, by the worker or an ioctl, sleeps first. The
-/// caller holds no lock.
-fn injected_rebuild_delay() {
-    // SAFETY: reads a module parameter; no precondition.
-    let delay_ms = unsafe { shim::warpq_param_fail_rebuild_delay_ms() };
-    if delay_ms != 0 {
-        // SAFETY: the callers (the rebuild worker, an ioctl) may sleep and
-        // hold no lock.
-        unsafe { bindings::msleep(delay_ms) };
     }
 }
 
@@ -1543,202 +879,4 @@ pub(crate) unsafe extern "C" fn call_cond(arg: *const c_void) -> bool {
     // SAFETY: the callers pass a pointer to a live `&dyn Fn() -> bool`.
     let cond = unsafe { &*(arg as *const &dyn Fn() -> bool) };
     cond()
-}
-
-unsafe extern "C" fn rebuild_work_fn(work: *mut bindings::work_struct) {
-    // SAFETY: `work` is the `rebuild_work` field of a live queue (the queue
-    // cancels the work before it is freed).
-    let queue = unsafe { &*kernel::container_of!(work.cast::<Opaque<bindings::work_struct>>(), Queue, rebuild_work) };
-    queue.rebuild_from_worker();
-}
-
-/// A task's `comm` as one word: bytes up to the NUL, with space, backslash
-/// and non-printing bytes as `\xNN`.
-fn write_comm(out: &mut impl core::fmt::Write, comm: &[u8]) -> core::fmt::Result {
-    for &b in comm.iter().take_while(|&&b| b != 0) {
-        if b.is_ascii_graphic() && b != b'\\' {
-            out.write_char(b as char)?;
-        } else {
-            write!(out, "\\x{b:02x}")?;
-        }
-    }
-    Ok(())
-}
-
-unsafe extern "C" fn zap_work_fn(work: *mut bindings::work_struct) {
-    // SAFETY: `work` is the `zap_work` field of a live queue (the queue
-    // cancels the work before it is freed).
-    let queue = unsafe { &*kernel::container_of!(work.cast::<Opaque<bindings::work_struct>>(), Queue, zap_work) };
-    queue.zap();
-}
-
-/// The interval-notifier callback (through the shim's ops).
-#[no_mangle]
-extern "C" fn warpq_rs_invalidate(sub: *mut IntervalRaw, range: *const RangeRaw, cur_seq: c_ulong) -> bool {
-    // SAFETY: `sub` is the `sub` field of a `RegionSlot` of a live queue:
-    // notifiers are removed before their queue is freed.
-    let (slot, queue) = unsafe { RegionSlots::from_notifier(sub.cast()) };
-    queue.invalidate(slot, range, cur_seq as u64)
-}
-
-/// The kernel services for the protocol core, as seen from one queue.
-struct QueuePlatform<'a> {
-    q: &'a Queue,
-    /// The caller holds the mm's mmap lock (the fault path).
-    mmap_locked: bool,
-}
-
-impl QueuePlatform<'_> {
-    fn sub(&self, region: &RegionDesc) -> Option<*mut IntervalRaw> {
-        let slot = self.q.slots.get(region.handle.slot())?;
-        if slot.ever_inserted.load(Ordering::Acquire) {
-            Some(slot.sub.get().cast())
-        } else {
-            None
-        }
-    }
-
-    /// Pins or mirrors, maps and unmaps this queue's chunks.
-    fn mapper(&self) -> ChunkMapper {
-        let q = self.q;
-        let limit = q.memlock_limit.load(Ordering::Relaxed);
-        ChunkMapper::new(q.dev.pdev.as_dev(), &q.mm, &q.user, limit, q.backing, self.mmap_locked)
-    }
-}
-
-impl Waiter for QueuePlatform<'_> {
-    fn now_ns(&self) -> u64 {
-        // SAFETY: no precondition.
-        unsafe { shim::warpq_ktime_ns() }
-    }
-
-    fn wait_until(&self, done: &dyn Fn() -> bool, deadline_ns: u64) -> bool {
-        let timeout = if deadline_ns == u64::MAX { u64::MAX } else { deadline_ns.saturating_sub(self.now_ns()) };
-        // SAFETY: the wait queue was initialised in `Queue::new`; `done`
-        // outlives the call.
-        unsafe {
-            shim::warpq_wait_until(self.q.wq(), call_cond, &done as *const &dyn Fn() -> bool as *const c_void, timeout)
-        }
-    }
-
-    fn wake(&self) {
-        self.q.wake_all();
-    }
-}
-
-impl Platform for QueuePlatform<'_> {
-    type Mapping = DmaMapping;
-
-    fn read_begin(&self, region: &RegionDesc) -> u64 {
-        match self.sub(region) {
-            // SAFETY: the notifier was initialised by an insertion and its mm
-            // is held by the queue; after a removal the value is stale and
-            // the core discards the rebuild (the region's generation changed).
-            Some(sub) => unsafe { shim::warpq_interval_read_begin(sub) as u64 },
-            None => 0,
-        }
-    }
-
-    fn read_retry(&self, region: &RegionDesc, seq: u64) -> bool {
-        match self.sub(region) {
-            // SAFETY: as in `read_begin`.
-            Some(sub) => unsafe { shim::warpq_interval_read_retry(sub, seq as c_ulong) },
-            None => true,
-        }
-    }
-
-    fn set_seq(&self, region: &RegionDesc, cur_seq: u64) {
-        if let Some(sub) = self.sub(region) {
-            // SAFETY: called from this notifier's callback with L held.
-            unsafe { shim::warpq_interval_set_seq(sub, cur_seq as c_ulong) };
-        }
-    }
-
-    fn pin_and_map(&self, region: &RegionDesc, chunk: usize, seq: u64) -> core::result::Result<DmaMapping, PinError> {
-        let (start, len) = region.chunk_range(chunk);
-        let mapped = self.mapper().map_chunk(self.sub(region), start, len, region.access.device_writes(), seq)?;
-        self.q.record(Kind::Pin, mapped.pin_ns);
-        self.q.record(Kind::Map, mapped.map_ns);
-        let n = mapped.mapping.pages();
-        self.q.stats.pinned(n);
-        self.q.dev.stats.pinned(n);
-        Ok(mapped.mapping)
-    }
-
-    fn unmap_and_unpin(&self, mapping: DmaMapping, dirty: bool) {
-        let mapper = self.mapper();
-        // A stuck edu transfer may still reach this mapping's pages: the
-        // device's quarantine keeps them (and the IOVAs) until it is idle
-        // again or quiesced (edu.rs).
-        let mut mapping = if self.q.dev.edu.is_stuck() {
-            let held = self.q.dev.hold_if_reached(mapping, |m| {
-                mapper.prepare_for_quarantine(m, dirty);
-                self.q.stats.unpinned(m.pages());
-            });
-            match held {
-                Ok(()) => return,
-                Err(mapping) => mapping,
-            }
-        } else {
-            mapping
-        };
-        let t0 = now_ns();
-        // The engine is drained (the core's contract): the device no longer
-        // uses these addresses.
-        mapper.unmap_dma(&mut mapping);
-        let t1 = now_ns();
-        if dirty {
-            mapping.mark_dirty();
-        }
-        let n = mapping.pages();
-        mapper.release_pages(&mut mapping);
-        let t2 = now_ns();
-        self.q.record(Kind::Unmap, t1 - t0);
-        self.q.record(Kind::Unpin, t2 - t1);
-        trace::unmap_unpin(self.q.mm.id(), n, t1 - t0, t2 - t1);
-        self.q.stats.unpinned(n);
-        self.q.dev.stats.unpinned(n);
-    }
-
-    fn discard_unpublished(&self, mut mapping: DmaMapping) {
-        // Never published, so never used by the device: nothing to mark
-        // dirty, and not a teardown (the unmap_ns/unpin_ns histograms and
-        // the unmap_unpin event are a teardown's).
-        let mapper = self.mapper();
-        mapper.unmap_dma(&mut mapping);
-        let n = mapping.pages();
-        mapper.release_pages(&mut mapping);
-        self.q.stats.unpinned(n);
-        self.q.dev.stats.unpinned(n);
-    }
-
-    fn schedule_zap(&self) {
-        // SAFETY: initialised in `Queue::new`; cancelled before the queue goes.
-        unsafe { shim::warpq_work_schedule(self.q.zap_work.get()) };
-        // A teardown made the queue stale: waiters in WAIT go rebuild.
-        self.q.note_stale();
-        self.q.wake_all();
-    }
-
-    fn engine_reset(&self) {
-        self.q.wake_all();
-    }
-
-    fn resumed(&self) {
-        // The pool's sleeper re-checks for work after it set its flags; this
-        // check follows our own resume (an RMW of the gate word), so one of
-        // the two sees the other. No work, no kick: an idle queue's
-        // invalidations stay cheap (B2).
-        if self.q.engine_has_work() {
-            self.q.dev.pool.kick();
-        }
-    }
-
-    fn drain_started(&self, in_flight: u32, timeout_ns: u64) {
-        trace::drain_start(self.q.mm.id(), in_flight, timeout_ns);
-    }
-
-    fn drain_finished(&self, abandoned: u32, ns: u64) {
-        trace::drain_end(self.q.mm.id(), abandoned, ns);
-    }
 }

@@ -8,7 +8,8 @@
 //! needs one (under R) and freed with the queue. A page never moves or goes
 //! while its queue lives, so a rebuild may read any slot's notifier (its
 //! sequence) while a REGISTER or UNREGISTER of another runs, and the
-//! notifier callback finds its queue from the slot alone.
+//! notifier callback finds its queue from the slot alone (each slot knows
+//! its queue).
 //!
 //! Locking: the table of pages is written under R (`Queue::reg_lock`, see
 //! the lock order in `queue.rs`) and read without a lock (an acquire load
@@ -29,8 +30,7 @@ use crate::queue::Queue;
 /// lower it). The protocol core's region table has as many slots.
 pub(crate) const MAX_REGIONS: usize = 1024;
 
-/// Slots per allocation: about 2.5 KiB, built on the stack of the
-/// REGISTER that needs it.
+/// Slots per allocation (about 2.5 KiB, written in place).
 const SLOTS_PER_PAGE: usize = 16;
 const PAGES: usize = MAX_REGIONS / SLOTS_PER_PAGE;
 
@@ -38,8 +38,9 @@ const PAGES: usize = MAX_REGIONS / SLOTS_PER_PAGE;
 pub(crate) struct RegionSlot {
     /// Handed to `mmu_interval_notifier_insert()`; initialised by it.
     pub(crate) sub: Opaque<bindings::mmu_interval_notifier>,
-    /// This slot's index in its page, to find the page (and the queue) back.
-    index_in_page: usize,
+    /// The queue whose region this is, for the callback (the queue frees
+    /// the slot, so it outlives it).
+    queue: *const Queue,
     /// The region the notifier watches. Written before insertion and read by
     /// the callback; insertion and removal order the accesses.
     pub(crate) desc: UnsafeCell<Option<RegionDesc>>,
@@ -51,10 +52,10 @@ pub(crate) struct RegionSlot {
 }
 
 impl RegionSlot {
-    fn new(index_in_page: usize) -> Self {
+    fn new(queue: *const Queue) -> Self {
         Self {
             sub: Opaque::uninit(),
-            index_in_page,
+            queue,
             desc: UnsafeCell::new(None),
             inserted: AtomicBool::new(false),
             ever_inserted: AtomicBool::new(false),
@@ -62,10 +63,8 @@ impl RegionSlot {
     }
 }
 
+#[repr(C)]
 struct SlotPage {
-    /// The queue these slots belong to (it frees the page, so it outlives
-    /// it).
-    queue: *const Queue,
     slots: [RegionSlot; SLOTS_PER_PAGE],
 }
 
@@ -76,8 +75,8 @@ pub(crate) struct RegionSlots {
 
 // SAFETY: the pages are owned by this table and only shared as `&RegionSlot`
 // (whose mutable parts are atomics, or `desc`, written only under R while
-// the slot's notifier is out of the tree); the queue pointer is an identity
-// for the callback.
+// the slot's notifier is out of the tree); a slot's queue pointer is only
+// dereferenced by the notifier callback, while the queue lives.
 unsafe impl Send for RegionSlots {}
 // SAFETY: as above.
 unsafe impl Sync for RegionSlots {}
@@ -104,8 +103,16 @@ impl RegionSlots {
             return Ok(found);
         }
         let cell = self.pages.get(slot / SLOTS_PER_PAGE).ok_or(EINVAL)?;
-        let page = KBox::new(SlotPage { queue, slots: core::array::from_fn(RegionSlot::new) }, GFP_KERNEL)?;
-        let page = KBox::into_raw(page);
+        let mut page = KBox::<SlotPage>::new_uninit(GFP_KERNEL_ACCOUNT)?;
+        let slots = page.as_mut_ptr().cast::<RegionSlot>();
+        for i in 0..SLOTS_PER_PAGE {
+            // SAFETY: `slots` points to the page's array of `SLOTS_PER_PAGE`
+            // slots (its only field, `repr(C)`), valid for writes; each is
+            // written once.
+            unsafe { slots.add(i).write(RegionSlot::new(queue)) };
+        }
+        // SAFETY: the page's only field, its array, was written above.
+        let page = KBox::into_raw(unsafe { page.assume_init() });
         if let Err(_other) = cell.compare_exchange(core::ptr::null_mut(), page, Ordering::AcqRel, Ordering::Acquire) {
             // Another caller won (not under R: cannot happen, but harmless).
             // SAFETY: `page` came from `KBox::into_raw` above and was not
@@ -137,15 +144,8 @@ impl RegionSlots {
         // function's contract).
         let slot =
             unsafe { &*kernel::container_of!(sub.cast::<Opaque<bindings::mmu_interval_notifier>>(), RegionSlot, sub) };
-        // SAFETY: the slot is element `index_in_page` of its page's `slots`,
-        // so going back that many elements gives the array, a field of the
-        // page; the page's queue outlives it.
-        let queue = unsafe {
-            let first = (slot as *const RegionSlot).sub(slot.index_in_page);
-            let page = &*kernel::container_of!(first.cast::<[RegionSlot; SLOTS_PER_PAGE]>(), SlotPage, slots);
-            &*page.queue
-        };
-        (slot, queue)
+        // SAFETY: the slot's queue owns it, so it is alive while the slot is.
+        (slot, unsafe { &*slot.queue })
     }
 }
 

@@ -254,6 +254,16 @@ impl<M: Mapping, const N: usize> MmContext<M, N> {
         Regions { regions: &self.regions, next: if self.owns_key(key) { first_slot } else { N }, _key: key }
     }
 
+    /// How many regions are registered (caller holds `L`; 0 if `key` is not
+    /// this context's).
+    pub fn region_count(&self, key: &LockKey) -> usize {
+        if !self.owns_key(key) {
+            return 0;
+        }
+        // SAFETY: `key` proves `L` is held, so no writer runs concurrently.
+        unsafe { self.regions.len() }
+    }
+
     /// True if some region is pending, or a command waits for an unmapped
     /// chunk (caller holds `L`).
     pub fn needs_rebuild(&self, key: &LockKey) -> bool {

@@ -589,6 +589,11 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
                 used.add(i).write(AtomicU64::new(0));
                 reserved.add(i).write(AtomicU64::new(0));
             }
+            // Not `[0; N]` through the stack: outside loom the cell is a
+            // transparent wrapper, and an empty index is all zero.
+            #[cfg(not(loom))]
+            core::ptr::addr_of_mut!((*slot).order).write_bytes(0, 1);
+            #[cfg(loom)]
             core::ptr::addr_of_mut!((*slot).order).write(UnsafeCell::new(Order { len: 0, slots: [0; N] }));
             core::ptr::addr_of_mut!((*slot).mapped).write(UnsafeCell::new(0));
             core::ptr::addr_of_mut!((*slot).any_reserved).write(AtomicBool::new(false));
@@ -726,25 +731,34 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
 }
 
 impl<M: Mapping, const N: usize> RegionTable<M, N> {
-    /// Runs `f` on every live entry with its slot index, in slot order, until
-    /// it returns `Some`.
+    /// Runs `f` on every live entry with its slot index, in address order
+    /// (the index: as many steps as live regions, not slots), until it
+    /// returns `Some`.
     ///
     /// # Safety
     ///
     /// No writer may run concurrently: the caller holds `L` or is inside the
     /// gate, and the returned borrow must not outlive that.
     unsafe fn find_entry<'a, R>(&'a self, mut f: impl FnMut(usize, &'a Entry<M>) -> Option<R>) -> Option<R> {
-        for (index, cell) in self.slots.iter().enumerate().take(self.capacity()) {
-            // SAFETY: no concurrent writer (this function's contract), so a
-            // shared borrow of the slot for 'a is sound.
-            let slot: &'a Slot<M> = cell.with(|ptr| unsafe { &*ptr });
-            if let Some(entry) = &slot.entry {
-                if let Some(found) = f(index, entry) {
-                    return Some(found);
-                }
+        // SAFETY: forwarded contract.
+        for &index in unsafe { self.order() } {
+            let index = usize::from(index);
+            // SAFETY: forwarded contract.
+            if let Some(found) = unsafe { self.entry_at(index) }.and_then(|entry| f(index, entry)) {
+                return Some(found);
             }
         }
         None
+    }
+
+    /// How many regions are registered.
+    ///
+    /// # Safety
+    ///
+    /// As for reads: the caller holds `L` or is inside the gate.
+    pub(super) unsafe fn len(&self) -> usize {
+        // SAFETY: forwarded contract.
+        unsafe { self.order() }.len()
     }
 
     /// The live slots, sorted by their region's start.
@@ -814,6 +828,8 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
         self.order.with_mut(|ptr| {
             // SAFETY: exclusive access by this function's contract.
             let order = unsafe { &mut *ptr };
+            // A slot was free, so the index has room.
+            debug_assert!(order.len < N);
             if order.len < N {
                 order.slots.copy_within(at..order.len, at + 1);
                 // `index < capacity() <= 65536`.
@@ -850,6 +866,7 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
         self.mapped.with_mut(|ptr| {
             // SAFETY: exclusive access by this function's contract.
             let sum = unsafe { &mut *ptr };
+            debug_assert!(mapped || *sum >= bytes, "unmapping more than is mapped");
             *sum = if mapped { sum.saturating_add(bytes) } else { sum.saturating_sub(bytes) };
         });
     }
@@ -1349,19 +1366,18 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
             }
             previous_end = entry.desc.end();
         }
+        // Every slot, not the index: what the index may have missed.
         let (mut live, mut bytes) = (0usize, 0u64);
-        // SAFETY: forwarded contract.
-        unsafe {
-            self.find_entry(|_, entry| {
-                live += 1;
-                for (i, chunk) in entry.live_chunks().iter().enumerate() {
-                    if matches!(chunk, ChunkState::Mapped { .. }) {
-                        bytes += entry.desc.chunk_range(i).1;
-                    }
+        for index in 0..self.capacity() {
+            // SAFETY: forwarded contract.
+            let Some(entry) = (unsafe { self.entry_at(index) }) else { continue };
+            live += 1;
+            for (i, chunk) in entry.live_chunks().iter().enumerate() {
+                if matches!(chunk, ChunkState::Mapped { .. }) {
+                    bytes += entry.desc.chunk_range(i).1;
                 }
-                None::<()>
-            })
-        };
+            }
+        }
         if live != order.len() {
             return Err("the index misses a live slot");
         }

@@ -7,16 +7,18 @@
 use warpq_notifier::context::RegionRequest;
 use warpq_notifier::platform::Mapping;
 use warpq_notifier::policy::Event;
-use warpq_notifier::region::{Access, ChunkState, RegionDesc, MAX_CHUNKS};
+use warpq_notifier::region::{chunk_count_for, Access, ChunkState, RegionDesc, MIN_CHUNK_SHIFT};
 use warpq_notifier::teardown::Invalidation;
 
-/// A registration of `[start, start + len)`, with chunk states for as many
-/// chunks as a region can have (the driver allocates just what it needs).
+/// A registration of `[start, start + len)`, with as many chunk states as
+/// the region has chunks at the smallest chunk size (exactly what the
+/// driver allocates with the tests' `chunk_shift` of 16; an access past the
+/// region's chunks would fall off the end, as in the driver).
 pub(crate) fn request<M>(start: u64, len: u64, access: Access) -> RegionRequest<M>
 where
     M: Mapping<Chunks = Box<[ChunkState<M>]>>,
 {
-    let chunks = (0..MAX_CHUNKS).map(|_| ChunkState::Unmapped).collect();
+    let chunks = (0..chunk_count_for(len, MIN_CHUNK_SHIFT)).map(|_| ChunkState::Unmapped).collect();
     RegionRequest { start, len, access, chunks }
 }
 
