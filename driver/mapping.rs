@@ -14,15 +14,19 @@
 //! under L); the rest runs under L in a teardown (the lock-order table in
 //! `queue.rs` says what may).
 
+use core::ffi::c_long;
+use core::ptr::NonNull;
 use kernel::alloc::KVVec;
 use kernel::bindings;
+
 use kernel::ffi::c_ulong;
 use kernel::prelude::*;
 
-use crate::glue::mm::{MmGrab, UserRef};
+use crate::glue::mm::{MmGrab, MmUsers, MmapLock, UserRef};
 use crate::protocol::platform::{Mapping, PinError};
 use crate::protocol::region::ChunkState;
 use crate::shim::{self, DeviceRaw, IntervalRaw, MmRaw, PageRaw, SgTableRaw, UserRaw};
+use crate::vma_rules::range_has_queue_mapping;
 
 const PAGE_SIZE: u64 = kernel::page::PAGE_SIZE as u64;
 
@@ -269,9 +273,8 @@ impl ChunkMapper {
             mapping.mark_dirty();
         }
         if mapping.pinned {
-            // SAFETY: charged in `pin_pages` (as `charged` says); the user
-            // and the mm are held by the queue.
-            unsafe { shim::warpq_uncharge_pinned(self.user, self.mm, mapping.pages.len() as c_ulong, mapping.charged) };
+            // Charged in `pin_pages` (as `charged` says).
+            self.uncharge(mapping.pages.len(), mapping.charged);
             mapping.charged = false;
         }
         mapping.hold();
@@ -287,25 +290,19 @@ impl ChunkMapper {
         npages: usize,
         writes: bool,
     ) -> core::result::Result<(KVVec<*mut PageRaw>, bool), PinError> {
-        let (user, mm, limit) = (self.user, self.mm, self.memlock_limit);
+        let limit = self.memlock_limit;
         if npages as u64 > limit {
             // Larger than the whole RLIMIT_MEMLOCK (`u64::MAX` with
             // CAP_IPC_LOCK): evicting other chunks cannot make room.
             return Err(PinError::NeverFits);
         }
-        // SAFETY: the user and the mm are held by the queue.
-        let charge = unsafe { shim::warpq_charge_pinned(user, mm, npages as c_ulong, limit as c_ulong) };
-        if charge < 0 {
+        let Some(charged) = self.charge(npages) else {
             // Over RLIMIT_MEMLOCK: not the range's fault, and it may pass
             // later (other chunks evicted, the limit raised, other buffers
             // unregistered). REGISTER says ENOMEM, as io_uring and VFIO do.
             return Err(PinError::Transient);
-        }
-        let charged = charge > 0;
-        let uncharge = || {
-            // SAFETY: charged just above.
-            unsafe { shim::warpq_uncharge_pinned(user, mm, npages as c_ulong, charged) }
         };
+        let uncharge = || self.uncharge(npages, charged);
         let Ok(mut pages) = KVVec::<*mut PageRaw>::with_capacity(npages, GFP_KERNEL) else {
             uncharge();
             return Err(PinError::Transient);
@@ -315,19 +312,27 @@ impl ChunkMapper {
         let mut err: core::ffi::c_long = 0;
         while pages.len() < npages {
             let done = pages.len();
-            // SAFETY: `pages` has room for `npages - done` more pointers at
-            // its end; the mm is held by the queue; `mmap_locked` says
-            // whether this thread holds its lock.
-            let pinned = unsafe {
-                shim::warpq_pin_pages(
-                    mm,
-                    (start + done as u64 * PAGE_SIZE) as c_ulong,
-                    (npages - done) as c_ulong,
-                    writes,
-                    self.mmap_locked,
-                    pages.as_mut_ptr().add(done),
-                )
-            };
+            let (from, to) = (start + done as u64 * PAGE_SIZE, start + npages as u64 * PAGE_SIZE);
+            let room = pages.spare_capacity_mut().as_mut_ptr().cast::<*mut bindings::page>();
+            let pinned = self.with_mmap_read(|mm| {
+                // SAFETY: the mmap lock is held.
+                if unsafe { range_has_queue_mapping(mm, from, to) } {
+                    return -(bindings::EFAULT as c_long);
+                }
+                let flags = bindings::FOLL_LONGTERM | if writes { bindings::FOLL_WRITE } else { 0 };
+                // SAFETY: `room` has space for `npages - done` page pointers;
+                // the mm has a user reference and its mmap lock is held.
+                unsafe {
+                    bindings::pin_user_pages_remote(
+                        mm.as_ptr().cast(),
+                        from as c_ulong,
+                        (npages - done) as c_ulong,
+                        flags,
+                        room,
+                        core::ptr::null_mut(),
+                    ) as c_long
+                }
+            });
             if pinned <= 0 {
                 err = pinned;
                 break;
@@ -361,28 +366,102 @@ impl ChunkMapper {
         let Ok(mut pages) = KVVec::<*mut PageRaw>::with_capacity(npages, GFP_KERNEL) else {
             return Err(PinError::Transient);
         };
-        // SAFETY: both vectors have room for `npages` entries; the notifier
-        // was initialised by an insertion and its mm is held by the queue;
-        // `mmap_locked` says whether this thread holds its lock.
-        let ret = unsafe {
-            shim::warpq_mirror_pages(
-                sub,
-                self.mm,
-                start as c_ulong,
-                npages as c_ulong,
-                writes,
-                self.mmap_locked,
-                seq as c_ulong,
-                pfns.as_mut_ptr(),
-                pages.as_mut_ptr(),
-            )
-        };
+        let ret = self.with_mmap_read(|mm| {
+            // SAFETY: the mmap lock is held.
+            if unsafe { range_has_queue_mapping(mm, start, start + npages as u64 * PAGE_SIZE) } {
+                return -(bindings::EFAULT as c_long);
+            }
+            // SAFETY: both vectors have room for `npages` entries; the
+            // notifier was initialised by an insertion; the mm has a user
+            // reference and its mmap lock is held.
+            unsafe {
+                shim::warpq_mirror_pages(
+                    sub,
+                    mm.as_ptr(),
+                    start as c_ulong,
+                    npages as c_ulong,
+                    writes,
+                    seq as c_ulong,
+                    pfns.as_mut_ptr(),
+                    pages.as_mut_ptr(),
+                )
+            }
+        });
         if ret != 0 {
             return Err(pin_error(ret));
         }
         // SAFETY: on success the shim wrote all `npages` page pointers.
         unsafe { pages.set_len(npages) };
         Ok(pages)
+    }
+
+    /// Runs `f` with `mm`'s mmap lock held for reading: taken here, with a
+    /// user reference, unless this thread already holds it (the fault
+    /// path, in a task of the mm). `-ESRCH` if the process is gone.
+    fn with_mmap_read(&self, f: impl FnOnce(NonNull<MmRaw>) -> c_long) -> c_long {
+        let Some(mm) = NonNull::new(self.mm) else { return -(bindings::ESRCH as c_long) };
+        if self.mmap_locked {
+            return f(mm);
+        }
+        // SAFETY: the queue holds the mm (`MmGrab`) while its mapper is used.
+        let Some(users) = (unsafe { MmUsers::get(mm) }) else { return -(bindings::ESRCH as c_long) };
+        let _lock = MmapLock::lock(&users, false);
+        f(mm)
+    }
+
+    /// Charges `npages` long-term pins. To whom, against what: the user who
+    /// created the queue (`user->locked_vm`), against the RLIMIT_MEMLOCK
+    /// the registering task had (recorded at REGISTER), so a rebuild in a
+    /// kernel worker is held to the same limit, as io_uring does, and a
+    /// user's forked children share one budget instead of getting one per
+    /// mm. A limit of `u64::MAX` (the task had CAP_IPC_LOCK) charges
+    /// nothing. `mm->pinned_vm` is kept either way (`VmPin` in
+    /// `/proc/PID/status`). Returns whether the user was charged, `None`
+    /// over the limit. Lock-free, so the uncharge may run in an
+    /// invalidation.
+    fn charge(&self, npages: usize) -> Option<bool> {
+        let charged = self.memlock_limit != u64::MAX;
+        // SAFETY: the queue holds the user (`UserRef`); `locked_vm` is an
+        // atomic the kernel's own users update the same way.
+        if charged
+            && !unsafe {
+                shim::warpq_atomic_long_add_within(
+                    &raw mut (*self.user.cast::<bindings::user_struct>()).locked_vm,
+                    npages as c_ulong,
+                    self.memlock_limit as c_ulong,
+                )
+            }
+        {
+            return None;
+        }
+        // SAFETY: the queue holds the mm (`MmGrab`); `pinned_vm` is an atomic.
+        unsafe {
+            shim::warpq_atomic64_add(
+                &raw mut (*self.mm.cast::<bindings::mm_struct>()).__bindgen_anon_1.pinned_vm,
+                npages as i64,
+            )
+        };
+        Some(charged)
+    }
+
+    /// Undoes [`Self::charge`] of `npages` (`charged`: what it returned).
+    fn uncharge(&self, npages: usize, charged: bool) {
+        if charged {
+            // SAFETY: as in `charge`.
+            unsafe {
+                shim::warpq_atomic_long_sub(
+                    &raw mut (*self.user.cast::<bindings::user_struct>()).locked_vm,
+                    npages as c_ulong,
+                )
+            };
+        }
+        // SAFETY: as in `charge`.
+        unsafe {
+            shim::warpq_atomic64_add(
+                &raw mut (*self.mm.cast::<bindings::mm_struct>()).__bindgen_anon_1.pinned_vm,
+                -(npages as i64),
+            )
+        };
     }
 
     /// DMA-unmaps the chunk (one call: one IOVA range behind an IOMMU).
@@ -401,9 +480,7 @@ impl ChunkMapper {
         let n = mapping.pages.len();
         if mapping.pinned {
             unpin(&mut mapping.pages);
-            // SAFETY: charged in `pin_pages` (as `charged` says); the user and
-            // the mm are held by the queue.
-            unsafe { shim::warpq_uncharge_pinned(self.user, self.mm, n as c_ulong, mapping.charged) };
+            self.uncharge(n, mapping.charged);
         } else {
             // SAFETY: plain pointers, nothing to drop; no reference is held.
             unsafe { mapping.pages.set_len(0) };

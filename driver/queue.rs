@@ -235,6 +235,19 @@ impl ContextLock for KMutex<LockKey> {
     }
 }
 
+/// The RLIMIT_MEMLOCK of the calling (registering) task in pages, or
+/// `u64::MAX` if it has CAP_IPC_LOCK: what the `pin` backing charges this
+/// queue's pins against from now on.
+fn memlock_limit_pages() -> u64 {
+    // SAFETY: asks about the calling task's own credentials.
+    if unsafe { bindings::capable(bindings::CAP_IPC_LOCK as i32) } {
+        return u64::MAX;
+    }
+    // SAFETY: reads the calling task's own limit.
+    let bytes = unsafe { shim::warpq_rlimit_memlock() } as u64;
+    bytes / PAGE_SIZE
+}
+
 /// The module parameter `policy` (`filtered` by default), read when a
 /// queue is created.
 pub(crate) fn current_policy() -> Policy {
@@ -568,9 +581,7 @@ impl Queue {
 
     fn register_locked(&self, addr: u64, len: u64, access: Access) -> Result<u64> {
         self.check_live()?;
-        // SAFETY: reads the calling task's limit and capability.
-        let limit = unsafe { shim::warpq_memlock_limit_pages() };
-        self.memlock_limit.store(limit as u64, Ordering::Relaxed);
+        self.memlock_limit.store(memlock_limit_pages(), Ordering::Relaxed);
         let platform = self.platform(false);
         // The region's chunk states, allocated before L (nothing allocates
         // under it) and handed to the table, which frees them with the

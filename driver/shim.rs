@@ -74,7 +74,7 @@ extern "C" {
     pub(crate) fn warpq_param_fail_register_arm_delay_ms() -> c_uint;
     pub(crate) fn warpq_param_fail_rebuild_delay_ms() -> c_uint;
     pub(crate) fn warpq_param_fail_edu_stall() -> bool;
-    pub(crate) fn warpq_queue_limit_for_current() -> c_uint;
+    pub(crate) fn warpq_param_max_queues_per_user() -> c_uint;
 
     // PCI.
     pub(crate) fn warpq_pci_register_driver() -> c_int;
@@ -110,14 +110,20 @@ extern "C" {
     // The queue's vma (more to come: the zap worker).
     pub(crate) fn warpq_vma_setup(vma: *mut VmaRaw, size: c_ulong, private: *mut c_void) -> c_int;
 
-    // The zap worker's target.
-    pub(crate) fn warpq_zap_queue_mapping(mm: *mut MmRaw, addr: c_ulong, private: *mut c_void);
+    // How a queue vma is recognised (`vma_rules.rs`).
+    pub(crate) fn warpq_queue_vm_ops() -> *const bindings::vm_operations_struct;
 
     // mm references.
     pub(crate) fn warpq_current_mm() -> *mut MmRaw;
     pub(crate) fn warpq_mm_has_users(mm: *mut MmRaw) -> bool;
     pub(crate) fn warpq_mmgrab(mm: *mut MmRaw);
     pub(crate) fn warpq_mmdrop(mm: *mut MmRaw);
+    pub(crate) fn warpq_mmget_not_zero(mm: *mut MmRaw) -> bool;
+    pub(crate) fn warpq_mmput(mm: *mut MmRaw);
+    pub(crate) fn warpq_mmap_read_lock(mm: *mut MmRaw);
+    pub(crate) fn warpq_mmap_read_unlock(mm: *mut MmRaw);
+    pub(crate) fn warpq_mmap_write_lock(mm: *mut MmRaw);
+    pub(crate) fn warpq_mmap_write_unlock(mm: *mut MmRaw);
 
     // Locks, wait queues, time.
     pub(crate) fn warpq_mutex_init(lock: *mut bindings::mutex);
@@ -175,25 +181,16 @@ extern "C" {
     pub(crate) fn warpq_interval_read_retry(sub: *mut IntervalRaw, seq: c_ulong) -> bool;
     pub(crate) fn warpq_interval_set_seq(sub: *mut IntervalRaw, cur_seq: c_ulong);
     pub(crate) fn warpq_range_blockable(range: *const RangeRaw) -> bool;
-    pub(crate) fn warpq_range_keeps_write(range: *const RangeRaw, start: c_ulong, end: c_ulong) -> bool;
+    pub(crate) fn warpq_mmap_lock_held(mm: *mut MmRaw) -> bool;
     pub(crate) fn warpq_range_info(range: *const RangeRaw, start: *mut c_ulong, end: *mut c_ulong, event: *mut c_uint);
 
     // Pinning and DMA.
-    pub(crate) fn warpq_pin_pages(
-        mm: *mut MmRaw,
-        start: c_ulong,
-        nr: c_ulong,
-        write: bool,
-        mmap_locked: bool,
-        pages: *mut *mut PageRaw,
-    ) -> core::ffi::c_long;
     pub(crate) fn warpq_mirror_pages(
         sub: *mut IntervalRaw,
         mm: *mut MmRaw,
         start: c_ulong,
         nr: c_ulong,
         write: bool,
-        mmap_locked: bool,
         seq: c_ulong,
         pfns: *mut c_ulong,
         pages: *mut *mut PageRaw,
@@ -211,9 +208,10 @@ extern "C" {
     pub(crate) fn warpq_set_page_dirty(page: *mut PageRaw);
     pub(crate) fn warpq_get_page(page: *mut PageRaw);
     pub(crate) fn warpq_put_page(page: *mut PageRaw);
-    pub(crate) fn warpq_charge_pinned(user: *mut UserRaw, mm: *mut MmRaw, npages: c_ulong, limit: c_ulong) -> c_int;
-    pub(crate) fn warpq_memlock_limit_pages() -> c_ulong;
-    pub(crate) fn warpq_uncharge_pinned(user: *mut UserRaw, mm: *mut MmRaw, npages: c_ulong, charged: bool);
+    pub(crate) fn warpq_atomic_long_add_within(v: *mut bindings::atomic_long_t, n: c_ulong, limit: c_ulong) -> bool;
+    pub(crate) fn warpq_atomic_long_sub(v: *mut bindings::atomic_long_t, n: c_ulong);
+    pub(crate) fn warpq_atomic64_add(v: *mut bindings::atomic64_t, n: i64);
+    pub(crate) fn warpq_rlimit_memlock() -> c_ulong;
     pub(crate) fn warpq_current_user_get() -> *mut UserRaw;
     pub(crate) fn warpq_current_identity(comm: *mut u8) -> c_int;
     pub(crate) fn warpq_seq_write(m: *mut SeqFileRaw, data: *const c_void, len: usize);

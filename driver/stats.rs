@@ -110,4 +110,47 @@ impl Counters {
         out.invalidations_by_event = core::array::from_fn(|i| get(&self.by_event[i]));
         out.commands_by_status = core::array::from_fn(|i| get(&self.by_status[i]));
     }
+
+    /// The sysfs `stats` text (format: docs/user.md): one `name value`
+    /// line per counter.
+    pub(crate) fn write_text(&self, out: &mut impl core::fmt::Write) -> core::fmt::Result {
+        const EVENTS: [&str; 8] =
+            ["unmap", "clear", "protection_vma", "protection_page", "soft_dirty", "release", "migrate", "exclusive"];
+        const STATUSES: [&str; 9] = [
+            "ok",
+            "invalid",
+            "fault_unregistered",
+            "fault_bounds",
+            "fault_access",
+            "fault_unmapped",
+            "fault_iommu",
+            "aborted",
+            "device_error",
+        ];
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        for (name, counter) in [
+            ("commands_ok", &self.commands_ok),
+            ("commands_failed", &self.commands_failed),
+            ("invalidations", &self.invalidations),
+            ("ignored_by_policy", &self.ignored_by_policy),
+            ("teardowns", &self.teardowns),
+            ("drains", &self.drains),
+            ("drain_timeouts", &self.drain_timeouts),
+            ("rebuilds", &self.rebuilds),
+            ("rebuild_retries", &self.rebuild_retries),
+            ("pages_pinned", &self.pages_pinned),
+            ("pages_pinned_peak", &self.pages_pinned_peak),
+            ("faults", &self.faults),
+            ("zaps", &self.zaps),
+        ] {
+            writeln!(out, "{name} {}", get(counter))?;
+        }
+        for (name, counter) in EVENTS.iter().zip(&self.by_event) {
+            writeln!(out, "invalidations_{name} {}", get(counter))?;
+        }
+        for (name, counter) in STATUSES.iter().zip(&self.by_status) {
+            writeln!(out, "completions_{name} {}", get(counter))?;
+        }
+        Ok(())
+    }
 }

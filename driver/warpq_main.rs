@@ -36,6 +36,7 @@ mod shim;
 mod stats;
 mod trace;
 mod uapi;
+mod vma_rules;
 
 mod glue {
     pub(crate) mod misc;
@@ -116,21 +117,38 @@ unsafe fn queue_file<'a>(private: *mut c_void) -> ArcBorrow<'a, QueueFile> {
     unsafe { ArcBorrow::from_raw(private.cast::<QueueFile>()) }
 }
 
-/// sysfs `stats` of `/dev/warpqN`: the device's counters.
+/// sysfs `stats` of `/dev/warpqN`: the device's counters, as text into
+/// the `len`-byte page sysfs hands over. Returns the bytes written.
 #[no_mangle]
-extern "C" fn warpq_rs_device_stats(owner: *mut c_void, out: *mut uapi::warpq_stats) {
+extern "C" fn warpq_rs_device_stats_show(owner: *mut c_void, buf: *mut u8, len: usize) -> isize {
+    /// Text into a fixed buffer; refuses what does not fit.
+    struct PageText<'a> {
+        buf: &'a mut [u8],
+        used: usize,
+    }
+    impl core::fmt::Write for PageText<'_> {
+        fn write_str(&mut self, s: &str) -> core::fmt::Result {
+            let end = self.used.checked_add(s.len()).filter(|&end| end <= self.buf.len()).ok_or(core::fmt::Error)?;
+            self.buf[self.used..end].copy_from_slice(s.as_bytes());
+            self.used = end;
+            Ok(())
+        }
+    }
     // SAFETY: sysfs attributes exist only while the misc device is
-    // registered, which keeps `owner` alive; `out` is the shim's buffer of
-    // a whole `struct warpq_stats`, whose counters come first.
+    // registered, which keeps `owner` alive.
     let dev = unsafe { &*owner.cast::<DeviceCore>() };
-    // SAFETY: as above.
-    dev.stats.snapshot_into(unsafe { &mut *out });
+    // SAFETY: `buf` is sysfs's buffer of `len` bytes, ours for this call.
+    let mut text = PageText { buf: unsafe { core::slice::from_raw_parts_mut(buf, len) }, used: 0 };
+    match dev.stats.write_text(&mut text) {
+        Ok(()) => text.used as isize,
+        Err(_) => -(bindings::EFBIG as isize),
+    }
 }
 
 /// sysfs `dma_translation` of `/dev/warpqN`.
 #[no_mangle]
 extern "C" fn warpq_rs_device_dma_translation(owner: *mut c_void) -> *const kernel::ffi::c_char {
-    // SAFETY: as in `warpq_rs_device_stats`.
+    // SAFETY: as in `warpq_rs_device_stats_show`.
     let dev = unsafe { &*owner.cast::<DeviceCore>() };
     dev.translation.c_name().as_char_ptr()
 }
@@ -138,7 +156,7 @@ extern "C" fn warpq_rs_device_dma_translation(owner: *mut c_void) -> *const kern
 /// sysfs `reset` of `/dev/warpqN`: zero the device's counters and histograms.
 #[no_mangle]
 extern "C" fn warpq_rs_device_reset(owner: *mut c_void) {
-    // SAFETY: as in `warpq_rs_device_stats`.
+    // SAFETY: as in `warpq_rs_device_stats_show`.
     let dev = unsafe { &*owner.cast::<DeviceCore>() };
     dev.stats.reset();
     dev.hist.reset();

@@ -221,11 +221,8 @@ static unsigned int max_queues_per_user = 256;
 module_param(max_queues_per_user, uint, 0644);
 MODULE_PARM_DESC(max_queues_per_user, "queues (each with its engine thread) one user may have on one device; more fail with EDQUOT (default 256; CAP_SYS_RESOURCE is exempt)");
 
-/* The calling task's limit: the parameter, or UINT_MAX with CAP_SYS_RESOURCE. */
-unsigned int warpq_queue_limit_for_current(void)
+unsigned int warpq_param_max_queues_per_user(void)
 {
-	if (capable(CAP_SYS_RESOURCE))
-		return UINT_MAX;
 	return READ_ONCE(max_queues_per_user);
 }
 
@@ -438,37 +435,8 @@ static struct warpq_misc *warpq_misc_of(struct device *dev)
 
 static ssize_t stats_show(struct device *dev, struct device_attribute *attr, char *buf)
 {
-	static const char *const events[8] = {
-		"unmap", "clear", "protection_vma", "protection_page",
-		"soft_dirty", "release", "migrate", "exclusive",
-	};
-	static const char *const statuses[9] = {
-		"ok", "invalid", "fault_unregistered", "fault_bounds", "fault_access",
-		"fault_unmapped", "fault_iommu", "aborted", "device_error",
-	};
-	/* Too big for the stack with its histograms (which debugfs shows). */
-	struct warpq_stats *st = kzalloc(sizeof(*st), GFP_KERNEL);
-	int len, i;
-
-	if (!st)
-		return -ENOMEM;
-	warpq_rs_device_stats(warpq_misc_of(dev)->owner, st);
-	len = sysfs_emit(buf,
-		"commands_ok %llu\ncommands_failed %llu\ninvalidations %llu\n"
-		"ignored_by_policy %llu\nteardowns %llu\ndrains %llu\ndrain_timeouts %llu\n"
-		"rebuilds %llu\nrebuild_retries %llu\npages_pinned %llu\n"
-		"pages_pinned_peak %llu\nfaults %llu\nzaps %llu\n",
-		st->commands_ok, st->commands_failed, st->invalidations, st->ignored_by_policy,
-		st->teardowns, st->drains, st->drain_timeouts, st->rebuilds, st->rebuild_retries,
-		st->pages_pinned, st->pages_pinned_peak, st->faults, st->zaps);
-	for (i = 0; i < 8; i++)
-		len += sysfs_emit_at(buf, len, "invalidations_%s %llu\n", events[i],
-				     st->invalidations_by_event[i]);
-	for (i = 0; i < 9; i++)
-		len += sysfs_emit_at(buf, len, "completions_%s %llu\n", statuses[i],
-				     st->commands_by_status[i]);
-	kfree(st);
-	return len;
+	/* sysfs hands a page; Rust formats into it. */
+	return warpq_rs_device_stats_show(warpq_misc_of(dev)->owner, buf, PAGE_SIZE);
 }
 static DEVICE_ATTR_RO(stats);
 
@@ -666,28 +634,10 @@ unsigned long warpq_vma_start(struct vm_area_struct *vma)
 	return vma->vm_start;
 }
 
-/*
- * Zaps the queue mapping at @addr in @mm if it is still ours, so that the
- * next touch faults. Runs in a worker, never inside an invalidate callback
- * (zapping starts a nested invalidation and takes i_mmap_rwsem).
- */
-void warpq_zap_queue_mapping(struct mm_struct *mm, unsigned long addr, void *private)
+/* The queue mappings' operations: how Rust recognises a queue vma. */
+const struct vm_operations_struct *warpq_queue_vm_ops(void)
 {
-	struct vm_area_struct *vma;
-
-	if (!mmget_not_zero(mm))
-		return;
-	/*
-	 * The write lock excludes a concurrent ->fault (which holds the read
-	 * lock between its stale check and the PTE install): either the fault
-	 * completes first and we zap its PTE, or it runs after us and rebuilds.
-	 */
-	mmap_write_lock(mm);
-	vma = vma_lookup(mm, addr);
-	if (vma && vma->vm_ops == &warpq_vm_ops && vma->vm_private_data == private)
-		zap_page_range_single(vma, vma->vm_start, vma->vm_end - vma->vm_start, NULL);
-	mmap_write_unlock(mm);
-	mmput(mm);
+	return &warpq_vm_ops;
 }
 
 /* ---- mm references and locks --------------------------------------------- */
@@ -728,6 +678,16 @@ void warpq_mmap_read_lock(struct mm_struct *mm)
 	mmap_read_lock(mm);
 }
 
+void warpq_mmap_write_lock(struct mm_struct *mm)
+{
+	mmap_write_lock(mm);
+}
+
+void warpq_mmap_write_unlock(struct mm_struct *mm)
+{
+	mmap_write_unlock(mm);
+}
+
 void warpq_mmap_read_unlock(struct mm_struct *mm)
 {
 	mmap_read_unlock(mm);
@@ -741,35 +701,18 @@ bool warpq_range_blockable(const struct mmu_notifier_range *range)
 }
 
 /*
- * True if every VMA over [start, end) grants write and none is registered
- * for uffd-wp, looked up under range->mm's mmap lock, which every 6.12
- * caller of a PROTECTION_VMA invalidation holds (mprotect_fixup,
- * change_prot_numa, uffd_wp_range, pagemap_scan). mprotect sets vm_flags
- * before it changes the PTEs, so a write right it removes is seen here.
- * False when in doubt: the lock not held, a hole, an empty range.
+ * Whether @mm's mmap lock is held, by anyone (lockdep: by this task). Every
+ * 6.12 caller of a PROTECTION_VMA invalidation holds it (mprotect_fixup,
+ * change_prot_numa, uffd_wp_range, pagemap_scan), so vma_rules.rs may walk
+ * the vmas from the callback; false when in doubt.
  */
-bool warpq_range_keeps_write(const struct mmu_notifier_range *range, unsigned long start,
-			     unsigned long end)
+bool warpq_mmap_lock_held(struct mm_struct *mm)
 {
-	struct vm_area_struct *vma;
-	unsigned long next = start;
-	VMA_ITERATOR(vmi, range->mm, start);
-
-	if (start >= end)
-		return false;
 #ifdef CONFIG_LOCKDEP
-	if (!lockdep_is_held(&range->mm->mmap_lock))
-		return false;
+	return lockdep_is_held(&mm->mmap_lock);
 #else
-	if (!rwsem_is_locked(&range->mm->mmap_lock))
-		return false;
+	return rwsem_is_locked(&mm->mmap_lock);
 #endif
-	for_each_vma_range(vmi, vma, end) {
-		if (vma->vm_start > next || !(vma->vm_flags & VM_WRITE) || userfaultfd_wp(vma))
-			return false;
-		next = vma->vm_end;
-	}
-	return next >= end;
 }
 
 void warpq_range_info(const struct mmu_notifier_range *range, unsigned long *start,
@@ -977,49 +920,36 @@ void warpq_cond_resched(void)
 #endif
 
 /*
- * The pin backing charges long-term pins to the user who created the queue
- * (@user, user->locked_vm), against @limit pages: the RLIMIT_MEMLOCK the
- * registering task had, recorded at REGISTER (warpq_memlock_limit_pages()),
- * so that a rebuild in a kernel worker is held to the same limit, as
- * io_uring does: a user's forked children share one budget instead of
- * getting one per mm. ULONG_MAX means the registering task had
- * CAP_IPC_LOCK: nothing is charged. mm->pinned_vm is kept as well, for
- * VmPin in /proc/PID/status. Returns 1 if charged, 0 if exempt, -ENOMEM over
- * the limit. Lock-free, so the uncharge may run in an invalidation.
+ * Atomic primitives for the pin backing's charge (mapping.rs decides whom
+ * to charge and against which limit): adds @n to @v unless that would pass
+ * @limit (or wrap); lock-free, so the uncharge may run in an invalidation.
  */
-int warpq_charge_pinned(struct user_struct *user, struct mm_struct *mm, unsigned long npages,
-			unsigned long limit)
+bool warpq_atomic_long_add_within(atomic_long_t *v, unsigned long n, unsigned long limit)
 {
-	unsigned long cur, next;
+	unsigned long cur = atomic_long_read(v), next;
 
-	if (limit == ULONG_MAX) {
-		atomic64_add(npages, &mm->pinned_vm);
-		return 0;
-	}
-	cur = atomic_long_read(&user->locked_vm);
 	do {
-		next = cur + npages;
+		next = cur + n;
 		if (next > limit || next < cur)
-			return -ENOMEM;
-	} while (!atomic_long_try_cmpxchg(&user->locked_vm, &cur, next));
-	atomic64_add(npages, &mm->pinned_vm);
-	return 1;
+			return false;
+	} while (!atomic_long_try_cmpxchg(v, (long *)&cur, next));
+	return true;
 }
 
-/* The calling task's RLIMIT_MEMLOCK in pages, ULONG_MAX with CAP_IPC_LOCK. */
-unsigned long warpq_memlock_limit_pages(void)
+void warpq_atomic_long_sub(atomic_long_t *v, unsigned long n)
 {
-	if (capable(CAP_IPC_LOCK))
-		return ULONG_MAX;
-	return rlimit(RLIMIT_MEMLOCK) >> PAGE_SHIFT;
+	atomic_long_sub(n, v);
 }
 
-void warpq_uncharge_pinned(struct user_struct *user, struct mm_struct *mm, unsigned long npages,
-			   bool charged)
+void warpq_atomic64_add(atomic64_t *v, s64 n)
 {
-	if (charged)
-		atomic_long_sub(npages, &user->locked_vm);
-	atomic64_sub(npages, &mm->pinned_vm);
+	atomic64_add(n, v);
+}
+
+/* The calling task's RLIMIT_MEMLOCK in bytes (rlimit() is a static inline). */
+unsigned long warpq_rlimit_memlock(void)
+{
+	return rlimit(RLIMIT_MEMLOCK);
 }
 
 struct user_struct *warpq_current_user_get(void)
@@ -1121,53 +1051,6 @@ unsigned long warpq_interval_read_begin(struct mmu_interval_notifier *sub)
 /* ---- pinning ---------------------------------------------------------------- */
 
 /*
- * True if [start, end) overlaps a warpq queue mapping. Such a range must
- * never be pinned for the device: GUP would fault the queue page, whose
- * fault handler rebuilds, which pins again (unbounded recursion), and the
- * device would write the ring. Caller holds the mmap lock.
- */
-static bool warpq_range_has_queue_mapping(struct mm_struct *mm, unsigned long start,
-					  unsigned long end)
-{
-	struct vm_area_struct *vma;
-	VMA_ITERATOR(vmi, mm, start);
-
-	for_each_vma_range(vmi, vma, end) {
-		if (vma->vm_ops == &warpq_vm_ops)
-			return true;
-	}
-	return false;
-}
-
-/*
- * Pins @nr pages of @mm at @start for long-term device access. The fault
- * path already holds @mm's mmap lock (@mmap_locked); ioctls do not. Returns
- * the number of pages pinned or a negative errno.
- */
-long warpq_pin_pages(struct mm_struct *mm, unsigned long start, unsigned long nr, bool write,
-		     bool mmap_locked, struct page **pages)
-{
-	long ret;
-
-	/* The fault path runs in a task of @mm, which holds a user reference. */
-	if (!mmap_locked) {
-		if (!mmget_not_zero(mm))
-			return -ESRCH;
-		mmap_read_lock(mm);
-	}
-	if (warpq_range_has_queue_mapping(mm, start, start + nr * PAGE_SIZE))
-		ret = -EFAULT;
-	else
-		ret = pin_user_pages_remote(mm, start, nr,
-					    FOLL_LONGTERM | (write ? FOLL_WRITE : 0), pages, NULL);
-	if (!mmap_locked) {
-		mmap_read_unlock(mm);
-		mmput(mm);
-	}
-	return ret;
-}
-
-/*
  * hmm_range_fault() says -EFAULT for every fault error, VM_FAULT_OOM
  * included, where GUP says -ENOMEM: fault the range in page by page to
  * learn which it was, so that an allocation failure leaves the chunk
@@ -1196,17 +1079,20 @@ static long warpq_mirror_fault_errno(struct mm_struct *mm, unsigned long start,
 }
 
 /*
- * The mirror backing: faults in [start, start + nr pages) of @mm for
- * reading, or writing if @write, and returns one struct page pointer per
- * page in @pages, without taking a reference. The pages stay the process's
- * only while @sub's sequence is still @seq: the caller checks
- * mmu_interval_read_retry() under its lock before publishing them, and its
- * invalidate callback drops them. @pfns is scratch space for @nr entries.
- * -EBUSY: @sub was invalidated after @seq was read (retry); -EFAULT: no
- * vma, a hole, no permission, VM_IO/VM_PFNMAP, or the queue's own ring.
+ * The mirror backing's fault-in (hmm_range_fault() and its struct, whose
+ * pfn-to-page conversion is a static inline): faults in [start, start + nr
+ * pages) of @mm for reading, or writing if @write, and returns one struct
+ * page pointer per page in @pages, without taking a reference. The pages
+ * stay the process's only while @sub's sequence is still @seq: the caller
+ * checks mmu_interval_read_retry() under its lock before publishing them,
+ * and its invalidate callback drops them. @pfns is scratch space for @nr
+ * entries. The caller holds @mm's mmap lock and a user reference, and has
+ * checked that the range holds no queue mapping (mapping.rs). -EBUSY: @sub
+ * was invalidated after @seq was read (retry); -EFAULT: no vma, a hole, no
+ * permission, VM_IO/VM_PFNMAP.
  */
 long warpq_mirror_pages(struct mmu_interval_notifier *sub, struct mm_struct *mm,
-			unsigned long start, unsigned long nr, bool write, bool mmap_locked,
+			unsigned long start, unsigned long nr, bool write,
 			unsigned long seq, unsigned long *pfns, struct page **pages)
 {
 	struct hmm_range range = {
@@ -1220,30 +1106,16 @@ long warpq_mirror_pages(struct mmu_interval_notifier *sub, struct mm_struct *mm,
 	unsigned long i;
 	long ret;
 
-	if (!mmap_locked) {
-		if (!mmget_not_zero(mm))
-			return -ESRCH;
-		mmap_read_lock(mm);
-	}
-	if (warpq_range_has_queue_mapping(mm, range.start, range.end)) {
-		/* Never fault a queue mapping in: its fault handler rebuilds. */
-		ret = -EFAULT;
-	} else {
-		ret = hmm_range_fault(&range);
-		if (ret == -EFAULT) {
-			ret = warpq_mirror_fault_errno(mm, range.start, range.end, write);
-			/*
-			 * Every page faulted in: the failure was transient (an
-			 * allocation), or a page hmm refuses whatever its state
-			 * (a special pte): look once more and take that answer.
-			 */
-			if (!ret)
-				ret = hmm_range_fault(&range);
-		}
-	}
-	if (!mmap_locked) {
-		mmap_read_unlock(mm);
-		mmput(mm);
+	ret = hmm_range_fault(&range);
+	if (ret == -EFAULT) {
+		ret = warpq_mirror_fault_errno(mm, range.start, range.end, write);
+		/*
+		 * Every page faulted in: the failure was transient (an
+		 * allocation), or a page hmm refuses whatever its state (a
+		 * special pte): look once more and take that answer.
+		 */
+		if (!ret)
+			ret = hmm_range_fault(&range);
 	}
 	if (ret)
 		return ret;

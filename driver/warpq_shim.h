@@ -52,7 +52,7 @@ const char *warpq_rs_hist_name(unsigned int kind);
 u64 warpq_rs_hist_get(void *owner, unsigned int kind, unsigned int bucket);
 void warpq_rs_held_counts(void *owner, bool *stuck, u64 *held, u64 *leaked);
 int warpq_rs_queues_show(void *owner, struct seq_file *m);
-void warpq_rs_device_stats(void *owner, struct warpq_stats *out);
+ssize_t warpq_rs_device_stats_show(void *owner, char *buf, size_t len);
 const char *warpq_rs_device_dma_translation(void *owner);
 bool warpq_rs_invalidate(struct mmu_interval_notifier *sub, const struct mmu_notifier_range *range,
 			 unsigned long cur_seq);
@@ -72,7 +72,7 @@ unsigned int warpq_param_device_share_mb(void);
 unsigned int warpq_param_fail_register_arm_delay_ms(void);
 unsigned int warpq_param_fail_rebuild_delay_ms(void);
 bool warpq_param_fail_edu_stall(void);
-unsigned int warpq_queue_limit_for_current(void);
+unsigned int warpq_param_max_queues_per_user(void);
 int warpq_pci_register_driver(void);
 void warpq_pci_unregister_driver(void);
 struct device *warpq_pci_to_dev(struct pci_dev *pdev);
@@ -98,7 +98,7 @@ void warpq_file_set_private(struct file *file, void *data);
 int warpq_vma_setup(struct vm_area_struct *vma, unsigned long size, void *private);
 struct mm_struct *warpq_vma_mm(struct vm_area_struct *vma);
 unsigned long warpq_vma_start(struct vm_area_struct *vma);
-void warpq_zap_queue_mapping(struct mm_struct *mm, unsigned long addr, void *private);
+const struct vm_operations_struct *warpq_queue_vm_ops(void);
 struct mm_struct *warpq_current_mm(void);
 bool warpq_mm_has_users(struct mm_struct *mm);
 void warpq_mmgrab(struct mm_struct *mm);
@@ -107,8 +107,10 @@ bool warpq_mmget_not_zero(struct mm_struct *mm);
 void warpq_mmput(struct mm_struct *mm);
 void warpq_mmap_read_lock(struct mm_struct *mm);
 void warpq_mmap_read_unlock(struct mm_struct *mm);
+void warpq_mmap_write_lock(struct mm_struct *mm);
+void warpq_mmap_write_unlock(struct mm_struct *mm);
 bool warpq_range_blockable(const struct mmu_notifier_range *range);
-bool warpq_range_keeps_write(const struct mmu_notifier_range *range, unsigned long start, unsigned long end);
+bool warpq_mmap_lock_held(struct mm_struct *mm);
 void warpq_range_info(const struct mmu_notifier_range *range, unsigned long *start, unsigned long *end, unsigned int *event);
 bool warpq_interval_read_retry(struct mmu_interval_notifier *sub, unsigned long seq);
 void warpq_interval_set_seq(struct mmu_interval_notifier *sub, unsigned long cur_seq);
@@ -133,12 +135,11 @@ long warpq_wait_interruptible_timeout(struct wait_queue_head *wq, bool (*cond)(c
 struct task_struct *warpq_kthread_run(int (*fn)(void *), void *data, const char *name, int *err);
 u64 warpq_ktime_ns(void);
 void warpq_cond_resched(void);
-int warpq_charge_pinned(struct user_struct *user, struct mm_struct *mm, unsigned long npages,
-			unsigned long limit);
-unsigned long warpq_memlock_limit_pages(void);
+bool warpq_atomic_long_add_within(atomic_long_t *v, unsigned long n, unsigned long limit);
+void warpq_atomic_long_sub(atomic_long_t *v, unsigned long n);
+void warpq_atomic64_add(atomic64_t *v, s64 n);
+unsigned long warpq_rlimit_memlock(void);
 bool warpq_param_rebuild_worker(void);
-void warpq_uncharge_pinned(struct user_struct *user, struct mm_struct *mm, unsigned long npages,
-			   bool charged);
 struct user_struct *warpq_current_user_get(void);
 int warpq_current_identity(char *comm);
 void warpq_seq_write(struct seq_file *m, const void *data, size_t len);
@@ -148,10 +149,8 @@ int warpq_interval_insert(struct mmu_interval_notifier *sub, struct mm_struct *m
 			  unsigned long start, unsigned long length);
 void warpq_interval_remove(struct mmu_interval_notifier *sub);
 unsigned long warpq_interval_read_begin(struct mmu_interval_notifier *sub);
-long warpq_pin_pages(struct mm_struct *mm, unsigned long start, unsigned long nr, bool write,
-		     bool mmap_locked, struct page **pages);
 long warpq_mirror_pages(struct mmu_interval_notifier *sub, struct mm_struct *mm,
-			unsigned long start, unsigned long nr, bool write, bool mmap_locked,
+			unsigned long start, unsigned long nr, bool write,
 			unsigned long seq, unsigned long *pfns, struct page **pages);
 void warpq_work_init(struct work_struct *work, void (*fn)(struct work_struct *));
 void warpq_work_schedule(struct work_struct *work);

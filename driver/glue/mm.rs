@@ -55,6 +55,11 @@ impl MmGrab {
         self.mm.as_ptr()
     }
 
+    /// The pointer, valid while `self` lives.
+    pub(crate) fn non_null(&self) -> NonNull<MmRaw> {
+        self.mm
+    }
+
     /// Whether the address space is still in use (the process has not
     /// exited or exec'd away from it).
     pub(crate) fn has_users(&self) -> bool {
@@ -110,4 +115,102 @@ impl Drop for UserRef {
         // SAFETY: the reference taken in `current` (type invariant).
         unsafe { shim::warpq_user_put(self.user.as_ptr()) };
     }
+}
+
+/// Holds `mm`'s address space (`mmget_not_zero()`, released by `mmput()`).
+///
+/// # Invariants
+///
+/// `mm` is a valid `mm_struct` on which this value holds a user reference.
+pub(crate) struct MmUsers {
+    mm: NonNull<MmRaw>,
+}
+
+impl MmUsers {
+    /// A user reference on `mm`, unless its last user is gone (the process
+    /// exited or exec'd).
+    ///
+    /// # Safety
+    ///
+    /// `mm` stays allocated for the value's lifetime (an [`MmGrab`] holds it).
+    pub(crate) unsafe fn get(mm: NonNull<MmRaw>) -> Option<Self> {
+        // SAFETY: `mm` is allocated (this function's contract).
+        // INVARIANT: the reference is taken only if this returns true.
+        unsafe { shim::warpq_mmget_not_zero(mm.as_ptr()) }.then_some(Self { mm })
+    }
+}
+
+impl Drop for MmUsers {
+    fn drop(&mut self) {
+        // SAFETY: the reference taken in `get` (type invariant). Never the
+        // last one under the mmap lock: the guards below are dropped first.
+        unsafe { shim::warpq_mmput(self.mm.as_ptr()) };
+    }
+}
+
+/// `mm`'s mmap lock, held for reading or writing until dropped.
+pub(crate) struct MmapLock {
+    mm: NonNull<MmRaw>,
+    write: bool,
+}
+
+impl MmapLock {
+    /// Takes `users`'s mmap lock, for writing if `write`.
+    pub(crate) fn lock(users: &MmUsers, write: bool) -> Self {
+        let mm = users.mm;
+        // SAFETY: `users` holds the address space (its type invariant).
+        unsafe {
+            if write {
+                shim::warpq_mmap_write_lock(mm.as_ptr());
+            } else {
+                shim::warpq_mmap_read_lock(mm.as_ptr());
+            }
+        }
+        Self { mm, write }
+    }
+}
+
+impl Drop for MmapLock {
+    fn drop(&mut self) {
+        // SAFETY: taken in `lock` in this mode, not released since.
+        unsafe {
+            if self.write {
+                shim::warpq_mmap_write_unlock(self.mm.as_ptr());
+            } else {
+                shim::warpq_mmap_read_unlock(self.mm.as_ptr());
+            }
+        }
+    }
+}
+
+/// The vmas of `mm` that intersect `[start, end)`, in address order
+/// (`find_vma`).
+///
+/// # Safety
+///
+/// The caller holds `mm`'s mmap lock for the iterator's lifetime, and the
+/// vmas it yields are used only while it does.
+pub(crate) unsafe fn vmas_in<'a>(
+    mm: NonNull<MmRaw>,
+    start: u64,
+    end: u64,
+) -> impl Iterator<Item = &'a kernel::bindings::vm_area_struct> {
+    let mut next = start;
+    core::iter::from_fn(move || {
+        if next >= end {
+            return None;
+        }
+        // SAFETY: the mmap lock is held (this function's contract), so
+        // `find_vma` may walk the tree and its result stays valid.
+        let vma = unsafe { kernel::bindings::find_vma(mm.as_ptr().cast(), next as _).as_ref() }?;
+        // SAFETY: a union of the vma's bounds and its RCU head; the bounds
+        // are live while the vma is in the tree.
+        let (vm_start, vm_end) =
+            unsafe { (vma.__bindgen_anon_1.__bindgen_anon_1.vm_start, vma.__bindgen_anon_1.__bindgen_anon_1.vm_end) };
+        if vm_start as u64 >= end {
+            return None;
+        }
+        next = vm_end as u64;
+        Some(vma)
+    })
 }

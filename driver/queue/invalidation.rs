@@ -18,6 +18,7 @@ use crate::protocol::teardown::{invalidate, Invalidation};
 use crate::region_slots::{RegionSlot, RegionSlots};
 use crate::shim::{self, IntervalRaw, RangeRaw};
 use crate::trace;
+use crate::vma_rules::{range_keeps_write, zap_queue_mapping};
 
 use super::{now_ns, Queue};
 
@@ -32,10 +33,10 @@ impl Queue {
         for m in &self.ring_mappings {
             let addr = m.load(Ordering::Relaxed);
             if addr != 0 {
-                // SAFETY: the mm is held by `self.mm`; the shim takes a user
+                // SAFETY: the mm is held by `self.mm` (it takes a user
                 // reference and the mmap lock, and zaps only a vma that is
-                // still a queue mapping of our file.
-                unsafe { shim::warpq_zap_queue_mapping(self.mm.as_ptr(), addr as c_ulong, self.file_private) };
+                // still a queue mapping of our file).
+                unsafe { zap_queue_mapping(self.mm.non_null(), addr, self.file_private) };
             }
         }
     }
@@ -62,9 +63,9 @@ impl Queue {
             && {
                 let lo = (start as u64).max(region.start);
                 let hi = (end as u64).min(region.end());
-                // SAFETY: `range` is the callback's valid range; the shim
-                // walks VMAs only if the mmap lock of `range->mm` is held.
-                lo < hi && unsafe { shim::warpq_range_keeps_write(range, lo as c_ulong, hi as c_ulong) }
+                // SAFETY: `range` is the callback's valid range (the walk
+                // happens only if the mmap lock of `range->mm` is held).
+                lo < hi && unsafe { range_keeps_write(range, lo, hi) }
             };
         let inv = Invalidation {
             region,
