@@ -21,7 +21,9 @@ use kernel::bindings;
 
 use kernel::ffi::c_ulong;
 use kernel::prelude::*;
+use kernel::types::ScopeGuard;
 
+use crate::errors::FaultErrno;
 use crate::glue::mm::{MmGrab, MmUsers, MmapLock, UserRef};
 use crate::protocol::platform::{Mapping, PinError};
 use crate::protocol::region::ChunkState;
@@ -216,24 +218,22 @@ impl ChunkMapper {
             Backing::Mirror => (self.mirror_pages(sub, start, npages, writes, seq)?, false),
         };
         let pinned = self.backing == Backing::Pin;
-        let mut mapping = DmaMapping {
-            pages,
-            dma: KVVec::new(),
-            sgt: core::ptr::null_mut(),
-            device_writes: writes,
-            pinned,
-            referenced: false,
-            charged,
-        };
+        // Until it is mapped, a failure gives the pages back.
+        let mut mapping = ScopeGuard::new_with_data(
+            DmaMapping {
+                pages,
+                dma: KVVec::new(),
+                sgt: core::ptr::null_mut(),
+                device_writes: writes,
+                pinned,
+                referenced: false,
+                charged,
+            },
+            |mut mapping| self.release_pages(&mut mapping),
+        );
         let t_map = now_ns();
-        let Ok(n) = u32::try_from(npages) else {
-            self.release_pages(&mut mapping);
-            return Err(PinError::Gone);
-        };
-        if mapping.dma.reserve(npages, GFP_KERNEL).is_err() {
-            self.release_pages(&mut mapping);
-            return Err(PinError::Transient);
-        }
+        let n = u32::try_from(npages).map_err(|_| PinError::Gone)?;
+        mapping.dma.reserve(npages, GFP_KERNEL).map_err(|_| PinError::Transient)?;
         // Each page is pinned, or mirrored under a notifier sequence the
         // rebuild checks before publishing (an invalidation in between waits
         // for L, so the page is not freed before it is unmapped again).
@@ -251,7 +251,6 @@ impl ChunkMapper {
             )
         };
         if sgt.is_null() {
-            self.release_pages(&mut mapping);
             // Memory that would be bounced (swiotlb) would make the device
             // work on copies: it can never be shared. Anything else (no
             // memory, no IOVA space) may pass later.
@@ -261,7 +260,7 @@ impl ChunkMapper {
         mapping.sgt = sgt;
         // SAFETY: on success the shim wrote all `npages` addresses.
         unsafe { mapping.dma.set_len(npages) };
-        Ok(MappedChunk { mapping, pin_ns: t_map - t_pin, map_ns: now_ns() - t_map })
+        Ok(MappedChunk { mapping: mapping.dismiss(), pin_ns: t_map - t_pin, map_ns: now_ns() - t_map })
     }
 
     /// For the device's quarantine (a teardown while a stuck edu transfer
@@ -296,17 +295,14 @@ impl ChunkMapper {
             // CAP_IPC_LOCK): evicting other chunks cannot make room.
             return Err(PinError::NeverFits);
         }
-        let Some(charged) = self.charge(npages) else {
-            // Over RLIMIT_MEMLOCK: not the range's fault, and it may pass
-            // later (other chunks evicted, the limit raised, other buffers
-            // unregistered). REGISTER says ENOMEM, as io_uring and VFIO do.
-            return Err(PinError::Transient);
-        };
-        let uncharge = || self.uncharge(npages, charged);
-        let Ok(mut pages) = KVVec::<*mut PageRaw>::with_capacity(npages, GFP_KERNEL) else {
-            uncharge();
-            return Err(PinError::Transient);
-        };
+        // Over RLIMIT_MEMLOCK: not the range's fault, and it may pass later
+        // (other chunks evicted, the limit raised, other buffers
+        // unregistered). REGISTER says ENOMEM, as io_uring and VFIO do.
+        let charged = self.charge(npages).ok_or(PinError::Transient)?;
+        // A failure below uncharges, after it unpins (dropped in reverse).
+        let charge = ScopeGuard::new_with_data(charged, |charged| self.uncharge(npages, charged));
+        let pages = KVVec::<*mut PageRaw>::with_capacity(npages, GFP_KERNEL).map_err(|_| PinError::Transient)?;
+        let mut pages = ScopeGuard::new_with_data(pages, |mut pages| unpin(&mut pages));
         // GUP may pin fewer pages than asked (a later page hit a transient
         // error): ask again for the rest to learn why.
         let mut err: core::ffi::c_long = 0;
@@ -341,11 +337,9 @@ impl ChunkMapper {
             unsafe { pages.set_len(done + (pinned as usize).min(npages - done)) };
         }
         if pages.len() != npages {
-            unpin(&mut pages);
-            uncharge();
-            return Err(pin_error(err));
+            return Err(PinError::from(FaultErrno(err)));
         }
-        Ok((pages, charged))
+        Ok((pages.dismiss(), charge.dismiss()))
     }
 
     /// The `mirror` backing for the `npages` pages at `start` (one chunk):
@@ -388,7 +382,7 @@ impl ChunkMapper {
             }
         });
         if ret != 0 {
-            return Err(pin_error(ret));
+            return Err(PinError::from(FaultErrno(ret)));
         }
         // SAFETY: on success the shim wrote all `npages` page pointers.
         unsafe { pages.set_len(npages) };
@@ -485,23 +479,6 @@ impl ChunkMapper {
             // SAFETY: plain pointers, nothing to drop; no reference is held.
             unsafe { mapping.pages.set_len(0) };
         }
-    }
-}
-
-/// The protocol's reading of a GUP or `hmm_range_fault()` error.
-fn pin_error(err: core::ffi::c_long) -> PinError {
-    let is = |e: u32| err == -(e as core::ffi::c_long);
-    if is(bindings::EBUSY) {
-        PinError::Collision
-    } else if [bindings::EINTR, bindings::ERESTARTSYS].into_iter().any(is) {
-        // A signal (a fatal one, for GUP): not short of memory; retried as
-        // a collision, and a dying task soon exhausts the retries, so its
-        // fault or ioctl returns.
-        PinError::Collision
-    } else if [bindings::ENOMEM, bindings::EAGAIN].into_iter().any(is) {
-        PinError::Transient
-    } else {
-        PinError::Gone
     }
 }
 

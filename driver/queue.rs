@@ -72,7 +72,7 @@ use crate::protocol::overtake::SetAside;
 use crate::protocol::policy::Policy;
 use crate::protocol::pool::EngineClaim;
 use crate::protocol::rebuild::RebuildError;
-use crate::protocol::region::{chunk_count_for, Access, ChunkState, RegionError, RegionHandle};
+use crate::protocol::region::{chunk_count_for, Access, ChunkState, RegionHandle};
 use crate::region_slots::{RegionSlots, MAX_REGIONS};
 use crate::ring::Ring;
 use crate::shim::{self, MmRaw, PageRaw};
@@ -598,7 +598,7 @@ impl Queue {
                 return Err(ENOSPC);
             }
             let request = RegionRequest { start: addr, len, access, chunks };
-            self.ctx.register(&mut key, &platform, &self.config, request).map_err(region_errno)?
+            self.ctx.register(&mut key, &platform, &self.config, request)?
         };
         let slot = match self.slots.get_or_alloc(desc.handle.slot(), self) {
             Ok(slot) => slot,
@@ -637,7 +637,7 @@ impl Queue {
             let mut key = self.lock.lock();
             self.ctx.arm(&mut key, &platform, &self.config, desc.handle)
         };
-        let result = armed.map_err(region_errno).and_then(|()| match self.rebuild(&platform) {
+        let result = armed.map_err(Error::from).and_then(|()| match self.rebuild(&platform) {
             // A chunk that could not be faulted in, whoever settled it.
             Ok(report) if report.gone_slots.contains(desc.handle.slot()) => Err(EFAULT),
             // One that could not be pinned or mapped for want of memory
@@ -688,12 +688,12 @@ impl Queue {
         let report = {
             let mut key = self.lock.lock();
             let platform = self.platform(false);
-            if reset_on_timeout {
+            let removed = if reset_on_timeout {
                 self.ctx.unregister_or_reset(&mut key, &platform, &self.config, handle)
             } else {
                 self.ctx.unregister(&mut key, &platform, &self.config, handle)
-            }
-            .map_err(region_errno)?
+            };
+            removed?
         };
         // The callback may still read `desc`; removing the notifier below
         // waits for it. The region is gone from the table, so the callback
@@ -860,23 +860,6 @@ impl PinnedDrop for Queue {
         unsafe { shim::warpq_work_cancel_sync(self.rebuild_work.get()) };
         // SAFETY: initialised in `new`.
         unsafe { shim::warpq_work_cancel_sync(self.zap_work.get()) };
-    }
-}
-
-fn region_errno(e: RegionError) -> kernel::error::Error {
-    match e {
-        RegionError::Busy => EBUSY,
-        RegionError::NoSuchRegion => ENOENT,
-        RegionError::Overlaps(_) => EEXIST,
-        RegionError::TableFull => ENOSPC,
-        RegionError::Released => ESRCH,
-        // The chunk states allocated by `register_locked` do not fit: a
-        // driver bug, logged.
-        RegionError::BadChunkStorage => {
-            pr_warn!("warpq: a REGISTER's chunk states do not fit its region (driver bug)\n");
-            EINVAL
-        }
-        _ => EINVAL,
     }
 }
 

@@ -24,6 +24,7 @@ use kernel::uaccess::UserSlice;
 mod device;
 mod edu;
 mod engine;
+mod errors;
 mod eventfd;
 mod file;
 mod hist;

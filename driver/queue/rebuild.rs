@@ -38,7 +38,7 @@ impl Queue {
                 }
                 trace::rebuild_end(mm, r.mapped, r.pages_pinned, r.retries, 0);
             }
-            Err(e) => trace::rebuild_end(mm, 0, 0, 0, rebuild_error_code(e)),
+            Err(e) => trace::rebuild_end(mm, 0, 0, 0, Error::from(*e).to_errno()),
         }
         if !self.ctx.gate().is_stale() {
             let since = self.stale_since.swap(0, Ordering::Relaxed);
@@ -65,7 +65,7 @@ impl Queue {
         injected_rebuild_delay();
         match self.rebuild(&self.platform(false)) {
             Ok(_) | Err(RebuildError::Released) => Ok(()),
-            Err(_) => Err(EAGAIN),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -162,14 +162,6 @@ impl Drop for OwnerWaiting<'_> {
         if last && self.0.ctx.gate().is_stale() {
             self.0.schedule_rebuild();
         }
-    }
-}
-
-/// A negative code for the rebuild tracepoint.
-pub(super) fn rebuild_error_code(e: &RebuildError) -> i32 {
-    match e {
-        RebuildError::Released => -(bindings::ESRCH as i32),
-        _ => -(bindings::EAGAIN as i32),
     }
 }
 
