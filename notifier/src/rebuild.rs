@@ -38,7 +38,7 @@
 
 use super::context::{Config, ContextLock, MmContext};
 use super::platform::{PinError, Platform};
-use super::region::{Refusal, RegionDesc, MAX_CHUNKS};
+use super::region::{Refusal, RegionDesc, RegionHandle, MAX_CHUNKS};
 
 /// A set of region slots: the first [`SlotSet::CAPACITY`] exactly (the
 /// driver's table has no more), later ones folded onto them.
@@ -143,11 +143,43 @@ where
     result
 }
 
+/// Claims (see [`RegionTable::claim`](super::region::RegionTable::claim)):
+/// each round claims the chunk it maps, under `L`, so that concurrent
+/// rebuilds (the worker, WAITs of several threads, a fault) each map a
+/// different chunk instead of all mapping the first and discarding all but
+/// one (under `pin`, the duplicate charges could even fail one of them
+/// short). The claim is given back under `L` at the next round or at the
+/// end, whatever happened. A rebuild that finds only claimed chunks leaves
+/// them to their claimants and returns with the queue still stale; the
+/// claimant's publish reopens it.
 fn rebuild_all<P, L, const N: usize>(
     ctx: &MmContext<P::Mapping, N>,
     lock: &L,
     platform: &P,
     config: &Config,
+) -> Result<RebuildReport, RebuildError>
+where
+    P: Platform,
+    L: ContextLock,
+{
+    let mut claim = None;
+    let result = rebuild_rounds(ctx, lock, platform, config, &mut claim);
+    if let Some((handle, chunk)) = claim {
+        let key = lock.lock();
+        if ctx.owns_key(&key) {
+            // SAFETY: `key` proves `L` is held.
+            unsafe { ctx.table().unclaim(handle, chunk) };
+        }
+    }
+    result
+}
+
+fn rebuild_rounds<P, L, const N: usize>(
+    ctx: &MmContext<P::Mapping, N>,
+    lock: &L,
+    platform: &P,
+    config: &Config,
+    claim: &mut Option<(RegionHandle, usize)>,
 ) -> Result<RebuildReport, RebuildError>
 where
     P: Platform,
@@ -163,11 +195,15 @@ where
             if !ctx.owns_key(&key) {
                 return Err(RebuildError::WrongLock);
             }
+            if let Some((handle, chunk)) = claim.take() {
+                // SAFETY: `key` proves `L` is held.
+                unsafe { ctx.table().unclaim(handle, chunk) };
+            }
             if ctx.is_released() {
                 return Err(RebuildError::Released);
             }
             // SAFETY: `key` proves `L` is held.
-            let next = unsafe { ctx.table().first_wanted() };
+            let next = unsafe { ctx.table().first_unclaimed_wanted() };
             // SAFETY: `key` proves `L` is held.
             let pending = unsafe { ctx.table().any_needing_rebuild() };
             if next.is_none() && !pending && ctx.gate().is_stale() {
@@ -180,6 +216,9 @@ where
                 unsafe { ctx.refresh_stale(&paused, &drained) };
             }
             if let Some((desc, chunk)) = next {
+                // SAFETY: `key` proves `L` is held.
+                unsafe { ctx.table().claim(desc.handle, chunk) };
+                *claim = Some((desc.handle, chunk));
                 let evicted = make_room(ctx, platform, config, desc.chunk_range(chunk).1)?;
                 report.evicted = report.evicted.saturating_add(evicted);
             }

@@ -512,6 +512,10 @@ pub struct RegionTable<M: Mapping, const N: usize> {
     /// Some `reserved` mask may be non-zero (only the engine reserves and
     /// clears reservations, see [`Self::clear_reservations`]).
     any_reserved: AtomicBool,
+    /// Per slot: the chunks a rebuild is mapping now, so that another
+    /// rebuild does not map them too (read and written under `L` only; see
+    /// `rebuild.rs`).
+    claims: UnsafeCell<[u64; N]>,
     /// Per slot: the chunks a command waits for (see the module docs).
     wanted: [AtomicU64; N],
     /// Per slot: the chunks a rebuild could not map while a command waited
@@ -555,6 +559,7 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
             order: UnsafeCell::new(Order { len: 0, slots: [0; N] }),
             mapped: UnsafeCell::new(0),
             any_reserved: AtomicBool::new(false),
+            claims: UnsafeCell::new([0; N]),
             wanted: core::array::from_fn(|_| AtomicU64::new(0)),
             refused: core::array::from_fn(|_| AtomicU64::new(0)),
             short: core::array::from_fn(|_| AtomicU64::new(0)),
@@ -596,6 +601,11 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
             #[cfg(loom)]
             core::ptr::addr_of_mut!((*slot).order).write(UnsafeCell::new(Order { len: 0, slots: [0; N] }));
             core::ptr::addr_of_mut!((*slot).mapped).write(UnsafeCell::new(0));
+            // As `order`: no claim is all zero.
+            #[cfg(not(loom))]
+            core::ptr::addr_of_mut!((*slot).claims).write_bytes(0, 1);
+            #[cfg(loom)]
+            core::ptr::addr_of_mut!((*slot).claims).write(UnsafeCell::new([0; N]));
             core::ptr::addr_of_mut!((*slot).any_reserved).write(AtomicBool::new(false));
             core::ptr::addr_of_mut!((*slot).hand).write(AtomicU64::new(0));
             core::ptr::addr_of_mut!((*slot).resolved).write(AtomicU64::new(0));
@@ -996,17 +1006,75 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
     /// As for reads: the caller holds `L` or is inside the gate.
     pub(super) unsafe fn first_wanted(&self) -> Option<(RegionDesc, usize)> {
         // SAFETY: forwarded contract.
+        unsafe { self.first_wanted_except(|_| 0) }
+    }
+
+    /// As [`Self::first_wanted`], skipping the chunks another rebuild has
+    /// claimed ([`Self::claim`]).
+    ///
+    /// # Safety
+    ///
+    /// The caller holds `L`.
+    pub(super) unsafe fn first_unclaimed_wanted(&self) -> Option<(RegionDesc, usize)> {
+        // SAFETY: `L` is held (this function's contract), which covers the
+        // claims and the reads.
+        unsafe { self.first_wanted_except(|index| self.claims.with(|claims| (*claims)[index])) }
+    }
+
+    /// # Safety
+    ///
+    /// As for reads, and `skip` reads only what the caller may.
+    unsafe fn first_wanted_except(&self, skip: impl Fn(usize) -> u64) -> Option<(RegionDesc, usize)> {
+        // SAFETY: forwarded contract.
         unsafe {
             self.find_entry(|index, entry| {
                 if entry.phase != Phase::Armed {
                     return None;
                 }
                 let wanted = self.wanted(index) & entry.desc.all_chunks();
+                if wanted == 0 {
+                    return None;
+                }
+                let wanted = wanted & !skip(index);
                 (0..entry.desc.chunk_count())
                     .find(|&i| wanted & (1 << i) != 0 && matches!(entry.chunks[i], ChunkState::Unmapped))
                     .map(|i| (entry.desc, i))
             })
         }
+    }
+
+    /// A rebuild maps chunk `chunk` of `handle` now: other rebuilds leave it
+    /// to it ([`Self::first_unclaimed_wanted`]) until [`Self::unclaim`].
+    ///
+    /// # Safety
+    ///
+    /// The caller holds `L`.
+    pub(super) unsafe fn claim(&self, handle: RegionHandle, chunk: usize) {
+        self.claims.with_mut(|claims| {
+            // SAFETY: `L` is held (this function's contract): no other access.
+            if let Some(bits) = unsafe { &mut *claims }.get_mut(handle.slot()) {
+                *bits |= 1u64 << (chunk % 64);
+            }
+        });
+    }
+
+    /// Ends [`Self::claim`] of chunk `chunk` of `handle`, unless the region
+    /// went away (a new region in its slot starts with no claim).
+    ///
+    /// # Safety
+    ///
+    /// The caller holds `L`.
+    pub(super) unsafe fn unclaim(&self, handle: RegionHandle, chunk: usize) {
+        // SAFETY: forwarded contract.
+        if unsafe { self.entry(handle) }.is_none() {
+            return;
+        }
+        self.claims.with_mut(|claims| {
+            // SAFETY: `L` is held (this function's contract): no other access.
+            if let Some(bits) = unsafe { &mut *claims }.get_mut(handle.slot()) {
+                *bits &= !(1u64 << (chunk % 64));
+            }
+        });
     }
 
     /// Finds the region containing `va` and checks the access and the
@@ -1159,6 +1227,10 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
             });
             if let Some(desc) = inserted {
                 self.forget(index, u64::MAX);
+                self.claims.with_mut(|claims| {
+                    // SAFETY: exclusive access by this function's contract.
+                    unsafe { (*claims)[index] = 0 };
+                });
                 // SAFETY: forwarded contract; the slot was just filled.
                 unsafe { self.order_insert(index, start) };
                 return Ok(desc);
