@@ -40,11 +40,17 @@ pub(crate) const KINDS: usize = 8;
 /// One histogram per [`Kind`].
 pub(crate) struct Histograms {
     buckets: [[AtomicU64; BUCKETS]; KINDS],
+    /// Per histogram: the sum of its samples in ns (exact means, where the
+    /// log2 buckets only bound a quantile within a factor of two).
+    sums: [AtomicU64; KINDS],
 }
 
 impl Default for Histograms {
     fn default() -> Self {
-        Self { buckets: [const { [const { AtomicU64::new(0) }; BUCKETS] }; KINDS] }
+        Self {
+            buckets: [const { [const { AtomicU64::new(0) }; BUCKETS] }; KINDS],
+            sums: [const { AtomicU64::new(0) }; KINDS],
+        }
     }
 }
 
@@ -55,6 +61,14 @@ impl Histograms {
         if let Some(h) = self.buckets.get(kind as usize) {
             h[b.min(BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
         }
+        if let Some(sum) = self.sums.get(kind as usize) {
+            sum.fetch_add(ns, Ordering::Relaxed);
+        }
+    }
+
+    /// The sum of the samples of histogram `kind` in ns (0 if out of range).
+    pub(crate) fn sum(&self, kind: usize) -> u64 {
+        self.sums.get(kind).map_or(0, |s| s.load(Ordering::Relaxed))
     }
 
     /// The count in bucket `b` of histogram `kind` (0 if out of range).
@@ -68,6 +82,9 @@ impl Histograms {
             for c in h {
                 c.store(0, Ordering::Relaxed);
             }
+        }
+        for sum in &self.sums {
+            sum.store(0, Ordering::Relaxed);
         }
     }
 }

@@ -201,6 +201,14 @@ extern "C" fn warpq_rs_hist_get(owner: *mut c_void, kind: c_uint, bucket: c_uint
     dev.hist.get(kind as usize, bucket as usize)
 }
 
+/// debugfs `hist`: the sum of histogram `kind`'s samples in ns.
+#[no_mangle]
+extern "C" fn warpq_rs_hist_sum(owner: *mut c_void, kind: c_uint) -> u64 {
+    // SAFETY: as in `warpq_rs_hist_get`.
+    let dev = unsafe { &*owner.cast::<DeviceCore>() };
+    dev.hist.sum(kind as usize)
+}
+
 /// debugfs `queues`: every live queue of the device and its regions
 /// (format: docs/user.md, `warpqctl queues`).
 #[no_mangle]

@@ -1209,13 +1209,19 @@ static int warpq_hist_show(struct seq_file *m, void *unused)
 	void *owner = m->private;
 	unsigned int h, b;
 
-	for (h = 0; h < warpq_rs_hist_kinds(); h++)
+	for (h = 0; h < warpq_rs_hist_kinds(); h++) {
+		u64 sum = warpq_rs_hist_sum(owner, h);
+
 		for (b = 0; b < warpq_rs_hist_buckets(); b++) {
 			u64 count = warpq_rs_hist_get(owner, h, b);
 
 			if (count)
 				seq_printf(m, "%s %u %llu\n", warpq_rs_hist_name(h), b, count);
 		}
+		/* A comment to readers of the buckets alone (docs/tracing.md). */
+		if (sum)
+			seq_printf(m, "# sum_ns %s %llu\n", warpq_rs_hist_name(h), sum);
+	}
 	return 0;
 }
 DEFINE_SHOW_ATTRIBUTE(warpq_hist);

@@ -50,6 +50,7 @@ unsigned int warpq_rs_hist_kinds(void);
 unsigned int warpq_rs_hist_buckets(void);
 const char *warpq_rs_hist_name(unsigned int kind);
 u64 warpq_rs_hist_get(void *owner, unsigned int kind, unsigned int bucket);
+u64 warpq_rs_hist_sum(void *owner, unsigned int kind);
 void warpq_rs_held_counts(void *owner, bool *stuck, u64 *held, u64 *leaked);
 int warpq_rs_queues_show(void *owner, struct seq_file *m);
 ssize_t warpq_rs_device_stats_show(void *owner, char *buf, size_t len);

@@ -29,6 +29,11 @@
 //! blank lines and lines starting with `#` are ignored. A histogram with no
 //! line has no samples. See [`parse_hist`].
 //!
+//! The driver also writes `# sum_ns <histogram> <sum>` lines: the sum of a
+//! histogram's samples in ns, for exact means where the buckets only bound
+//! a quantile within a factor of two. A reader of the buckets ignores them
+//! (they are comments); [`parse_hist_sums`] reads them.
+//!
 //! ## The queues file
 //!
 //! `/sys/kernel/debug/warpq/warpqN/queues` is text, a `queue` line per live
@@ -172,6 +177,14 @@ impl Sysfs {
     /// How the device's addresses translate (`dma_translation`).
     pub fn dma_translation(&self, name: &str) -> Result<String> {
         Ok(read(&self.class_dir(name).join("dma_translation"))?.trim().to_string())
+    }
+
+    /// The sums of the driver's histograms (`# sum_ns` lines), by
+    /// histogram name: see [`parse_hist_sums`]. Empty from a driver that
+    /// writes none.
+    pub fn hist_sums(&self, name: &str) -> Result<BTreeMap<String, u64>> {
+        let path = self.hist_path(name);
+        parse_hist_sums(&read(&path)?).map_err(|e| invalid(&path, e))
     }
 
     /// The device's latency histograms. [`ErrorKind::Unsupported`] with a
@@ -557,6 +570,24 @@ pub fn parse_hist(text: &str) -> std::result::Result<Vec<Histogram>, String> {
         .collect())
 }
 
+/// The `# sum_ns <histogram> <sum>` lines of a histogram file (see the
+/// module docs), by histogram name; other lines are skipped.
+pub fn parse_hist_sums(text: &str) -> std::result::Result<BTreeMap<String, u64>, String> {
+    let mut sums = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let Some(rest) = line.trim().strip_prefix("# sum_ns ") else { continue };
+        let mut it = rest.split_ascii_whitespace();
+        let (Some(name), Some(sum), None) = (it.next(), it.next(), it.next()) else {
+            return Err(format!("line {}: {line:?} is not `# sum_ns <histogram> <sum>`", i + 1));
+        };
+        let sum: u64 = sum.parse().map_err(|_| format!("line {}: sum {sum:?} is not a number", i + 1))?;
+        if sums.insert(name.to_string(), sum).is_some() {
+            return Err(format!("line {}: two sums for {name}", i + 1));
+        }
+    }
+    Ok(sums)
+}
+
 fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| io_error(path, &e))
 }
@@ -574,6 +605,17 @@ fn invalid(path: &Path, what: String) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hist_sums_are_comments_to_the_buckets() {
+        let text = "rebuild_ns 20 3\n# sum_ns rebuild_ns 3500000\npin_ns 19 3\n# a comment\n# sum_ns pin_ns 1700000\n";
+        let sums = parse_hist_sums(text).unwrap();
+        assert_eq!((sums["rebuild_ns"], sums["pin_ns"], sums.len()), (3_500_000, 1_700_000, 2));
+        let hist = parse_hist(text).unwrap();
+        assert_eq!(hist.iter().map(Histogram::total).sum::<u64>(), 6);
+        assert!(parse_hist_sums("# sum_ns pin_ns x\n").is_err());
+        assert!(parse_hist_sums("# sum_ns pin_ns 1\n# sum_ns pin_ns 2\n").is_err());
+    }
 
     #[test]
     fn queues_file_parses_with_its_regions() {

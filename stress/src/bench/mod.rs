@@ -123,6 +123,12 @@ fn hist_read(path: &str) -> Vec<Histogram> {
     Sysfs::system().hist(dev_name(path)).unwrap_or_default()
 }
 
+/// The sums of the device's histograms in ns, by name (empty if
+/// unreadable).
+fn hist_sums(path: &str) -> BTreeMap<String, u64> {
+    Sysfs::system().hist_sums(dev_name(path)).unwrap_or_default()
+}
+
 /// Histogram `name` of `all` (empty if absent).
 fn hist_of(all: &[Histogram], name: &str) -> BTreeMap<u32, u64> {
     all.iter().find(|h| h.name == name).map(|h| h.buckets.clone()).unwrap_or_default()
