@@ -637,7 +637,7 @@ impl Queue {
             let mut key = self.lock.lock();
             self.ctx.arm(&mut key, &platform, &self.config, desc.handle)
         };
-        let result = armed.map_err(Error::from).and_then(|()| match self.rebuild(&platform) {
+        let result = armed.map_err(Error::from).and_then(|()| match self.rebuild_for_register(&platform) {
             // A chunk that could not be faulted in, whoever settled it.
             Ok(report) if report.gone_slots.contains(desc.handle.slot()) => Err(EFAULT),
             // One that could not be pinned or mapped for want of memory

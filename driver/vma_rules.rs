@@ -19,15 +19,14 @@ use core::ptr::NonNull;
 
 use kernel::bindings;
 
-use crate::glue::mm::{vmas_in, MmUsers, MmapLock};
+use crate::glue::mm::{vmas_in, MmUsers, MmapLock, Vma};
 use crate::shim::{self, MmRaw, RangeRaw};
 
 /// Whether `vma` is a queue mapping (of the file whose `private_data` is
 /// `file`, if given).
-fn is_queue_mapping(vma: &bindings::vm_area_struct, file: Option<*mut c_void>) -> bool {
+fn is_queue_mapping(vma: Vma, file: Option<*mut c_void>) -> bool {
     // SAFETY: returns the address of the shim's static ops table.
-    let ops = unsafe { shim::warpq_queue_vm_ops() };
-    core::ptr::eq(vma.vm_ops, ops) && file.map_or(true, |file| vma.vm_private_data == file)
+    vma.has_ops(unsafe { shim::warpq_queue_vm_ops() }, file)
 }
 
 /// Whether some vma in `[start, end)` of `mm` is a queue mapping: such a
@@ -58,19 +57,10 @@ pub(crate) unsafe fn zap_queue_mapping(mm: NonNull<MmRaw>, addr: u64, file: *mut
     let _lock = MmapLock::lock(&users, true);
     // SAFETY: the mmap lock is held until `_lock` is dropped, after the zap.
     let Some(vma) = (unsafe { vmas_in(mm, addr, addr.saturating_add(1)) }).next() else { return };
-    // SAFETY: as in `vmas_in`: the bounds of a vma in the tree.
-    let (start, end) =
-        unsafe { (vma.__bindgen_anon_1.__bindgen_anon_1.vm_start, vma.__bindgen_anon_1.__bindgen_anon_1.vm_end) };
-    if start as u64 <= addr && is_queue_mapping(vma, Some(file)) {
+    let (start, end) = vma.bounds();
+    if start <= addr && is_queue_mapping(vma, Some(file)) {
         // SAFETY: the vma is in `mm`'s tree and its write lock is held.
-        unsafe {
-            bindings::zap_page_range_single(
-                (vma as *const bindings::vm_area_struct).cast_mut(),
-                start,
-                end - start,
-                core::ptr::null_mut(),
-            )
-        };
+        unsafe { bindings::zap_page_range_single(vma.as_ptr(), start as _, (end - start) as _, core::ptr::null_mut()) };
     }
 }
 
@@ -96,11 +86,7 @@ pub(crate) unsafe fn range_keeps_write(range: *const RangeRaw, start: u64, end: 
     let mut next = start;
     // SAFETY: the mmap lock is held (checked above) for the whole callback.
     for vma in unsafe { vmas_in(mm, start, end) } {
-        // SAFETY: the vma's bounds and flags, live while it is in the tree.
-        let (vm_start, vm_end, flags) = unsafe {
-            let bounds = vma.__bindgen_anon_1.__bindgen_anon_1;
-            (bounds.vm_start as u64, bounds.vm_end as u64, vma.__bindgen_anon_2.vm_flags as u64)
-        };
+        let ((vm_start, vm_end), flags) = (vma.bounds(), vma.flags());
         if vm_start > next || flags & u64::from(bindings::VM_WRITE) == 0 || flags & u64::from(bindings::VM_UFFD_WP) != 0
         {
             return false;

@@ -183,18 +183,58 @@ impl Drop for MmapLock {
     }
 }
 
+/// One vma of an address space, as [`vmas_in`] found it: valid while the
+/// mmap lock its caller holds is held (no reference to it is handed out:
+/// other threads may change some of its fields under the read lock).
+///
+/// # Invariants
+///
+/// Only [`vmas_in`] makes one, and its caller's contract (the mmap lock
+/// held while the vmas are used) covers every use of the methods below.
+#[derive(Clone, Copy)]
+pub(crate) struct Vma(NonNull<kernel::bindings::vm_area_struct>);
+
+impl Vma {
+    /// The raw pointer (for the kernel's functions on a vma).
+    pub(crate) fn as_ptr(self) -> *mut kernel::bindings::vm_area_struct {
+        self.0.as_ptr()
+    }
+
+    /// `[vm_start, vm_end)`.
+    pub(crate) fn bounds(self) -> (u64, u64) {
+        // SAFETY: a vma [`vmas_in`] found, under the mmap lock: its bounds
+        // (a union with its RCU head, live while it is in the tree) do not
+        // change under the lock.
+        let bounds = unsafe { (*self.0.as_ptr()).__bindgen_anon_1.__bindgen_anon_1 };
+        (bounds.vm_start as u64, bounds.vm_end as u64)
+    }
+
+    /// `vm_flags` (as the caller's mmap lock lets it see them).
+    pub(crate) fn flags(self) -> u64 {
+        // SAFETY: as in `bounds`; the flags are written under the write lock.
+        unsafe { (*self.0.as_ptr()).__bindgen_anon_2.vm_flags as u64 }
+    }
+
+    /// Whether the vma's operations are `ops` and its private data `data`
+    /// (`None`: any).
+    pub(crate) fn has_ops(
+        self,
+        ops: *const kernel::bindings::vm_operations_struct,
+        data: Option<*mut core::ffi::c_void>,
+    ) -> bool {
+        // SAFETY: as in `bounds`; both fields are set at mmap and not changed.
+        let (vm_ops, private) = unsafe { ((*self.0.as_ptr()).vm_ops, (*self.0.as_ptr()).vm_private_data) };
+        core::ptr::eq(vm_ops, ops) && data.map_or(true, |data| private == data)
+    }
+}
+
 /// The vmas of `mm` that intersect `[start, end)`, in address order
 /// (`find_vma`).
 ///
 /// # Safety
 ///
-/// The caller holds `mm`'s mmap lock for the iterator's lifetime, and the
-/// vmas it yields are used only while it does.
-pub(crate) unsafe fn vmas_in<'a>(
-    mm: NonNull<MmRaw>,
-    start: u64,
-    end: u64,
-) -> impl Iterator<Item = &'a kernel::bindings::vm_area_struct> {
+/// The caller holds `mm`'s mmap lock while it iterates and uses the vmas.
+pub(crate) unsafe fn vmas_in(mm: NonNull<MmRaw>, start: u64, end: u64) -> impl Iterator<Item = Vma> {
     let mut next = start;
     core::iter::from_fn(move || {
         if next >= end {
@@ -202,15 +242,12 @@ pub(crate) unsafe fn vmas_in<'a>(
         }
         // SAFETY: the mmap lock is held (this function's contract), so
         // `find_vma` may walk the tree and its result stays valid.
-        let vma = unsafe { kernel::bindings::find_vma(mm.as_ptr().cast(), next as _).as_ref() }?;
-        // SAFETY: a union of the vma's bounds and its RCU head; the bounds
-        // are live while the vma is in the tree.
-        let (vm_start, vm_end) =
-            unsafe { (vma.__bindgen_anon_1.__bindgen_anon_1.vm_start, vma.__bindgen_anon_1.__bindgen_anon_1.vm_end) };
-        if vm_start as u64 >= end {
+        let vma = Vma(NonNull::new(unsafe { kernel::bindings::find_vma(mm.as_ptr().cast(), next as _) })?);
+        let (vm_start, vm_end) = vma.bounds();
+        if vm_start >= end {
             return None;
         }
-        next = vm_end as u64;
+        next = vm_end;
         Some(vma)
     })
 }

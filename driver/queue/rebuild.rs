@@ -13,7 +13,7 @@ use kernel::prelude::*;
 use kernel::types::Opaque;
 
 use crate::hist::Kind;
-use crate::protocol::rebuild::{rebuild, RebuildError, RebuildReport};
+use crate::protocol::rebuild::{rebuild, rebuild_every_wanted, RebuildError, RebuildReport};
 use crate::shim;
 use crate::trace;
 use crate::uapi;
@@ -23,10 +23,29 @@ use super::{now_ns, Queue};
 
 impl Queue {
     pub(super) fn rebuild(&self, platform: &QueuePlatform<'_>) -> core::result::Result<RebuildReport, RebuildError> {
+        self.rebuild_as(platform, || rebuild(&self.ctx, &self.lock, platform, &self.config))
+    }
+
+    /// As [`Self::rebuild`], for REGISTER: chunks another rebuild has
+    /// claimed are mapped too, so that every chunk of the new region is
+    /// settled (mapped, or refused with its reason in the report) when it
+    /// returns.
+    pub(super) fn rebuild_for_register(
+        &self,
+        platform: &QueuePlatform<'_>,
+    ) -> core::result::Result<RebuildReport, RebuildError> {
+        self.rebuild_as(platform, || rebuild_every_wanted(&self.ctx, &self.lock, platform, &self.config))
+    }
+
+    fn rebuild_as(
+        &self,
+        platform: &QueuePlatform<'_>,
+        how: impl FnOnce() -> core::result::Result<RebuildReport, RebuildError>,
+    ) -> core::result::Result<RebuildReport, RebuildError> {
         let mm = self.mm.id();
         trace::rebuild_start(mm, platform.mmap_locked);
         let start = now_ns();
-        let report = rebuild(&self.ctx, &self.lock, platform, &self.config);
+        let report = how();
         let end = now_ns();
         match &report {
             Ok(r) => {

@@ -136,7 +136,48 @@ where
     P: Platform,
     L: ContextLock,
 {
-    let result = rebuild_all(ctx, lock, platform, config);
+    rebuild_with(ctx, lock, platform, config, Claimed::LeaveToClaimant)
+}
+
+/// As [`rebuild`], for a caller that must see every wanted chunk settled
+/// before it returns (REGISTER: its region is mapped, or it learns why
+/// not): it does not leave a chunk another rebuild has claimed to that
+/// rebuild, it maps it too (one of the two mappings is then discarded, as
+/// any lost race).
+pub fn rebuild_every_wanted<P, L, const N: usize>(
+    ctx: &MmContext<P::Mapping, N>,
+    lock: &L,
+    platform: &P,
+    config: &Config,
+) -> Result<RebuildReport, RebuildError>
+where
+    P: Platform,
+    L: ContextLock,
+{
+    rebuild_with(ctx, lock, platform, config, Claimed::MapToo)
+}
+
+/// What a rebuild does with a chunk another rebuild has claimed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Claimed {
+    /// Leave it: the claimant maps it (or fails and leaves it wanted).
+    LeaveToClaimant,
+    /// Map it too.
+    MapToo,
+}
+
+fn rebuild_with<P, L, const N: usize>(
+    ctx: &MmContext<P::Mapping, N>,
+    lock: &L,
+    platform: &P,
+    config: &Config,
+    claimed: Claimed,
+) -> Result<RebuildReport, RebuildError>
+where
+    P: Platform,
+    L: ContextLock,
+{
+    let result = rebuild_all(ctx, lock, platform, config, claimed);
     if result.is_err() && ctx.zap_needed() && !ctx.is_released() {
         platform.schedule_zap();
     }
@@ -151,19 +192,22 @@ where
 /// short). The claim is given back under `L` at the next round or at the
 /// end, whatever happened. A rebuild that finds only claimed chunks leaves
 /// them to their claimants and returns with the queue still stale; the
-/// claimant's publish reopens it.
+/// claimant's publish reopens it (or its failure queues the zap, so the
+/// owner's next touch of the ring rebuilds). [`rebuild_every_wanted`] maps
+/// claimed chunks too.
 fn rebuild_all<P, L, const N: usize>(
     ctx: &MmContext<P::Mapping, N>,
     lock: &L,
     platform: &P,
     config: &Config,
+    claimed: Claimed,
 ) -> Result<RebuildReport, RebuildError>
 where
     P: Platform,
     L: ContextLock,
 {
     let mut claim = None;
-    let result = rebuild_rounds(ctx, lock, platform, config, &mut claim);
+    let result = rebuild_rounds(ctx, lock, platform, config, claimed, &mut claim);
     if let Some((handle, chunk)) = claim {
         let key = lock.lock();
         if ctx.owns_key(&key) {
@@ -179,6 +223,7 @@ fn rebuild_rounds<P, L, const N: usize>(
     lock: &L,
     platform: &P,
     config: &Config,
+    claimed: Claimed,
     claim: &mut Option<(RegionHandle, usize)>,
 ) -> Result<RebuildReport, RebuildError>
 where
@@ -203,7 +248,12 @@ where
                 return Err(RebuildError::Released);
             }
             // SAFETY: `key` proves `L` is held.
-            let next = unsafe { ctx.table().first_unclaimed_wanted() };
+            let next = unsafe {
+                match claimed {
+                    Claimed::LeaveToClaimant => ctx.table().first_unclaimed_wanted(),
+                    Claimed::MapToo => ctx.table().first_wanted(),
+                }
+            };
             // SAFETY: `key` proves `L` is held.
             let pending = unsafe { ctx.table().any_needing_rebuild() };
             if next.is_none() && !pending && ctx.gate().is_stale() {

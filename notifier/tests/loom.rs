@@ -37,7 +37,7 @@ use warpq_notifier::gate::EngineExit;
 use warpq_notifier::platform::{Mapping, PinError, Platform, Waiter};
 use warpq_notifier::policy::{Event, Policy};
 use warpq_notifier::pool::{EngineClaim, PoolState, Sleep};
-use warpq_notifier::rebuild::rebuild;
+use warpq_notifier::rebuild::{rebuild, rebuild_every_wanted};
 use warpq_notifier::region::{Access, ChunkState, RegionDesc, RegionHandle, StateKind, XlateFault};
 use warpq_notifier::sync::{AtomicBool, AtomicU64, Ordering};
 use warpq_notifier::teardown::{invalidate, InvalidateOutcome, InvalidateReport};
@@ -594,6 +594,26 @@ fn m3_two_racing_faults() {
         assert_eq!(book.live.len(), 2);
         assert_eq!((book.pins, book.unpins), (2, 0), "a chunk was pinned by both rebuilds");
         assert_eq!(mine.lost_races, 0);
+    });
+}
+
+/// (3b) REGISTER's rebuild (`rebuild_every_wanted`) races another rebuild
+/// (the worker): when it returns, every wanted chunk is mapped, even one
+/// the other rebuild had claimed (REGISTER reports what it registered).
+#[test]
+fn m3b_register_rebuild_vs_a_claimant() {
+    let setup = Setup { regions: 2, ..STALE };
+    model_world("3b register rebuild vs a claimant", 3, setup, |w| {
+        let other = spawn_with(w, |w| {
+            w.rebuild().unwrap();
+        });
+        rebuild_every_wanted(&w.ctx, &w.lock, &w.p, &w.cfg).unwrap();
+        assert!(matches!(w.state(0), StateKind::Mapped { .. }), "REGISTER returned before chunk 0 was mapped");
+        assert!(matches!(w.state(1), StateKind::Mapped { .. }), "REGISTER returned before chunk 1 was mapped");
+        other.join().unwrap();
+        assert!(w.ctx.gate().is_running());
+        let book = w.p.book();
+        assert_eq!(book.pins - book.unpins, 2);
     });
 }
 
