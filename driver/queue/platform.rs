@@ -32,6 +32,46 @@ pub(super) struct QueuePlatform<'a> {
 }
 
 impl QueuePlatform<'_> {
+    /// DMA-unmaps and unpins `mapping` (marked dirty first if `dirty`);
+    /// a `teardown`'s phases go to the histograms and the `unmap_unpin`
+    /// tracepoint (an eviction's do not).
+    fn release(&self, mapping: DmaMapping, dirty: bool, teardown: bool) {
+        let mapper = self.mapper();
+        // A stuck edu transfer may still reach this mapping's pages: the
+        // device's quarantine keeps them (and the IOVAs) until it is idle
+        // again or quiesced (edu.rs).
+        let mut mapping = if self.q.dev.edu.is_stuck() {
+            let held = self.q.dev.hold_if_reached(mapping, |m| {
+                mapper.prepare_for_quarantine(m, dirty);
+                self.q.stats.unpinned(m.pages());
+            });
+            match held {
+                Ok(()) => return,
+                Err(mapping) => mapping,
+            }
+        } else {
+            mapping
+        };
+        let t0 = now_ns();
+        // The engine is drained (the core's contract): the device no longer
+        // uses these addresses.
+        mapper.unmap_dma(&mut mapping);
+        let t1 = now_ns();
+        if dirty {
+            mapping.mark_dirty();
+        }
+        let n = mapping.pages();
+        mapper.release_pages(&mut mapping);
+        let t2 = now_ns();
+        if teardown {
+            self.q.record(Kind::Unmap, t1 - t0);
+            self.q.record(Kind::Unpin, t2 - t1);
+            trace::unmap_unpin(self.q.mm.id(), n, t1 - t0, t2 - t1);
+        }
+        self.q.stats.unpinned(n);
+        self.q.dev.stats.unpinned(n);
+    }
+
     fn sub(&self, region: &RegionDesc) -> Option<*mut IntervalRaw> {
         let slot = self.q.slots.get(region.handle.slot())?;
         if slot.ever_inserted.load(Ordering::Acquire) {
@@ -109,38 +149,12 @@ impl Platform for QueuePlatform<'_> {
     }
 
     fn unmap_and_unpin(&self, mapping: DmaMapping, dirty: bool) {
-        let mapper = self.mapper();
-        // A stuck edu transfer may still reach this mapping's pages: the
-        // device's quarantine keeps them (and the IOVAs) until it is idle
-        // again or quiesced (edu.rs).
-        let mut mapping = if self.q.dev.edu.is_stuck() {
-            let held = self.q.dev.hold_if_reached(mapping, |m| {
-                mapper.prepare_for_quarantine(m, dirty);
-                self.q.stats.unpinned(m.pages());
-            });
-            match held {
-                Ok(()) => return,
-                Err(mapping) => mapping,
-            }
-        } else {
-            mapping
-        };
-        let t0 = now_ns();
-        // The engine is drained (the core's contract): the device no longer
-        // uses these addresses.
-        mapper.unmap_dma(&mut mapping);
-        let t1 = now_ns();
-        if dirty {
-            mapping.mark_dirty();
-        }
-        let n = mapping.pages();
-        mapper.release_pages(&mut mapping);
-        let t2 = now_ns();
-        self.q.record(Kind::Unmap, t1 - t0);
-        self.q.record(Kind::Unpin, t2 - t1);
-        trace::unmap_unpin(self.q.mm.id(), n, t1 - t0, t2 - t1);
-        self.q.stats.unpinned(n);
-        self.q.dev.stats.unpinned(n);
+        self.release(mapping, dirty, true);
+    }
+
+    fn evict(&self, mapping: DmaMapping, dirty: bool) {
+        // Counted in `evictions`, not as a teardown's phases.
+        self.release(mapping, dirty, false);
     }
 
     fn discard_unpublished(&self, mut mapping: DmaMapping) {

@@ -121,6 +121,14 @@ pub trait Platform: Waiter {
         self.unmap_and_unpin(mapping, false);
     }
 
+    /// As [`Platform::unmap_and_unpin`], for a chunk evicted to stay within
+    /// the device-address share (`rebuild.rs`), not torn down by an
+    /// invalidation: a platform that records teardown costs may count it
+    /// apart. By default the same.
+    fn evict(&self, mapping: Self::Mapping, dirty: bool) {
+        self.unmap_and_unpin(mapping, dirty);
+    }
+
     /// Queues the worker that zaps the queue's user mapping so that the next
     /// touch faults (never zap inside the invalidate callback). Must not
     /// sleep. The worker asks [`MmContext::zap_needed`] first.

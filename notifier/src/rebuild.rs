@@ -344,7 +344,7 @@ where
         // SAFETY: `L` is held (the caller) and `drained` proves the gate is
         // paused and drained: no command touches the chunk evicted.
         let freed = unsafe {
-            ctx.table().evict_one(|desc, mapping| platform.unmap_and_unpin(mapping, desc.access.device_writes()))
+            ctx.table().evict_one(|desc, mapping| platform.evict(mapping, desc.access.device_writes()))
         };
         let Some(freed) = freed else { break };
         held = held.saturating_sub(freed);
