@@ -69,6 +69,7 @@ use crate::hist::Histograms;
 use crate::mapping::{current_backing, Backing, DmaMapping};
 use crate::protocol::context::{Config, ContextLock, LockKey, MmContext, RegionRequest};
 use crate::protocol::overtake::SetAside;
+use crate::protocol::platform::Waiter;
 use crate::protocol::policy::Policy;
 use crate::protocol::pool::EngineClaim;
 use crate::protocol::rebuild::RebuildError;
@@ -184,6 +185,9 @@ pub(crate) struct Queue {
     /// time is then the owner's, which the scheduler weighs against other
     /// processes; a kworker's is nobody's).
     owner_waiting: AtomicU32,
+    /// Rebuilds in progress (`Queue::rebuild_as`): revocation waits for
+    /// them, so none maps or unmaps a chunk after the device is gone.
+    rebuilds_running: AtomicU32,
     /// Bumped by the worker each time it leaves a rebuild to a WAIT: the
     /// WAIT's sleep ends on it (a WAIT asleep on an already stale queue
     /// would otherwise wait out its retry slice).
@@ -345,6 +349,7 @@ impl Queue {
                 retried_at: AtomicU64::new(0),
                 owner_waiting: AtomicU32::new(0),
                 rebuild_kicks: AtomicU32::new(0),
+                rebuilds_running: AtomicU32::new(0),
                 // SAFETY: `slot` is pinned memory for a wait queue head.
                 wq <- Opaque::ffi_init(|slot| unsafe { shim::warpq_waitqueue_init(slot) }),
                 // SAFETY: `slot` is pinned memory for a work item.
@@ -388,6 +393,11 @@ impl Queue {
         // before the device goes (it takes L and the mmap lock, never R).
         // SAFETY: initialised in `new`.
         unsafe { shim::warpq_work_cancel_sync(self.rebuild_work.get()) };
+        // So do rebuilds in ioctls and faults (they take L and the mmap
+        // lock, never R or F): none starts now (`revoked`), and the ones
+        // running are waited for.
+        let platform = self.platform(false);
+        platform.wait_until(&|| self.rebuilds_running.load(Ordering::SeqCst) == 0, u64::MAX);
         self.remove_notifiers();
         self.stop_engine();
         self.wake_all();

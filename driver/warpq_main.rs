@@ -10,8 +10,9 @@
 //! `device.rs`, `file.rs`, `queue.rs`, `ring.rs` are the driver; the
 //! protocol core comes from `notifier/` as [`protocol`], unchanged.
 
-// `pin_init!` of `Queue` (many fields) expands deeper than the default 128.
-#![recursion_limit = "256"]
+// `pin_init!` of `Queue` (many fields) expands deeper than the default 128
+// (and than 256).
+#![recursion_limit = "512"]
 
 use core::ptr::NonNull;
 

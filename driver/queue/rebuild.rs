@@ -42,6 +42,7 @@ impl Queue {
         platform: &QueuePlatform<'_>,
         how: impl FnOnce() -> core::result::Result<RebuildReport, RebuildError>,
     ) -> core::result::Result<RebuildReport, RebuildError> {
+        let _running = RebuildRunning::enter(self)?;
         let mm = self.mm.id();
         trace::rebuild_start(mm, platform.mmap_locked);
         let start = now_ns();
@@ -155,6 +156,34 @@ impl Queue {
         }
         injected_rebuild_delay();
         let _ = self.rebuild(&self.platform(false));
+    }
+}
+
+/// A rebuild in progress (`Queue::rebuilds_running`), which revocation
+/// waits for.
+struct RebuildRunning<'a>(&'a Queue);
+
+impl<'a> RebuildRunning<'a> {
+    /// Counts a rebuild in, unless the queue was revoked (then it is not to
+    /// start: `Released`). Counted before the check and set before
+    /// revocation's wait (both SeqCst): either the rebuild sees `revoked`,
+    /// or revocation sees it counted and waits.
+    fn enter(q: &'a Queue) -> core::result::Result<Self, RebuildError> {
+        q.rebuilds_running.fetch_add(1, Ordering::SeqCst);
+        let running = RebuildRunning(q);
+        if q.revoked.load(Ordering::SeqCst) {
+            return Err(RebuildError::Released);
+        }
+        Ok(running)
+    }
+}
+
+impl Drop for RebuildRunning<'_> {
+    fn drop(&mut self) {
+        if self.0.rebuilds_running.fetch_sub(1, Ordering::SeqCst) == 1 && self.0.revoked.load(Ordering::SeqCst) {
+            // Revocation may be waiting for the last one.
+            self.0.wake_waiters();
+        }
     }
 }
 

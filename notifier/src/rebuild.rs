@@ -343,9 +343,8 @@ where
     while !enough(held, evicted) {
         // SAFETY: `L` is held (the caller) and `drained` proves the gate is
         // paused and drained: no command touches the chunk evicted.
-        let freed = unsafe {
-            ctx.table().evict_one(|desc, mapping| platform.evict(mapping, desc.access.device_writes()))
-        };
+        let freed =
+            unsafe { ctx.table().evict_one(|desc, mapping| platform.evict(mapping, desc.access.device_writes())) };
         let Some(freed) = freed else { break };
         held = held.saturating_sub(freed);
         evicted = evicted.saturating_add(1);
