@@ -273,9 +273,13 @@ impl Ring {
         self.word(hdr::SQ_HEAD).store(head, Ordering::Release);
         // Release: every entry posted (and the head above) is visible before
         // the tail that publishes it, to user space (the page) and to WAIT
-        // and poll (the kernel's copy).
-        self.cq_tail.store(posted, Ordering::Release);
+        // and poll (the kernel's copy). The page first: whoever sees the
+        // kernel's copy (WAIT returning "ready") also sees the page's, so
+        // the caller it returns to finds the completion in its ring (in the
+        // other order, B8's process found WAIT saying 1 ready and nothing
+        // in the ring, about once per million commands).
         self.word(hdr::CQ_TAIL).store(posted, Ordering::Release);
+        self.cq_tail.store(posted, Ordering::Release);
         n
     }
 

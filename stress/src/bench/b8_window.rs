@@ -255,8 +255,13 @@ fn warm(q: &mut Queue<'_>, base: u64) -> Result<(), String> {
     for chunk in 0..(REGION >> 21) as u64 {
         let e = opcode::Fill::new(base + (chunk << 21), PAGE as u64, 0x5a).build().user_data(chunk);
         q.submission().push(&e).map_err(|e| format!("push: {e}"))?;
-        q.submit_and_wait(1).map_err(|e| format!("submit_and_wait: {e}"))?;
-        let c = q.completion().next().ok_or("no completion after submit_and_wait(1)")?;
+        let ready = q.submit_and_wait(1).map_err(|e| format!("submit_and_wait: {e}"))?;
+        let Some(c) = q.completion().next() else {
+            return Err(format!(
+                "no completion after submit_and_wait(1) warming chunk {chunk} (it said {ready} ready; {} in flight)",
+                q.in_flight()
+            ));
+        };
         if c.status() != Status::Ok {
             return Err(format!("warming chunk {chunk}: {:?}", c.status()));
         }
@@ -292,8 +297,19 @@ fn other_process(path: &str, shared: &Shared) -> Result<(), String> {
         let addr = b.addr() + (page * PAGE) as u64;
         let e = opcode::Fill::new(addr, PAGE as u64, value).build().user_data(n);
         q.submission().push(&e).map_err(|e| format!("push: {e}"))?;
-        q.submit_and_wait(1).map_err(|e| format!("submit_and_wait: {e}"))?;
-        let c = q.completion().next().ok_or("no completion after submit_and_wait(1)")?;
+        let ready = q.submit_and_wait(1).map_err(|e| format!("submit_and_wait: {e}"))?;
+        let Some(c) = q.completion().next() else {
+            let h = q.header();
+            return Err(format!(
+                "no completion after submit_and_wait(1) of FILL {n} (it said {ready} ready; {} in flight; the \
+                 ring's sq_head {} sq_tail {} cq_head {} cq_tail {})",
+                q.in_flight(),
+                h.sq_head,
+                h.sq_tail,
+                h.cq_head,
+                h.cq_tail
+            ));
+        };
         if c.status() != Status::Ok {
             return Err(format!("FILL {n} completed {:?}", c.status()));
         }
