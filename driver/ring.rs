@@ -199,7 +199,16 @@ impl Ring {
         // Acquire: pairs with `publish`'s release (WAIT runs on another CPU).
         let tail = self.cq_tail.load(Ordering::Acquire);
         let head = self.word(hdr::CQ_HEAD).load(Ordering::Acquire);
-        tail.wrapping_sub(head).min(uapi::WARPQ_CQ_ENTRIES)
+        let ready = tail.wrapping_sub(head);
+        // `publish` stores the page's tail before this copy, so user space
+        // may already have consumed (and handed back) completions this copy
+        // does not count yet: a head ahead of the tail is nothing ready,
+        // not a wrapped full ring. Anything else out of range is clamped.
+        if (ready as i32) < 0 {
+            0
+        } else {
+            ready.min(uapi::WARPQ_CQ_ENTRIES)
+        }
     }
 
     /// Posts a completion and takes the submission it answers; neither is
@@ -268,9 +277,11 @@ impl Ring {
         // the engine has finished reading them. Stored before the CQ tail,
         // so that whoever sees a completion also sees its submission's slot
         // free (the fuzzer checks sq_head == sq_tail once its last command
-        // completed).
-        self.sq_head.store(head, Ordering::Release);
+        // completed). The page first, as for the tail below: SUBMIT, which
+        // reads the kernel's copy, then never sees a slot free that user
+        // space does not.
         self.word(hdr::SQ_HEAD).store(head, Ordering::Release);
+        self.sq_head.store(head, Ordering::Release);
         // Release: every entry posted (and the head above) is visible before
         // the tail that publishes it, to user space (the page) and to WAIT
         // and poll (the kernel's copy). The page first: whoever sees the

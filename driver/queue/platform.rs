@@ -153,7 +153,9 @@ impl Platform for QueuePlatform<'_> {
     }
 
     fn evict(&self, mapping: DmaMapping, dirty: bool) {
-        // Counted in `evictions`, not as a teardown's phases.
+        // Counted in `evictions` (here, whether the rebuild that evicts goes
+        // on to succeed or not), not as a teardown's phases.
+        self.q.count(|c| &c.evictions, 1);
         self.release(mapping, dirty, false);
     }
 

@@ -52,7 +52,6 @@ impl Queue {
             Ok(r) => {
                 self.count(|c| &c.rebuilds, u64::from(r.mapped));
                 self.count(|c| &c.rebuild_retries, u64::from(r.retries));
-                self.count(|c| &c.evictions, u64::from(r.evicted));
                 if r.mapped > 0 {
                     self.record(Kind::Rebuild, end - start);
                 }
