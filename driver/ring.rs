@@ -200,14 +200,22 @@ impl Ring {
         let tail = self.cq_tail.load(Ordering::Acquire);
         let head = self.word(hdr::CQ_HEAD).load(Ordering::Acquire);
         let ready = tail.wrapping_sub(head);
+        if ready <= uapi::WARPQ_CQ_ENTRIES {
+            return ready;
+        }
         // `publish` stores the page's tail before this copy, so user space
         // may already have consumed (and handed back) completions this copy
-        // does not count yet: a head ahead of the tail is nothing ready,
-        // not a wrapped full ring. Anything else out of range is clamped.
-        if (ready as i32) < 0 {
+        // does not count yet: a head ahead of the copy but not past what the
+        // engine posted is nothing ready (the publish's wake-up follows).
+        // Past that, or far behind, the head is corrupt: a full ring, so
+        // WAIT returns at once (the adversarial `ring-cq-head` row). The
+        // engine stores `cq_posted` before the page's tail, which the head
+        // came from, so this load sees at least that.
+        let posted = self.cq_posted.load(Ordering::Relaxed);
+        if head.wrapping_sub(tail) <= posted.wrapping_sub(tail) {
             0
         } else {
-            ready.min(uapi::WARPQ_CQ_ENTRIES)
+            uapi::WARPQ_CQ_ENTRIES
         }
     }
 
