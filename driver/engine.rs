@@ -13,7 +13,7 @@ use crate::mapping::DmaMapping;
 use crate::protocol::context::EngineGuard;
 use crate::protocol::overtake::Footprints;
 use crate::protocol::platform::Waiter;
-use crate::protocol::region::{Access, RegionHandle, Translation, XlateFault};
+use crate::protocol::region::{Access, Footprint, Translation, XlateFault};
 use crate::ring::Sqe;
 use crate::shim::{self, DeviceRaw};
 use crate::uapi;
@@ -44,13 +44,11 @@ pub(crate) enum Execution {
     /// The command ran (or failed): complete it with this.
     Done(Outcome),
     /// A chunk the command needs is unmapped: it was not run and stays
-    /// queued; the engine asks for a rebuild of `wanted` chunks of `region`
-    /// (`EngineGuard::request_rebuild`).
+    /// queued; the engine asks for a rebuild of the unmapped chunks of
+    /// `touched` (`EngineGuard::request_rebuild`).
     NeedsRebuild {
-        /// The region.
-        region: RegionHandle,
-        /// Its chunks the command waits for.
-        wanted: u64,
+        /// The chunks the access touches.
+        touched: Footprint,
     },
 }
 
@@ -136,7 +134,7 @@ pub(crate) fn execute<W: Waiter + ?Sized, const N: usize>(
     let needs_rebuild = core::cell::Cell::new(None);
     let outcome = run(guard, device, sqe, &needs_rebuild);
     match needs_rebuild.get() {
-        Some((region, wanted)) => Execution::NeedsRebuild { region, wanted },
+        Some(touched) => Execution::NeedsRebuild { touched },
         None => Execution::Done(outcome),
     }
 }
@@ -147,7 +145,7 @@ fn run<W: Waiter + ?Sized, const N: usize>(
     guard: &EngineGuard<'_, DmaMapping, N, W>,
     device: &DeviceCore,
     sqe: &Sqe,
-    needs_rebuild: &core::cell::Cell<Option<(RegionHandle, u64)>>,
+    needs_rebuild: &core::cell::Cell<Option<Footprint>>,
 ) -> Outcome {
     let dev = device.pdev.as_dev();
     let flagged_edu = sqe.flags & uapi::WARPQ_SQE_EDU_DMA != 0;
@@ -170,8 +168,8 @@ fn run<W: Waiter + ?Sized, const N: usize>(
     let range = |va: u64, access: Access| -> Result<DeviceRange<'_>, u32> {
         match guard.translate(va, sqe.len, access) {
             Ok(t) => Ok(DeviceRange { dev, t }),
-            Err(XlateFault::NeedsRebuild { region, wanted }) => {
-                needs_rebuild.set(Some((region, wanted)));
+            Err(XlateFault::NeedsRebuild { touched }) => {
+                needs_rebuild.set(Some(touched));
                 Err(uapi::WARPQ_STATUS_FAULT_UNMAPPED)
             }
             Err(fault) => Err(fault_status(fault)),

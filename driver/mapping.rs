@@ -26,7 +26,7 @@ use kernel::types::ScopeGuard;
 use crate::errors::FaultErrno;
 use crate::glue::mm::{MmGrab, MmUsers, MmapLock, UserRef};
 use crate::protocol::platform::{Mapping, PinError};
-use crate::protocol::region::ChunkState;
+use crate::protocol::region::Chunk;
 use crate::shim::{self, DeviceRaw, IntervalRaw, MmRaw, PageRaw, SgTableRaw, UserRaw};
 use crate::vma_rules::range_has_queue_mapping;
 
@@ -157,7 +157,7 @@ impl DmaMapping {
 impl Mapping for DmaMapping {
     /// A region's chunk states: up to 64 of about 80 bytes, a `kmalloc`
     /// of at most 8 KiB per REGISTER.
-    type Chunks = KVec<ChunkState<DmaMapping>>;
+    type Chunks = KVVec<Chunk<DmaMapping>>;
 
     fn page_count(&self) -> u64 {
         self.pages.len() as u64

@@ -52,7 +52,7 @@
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
-use kernel::alloc::{KVBox, KVec};
+use kernel::alloc::{KVBox, KVVec};
 use kernel::bindings;
 use kernel::ffi::{c_ulong, c_void};
 use kernel::prelude::*;
@@ -73,7 +73,7 @@ use crate::protocol::platform::Waiter;
 use crate::protocol::policy::Policy;
 use crate::protocol::pool::EngineClaim;
 use crate::protocol::rebuild::RebuildError;
-use crate::protocol::region::{chunk_count_for, Access, ChunkState, RegionHandle};
+use crate::protocol::region::{chunk_count_for, Access, Chunk, RegionHandle};
 use crate::region_slots::{RegionSlots, MAX_REGIONS};
 use crate::ring::Ring;
 use crate::shim::{self, MmRaw, PageRaw};
@@ -593,14 +593,15 @@ impl Queue {
         self.check_live()?;
         self.memlock_limit.store(memlock_limit_pages(), Ordering::Relaxed);
         let platform = self.platform(false);
-        // The region's chunk states, allocated before L (nothing allocates
-        // under it) and handed to the table, which frees them with the
-        // region.
+        // The region's chunks, allocated before L (nothing allocates under
+        // it) and handed to the table, which frees them with the region: up
+        // to 65536 of them (a 4 GiB region of 64 KiB chunks, about 6 MiB),
+        // so vmalloc'd if need be, and charged to the registering cgroup.
         let count = chunk_count_for(len, self.config.chunk_shift);
-        let mut chunks = KVec::with_capacity(count, GFP_KERNEL_ACCOUNT)?;
+        let mut chunks = KVVec::with_capacity(count, GFP_KERNEL_ACCOUNT)?;
         for _ in 0..count {
             // Within the capacity: allocates nothing.
-            chunks.push(ChunkState::Unmapped, GFP_KERNEL_ACCOUNT)?;
+            chunks.push(Chunk::new(), GFP_KERNEL_ACCOUNT)?;
         }
         let desc = {
             let mut key = self.lock.lock();

@@ -204,9 +204,9 @@ impl Queue {
                 let result = if status == uapi::WARPQ_STATUS_OK { outcome.result } else { 0 };
                 Step::Done { status, result }
             }
-            engine::Execution::NeedsRebuild { region, wanted } => {
+            engine::Execution::NeedsRebuild { touched } => {
                 let footprints = engine::footprints(&guard, sqe);
-                let exit = guard.request_rebuild(region, wanted);
+                let exit = guard.request_rebuild(touched);
                 if self.ctx.gate().is_stale() {
                     self.note_stale();
                 }

@@ -33,8 +33,8 @@ pub struct Config {
     /// Collisions (`mmu_interval_read_retry()` true, or a lost race) a rebuild
     /// absorbs before giving up.
     pub max_retries: u32,
-    /// Preferred chunk size as a shift (a region gets larger chunks if it
-    /// would have more than [`MAX_CHUNKS`](super::region::MAX_CHUNKS)).
+    /// Preferred chunk size as a shift (a region gets larger chunks only if
+    /// it would have more than [`MAX_CHUNKS`](super::region::MAX_CHUNKS)).
     pub chunk_shift: u8,
     /// Bytes of mapped chunks the context may hold at once (its share of
     /// the device's address window); 0 for no limit. A rebuild over it
@@ -564,15 +564,16 @@ impl<M: Mapping, const N: usize, W: Waiter + ?Sized> EngineGuard<'_, M, N, W> {
     }
 
     /// The command needs chunks that are unmapped
-    /// ([`XlateFault::NeedsRebuild`]): records them in the region's want
-    /// mask, marks the queue stale (a rebuild is wanted) and leaves. The
+    /// ([`XlateFault::NeedsRebuild`]): marks those of `touched` wanted,
+    /// marks the queue stale (a rebuild is wanted) and leaves. The
     /// command stays queued (set aside: `overtake.rs`); the caller then
     /// schedules the rebuild worker or the zap
     /// ([`Platform::schedule_zap`](super::platform::Platform::schedule_zap))
     /// so that the owner's next touch of the ring faults and rebuilds, and
     /// wakes the waiters (a WAIT rebuilds too).
-    pub fn request_rebuild(self, region: RegionHandle, wanted: u64) -> super::gate::EngineExit {
-        self.regions.want(region, wanted);
+    pub fn request_rebuild(self, touched: super::region::Footprint) -> super::gate::EngineExit {
+        // SAFETY: the engine is inside the gate (`self.gate`): no writer runs.
+        unsafe { self.regions.want(touched) };
         self.gate.mark_stale();
         self.gate.finish()
     }

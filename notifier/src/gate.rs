@@ -360,7 +360,7 @@ impl<W: Waiter + ?Sized> GateGuard<'_, W> {
     /// Marks the queue stale from inside (the command needs a rebuild),
     /// until a holder of `L` clears it with the gate drained; the engine
     /// still enters for commands whose chunks are mapped.
-    /// `Release`, so what the engine stored before (the want bits) is seen
+    /// `Release`, so what the engine stored before (the wanted flags) is seen
     /// by that holder, whose drain acquires this entry's leave.
     pub fn mark_stale(&self) {
         self.gate.state.fetch_or(STALE, Ordering::Release);

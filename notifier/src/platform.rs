@@ -8,7 +8,7 @@
 
 use core::ops::DerefMut;
 
-use super::region::{ChunkState, RegionDesc};
+use super::region::{Chunk, RegionDesc};
 
 /// Sleeping and waking, as used by the queue gate's drain.
 pub trait Waiter {
@@ -58,13 +58,13 @@ pub enum PinError {
 
 /// The pinned (or mirrored) pages and DMA addresses of one chunk.
 pub trait Mapping: Sized {
-    /// Where one region's chunk states live: the caller allocates it for
-    /// each REGISTER before it takes `L` (the core allocates nothing), at
-    /// least [`chunk_count_for`](super::region::chunk_count_for) states
-    /// long, every one [`ChunkState::Unmapped`]; the table owns it while
+    /// Where one region's chunks live: the caller allocates it for each
+    /// REGISTER before it takes `L` (the core allocates nothing), at least
+    /// [`chunk_count_for`](super::region::chunk_count_for) chunks long,
+    /// every one [`Chunk::new`]; the table owns it while
     /// the region is registered and drops it (with `L` held: a `kfree`,
     /// which never waits for reclaim) when the region goes.
-    type Chunks: DerefMut<Target = [ChunkState<Self>]>;
+    type Chunks: DerefMut<Target = [Chunk<Self>]>;
 
     /// Number of pages pinned by this mapping (for the reports and counters).
     fn page_count(&self) -> u64;

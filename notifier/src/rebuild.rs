@@ -4,15 +4,15 @@
 //!
 //! Runs in the queue's `->fault` handler (under `mmap_read_lock` of the
 //! faulting mm, after the context was looked up by `vmf->vma->vm_mm`) or in
-//! an ioctl of the owning mm. For each chunk a command waits for (its bit in
-//! the region's want mask; REGISTER wants every chunk), and only those:
+//! an ioctl of the owning mm. For each chunk a command waits for (its
+//! *wanted* flag; REGISTER wants every chunk), and only those:
 //!
 //! 1. `seq = read_begin()` without `L` (may sleep);
 //! 2. pin (or mirror) and DMA-map the chunk without `L` (may sleep and
 //!    allocate);
 //! 3. take `L`; if `read_retry(seq)`: drop `L`, undo, retry (bounded);
 //! 4. else pause and drain the gate, publish the chunk `Mapped { seq }`
-//!    (clearing its want bit), and clear the stale state if no command
+//!    (clearing its wanted flag), and clear the stale state if no command
 //!    waits any more; drop `L`.
 //!
 //! Chunks nobody asked for stay unmapped: after fork or a `MADV_DONTNEED`
@@ -385,8 +385,9 @@ where
         return Err(RebuildError::Released);
     }
     // SAFETY: `key` proves `L` is held.
-    let still_unmapped = unsafe { ctx.table().chunk_unmapped(desc.handle, chunk) };
-    if !still_unmapped || !ctx.table().chunk_wanted(desc.handle, chunk) {
+    let still_wanted =
+        unsafe { ctx.table().chunk_unmapped(desc.handle, chunk) && ctx.table().chunk_wanted(desc.handle, chunk) };
+    if !still_wanted {
         // Settled meanwhile (published, refused, unregistered, served).
         report.lost_races = report.lost_races.saturating_add(1);
         return Ok(());
@@ -455,8 +456,9 @@ where
         return Err(RebuildError::Released);
     }
     // SAFETY: `key` proves `L` is held.
-    let still_unmapped = unsafe { ctx.table().chunk_unmapped(desc.handle, chunk) };
-    if !still_unmapped || !ctx.table().chunk_wanted(desc.handle, chunk) {
+    let still_wanted =
+        unsafe { ctx.table().chunk_unmapped(desc.handle, chunk) && ctx.table().chunk_wanted(desc.handle, chunk) };
+    if !still_wanted {
         // Another rebuild published it, or it was unregistered (its notifier
         // may be gone: the sequence is meaningless then), or the command
         // that wanted it was served or failed meanwhile.

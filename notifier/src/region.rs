@@ -3,13 +3,13 @@
 //! The region table of one mm context.
 //!
 //! A region is a user buffer the device may touch: `[start, start + len)`
-//! with read and/or write access for the device. It is cut into at most
-//! [`MAX_CHUNKS`] chunks of `1 << chunk_shift` bytes (the last may be
-//! shorter), and each chunk has its own state ([`ChunkState`]): its pages
-//! are made reachable (pinned or mirrored) and DMA-mapped while it is
-//! mapped, independently of the other chunks. An invalidation tears down
-//! only the chunks its range intersects, and a rebuild maps only the chunks
-//! a command waits for (their bits in the region's *want* mask).
+//! with read and/or write access for the device. It is cut into chunks of
+//! `1 << chunk_shift` bytes (the last may be shorter; at most
+//! [`MAX_CHUNKS`] of them), and each chunk has its own state
+//! ([`ChunkState`]): its pages are made reachable (pinned or mirrored) and
+//! DMA-mapped while it is mapped, independently of the other chunks. An
+//! invalidation tears down only the chunks its range intersects, and a
+//! rebuild maps only the chunks a command waits for (their *wanted* flag).
 //!
 //! # Who may touch the table
 //!
@@ -20,29 +20,37 @@
 //! Both rules are checked by [`MmContext`](super::context::MmContext), which
 //! is the only caller of the `unsafe` accessors below. Each slot is a
 //! [`sync::UnsafeCell`](super::sync::UnsafeCell), so the loom models check
-//! every access against those rules.
+//! every access to it against those rules.
 //!
-//! The want masks are atomics beside the slots: the engine sets bits from
-//! inside the gate (then marks the gate stale and leaves), the holders of
-//! `L` with a drained gate read and clear them. The drain orders the
-//! engine's bits before the reader (its leave is a release, the drain's
-//! check an acquire).
+//! # Chunk flags
 //!
-//! The refused masks are atomics too, the other way round: a rebuild that
-//! cannot fault in a chunk a command waits for (no permission any more, a
-//! hole, a truncated file) sets its bit, with `L` held and the gate
-//! drained, and reopens the queue; the engine, inside the gate, finds the
-//! bit when it retries the waiting command, clears it and fails that
-//! command. The chunk stays unmapped: the next command on it asks for a
-//! rebuild again, which may succeed (an `mprotect` back, a new page). So a
-//! failure costs the commands that waited for it, never the chunk for good
-//! (only an UNMAP kills a chunk). The reopen orders the bit before the
-//! engine's next entry.
+//! Beside its state each chunk has atomic flags ([`Chunk`]), which the
+//! engine (inside the gate) and the holders of `L` set and clear through
+//! shared references, under the read rule above:
 //!
-//! The short masks work the same way for a rebuild that failed for want of
-//! memory (the `RLIMIT_MEMLOCK` charge, an allocation, device addresses)
-//! after evicting what it could: the command that waited fails with its
-//! own fault ([`XlateFault::NoMemory`]), not the queue.
+//! - *wanted*: a command waits for the chunk. The engine sets it from
+//!   inside the gate, on unmapped chunks only (then marks the gate stale and
+//!   leaves); a publish, a refusal or a kill clears it, so a wanted chunk is
+//!   always unmapped. Each slot counts its wanted chunks (`wanting`), so
+//!   the rebuild's search skips regions nobody waits on without reading
+//!   their chunks. The drain orders the engine's flags before a writer (its
+//!   leave is a release, the drain's check an acquire).
+//! - *refused*: a rebuild that cannot fault in a chunk a command waits for
+//!   (no permission any more, a hole, a truncated file) sets it, with `L`
+//!   held and the gate drained, and reopens the queue; the engine, inside
+//!   the gate, finds it when it retries the waiting command, clears it and
+//!   fails that command. The chunk stays unmapped: the next command on it
+//!   asks for a rebuild again, which may succeed (an `mprotect` back, a new
+//!   page). So a failure costs the commands that waited for it, never the
+//!   chunk for good (only an UNMAP kills a chunk). The reopen orders the
+//!   flag before the engine's next entry.
+//! - *short*: the same for a rebuild that failed for want of memory (the
+//!   `RLIMIT_MEMLOCK` charge, an allocation, device addresses) after
+//!   evicting what it could: the command that waited fails with its own
+//!   fault ([`XlateFault::NoMemory`]), not the queue.
+//! - *claimed*: a rebuild maps the chunk now, so another leaves it alone
+//!   (set and cleared under `L` only; `rebuild.rs`).
+//! - *used* and the reservation: the clock's, below.
 //!
 //! # Device addresses on demand
 //!
@@ -50,37 +58,41 @@
 //! ([`Config::device_share`](super::context::Config::device_share)); a
 //! rebuild that would exceed it first evicts mapped chunks
 //! ([`RegionTable::evict_one`]), least recently used first, approximated by
-//! a clock: each chunk has a reference bit (the `used` masks, atomics
-//! beside the slots) that the engine sets when a command touches the chunk
-//! (or asks for it) and a publish sets for a fresh chunk; the clock hand
-//! clears set bits and evicts the first mapped chunk whose bit is clear and
-//! that no command waits for. An evicted chunk is unmapped like a torn-down
-//! one, so the next command on it waits for a rebuild.
+//! a clock: each chunk has a reference flag (*used*) that the engine sets
+//! when a command touches the chunk and a publish sets for a fresh chunk;
+//! the clock hand clears set flags and evicts the first mapped chunk whose
+//! flag is clear and that no command waits for. An evicted chunk is
+//! unmapped like a torn-down one, so the next command on it waits for a
+//! rebuild.
 //!
 //! Forward progress: a command that waits for a rebuild reserves every
-//! chunk it touches (the `reserved` masks, set by its translation, cleared
-//! when a translation of it succeeds, i.e. when it runs, or when the chunk
-//! is refused, killed or removed). The clock never evicts a reserved chunk,
-//! so two commands that wait for different chunks cannot evict each other's
-//! chunks for ever; if only reserved chunks are left, the rebuild maps over
-//! the share (`rebuild.rs`).
+//! chunk it touches (the chunk's reservation takes the table's current
+//! reservation epoch; it is dropped when a translation of the command
+//! succeeds, i.e. when it runs, or when the chunk is refused, killed or
+//! removed; and when no command waits any more, the engine starts a new
+//! epoch, which drops every reservation at once). The clock never evicts a
+//! reserved chunk, so two commands that wait for different chunks cannot
+//! evict each other's chunks for ever; if only reserved chunks are left,
+//! the rebuild maps over the share (`rebuild.rs`).
 //!
 //! # Capacity
 //!
 //! The table has `N` slots (1024 in the driver). What a region costs grows
 //! with what it holds, not with the table: a slot is a description and a
-//! pointer, and the region's chunk states ([`Mapping::Chunks`]) are
-//! allocated by the caller for each registration, before it takes `L`, as
-//! long as the region has chunks. The engine finds a region by a binary
-//! search of `order`, the live slots sorted by start address (regions never
-//! overlap), which the writers keep sorted; the bytes the mapped chunks
-//! hold are a running sum, kept by every writer that maps or unmaps a
-//! chunk. Neither grows with `N` on the engine's or the rebuild's path.
+//! pointer, and the region's chunks ([`Mapping::Chunks`], state and flags)
+//! are allocated by the caller for each registration, before it takes `L`.
+//! A region has at most [`MAX_CHUNKS`] chunks (65536: 4 GiB of 64 KiB
+//! chunks, 128 GiB of 2 MiB ones); a longer one gets larger chunks. The
+//! engine finds a region by a binary search of `order`, the live slots
+//! sorted by start address (regions never overlap), which the writers keep
+//! sorted; the bytes the mapped chunks hold are a running sum, kept by
+//! every writer that maps or unmaps a chunk. Neither grows with `N` on the
+//! engine's or the rebuild's path.
 
 use core::ops::Range;
 
 use super::platform::Mapping;
-use super::sync::{AtomicBool, AtomicU64, Ordering, UnsafeCell};
+use super::sync::{AtomicBool, AtomicU32, AtomicU64, Ordering, UnsafeCell};
 
 /// What the device may do with a region.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -128,8 +140,10 @@ impl Access {
 }
 
 /// Chunks per region at most: a region longer than `MAX_CHUNKS` chunks of
-/// the preferred size gets larger chunks ([`chunk_shift_for`]).
-pub const MAX_CHUNKS: usize = 64;
+/// the preferred size gets larger chunks ([`chunk_shift_for`]). It bounds
+/// what one registration allocates for its chunks (about 3 MiB at most in
+/// the driver), not a table: a region of 4 GiB still has chunks of 64 KiB.
+pub const MAX_CHUNKS: usize = 1 << 16;
 
 /// The smallest chunk: 64 KiB.
 pub const MIN_CHUNK_SHIFT: u8 = 16;
@@ -217,7 +231,7 @@ impl RegionDesc {
         1u64 << self.chunk_shift
     }
 
-    /// Number of chunks (1..=[`MAX_CHUNKS`]).
+    /// Number of chunks (1..=[`MAX_CHUNKS`] for a registered region).
     pub const fn chunk_count(&self) -> usize {
         self.len.div_ceil(self.chunk_bytes()) as usize
     }
@@ -238,18 +252,6 @@ impl RegionDesc {
         let last = (end.min(self.end()) - 1 - self.start) >> self.chunk_shift;
         first as usize..last as usize + 1
     }
-
-    /// The want-mask bits of every chunk.
-    pub const fn all_chunks(&self) -> u64 {
-        mask_of(0, self.chunk_count())
-    }
-}
-
-/// The mask of chunks `first..end`.
-const fn mask_of(first: usize, end: usize) -> u64 {
-    let width = end - first;
-    let bits = if width >= 64 { u64::MAX } else { (1u64 << width) - 1 };
-    bits << first
 }
 
 /// Where a region is in its life.
@@ -279,6 +281,92 @@ pub enum ChunkState<M> {
     /// Cannot be rebuilt (the range is gone or lost its permission);
     /// commands touching it fail with a fault status.
     Dead,
+}
+
+/// One chunk of a region: its state, under the table's rules, and its
+/// flags, atomics set and cleared through shared references (see the
+/// module docs).
+pub struct Chunk<M> {
+    state: ChunkState<M>,
+    flags: AtomicU32,
+    /// The reservation epoch the chunk was last reserved in (0: never; see
+    /// the module docs).
+    reserved: AtomicU32,
+}
+
+/// A command waits for the chunk (it is unmapped).
+const WANTED: u32 = 1 << 0;
+/// Its rebuild could not fault it in; a waiting command is to fail.
+const REFUSED: u32 = 1 << 1;
+/// Its rebuild ran out of memory; a waiting command is to fail.
+const SHORT: u32 = 1 << 2;
+/// The clock's reference flag.
+const USED: u32 = 1 << 3;
+/// A rebuild maps it now (under `L` only).
+const CLAIMED: u32 = 1 << 4;
+
+impl<M> Chunk<M> {
+    /// An unmapped chunk with no flag set: what a registration hands in
+    /// ([`Mapping::Chunks`]).
+    pub fn new() -> Self {
+        Self { state: ChunkState::Unmapped, flags: AtomicU32::new(0), reserved: AtomicU32::new(0) }
+    }
+
+    /// The chunk's state.
+    pub fn state(&self) -> &ChunkState<M> {
+        &self.state
+    }
+
+    fn is_unmapped(&self) -> bool {
+        matches!(self.state, ChunkState::Unmapped)
+    }
+
+    fn is_mapped(&self) -> bool {
+        matches!(self.state, ChunkState::Mapped { .. })
+    }
+
+    fn has(&self, flag: u32) -> bool {
+        self.flags.load(Ordering::Acquire) & flag != 0
+    }
+
+    /// Sets `flag`; true if it was clear.
+    fn set(&self, flag: u32) -> bool {
+        self.flags.fetch_or(flag, Ordering::AcqRel) & flag == 0
+    }
+
+    /// Clears the flags in `flags`; returns those that were set.
+    fn clear(&self, flags: u32) -> u32 {
+        self.flags.fetch_and(!flags, Ordering::AcqRel) & flags
+    }
+
+    /// Sets the clock's reference flag (a plain load first: the engine
+    /// touches the same chunks over and over).
+    fn mark_used(&self) {
+        if self.flags.load(Ordering::Relaxed) & USED == 0 {
+            self.flags.fetch_or(USED, Ordering::Relaxed);
+        }
+    }
+
+    fn is_pristine(&self) -> bool {
+        self.is_unmapped() && self.flags.load(Ordering::Relaxed) == 0 && self.reserved.load(Ordering::Relaxed) == 0
+    }
+}
+
+impl<M> Default for Chunk<M> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<M> core::fmt::Debug for Chunk<M> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let state = match self.state {
+            ChunkState::Unmapped => "unmapped",
+            ChunkState::Mapped { .. } => "mapped",
+            ChunkState::Dead => "dead",
+        };
+        f.debug_struct("Chunk").field("state", &state).field("flags", &self.flags.load(Ordering::Relaxed)).finish()
+    }
 }
 
 /// A summary of a region's state.
@@ -367,10 +455,9 @@ pub enum XlateFault {
     ///
     /// [`EngineGuard::request_rebuild`]: super::context::EngineGuard::request_rebuild
     NeedsRebuild {
-        /// The region.
-        region: RegionHandle,
-        /// The chunks the access needs that are unmapped.
-        wanted: u64,
+        /// The chunks the access touches; it waits for those of them that
+        /// are unmapped.
+        touched: Footprint,
     },
     /// The region, or a chunk the access needs, is dead.
     Dead,
@@ -426,7 +513,7 @@ pub struct Translation<'a, M> {
     /// The sequence the first chunk's mapping was published at.
     pub seq: u64,
     chunk_shift: u8,
-    chunks: &'a [ChunkState<M>],
+    chunks: &'a [Chunk<M>],
 }
 
 impl<'a, M> Translation<'a, M> {
@@ -435,7 +522,7 @@ impl<'a, M> Translation<'a, M> {
     /// inside the translated access).
     pub fn locate(&self, pos: u64) -> Option<(&'a M, u64)> {
         let chunk = usize::try_from(pos >> self.chunk_shift).ok()?;
-        match self.chunks.get(chunk)? {
+        match &self.chunks.get(chunk)?.state {
             ChunkState::Mapped { mapping, .. } => Some((mapping, pos & ((1u64 << self.chunk_shift) - 1))),
             _ => None,
         }
@@ -445,7 +532,7 @@ impl<'a, M> Translation<'a, M> {
 struct Entry<M: Mapping> {
     desc: RegionDesc,
     phase: Phase,
-    /// At least `desc.chunk_count()` states (the caller's allocation).
+    /// At least `desc.chunk_count()` chunks (the caller's allocation).
     chunks: M::Chunks,
 }
 
@@ -456,14 +543,22 @@ struct Slot<M: Mapping> {
 }
 
 impl<M: Mapping> Entry<M> {
-    fn live_chunks(&self) -> &[ChunkState<M>] {
+    fn live_chunks(&self) -> &[Chunk<M>] {
         &self.chunks[..self.desc.chunk_count()]
     }
 
     fn info(&self) -> RegionInfo {
         let (mut mapped, mut dead, mut pages, mut newest) = (0u32, 0u32, 0u64, 0u64);
+        let (mut refused, mut short) = (0u32, 0u32);
         for chunk in self.live_chunks() {
-            match chunk {
+            let flags = chunk.flags.load(Ordering::Acquire);
+            if flags & (REFUSED | SHORT) != 0 {
+                refused += 1;
+            }
+            if flags & SHORT != 0 {
+                short += 1;
+            }
+            match &chunk.state {
                 ChunkState::Mapped { seq, mapping } => {
                     mapped += 1;
                     pages = pages.saturating_add(mapping.page_count());
@@ -488,8 +583,8 @@ impl<M: Mapping> Entry<M> {
             pages,
             mapped_chunks: mapped,
             dead_chunks: dead,
-            refused_chunks: 0,
-            short_chunks: 0,
+            refused_chunks: refused,
+            short_chunks: short,
         }
     }
 }
@@ -509,27 +604,17 @@ pub struct RegionTable<M: Mapping, const N: usize> {
     /// Bytes of user memory in mapped chunks, over all regions (same rules
     /// as the slots: every writer that maps or unmaps a chunk keeps it).
     mapped: UnsafeCell<u64>,
-    /// Some `reserved` mask may be non-zero (only the engine reserves and
-    /// clears reservations, see [`Self::clear_reservations`]).
+    /// Some chunk may be reserved in the current epoch (only the engine
+    /// reserves and clears reservations, see [`Self::clear_reservations`]).
     any_reserved: AtomicBool,
-    /// Per slot: the chunks a rebuild is mapping now, so that another
-    /// rebuild does not map them too (read and written under `L` only; see
-    /// `rebuild.rs`).
-    claims: UnsafeCell<[u64; N]>,
-    /// Per slot: the chunks a command waits for (see the module docs).
-    wanted: [AtomicU64; N],
-    /// Per slot: the chunks a rebuild could not map while a command waited
-    /// (see the module docs).
-    refused: [AtomicU64; N],
-    /// Per slot: the chunks a rebuild could not map for want of memory
-    /// while a command waited (see the module docs).
-    short: [AtomicU64; N],
-    /// Per slot: the clock's reference bits (see the module docs).
-    used: [AtomicU64; N],
-    /// Per slot: chunks a waiting command touches (see the module docs).
-    reserved: [AtomicU64; N],
-    /// The clock hand: the next `slot * MAX_CHUNKS + chunk` it looks at
-    /// (only moved under `L`).
+    /// The reservation epoch: a chunk is reserved while its reservation
+    /// holds this value (never 0; see the module docs).
+    epoch: AtomicU32,
+    /// Per slot: how many of its region's chunks are wanted (see the module
+    /// docs).
+    wanting: [AtomicU32; N],
+    /// The clock hand: the slot (high 32 bits) and chunk (low 32 bits) it
+    /// looks at next (only moved under `L`).
     hand: AtomicU64,
     /// Bumped (under `L`) whenever a chunk is published, refused or killed:
     /// a command set aside for a rebuild may be able to move on (the
@@ -559,12 +644,8 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
             order: UnsafeCell::new(Order { len: 0, slots: [0; N] }),
             mapped: UnsafeCell::new(0),
             any_reserved: AtomicBool::new(false),
-            claims: UnsafeCell::new([0; N]),
-            wanted: core::array::from_fn(|_| AtomicU64::new(0)),
-            refused: core::array::from_fn(|_| AtomicU64::new(0)),
-            short: core::array::from_fn(|_| AtomicU64::new(0)),
-            used: core::array::from_fn(|_| AtomicU64::new(0)),
-            reserved: core::array::from_fn(|_| AtomicU64::new(0)),
+            epoch: AtomicU32::new(1),
+            wanting: core::array::from_fn(|_| AtomicU32::new(0)),
             hand: AtomicU64::new(0),
             resolved: AtomicU64::new(0),
         }
@@ -581,18 +662,10 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
         // aligned arrays; each element is written exactly once.
         unsafe {
             let slots = core::ptr::addr_of_mut!((*slot).slots).cast::<UnsafeCell<Slot<M>>>();
-            let wanted = core::ptr::addr_of_mut!((*slot).wanted).cast::<AtomicU64>();
-            let refused = core::ptr::addr_of_mut!((*slot).refused).cast::<AtomicU64>();
-            let short = core::ptr::addr_of_mut!((*slot).short).cast::<AtomicU64>();
-            let used = core::ptr::addr_of_mut!((*slot).used).cast::<AtomicU64>();
-            let reserved = core::ptr::addr_of_mut!((*slot).reserved).cast::<AtomicU64>();
+            let wanting = core::ptr::addr_of_mut!((*slot).wanting).cast::<AtomicU32>();
             for i in 0..N {
                 slots.add(i).write(UnsafeCell::new(Slot { generation: 1, entry: None }));
-                wanted.add(i).write(AtomicU64::new(0));
-                refused.add(i).write(AtomicU64::new(0));
-                short.add(i).write(AtomicU64::new(0));
-                used.add(i).write(AtomicU64::new(0));
-                reserved.add(i).write(AtomicU64::new(0));
+                wanting.add(i).write(AtomicU32::new(0));
             }
             // Not `[0; N]` through the stack: outside loom the cell is a
             // transparent wrapper, and an empty index is all zero.
@@ -601,12 +674,8 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
             #[cfg(loom)]
             core::ptr::addr_of_mut!((*slot).order).write(UnsafeCell::new(Order { len: 0, slots: [0; N] }));
             core::ptr::addr_of_mut!((*slot).mapped).write(UnsafeCell::new(0));
-            // As `order`: no claim is all zero.
-            #[cfg(not(loom))]
-            core::ptr::addr_of_mut!((*slot).claims).write_bytes(0, 1);
-            #[cfg(loom)]
-            core::ptr::addr_of_mut!((*slot).claims).write(UnsafeCell::new([0; N]));
             core::ptr::addr_of_mut!((*slot).any_reserved).write(AtomicBool::new(false));
+            core::ptr::addr_of_mut!((*slot).epoch).write(AtomicU32::new(1));
             core::ptr::addr_of_mut!((*slot).hand).write(AtomicU64::new(0));
             core::ptr::addr_of_mut!((*slot).resolved).write(AtomicU64::new(0));
         }
@@ -632,111 +701,109 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
         }
     }
 
-    /// Adds `chunks` to the want mask of `handle`'s slot (the engine, from
-    /// inside the gate; or a holder of `L`).
-    pub(super) fn want(&self, handle: RegionHandle, chunks: u64) {
-        if let Some(wanted) = self.wanted.get(handle.slot()) {
-            wanted.fetch_or(chunks, Ordering::Release);
+    /// A command waits for the unmapped chunks of `touched`: marks them
+    /// wanted (the engine, from inside the gate; or a holder of `L`).
+    ///
+    /// # Safety
+    ///
+    /// As for reads: the caller holds `L` or is inside the gate.
+    pub(super) unsafe fn want(&self, touched: Footprint) {
+        // SAFETY: forwarded contract.
+        let Some(entry) = (unsafe { self.entry(touched.region) }) else { return };
+        if entry.phase != Phase::Armed {
+            return;
         }
-    }
-
-    /// The want mask of slot `slot`.
-    fn wanted(&self, slot: usize) -> u64 {
-        self.wanted.get(slot).map_or(0, |w| w.load(Ordering::Acquire))
-    }
-
-    /// Forgets `chunks` of slot `slot`: neither wanted nor refused.
-    fn unwant(&self, slot: usize, chunks: u64) {
-        if let Some(wanted) = self.wanted.get(slot) {
-            wanted.fetch_and(!chunks, Ordering::AcqRel);
-        }
-        if let Some(refused) = self.refused.get(slot) {
-            refused.fetch_and(!chunks, Ordering::AcqRel);
-        }
-        if let Some(short) = self.short.get(slot) {
-            short.fetch_and(!chunks, Ordering::AcqRel);
-        }
-    }
-
-    /// The refused mask of slot `slot`.
-    fn refused(&self, slot: usize) -> u64 {
-        self.refused.get(slot).map_or(0, |r| r.load(Ordering::Acquire))
-    }
-
-    /// Clears `chunks` from slot `slot`'s refused mask and returns those of
-    /// them that were set (the engine, failing the command that waited).
-    fn take_refused(&self, slot: usize, chunks: u64) -> u64 {
-        self.refused.get(slot).map_or(0, |r| r.fetch_and(!chunks, Ordering::AcqRel) & chunks)
-    }
-
-    /// The short mask of slot `slot`.
-    fn short(&self, slot: usize) -> u64 {
-        self.short.get(slot).map_or(0, |r| r.load(Ordering::Acquire))
-    }
-
-    /// As [`Self::take_refused`], for the short mask.
-    fn take_short(&self, slot: usize, chunks: u64) -> u64 {
-        self.short.get(slot).map_or(0, |r| r.fetch_and(!chunks, Ordering::AcqRel) & chunks)
-    }
-
-    /// Sets the clock's reference bits `chunks` of slot `slot` (a plain
-    /// load first: the engine touches the same chunks over and over).
-    fn mark_used(&self, slot: usize, chunks: u64) {
-        if let Some(used) = self.used.get(slot) {
-            if used.load(Ordering::Relaxed) & chunks != chunks {
-                used.fetch_or(chunks, Ordering::Relaxed);
+        let live = entry.live_chunks();
+        let end = (touched.last as usize).saturating_add(1).min(live.len());
+        for chunk in live.get(touched.first as usize..end).unwrap_or(&[]) {
+            if chunk.is_unmapped() {
+                self.want_chunk(touched.region.slot(), chunk);
             }
         }
     }
 
-    /// A command that waits touches `chunks` of slot `slot`: keep them.
-    fn reserve(&self, slot: usize, chunks: u64) {
-        if let Some(reserved) = self.reserved.get(slot) {
-            reserved.fetch_or(chunks, Ordering::Relaxed);
+    /// Marks `chunk` (unmapped, of the region in slot `slot`) wanted, and
+    /// counts it if it was not.
+    fn want_chunk(&self, slot: usize, chunk: &Chunk<M>) {
+        if chunk.set(WANTED) {
+            if let Some(wanting) = self.wanting.get(slot) {
+                wanting.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Clears `flags` of `chunk` (of the region in slot `slot`), keeping
+    /// the slot's count of wanted chunks; returns those that were set.
+    fn clear_flags(&self, slot: usize, chunk: &Chunk<M>, flags: u32) -> u32 {
+        let was = chunk.clear(flags);
+        if was & WANTED != 0 {
+            if let Some(wanting) = self.wanting.get(slot) {
+                wanting.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        was
+    }
+
+    /// Whether some chunk of the region in slot `slot` is wanted.
+    fn any_wanted_in(&self, slot: usize) -> bool {
+        self.wanting.get(slot).is_some_and(|w| w.load(Ordering::Acquire) != 0)
+    }
+
+    /// A command that waits touches `chunk`: keep it (the current epoch).
+    fn reserve(&self, chunk: &Chunk<M>) {
+        let epoch = self.epoch.load(Ordering::Relaxed);
+        if chunk.reserved.load(Ordering::Relaxed) != epoch {
+            chunk.reserved.store(epoch, Ordering::Relaxed);
+        }
+        if !self.any_reserved.load(Ordering::Relaxed) {
             self.any_reserved.store(true, Ordering::Relaxed);
         }
     }
 
-    /// `chunks` of slot `slot` are no longer kept for a waiting command (it
-    /// runs now, or failed, or the chunks went away).
-    fn unreserve(&self, slot: usize, chunks: u64) {
-        if let Some(reserved) = self.reserved.get(slot) {
-            if reserved.load(Ordering::Relaxed) & chunks != 0 {
-                reserved.fetch_and(!chunks, Ordering::Relaxed);
-            }
+    /// `chunk` is no longer kept for a waiting command (it runs now, or
+    /// failed, or the chunk went away).
+    fn unreserve(&self, chunk: &Chunk<M>) {
+        if chunk.reserved.load(Ordering::Relaxed) != 0 {
+            chunk.reserved.store(0, Ordering::Relaxed);
         }
     }
 
-    /// Forgets everything about `chunks` of slot `slot`: its wants,
-    /// refusals, reservations and reference bits (a region came or went, or
-    /// chunks died).
-    fn forget(&self, slot: usize, chunks: u64) {
-        self.unwant(slot, chunks);
-        self.unreserve(slot, chunks);
-        if let Some(used) = self.used.get(slot) {
-            used.fetch_and(!chunks, Ordering::Relaxed);
-        }
+    fn is_reserved(&self, chunk: &Chunk<M>) -> bool {
+        chunk.reserved.load(Ordering::Relaxed) == self.epoch.load(Ordering::Relaxed)
+    }
+
+    /// Forgets everything about `chunk` (of the region in slot `slot`): its
+    /// want, refusal, reservation and reference flag (it died or its region
+    /// goes away). A claim stays: its claimant ends it.
+    fn forget(&self, slot: usize, chunk: &Chunk<M>) {
+        self.clear_flags(slot, chunk, WANTED | REFUSED | SHORT | USED);
+        self.unreserve(chunk);
     }
 
     /// No command waits for a rebuild any more: no chunk stays reserved
     /// (a command that failed or was aborted after it reserved chunks left
-    /// its bits behind).
+    /// its reservation behind). A new epoch drops them all at once.
     pub(super) fn clear_reservations(&self) {
         // The engine is the only thread that reserves, and this runs on it:
         // the flag cannot be set again behind the swap.
         if !self.any_reserved.swap(false, Ordering::Relaxed) {
             return;
         }
-        for reserved in &self.reserved {
-            if reserved.load(Ordering::Relaxed) != 0 {
-                reserved.store(0, Ordering::Relaxed);
-            }
-        }
+        let next = match self.epoch.load(Ordering::Relaxed).wrapping_add(1) {
+            0 => 1,
+            next => next,
+        };
+        self.epoch.store(next, Ordering::Relaxed);
     }
 
-    /// Whether a command waits for chunk `chunk` of `handle`'s slot.
-    pub(super) fn chunk_wanted(&self, handle: RegionHandle, chunk: usize) -> bool {
-        chunk < 64 && self.wanted(handle.slot()) & (1 << chunk) != 0
+    /// Whether a command waits for chunk `chunk` of `handle`.
+    ///
+    /// # Safety
+    ///
+    /// As for reads: the caller holds `L` or is inside the gate.
+    pub(super) unsafe fn chunk_wanted(&self, handle: RegionHandle, chunk: usize) -> bool {
+        // SAFETY: forwarded contract.
+        unsafe { self.entry(handle) }.and_then(|entry| entry.live_chunks().get(chunk)).is_some_and(|c| c.has(WANTED))
     }
 }
 
@@ -922,14 +989,7 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
     /// As for reads: the caller holds `L` or is inside the gate.
     pub(super) unsafe fn info(&self, handle: RegionHandle) -> Option<RegionInfo> {
         // SAFETY: forwarded contract.
-        unsafe { self.entry(handle) }.map(|entry| self.with_refused(handle.slot(), entry.info()))
-    }
-
-    fn with_refused(&self, slot: usize, mut info: RegionInfo) -> RegionInfo {
-        let all = info.desc.all_chunks();
-        info.refused_chunks = ((self.refused(slot) | self.short(slot)) & all).count_ones();
-        info.short_chunks = (self.short(slot) & all).count_ones();
-        info
+        unsafe { self.entry(handle) }.map(Entry::info)
     }
 
     /// A copy of the live region in slot `slot`, if any.
@@ -939,12 +999,11 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
     /// As for reads: the caller holds `L` or is inside the gate.
     pub(super) unsafe fn info_at_slot(&self, slot: usize) -> Option<RegionInfo> {
         let cell = self.slots.get(slot)?;
-        let info = cell.with(|ptr| {
+        cell.with(|ptr| {
             // SAFETY: no concurrent writer by this function's contract.
             let slot = unsafe { &*ptr };
             slot.entry.as_ref().map(Entry::info)
-        })?;
-        Some(self.with_refused(slot, info))
+        })
     }
 
     /// The mapping of chunk `chunk` of the region named by `handle`, if it
@@ -955,7 +1014,7 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
     /// As for reads, and the returned borrow must end before the next write.
     pub(super) unsafe fn mapping(&self, handle: RegionHandle, chunk: usize) -> Option<&M> {
         // SAFETY: forwarded contract.
-        match unsafe { self.entry(handle) }?.live_chunks().get(chunk)? {
+        match &unsafe { self.entry(handle) }?.live_chunks().get(chunk)?.state {
             ChunkState::Mapped { mapping, .. } => Some(mapping),
             _ => None,
         }
@@ -969,7 +1028,7 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
     pub(super) unsafe fn chunk_unmapped(&self, handle: RegionHandle, chunk: usize) -> bool {
         // SAFETY: forwarded contract.
         let Some(entry) = (unsafe { self.entry(handle) }) else { return false };
-        entry.phase == Phase::Armed && matches!(entry.live_chunks().get(chunk), Some(ChunkState::Unmapped))
+        entry.phase == Phase::Armed && entry.live_chunks().get(chunk).is_some_and(Chunk::is_unmapped)
     }
 
     /// True if some chunk of `handle` in `chunks` is mapped.
@@ -981,7 +1040,7 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
         // SAFETY: forwarded contract.
         let Some(entry) = (unsafe { self.entry(handle) }) else { return false };
         let live = entry.live_chunks();
-        chunks.into_iter().any(|i| matches!(live.get(i), Some(ChunkState::Mapped { .. })))
+        chunks.into_iter().any(|i| live.get(i).is_some_and(Chunk::is_mapped))
     }
 
     /// True if the queue must stay stale: a region is pending, or a command
@@ -1006,7 +1065,7 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
     /// As for reads: the caller holds `L` or is inside the gate.
     pub(super) unsafe fn first_wanted(&self) -> Option<(RegionDesc, usize)> {
         // SAFETY: forwarded contract.
-        unsafe { self.first_wanted_except(|_| 0) }
+        unsafe { self.first_wanted_except(false) }
     }
 
     /// As [`Self::first_wanted`], skipping the chunks another rebuild has
@@ -1017,27 +1076,28 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
     /// The caller holds `L`.
     pub(super) unsafe fn first_unclaimed_wanted(&self) -> Option<(RegionDesc, usize)> {
         // SAFETY: `L` is held (this function's contract), which covers the
-        // claims and the reads.
-        unsafe { self.first_wanted_except(|index| self.claims.with(|claims| (*claims)[index])) }
+        // reads; the claims are only written under `L`.
+        unsafe { self.first_wanted_except(true) }
     }
 
     /// # Safety
     ///
-    /// As for reads, and `skip` reads only what the caller may.
-    unsafe fn first_wanted_except(&self, skip: impl Fn(usize) -> u64) -> Option<(RegionDesc, usize)> {
+    /// As for reads.
+    unsafe fn first_wanted_except(&self, skip_claimed: bool) -> Option<(RegionDesc, usize)> {
+        let skip = if skip_claimed { CLAIMED } else { 0 };
         // SAFETY: forwarded contract.
         unsafe {
             self.find_entry(|index, entry| {
-                if entry.phase != Phase::Armed {
+                if entry.phase != Phase::Armed || !self.any_wanted_in(index) {
                     return None;
                 }
-                let wanted = self.wanted(index) & entry.desc.all_chunks();
-                if wanted == 0 {
-                    return None;
-                }
-                let wanted = wanted & !skip(index);
-                (0..entry.desc.chunk_count())
-                    .find(|&i| wanted & (1 << i) != 0 && matches!(entry.chunks[i], ChunkState::Unmapped))
+                entry
+                    .live_chunks()
+                    .iter()
+                    .position(|c| {
+                        let flags = c.flags.load(Ordering::Acquire);
+                        flags & WANTED != 0 && flags & skip == 0 && c.is_unmapped()
+                    })
                     .map(|i| (entry.desc, i))
             })
         }
@@ -1050,12 +1110,10 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
     ///
     /// The caller holds `L`.
     pub(super) unsafe fn claim(&self, handle: RegionHandle, chunk: usize) {
-        self.claims.with_mut(|claims| {
-            // SAFETY: `L` is held (this function's contract): no other access.
-            if let Some(bits) = unsafe { &mut *claims }.get_mut(handle.slot()) {
-                *bits |= 1u64 << (chunk % 64);
-            }
-        });
+        // SAFETY: `L` is held (this function's contract): reads are allowed.
+        if let Some(c) = unsafe { self.entry(handle) }.and_then(|entry| entry.live_chunks().get(chunk)) {
+            c.set(CLAIMED);
+        }
     }
 
     /// Ends [`Self::claim`] of chunk `chunk` of `handle`, unless the region
@@ -1065,16 +1123,10 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
     ///
     /// The caller holds `L`.
     pub(super) unsafe fn unclaim(&self, handle: RegionHandle, chunk: usize) {
-        // SAFETY: forwarded contract.
-        if unsafe { self.entry(handle) }.is_none() {
-            return;
+        // SAFETY: `L` is held (this function's contract): reads are allowed.
+        if let Some(c) = unsafe { self.entry(handle) }.and_then(|entry| entry.live_chunks().get(chunk)) {
+            c.clear(CLAIMED);
         }
-        self.claims.with_mut(|claims| {
-            // SAFETY: `L` is held (this function's contract): no other access.
-            if let Some(bits) = unsafe { &mut *claims }.get_mut(handle.slot()) {
-                *bits &= !(1u64 << (chunk % 64));
-            }
-        });
     }
 
     /// Finds the region containing `va` and checks the access and the
@@ -1102,36 +1154,44 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
         }
         // A zero-length access still needs the chunk it names.
         let chunks = desc.chunks_in(va, end.max(va + 1));
-        let mut wanted = 0u64;
-        for i in chunks.clone() {
-            match entry.chunks[i] {
+        let touched = &entry.live_chunks()[chunks.clone()];
+        let slot = desc.handle.slot();
+        let (mut waits, mut refused, mut short) = (false, false, false);
+        for chunk in touched {
+            match chunk.state {
                 ChunkState::Dead => return Err(XlateFault::Dead),
-                ChunkState::Unmapped => wanted |= 1 << i,
-                ChunkState::Mapped { .. } => {}
+                ChunkState::Unmapped => {
+                    waits = true;
+                    let flags = chunk.flags.load(Ordering::Acquire);
+                    refused |= flags & REFUSED != 0;
+                    short |= flags & SHORT != 0;
+                }
+                // Referenced, whether the command runs now or waits for
+                // the rest of its chunks: the clock keeps what it needs
+                // mapped.
+                ChunkState::Mapped { .. } => chunk.mark_used(),
             }
         }
-        // Referenced, whether the command runs now or waits for the rest
-        // of its chunks: the clock keeps what it needs mapped.
-        let touched = mask_of(chunks.start, chunks.end);
-        self.mark_used(desc.handle.slot(), touched & !wanted);
         // A rebuild this command waited for failed: it fails, once (the
         // next command on the chunk asks again).
-        let slot = desc.handle.slot();
-        let (refused, short) = (wanted & self.refused(slot), wanted & self.short(slot));
-        if refused | short != 0 {
+        if refused || short {
             // Both kinds at once: this command fails once for all of them.
-            self.take_refused(slot, wanted);
-            self.take_short(slot, wanted);
-            self.unreserve(slot, touched);
-            return Err(if refused != 0 { XlateFault::Refused } else { XlateFault::NoMemory });
+            for chunk in touched {
+                if chunk.is_unmapped() {
+                    self.clear_flags(slot, chunk, REFUSED | SHORT);
+                }
+                self.unreserve(chunk);
+            }
+            return Err(if refused { XlateFault::Refused } else { XlateFault::NoMemory });
         }
-        if wanted != 0 {
-            self.reserve(desc.handle.slot(), touched);
-            return Err(XlateFault::NeedsRebuild { region: desc.handle, wanted });
+        if waits {
+            touched.iter().for_each(|chunk| self.reserve(chunk));
+            let touched = Footprint { region: desc.handle, first: chunks.start as u32, last: chunks.end as u32 - 1 };
+            return Err(XlateFault::NeedsRebuild { touched });
         }
-        self.unreserve(desc.handle.slot(), touched);
+        touched.iter().for_each(|chunk| self.unreserve(chunk));
         let offset = va - desc.start;
-        match &entry.chunks[chunks.start] {
+        match &entry.chunks[chunks.start].state {
             ChunkState::Mapped { seq, mapping } => Ok(Translation {
                 region: desc.handle,
                 mapping,
@@ -1200,7 +1260,7 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
         }
         let chunk_shift = chunk_shift_for(len, chunk_shift);
         let count = len.div_ceil(1u64 << chunk_shift) as usize;
-        if chunks.len() < count || !chunks.iter().all(|c| matches!(c, ChunkState::Unmapped)) {
+        if chunks.len() < count || !chunks.iter().all(Chunk::is_pristine) {
             return Err(RegionError::BadChunkStorage);
         }
         let mut chunks = Some(chunks);
@@ -1226,11 +1286,8 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
                 Some(desc)
             });
             if let Some(desc) = inserted {
-                self.forget(index, u64::MAX);
-                self.claims.with_mut(|claims| {
-                    // SAFETY: exclusive access by this function's contract.
-                    unsafe { (*claims)[index] = 0 };
-                });
+                // Its chunks are pristine (checked above): none is wanted.
+                self.wanting[index].store(0, Ordering::Release);
                 // SAFETY: forwarded contract; the slot was just filled.
                 unsafe { self.order_insert(index, start) };
                 return Ok(desc);
@@ -1251,14 +1308,15 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
             self.with_entry_mut(handle, |entry| match entry.phase {
                 Phase::Pending => {
                     entry.phase = Phase::Armed;
-                    Ok(entry.desc.all_chunks())
+                    for chunk in entry.live_chunks() {
+                        self.want_chunk(handle.slot(), chunk);
+                    }
+                    Ok(())
                 }
                 _ => Err(RegionError::InvalidState),
             })
         };
-        let all = result.unwrap_or(Err(RegionError::NoSuchRegion))?;
-        self.want(handle, all);
-        Ok(())
+        result.unwrap_or(Err(RegionError::NoSuchRegion))
     }
 
     /// Removes a region; `unmap` gets each chunk mapping that was mapped.
@@ -1288,14 +1346,15 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
             };
             Ok(entry)
         })?;
-        self.forget(handle.slot(), u64::MAX);
+        // Its chunks go with it, flags and all.
+        self.wanting[handle.slot()].store(0, Ordering::Release);
         // SAFETY: forwarded contract.
         unsafe { self.order_remove(handle.slot()) };
         let mut entry = entry;
         let desc = entry.desc;
         let mut pages = 0u64;
         for (i, chunk) in entry.chunks.iter_mut().take(desc.chunk_count()).enumerate() {
-            if let ChunkState::Mapped { mapping, .. } = core::mem::replace(chunk, ChunkState::Unmapped) {
+            if let ChunkState::Mapped { mapping, .. } = core::mem::replace(&mut chunk.state, ChunkState::Unmapped) {
                 pages = pages.saturating_add(mapping.page_count());
                 // SAFETY: forwarded contract.
                 unsafe { self.count_mapped(desc.chunk_range(i).1, false) };
@@ -1305,7 +1364,7 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
         Ok((desc, pages))
     }
 
-    /// Unmapped → Mapped for one chunk, and its want bit cleared. Gives the
+    /// Unmapped → Mapped for one chunk, and its wanted flag cleared. Gives the
     /// mapping back if the region is gone or the chunk no longer unmapped
     /// (another rebuild won, or it died meanwhile).
     ///
@@ -1320,12 +1379,16 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
                 if entry.phase != Phase::Armed || chunk >= entry.desc.chunk_count() {
                     return None;
                 }
-                if !matches!(entry.chunks[chunk], ChunkState::Unmapped) {
+                if !entry.chunks[chunk].is_unmapped() {
                     return None;
                 }
                 let mapping = mapping.take()?;
                 let pages = mapping.page_count();
-                entry.chunks[chunk] = ChunkState::Mapped { seq, mapping };
+                let published = &mut entry.chunks[chunk];
+                published.state = ChunkState::Mapped { seq, mapping };
+                self.clear_flags(handle.slot(), published, WANTED | REFUSED | SHORT);
+                // A fresh chunk gets a lap of the clock before it can go.
+                published.mark_used();
                 // Inside the `unsafe` block above (forwarded contract).
                 self.count_mapped(entry.desc.chunk_range(chunk).1, true);
                 Some(pages)
@@ -1333,9 +1396,6 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
         };
         match (published.flatten(), mapping) {
             (Some(pages), _) => {
-                self.unwant(handle.slot(), 1 << chunk);
-                // A fresh chunk gets a lap of the clock before it can go.
-                self.mark_used(handle.slot(), 1 << chunk);
                 self.note_resolved();
                 Ok(pages)
             }
@@ -1347,7 +1407,7 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
 
     /// Mapped → Unmapped for the chunks of `handle` in `chunks`; `unmap`
     /// gets each mapping. With `kill` every one of those chunks becomes Dead
-    /// instead, mapped or not, in either phase, and its want bit is cleared:
+    /// instead, mapped or not, in either phase, and its flags are cleared:
     /// what an `UNMAP` does (the mapping the region was registered on is
     /// gone; a later mapping at the same address is not the registration's).
     /// Returns the pages unmapped.
@@ -1362,23 +1422,24 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
         kill: bool,
         mut unmap: impl FnMut(&RegionDesc, M),
     ) -> u64 {
-        let mut killed = 0u64;
+        let mut killed = false;
         // SAFETY: forwarded contract.
         let taken = unsafe {
             self.with_entry_mut(handle, |entry| {
                 let mut pages = 0u64;
                 let count = entry.desc.chunk_count();
                 for i in chunks.start..chunks.end.min(count) {
-                    let next = match entry.chunks[i] {
+                    let next = match entry.chunks[i].state {
                         ChunkState::Dead => continue,
                         _ if kill => ChunkState::Dead,
                         ChunkState::Mapped { .. } => ChunkState::Unmapped,
                         ChunkState::Unmapped => continue,
                     };
                     if kill {
-                        killed |= 1 << i;
+                        killed = true;
+                        self.forget(handle.slot(), &entry.chunks[i]);
                     }
-                    if let ChunkState::Mapped { mapping, .. } = core::mem::replace(&mut entry.chunks[i], next) {
+                    if let ChunkState::Mapped { mapping, .. } = core::mem::replace(&mut entry.chunks[i].state, next) {
                         pages = pages.saturating_add(mapping.page_count());
                         // Inside the `unsafe` block above (forwarded contract).
                         self.count_mapped(entry.desc.chunk_range(i).1, false);
@@ -1388,9 +1449,8 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
                 pages
             })
         };
-        if killed != 0 {
+        if killed {
             self.note_resolved();
-            self.forget(handle.slot(), killed);
         }
         taken.unwrap_or(0)
     }
@@ -1405,7 +1465,7 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
         // SAFETY: forwarded contract.
         let Some(entry) = (unsafe { self.entry(handle) }) else { return false };
         let count = entry.desc.chunk_count();
-        (chunks.start..chunks.end.min(count)).any(|i| !matches!(entry.chunks[i], ChunkState::Dead))
+        (chunks.start..chunks.end.min(count)).any(|i| !matches!(entry.chunks[i].state, ChunkState::Dead))
     }
 
     /// Bytes of user memory in mapped chunks, over all regions: what the
@@ -1444,10 +1504,20 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
             // SAFETY: forwarded contract.
             let Some(entry) = (unsafe { self.entry_at(index) }) else { continue };
             live += 1;
+            let mut wanted = 0u32;
             for (i, chunk) in entry.live_chunks().iter().enumerate() {
-                if matches!(chunk, ChunkState::Mapped { .. }) {
+                if chunk.is_mapped() {
                     bytes += entry.desc.chunk_range(i).1;
                 }
+                if chunk.has(WANTED) {
+                    if !chunk.is_unmapped() {
+                        return Err("a chunk is wanted but not unmapped");
+                    }
+                    wanted += 1;
+                }
+            }
+            if wanted != self.wanting[index].load(Ordering::Acquire) {
+                return Err("a slot's count of wanted chunks is off");
             }
         }
         if live != order.len() {
@@ -1470,67 +1540,53 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
     ///
     /// The caller holds `L` and the gate is paused and drained.
     pub(super) unsafe fn evict_one(&self, mut unmap: impl FnMut(&RegionDesc, M)) -> Option<u64> {
-        let positions = (self.capacity() * MAX_CHUNKS) as u64;
-        if positions == 0 {
+        let capacity = self.capacity();
+        if capacity == 0 {
             return None;
         }
-        let mut pos = self.hand.load(Ordering::Relaxed) % positions;
-        // The slot's want and reservation masks, read once per visit of a
-        // slot (not per chunk: each atomic read is a step for loom too).
-        let mut masks: Option<(usize, u64)> = None;
-        let mut travelled = 0u64;
-        while travelled < 2 * positions {
-            let (slot, chunk) = ((pos / MAX_CHUNKS as u64) as usize, (pos % MAX_CHUNKS as u64) as usize);
-            // SAFETY: forwarded contract (reads are covered by the writer's).
-            let live = unsafe { self.entry_at(slot) }
-                .filter(|entry| entry.phase == Phase::Armed)
-                .map_or(0, |entry| entry.desc.chunk_count());
-            if chunk >= live {
-                // Nothing (more) to take in this slot: on to the next one.
-                let skip = MAX_CHUNKS as u64 - chunk as u64;
-                travelled += skip;
-                pos = (pos + skip) % positions;
-                continue;
-            }
-            let bit = 1u64 << chunk;
-            let keep = match masks {
-                Some((at, keep)) if at == slot && chunk != 0 => keep,
-                _ => {
-                    let keep = self.wanted(slot) | self.reserved[slot].load(Ordering::Relaxed);
-                    masks = Some((slot, keep));
-                    keep
-                }
-            };
+        let hand = self.hand.load(Ordering::Relaxed);
+        let first_slot = (hand >> 32) as usize % capacity;
+        let (mut slot, mut chunk) = (first_slot, (hand & u64::from(u32::MAX)) as usize);
+        // Three passes over the first slot: the hand may start inside it,
+        // and a chunk is taken on its second visit at the earliest.
+        let mut passes = 0;
+        loop {
             let evicted = self.slots[slot].with_mut(|ptr| {
                 // SAFETY: exclusive access by this function's contract.
                 let slot_ref = unsafe { &mut *ptr };
-                let entry = slot_ref.entry.as_mut()?;
-                let mapped = matches!(entry.live_chunks().get(chunk), Some(ChunkState::Mapped { .. }));
-                if !mapped || keep & bit != 0 {
-                    return None;
+                let entry = slot_ref.entry.as_mut().filter(|entry| entry.phase == Phase::Armed)?;
+                let count = entry.desc.chunk_count();
+                while chunk < count {
+                    let candidate = &entry.chunks[chunk];
+                    // Wanted chunks are unmapped; reserved ones stay.
+                    if candidate.is_mapped() && !self.is_reserved(candidate) && candidate.clear(USED) == 0 {
+                        let ChunkState::Mapped { mapping, .. } =
+                            core::mem::replace(&mut entry.chunks[chunk].state, ChunkState::Unmapped)
+                        else {
+                            return None;
+                        };
+                        unmap(&entry.desc, mapping);
+                        return Some((chunk, entry.desc.chunk_range(chunk).1));
+                    }
+                    chunk += 1;
                 }
-                if self.used[slot].fetch_and(!bit, Ordering::Relaxed) & bit != 0 {
-                    // Referenced since the hand last passed: a second chance.
-                    return None;
-                }
-                let ChunkState::Mapped { mapping, .. } =
-                    core::mem::replace(&mut entry.chunks[chunk], ChunkState::Unmapped)
-                else {
-                    return None;
-                };
-                unmap(&entry.desc, mapping);
-                Some(entry.desc.chunk_range(chunk).1)
+                None
             });
-            if let Some(bytes) = evicted {
+            if let Some((taken, bytes)) = evicted {
                 // SAFETY: forwarded contract.
                 unsafe { self.count_mapped(bytes, false) };
-                self.hand.store(pos + 1, Ordering::Relaxed);
+                self.hand.store(((slot as u64) << 32) | (taken as u64 + 1), Ordering::Relaxed);
                 return Some(bytes);
             }
-            travelled += 1;
-            pos = (pos + 1) % positions;
+            chunk = 0;
+            slot = (slot + 1) % capacity;
+            if slot == first_slot {
+                passes += 1;
+                if passes == 3 {
+                    return None;
+                }
+            }
         }
-        None
     }
 
     /// A wanted, unmapped chunk whose rebuild failed this time (`why`): no
@@ -1546,21 +1602,21 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
         // SAFETY: forwarded contract.
         let unmapped = unsafe {
             self.with_entry_mut(handle, |entry| {
-                entry.phase == Phase::Armed && matches!(entry.live_chunks().get(chunk), Some(ChunkState::Unmapped))
+                entry.phase == Phase::Armed && entry.live_chunks().get(chunk).is_some_and(Chunk::is_unmapped)
             })
         };
-        if !unmapped.unwrap_or(false) || !self.chunk_wanted(handle, chunk) {
+        // SAFETY: forwarded contract.
+        if !unmapped.unwrap_or(false) || !unsafe { self.chunk_wanted(handle, chunk) } {
             return false;
         }
-        let mask = match why {
-            Refusal::Gone => &self.refused,
-            Refusal::NoMemory => &self.short,
+        let flag = match why {
+            Refusal::Gone => REFUSED,
+            Refusal::NoMemory => SHORT,
         };
-        if let Some(refused) = mask.get(handle.slot()) {
-            refused.fetch_or(1 << chunk, Ordering::AcqRel);
-        }
-        if let Some(wanted) = self.wanted.get(handle.slot()) {
-            wanted.fetch_and(!(1 << chunk), Ordering::AcqRel);
+        // SAFETY: forwarded contract (reads are covered by the writer's).
+        if let Some(c) = unsafe { self.entry(handle) }.and_then(|entry| entry.live_chunks().get(chunk)) {
+            c.set(flag);
+            self.clear_flags(handle.slot(), c, WANTED);
         }
         self.note_resolved();
         true
@@ -1583,14 +1639,14 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
                 entry.phase = Phase::Dead;
                 let count = entry.desc.chunk_count();
                 for (i, chunk) in entry.chunks.iter_mut().take(count).enumerate() {
-                    if let ChunkState::Mapped { mapping, .. } = core::mem::replace(chunk, ChunkState::Dead) {
+                    self.forget(index, chunk);
+                    if let ChunkState::Mapped { mapping, .. } = core::mem::replace(&mut chunk.state, ChunkState::Dead) {
                         // SAFETY: forwarded contract.
                         unsafe { self.count_mapped(entry.desc.chunk_range(i).1, false) };
                         unmap(&entry.desc, mapping);
                     }
                 }
             });
-            self.forget(index, u64::MAX);
         }
         live
     }

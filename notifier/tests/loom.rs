@@ -38,7 +38,7 @@ use warpq_notifier::platform::{Mapping, PinError, Platform, Waiter};
 use warpq_notifier::policy::{Event, Policy};
 use warpq_notifier::pool::{EngineClaim, PoolState, Sleep};
 use warpq_notifier::rebuild::{rebuild, rebuild_every_wanted};
-use warpq_notifier::region::{Access, ChunkState, RegionDesc, RegionHandle, StateKind, XlateFault};
+use warpq_notifier::region::{Access, Chunk, RegionDesc, RegionHandle, StateKind, XlateFault};
 use warpq_notifier::sync::{AtomicBool, AtomicU64, Ordering};
 use warpq_notifier::teardown::{invalidate, InvalidateOutcome, InvalidateReport};
 
@@ -68,7 +68,7 @@ struct LMapping {
 }
 
 impl Mapping for LMapping {
-    type Chunks = Box<[ChunkState<Self>]>;
+    type Chunks = Box<[Chunk<Self>]>;
     fn page_count(&self) -> u64 {
         1
     }
@@ -377,8 +377,8 @@ impl World {
             }
             // The chunk was torn down: the command waits for a rebuild (the
             // queue goes stale, the zap is queued), as the driver does.
-            Err(XlateFault::NeedsRebuild { region, wanted }) => {
-                let exit = engine.request_rebuild(region, wanted);
+            Err(XlateFault::NeedsRebuild { touched }) => {
+                let exit = engine.request_rebuild(touched);
                 self.p.schedule_zap();
                 return Some(exit);
             }
@@ -928,8 +928,8 @@ fn m16_overtake_while_a_rebuild_and_a_teardown_run() {
                 };
                 let engine = enter();
                 match engine.translate(first, 8, Access::WRITE) {
-                    Err(XlateFault::NeedsRebuild { region, wanted }) => {
-                        let _ = engine.request_rebuild(region, wanted);
+                    Err(XlateFault::NeedsRebuild { touched }) => {
+                        let _ = engine.request_rebuild(touched);
                         w.p.schedule_zap();
                     }
                     // The worker cannot have run: nobody asked for it.
@@ -998,8 +998,8 @@ fn m17_eviction_vs_engine_use() {
         {
             let engine = w.ctx.enter(&w.p).expect("a running gate admits the engine");
             match engine.translate(second, 8, Access::WRITE) {
-                Err(XlateFault::NeedsRebuild { region, wanted }) => {
-                    let _ = engine.request_rebuild(region, wanted);
+                Err(XlateFault::NeedsRebuild { touched }) => {
+                    let _ = engine.request_rebuild(touched);
                 }
                 other => panic!("chunk 1 was torn down: {other:?}"),
             }
@@ -1022,8 +1022,8 @@ fn m17_eviction_vs_engine_use() {
                         let _ = engine.finish();
                         false
                     }
-                    Err(XlateFault::NeedsRebuild { region, wanted }) => {
-                        let _ = engine.request_rebuild(region, wanted);
+                    Err(XlateFault::NeedsRebuild { touched }) => {
+                        let _ = engine.request_rebuild(touched);
                         true
                     }
                     Err(other) => panic!("chunk 0 is mapped or evicted: {other:?}"),
@@ -1080,8 +1080,8 @@ fn m11_write_protect_vs_engine_write() {
                             w.p.write(t.mapping);
                             engine.finish();
                         }
-                        Err(XlateFault::NeedsRebuild { region, wanted }) => {
-                            engine.request_rebuild(region, wanted);
+                        Err(XlateFault::NeedsRebuild { touched }) => {
+                            engine.request_rebuild(touched);
                         }
                         Err(e) => panic!("{e:?}"),
                     }

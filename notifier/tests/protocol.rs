@@ -15,7 +15,7 @@ use warpq_notifier::gate::EngineExit;
 use warpq_notifier::platform::{PinError, Platform};
 use warpq_notifier::policy::{Decision, Event, IgnoreReason, Policy, TearDownReason};
 use warpq_notifier::rebuild::{rebuild, RebuildError, RebuildReport, SlotSet};
-use warpq_notifier::region::{Access, ChunkState, RegionDesc, RegionError, RegionHandle, StateKind, XlateFault};
+use warpq_notifier::region::{Access, Chunk, Footprint, RegionDesc, RegionError, RegionHandle, StateKind, XlateFault};
 use warpq_notifier::teardown::{invalidate, InvalidateOutcome, InvalidateReport, Invalidation};
 
 const PAGE: u64 = 4096;
@@ -78,10 +78,10 @@ impl World {
                 engine.finish();
                 Some(Ok(()))
             }
-            Err(XlateFault::NeedsRebuild { region, wanted }) => {
-                engine.request_rebuild(region, wanted);
+            Err(XlateFault::NeedsRebuild { touched }) => {
+                engine.request_rebuild(touched);
                 Platform::schedule_zap(&self.p);
-                Some(Err(XlateFault::NeedsRebuild { region, wanted }))
+                Some(Err(XlateFault::NeedsRebuild { touched }))
             }
             Err(e) => {
                 engine.finish();
@@ -118,7 +118,7 @@ fn register_rebuild_translate() {
         let engine = w.ctx.enter(&w.p).expect("a stale gate admits the engine");
         assert_eq!(
             engine.translate(0x10000, 8, Access::READ).err(),
-            Some(XlateFault::NeedsRebuild { region: rw.handle, wanted: 1 })
+            Some(XlateFault::NeedsRebuild { touched: Footprint { region: rw.handle, first: 0, last: 0 } })
         );
     }
 
@@ -246,10 +246,10 @@ fn register_checks_its_chunk_storage() {
     let w = World::new(0x1000, Policy::Strict);
     let mut key = w.lock.lock();
     let mut short = request::<TestMapping>(0x10000, 4 << 16, Access::READ);
-    short.chunks = (0..3).map(|_| ChunkState::Unmapped).collect();
+    short.chunks = (0..3).map(|_| Chunk::new()).collect();
     assert_eq!(w.ctx.register(&mut key, &w.p, &w.cfg, short).unwrap_err(), RegionError::BadChunkStorage);
     let exact = request::<TestMapping>(0x10000, 4 << 16, Access::READ);
-    let exact = RegionRequest { chunks: (0..4).map(|_| ChunkState::Unmapped).collect(), ..exact };
+    let exact = RegionRequest { chunks: (0..4).map(|_| Chunk::new()).collect(), ..exact };
     assert!(w.ctx.register(&mut key, &w.p, &w.cfg, exact).is_ok());
 }
 
@@ -298,7 +298,7 @@ fn invalidate_tears_down_in_order() {
     // engine still enters for others).
     assert!(!w.ctx.gate().is_stale());
     assert!(!w.ctx.zap_needed());
-    let wanted = Err(XlateFault::NeedsRebuild { region: desc.handle, wanted: 1 });
+    let wanted = Err(XlateFault::NeedsRebuild { touched: Footprint { region: desc.handle, first: 0, last: 0 } });
     assert_eq!(w.engine_touch(desc.start, 8, Access::WRITE), Some(wanted));
     assert!(w.ctx.gate().is_stale());
     assert!(w.ctx.zap_needed());
@@ -739,9 +739,11 @@ fn chunk_size_grows_for_large_regions() {
     use warpq_notifier::region::{chunk_shift_for, MAX_CHUNKS};
     assert_eq!(chunk_shift_for(PAGE, 21), 21);
     assert_eq!(chunk_shift_for(64 << 20, 21), 21, "64 MiB is 32 chunks of 2 MiB");
-    assert_eq!(chunk_shift_for(128 << 20, 21), 21, "128 MiB is 64 chunks of 2 MiB");
-    assert_eq!(chunk_shift_for((128 << 20) + PAGE, 21), 22);
-    assert_eq!(chunk_shift_for(4 << 30, 21), 26, "4 GiB is 64 chunks of 64 MiB");
+    assert_eq!(chunk_shift_for(64 << 20, 16), 16, "64 MiB is 1024 chunks of 64 KiB");
+    assert_eq!(chunk_shift_for(4 << 30, 21), 21, "4 GiB is 2048 chunks of 2 MiB");
+    assert_eq!(chunk_shift_for(4 << 30, 16), 16, "4 GiB is 65536 chunks of 64 KiB");
+    assert_eq!(chunk_shift_for((4 << 30) + PAGE, 16), 17, "past 65536 chunks they grow");
+    assert_eq!(chunk_shift_for(128 << 30, 21), 21, "128 GiB is 65536 chunks of 2 MiB");
     assert_eq!(chunk_shift_for(PAGE, 12), 16, "64 KiB at least");
     for len in [PAGE, 3 * CHUNK + 5 * PAGE, 64 << 20, 1 << 40] {
         let shift = chunk_shift_for(len, 16);
@@ -776,11 +778,11 @@ fn invalidation_reaches_only_its_chunks() {
     // Other chunks keep working, the queue is not stale.
     assert!(w.ctx.gate().is_running());
     assert_eq!(w.engine_touch(desc.start + 5 * CHUNK, 100, Access::WRITE), Some(Ok(())));
-    // A command across chunks 1 and 2 needs chunk 2 only.
+    // A command across chunks 1 and 2 waits for chunk 2 only.
     let across = desc.start + 2 * CHUNK - 8;
     assert_eq!(
         w.engine_touch(across, 16, Access::READ),
-        Some(Err(XlateFault::NeedsRebuild { region: desc.handle, wanted: 1 << 2 }))
+        Some(Err(XlateFault::NeedsRebuild { touched: Footprint { region: desc.handle, first: 1, last: 2 } }))
     );
     assert!(w.ctx.gate().is_stale() && w.ctx.zap_needed());
     let report = w.rebuild().unwrap();
@@ -788,6 +790,47 @@ fn invalidation_reaches_only_its_chunks() {
     assert!(report.running);
     assert_eq!(w.engine_touch(across, 16, Access::READ), Some(Ok(())));
     w.check_pins();
+}
+
+/// A region of 1024 chunks (its flags once were one `u64` per region, 64
+/// chunks at most): an invalidation, a waiting command and a rebuild reach
+/// exactly the chunk they name, on either side of every 64-chunk boundary,
+/// and a command across two chunks waits for the one that is unmapped.
+#[test]
+fn a_region_of_a_thousand_chunks() {
+    let w = World::new(0x1000, Policy::Strict);
+    let desc = w.register(0x1000_0000, 1024 * CHUNK, Access::READ_WRITE);
+    assert_eq!(desc.chunk_count(), 1024);
+    let report = w.rebuild().unwrap();
+    assert_eq!(report.mapped, 1024);
+    for chunk in [0u64, 63, 64, 127, 700, 1023] {
+        let at = desc.start + chunk * CHUNK + 5 * PAGE;
+        let report = invalidate_range(&w, &desc, at, at + PAGE);
+        assert!(matches!(report.outcome, InvalidateOutcome::TornDown { chunks: 1, .. }), "{:?}", report.outcome);
+        let info = w.ctx.region(&w.lock.lock(), desc.handle).unwrap();
+        assert_eq!(info.mapped_chunks, 1023, "chunk {chunk}");
+        // The neighbours run; the chunk itself waits.
+        if chunk > 0 {
+            assert_eq!(w.engine_touch(at - CHUNK, 8, Access::WRITE), Some(Ok(())));
+        }
+        let first = chunk.saturating_sub(1) as u32;
+        let from = desc.start + u64::from(first) * CHUNK + CHUNK - 8;
+        let len = if chunk > 0 { 16 } else { 8 };
+        let from = if chunk > 0 { from } else { desc.start };
+        assert_eq!(
+            w.engine_touch(from, len, Access::READ),
+            Some(Err(XlateFault::NeedsRebuild {
+                touched: Footprint { region: desc.handle, first, last: chunk as u32 }
+            })),
+            "chunk {chunk}"
+        );
+        let report = w.rebuild().unwrap();
+        assert_eq!((report.mapped, report.pages_pinned), (1, CHUNK / PAGE), "chunk {chunk}: only it is rebuilt");
+        assert!(report.running);
+        assert_eq!(w.engine_touch(from, len, Access::READ), Some(Ok(())));
+        w.check_pins();
+    }
+    w.ctx.audit(&w.lock.lock()).unwrap();
 }
 
 /// After an invalidation of the whole region (fork's write-protect, say),

@@ -15,7 +15,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use warpq_notifier::context::{ContextLock, LockKey};
 use warpq_notifier::platform::{Mapping, PinError, Platform, Waiter};
-use warpq_notifier::region::{ChunkState, RegionDesc, RegionHandle};
+use warpq_notifier::region::{Chunk, RegionDesc, RegionHandle};
 
 static NEXT_MAPPING_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -35,7 +35,7 @@ pub struct TestMapping {
 }
 
 impl Mapping for TestMapping {
-    type Chunks = Box<[ChunkState<Self>]>;
+    type Chunks = Box<[Chunk<Self>]>;
     fn page_count(&self) -> u64 {
         self.pages
     }

@@ -466,8 +466,8 @@ impl Sim {
                     // The command waits for a rebuild of the chunks it
                     // needs: it stays first in the ring, the queue goes
                     // stale and the zap is queued, as the driver does.
-                    Err(XlateFault::NeedsRebuild { region, wanted }) => {
-                        engine.request_rebuild(region, wanted);
+                    Err(XlateFault::NeedsRebuild { touched }) => {
+                        engine.request_rebuild(touched);
                         warpq_notifier::platform::Platform::schedule_zap(&b.platform);
                         self_count_waits += 1;
                         break;

@@ -7,7 +7,7 @@
 use warpq_notifier::context::RegionRequest;
 use warpq_notifier::platform::Mapping;
 use warpq_notifier::policy::Event;
-use warpq_notifier::region::{chunk_count_for, Access, ChunkState, RegionDesc, MIN_CHUNK_SHIFT};
+use warpq_notifier::region::{chunk_count_for, Access, Chunk, RegionDesc, MIN_CHUNK_SHIFT};
 use warpq_notifier::teardown::Invalidation;
 
 /// A registration of `[start, start + len)`, with as many chunk states as
@@ -16,9 +16,9 @@ use warpq_notifier::teardown::Invalidation;
 /// region's chunks would fall off the end, as in the driver).
 pub(crate) fn request<M>(start: u64, len: u64, access: Access) -> RegionRequest<M>
 where
-    M: Mapping<Chunks = Box<[ChunkState<M>]>>,
+    M: Mapping<Chunks = Box<[Chunk<M>]>>,
 {
-    let chunks = (0..chunk_count_for(len, MIN_CHUNK_SHIFT)).map(|_| ChunkState::Unmapped).collect();
+    let chunks = (0..chunk_count_for(len, MIN_CHUNK_SHIFT)).map(|_| Chunk::new()).collect();
     RegionRequest { start, len, access, chunks }
 }
 
