@@ -108,9 +108,9 @@ int warpq_param_backing(void)
 	return READ_ONCE(warpq_backing);
 }
 
-static unsigned int chunk_kb = 2048;
+static unsigned int chunk_kb = 256;
 module_param(chunk_kb, uint, 0644);
-MODULE_PARM_DESC(chunk_kb, "chunk size of registered memory for new queues, in KiB (default 2048, at least 64, rounded up to a power of two; a region has at most 65536 chunks, so a region past 4 GiB at 64 KiB gets larger chunks): the unit of invalidation and rebuild");
+MODULE_PARM_DESC(chunk_kb, "chunk size of registered memory for new queues, in KiB (default 256, at least 64, rounded up to a power of two; a region has at most 65536 chunks, so a region past 4 GiB at 64 KiB gets larger chunks): the unit of invalidation and rebuild");
 
 unsigned int warpq_param_chunk_kb(void)
 {

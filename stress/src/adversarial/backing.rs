@@ -269,8 +269,8 @@ fn memlock_lowered(env: &Env) -> Result<Got, String> {
         let hd = want_ok("REGISTER of D, 4 KiB, under the lowered limit", register(fd, d.addr(0), P, RW))?;
         // D's REGISTER may have evicted A's chunk already; if not, this
         // tears it down. Either way the next FILL on A needs a rebuild of
-        // its one chunk (256 KiB, the default chunk_kb of 2 MiB being
-        // larger), more than the whole 128 KiB limit.
+        // its one chunk (256 KiB: the buffer is one chunk whatever
+        // chunk_kb says past that), more than the whole 128 KiB limit.
         // SAFETY: our own mapping; the registration survives the drop.
         unsafe { libc::madvise(a.ptr().add(PAGE).cast(), PAGE, libc::MADV_DONTNEED) };
         let want_a = if mirror { WARPQ_STATUS_OK } else { WARPQ_STATUS_FAULT_NOMEM };

@@ -159,7 +159,7 @@ pub(super) fn b4(path: &str, r: &mut Report) -> Result<(), String> {
     r.line(
         "\nTargets: mirror <= 1.3x, pin filtered <= 2x (median of the rounds). Device-writable regions are torn \
          down at fork's PROTECTION_PAGE under both policies and backings, so fork copies nothing; the first FILL \
-         after it rebuilds only the chunk it touches (2 MiB: 512 COW breaks in the parent, not 16 384).\n",
+         after it rebuilds only the chunk it touches (one chunk of `chunk_kb`, not the 16 384 pages of the region).\n",
     );
     Ok(())
 }

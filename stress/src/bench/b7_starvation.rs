@@ -1,8 +1,9 @@
 //! B7: starvation. One process registers 64 MiB and streams 4 KiB FILLs
 //! over both halves of it (16 in flight per half, one thread driving one
 //! queue), while a second thread `MADV_DONTNEED`s one page of the first
-//! half every 5 ms: each drop tears down that page's 2 MiB chunk, and the
-//! next FILL there waits for its rebuild.
+//! half every 5 ms: each drop tears down that page's chunk (`chunk_kb`,
+//! read from the module and printed), and the next FILL there waits for
+//! its rebuild.
 //!
 //! Three sides per round, interleaved, the same process shape each time:
 //!
@@ -16,7 +17,7 @@
 //!
 //! The thread submits through the mapped ring and sleeps in poll(2) when
 //! nothing has completed. Streams never write the dropped pages (page 0 of
-//! each chunk); every
+//! each 2 MiB slice); every
 //! completion is checked: status OK and all 4096 bytes of its page hold
 //! its value. Figures: the second half's throughput against undisturbed
 //! (target ≥ 0.9, with UNORDERED) and the first half's completions per 5 ms
@@ -33,8 +34,12 @@ use super::report::{Report, Target};
 use super::{set_backing, spread, PAGE};
 
 const REGION: usize = 64 << 20;
-const CHUNK: usize = 2 << 20;
-const CHUNKS_PER_HALF: usize = REGION / 2 / CHUNK;
+/// The streams' layout: each half is cut into 2 MiB slices; the other
+/// thread drops page 0 of one first-half slice after another, and the
+/// streams cycle through the other pages of every slice. With chunks of
+/// 2 MiB or less, page 0 of a slice is in a chunk of its own slice.
+const SLICE: usize = 2 << 20;
+const SLICES_PER_HALF: usize = REGION / 2 / SLICE;
 const ROUNDS: usize = 5;
 const SIDE: Duration = Duration::from_secs(6);
 const PERIOD: Duration = Duration::from_millis(5);
@@ -66,13 +71,13 @@ struct Outcome {
     secs: f64,
 }
 
-/// The page of the `n`-th command of half `half` (never page 0 of a chunk,
+/// The page of the `n`-th command of half `half` (never page 0 of a slice,
 /// the one the other thread drops), as an offset in the region.
 fn page_of(half: usize, n: u64) -> usize {
-    let per_chunk = CHUNK / PAGE - 1;
-    let i = (n as usize) % (CHUNKS_PER_HALF * per_chunk);
-    let (chunk, page) = (i % CHUNKS_PER_HALF, 1 + i / CHUNKS_PER_HALF);
-    half * (REGION / 2) + chunk * CHUNK + page * PAGE
+    let per_slice = SLICE / PAGE - 1;
+    let i = (n as usize) % (SLICES_PER_HALF * per_slice);
+    let (slice, page) = (i % SLICES_PER_HALF, 1 + i / SLICES_PER_HALF);
+    half * (REGION / 2) + slice * SLICE + page * PAGE
 }
 
 /// One side: streams on both halves for [`SIDE`] while the other thread
@@ -87,10 +92,10 @@ fn side(q: &mut Queue<'_>, base: u64, decoy: u64, side: Side) -> Result<Outcome,
             let mut next = Instant::now();
             let mut n = 0usize;
             while !stop.load(Ordering::Relaxed) {
-                let at = target as usize + (n % CHUNKS_PER_HALF) * CHUNK;
-                // SAFETY: page 0 of a chunk of the first half of a mapping
+                let at = target as usize + (n % SLICES_PER_HALF) * SLICE;
+                // SAFETY: page 0 of a slice of the first half of a mapping
                 // this process owns for the whole benchmark; no stream
-                // command or check touches page 0 of any chunk.
+                // command or check touches page 0 of any slice.
                 unsafe { libc::madvise(at as *mut libc::c_void, PAGE, libc::MADV_DONTNEED) };
                 drops.fetch_add(1, Ordering::Relaxed);
                 n += 1;
@@ -145,10 +150,10 @@ fn stream(q: &mut Queue<'_>, base: u64, side: Side) -> Result<([u64; 2], f64), S
         } else if t0.elapsed() > SIDE + Duration::from_secs(60) {
             let queues = std::fs::read_to_string("/sys/kernel/debug/warpq/warpq0/queues").unwrap_or_default();
             let mut left: Vec<_> =
-                pending.values().map(|&(half, off, _)| (half, off / CHUNK, off % CHUNK / PAGE)).collect();
+                pending.values().map(|&(half, off, _)| (half, off / SLICE, off % SLICE / PAGE)).collect();
             left.sort();
             return Err(format!(
-                "{} commands still in flight 60 s after the side ended (half, chunk, page): {left:?}\n{queues}",
+                "{} commands still in flight 60 s after the side ended (half, slice, page): {left:?}\n{queues}",
                 pending.len()
             ));
         }
@@ -184,12 +189,17 @@ fn stream(q: &mut Queue<'_>, base: u64, side: Side) -> Result<([u64; 2], f64), S
 
 pub(super) fn b7(path: &str, r: &mut Report) -> Result<(), String> {
     r.line("## B7 starvation: one page of the first half dropped every 5 ms, streams on both halves\n");
+    let chunk_kb: u64 = std::fs::read_to_string("/sys/module/warpq/parameters/chunk_kb")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
     r.line(format!(
-        "64 MiB registered (32 chunks of 2 MiB). One thread drives one queue: 4 KiB FILLs, {WINDOW} in flight on each \
+        "64 MiB registered ({} chunks of {chunk_kb} KiB, `chunk_kb`). One thread drives one queue: 4 KiB FILLs, {WINDOW} in flight on each \
          half, every completion checked (status and all 4096 bytes). A second thread calls MADV_DONTNEED on page 0 \
-         of one first-half chunk every 5 ms (undisturbed: of an unregistered 64 MiB buffer instead, same calls). \
-         {ROUNDS} interleaved rounds of {} s per side. Commands per second per half, median of the rounds and \
-         their spread.\n",
+         of one first-half 2 MiB slice every 5 ms, tearing down the chunk that holds it (undisturbed: of an \
+         unregistered 64 MiB buffer instead, same calls). {ROUNDS} interleaved rounds of {} s per side. Commands \
+         per second per half, median of the rounds and their spread.\n",
+        (REGION as u64).div_ceil(chunk_kb.max(1) << 10),
         SIDE.as_secs()
     ));
     r.line("| backing | side | first half cmd/s | second half cmd/s | first-half completions per 5 ms | drops |");

@@ -249,11 +249,12 @@ fn stream(q: &mut Queue<'_>, bases: &[u64], rng: &mut Rng) -> Result<u64, String
     Ok(done)
 }
 
-/// One FILL into each 2 MiB chunk of the buffer at `base`, so that all of
-/// it is mapped.
+/// One FILL into each chunk (`chunk_kb`) of the buffer at `base`, so that
+/// all of it is mapped.
 fn warm(q: &mut Queue<'_>, base: u64) -> Result<(), String> {
-    for chunk in 0..(REGION >> 21) as u64 {
-        let e = opcode::Fill::new(base + (chunk << 21), PAGE as u64, 0x5a).build().user_data(chunk);
+    let chunk_bytes = crate::param::chunk_bytes()? as u64;
+    for chunk in 0..REGION as u64 / chunk_bytes {
+        let e = opcode::Fill::new(base + chunk * chunk_bytes, PAGE as u64, 0x5a).build().user_data(chunk);
         q.submission().push(&e).map_err(|e| format!("push: {e}"))?;
         let ready = q.submit_and_wait(1).map_err(|e| format!("submit_and_wait: {e}"))?;
         let Some(c) = q.completion().next() else {

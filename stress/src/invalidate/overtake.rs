@@ -1,7 +1,7 @@
 //! Commands overtaking one that waits for a rebuild
 //! (`warpq-invalidate-check overtake`).
 //!
-//! A registered buffer of four chunks (the default `chunk_kb`, 2 MiB) has a
+//! A registered buffer of four chunks (of `chunk_kb`, read from the module) has a
 //! page of its chunk 0 dropped (`MADV_DONTNEED`); the rebuild of that chunk
 //! is held back by the fault injection `fail_rebuild_delay_ms`. A FILL into
 //! the dropped page (A) waits for the rebuild; behind it:
@@ -28,8 +28,6 @@ use crate::Anon;
 
 use super::PAGE;
 
-/// The driver's default chunk size (`chunk_kb` = 2048).
-const CHUNK: usize = 2 << 20;
 /// How long a rebuild waits before it starts (`fail_rebuild_delay_ms`).
 const DELAY_MS: u64 = 400;
 
@@ -37,14 +35,15 @@ const DELAY_MS: u64 = 400;
 pub fn overtake(dev: &Device) -> Result<String, String> {
     let _delay = ParamGuard::set("fail_rebuild_delay_ms", &DELAY_MS.to_string())?;
     let mut q = dev.queue().map_err(|e| format!("queue: {e}"))?;
-    let buf = Anon::new(4 * CHUNK);
+    let chunk = crate::param::chunk_bytes()?;
+    let buf = Anon::new(4 * chunk);
     let rw = warpq::sys::WARPQ_ACCESS_READ | warpq::sys::WARPQ_ACCESS_WRITE;
     // SAFETY: only raw pointers refer to the buffer while it is registered.
     let h = unsafe { dev.register_raw(buf.ptr(), buf.len(), rw) }.map_err(|e| format!("register: {e}"))?;
-    let at = |chunk: usize, page: usize| buf.addr(chunk * CHUNK + page * PAGE);
-    let byte = |chunk: usize, page: usize| {
+    let at = |n: usize, page: usize| buf.addr(n * chunk + page * PAGE);
+    let byte = |n: usize, page: usize| {
         // SAFETY: inside the mapping, which lives as long as `buf`.
-        unsafe { std::ptr::read_volatile(buf.ptr().add(chunk * CHUNK + page * PAGE)) }
+        unsafe { std::ptr::read_volatile(buf.ptr().add(n * chunk + page * PAGE)) }
     };
     // A rebuild worker queued by the previous round may still sleep in its
     // injected delay (it checked for work before it slept); woken, it

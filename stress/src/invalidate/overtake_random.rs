@@ -1,7 +1,7 @@
 //! Random overtaking against a sequential model
 //! (`warpq-invalidate-check overtake-random [SECONDS]`).
 //!
-//! One 8 MiB buffer (four chunks of 2 MiB) takes random FILLs and COPYs of
+//! One buffer of four chunks (`chunk_kb`, read from the module) takes random FILLs and COPYs of
 //! 256-byte cells, a random two thirds of them marked `UNORDERED`, up to 32
 //! in flight, while a second thread drops page 0 of a random chunk every
 //! 2 ms (no command touches those pages), so commands keep waiting for
@@ -27,21 +27,21 @@ use crate::Anon;
 
 use super::PAGE;
 
-const CHUNK: usize = 2 << 20;
 const CHUNKS: usize = 4;
 const CELL: usize = 256;
 const IN_FLIGHT: usize = 32;
 
 /// A random cell (offset) of chunk `chunk`, never in its page 0.
-fn cell(rng: &mut Rng, chunk: usize) -> usize {
-    let cells_per_chunk = (CHUNK - PAGE) / CELL;
-    chunk * CHUNK + PAGE + (rng.below(cells_per_chunk as u64) as usize) * CELL
+fn cell(rng: &mut Rng, chunk_bytes: usize, chunk: usize) -> usize {
+    let cells_per_chunk = (chunk_bytes - PAGE) / CELL;
+    chunk * chunk_bytes + PAGE + (rng.below(cells_per_chunk as u64) as usize) * CELL
 }
 
 /// Runs for `seconds`; one line of what happened.
 pub fn overtake_random(dev: &Device, seconds: u64) -> Result<String, String> {
     let mut q = dev.queue().map_err(|e| format!("queue: {e}"))?;
-    let buf = Anon::new(CHUNKS * CHUNK);
+    let chunk_bytes = crate::param::chunk_bytes()?;
+    let buf = Anon::new(CHUNKS * chunk_bytes);
     let rw = warpq::sys::WARPQ_ACCESS_READ | warpq::sys::WARPQ_ACCESS_WRITE;
     // SAFETY: only raw pointers refer to the buffer while it is registered;
     // this thread reads it only when no command is in flight.
@@ -56,7 +56,7 @@ pub fn overtake_random(dev: &Device, seconds: u64) -> Result<String, String> {
             let mut r = Rng(7);
             let mut drops = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let at = base + r.below(CHUNKS as u64) as usize * CHUNK;
+                let at = base + r.below(CHUNKS as u64) as usize * chunk_bytes;
                 // SAFETY: page 0 of a chunk of our own mapping; no command
                 // and no check touches page 0 of any chunk.
                 unsafe { libc::madvise(at as *mut libc::c_void, PAGE, libc::MADV_DONTNEED) };
@@ -91,14 +91,14 @@ pub fn overtake_random(dev: &Device, seconds: u64) -> Result<String, String> {
                 let flagged = rng.below(3) != 0;
                 let (e, chunks) = if rng.below(2) == 0 {
                     let c = rng.below(CHUNKS as u64) as usize;
-                    let (dst, value) = (cell(&mut rng, c), rng.below(255) as u8 + 1);
+                    let (dst, value) = (cell(&mut rng, chunk_bytes, c), rng.below(255) as u8 + 1);
                     model[dst..dst + CELL].fill(value);
                     (opcode::Fill::new(buf.addr(dst), CELL as u64, value).build(), BTreeSet::from([c]))
                 } else {
                     let (cs, cd) = (rng.below(CHUNKS as u64) as usize, rng.below(CHUNKS as u64) as usize);
-                    let (src, mut dst) = (cell(&mut rng, cs), cell(&mut rng, cd));
+                    let (src, mut dst) = (cell(&mut rng, chunk_bytes, cs), cell(&mut rng, chunk_bytes, cd));
                     if dst == src {
-                        dst = if src + CELL < (cd + 1) * CHUNK { src + CELL } else { src - CELL };
+                        dst = if src + CELL < (cd + 1) * chunk_bytes { src + CELL } else { src - CELL };
                     }
                     model.copy_within(src..src + CELL, dst);
                     (opcode::Copy::new(buf.addr(src), buf.addr(dst), CELL as u64).build(), BTreeSet::from([cs, cd]))
@@ -156,7 +156,7 @@ pub fn overtake_random(dev: &Device, seconds: u64) -> Result<String, String> {
     // SAFETY: our mapping, no command in flight.
     let bytes = unsafe { std::slice::from_raw_parts(buf.ptr(), buf.len()) };
     for chunk in 0..CHUNKS {
-        let range = chunk * CHUNK + PAGE..(chunk + 1) * CHUNK;
+        let range = chunk * chunk_bytes + PAGE..(chunk + 1) * chunk_bytes;
         if let Some(i) = range.clone().find(|&i| bytes[i] != model[i]) {
             return Err(format!(
                 "byte {i:#x} (chunk {chunk}) is {:#x}, the sequential model says {:#x}",

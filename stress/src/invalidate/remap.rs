@@ -168,11 +168,8 @@ fn ensure_in_order(got: u64, want: u64) -> Result<(), String> {
 /// A shrinking mremap of a 4-chunk region to its first 2 chunks: FILLs
 /// into the kept half complete OK, into the cut half `FAULT_UNMAPPED`.
 fn shrink(dev: &Device, q: &mut Queue<'_>) -> Result<String, String> {
-    // The chunk size queues are made with (a region of 4 chunks has exactly
-    // 4 of them: at most 64 per region).
-    let chunk_kb = std::fs::read_to_string("/sys/module/warpq/parameters/chunk_kb")
-        .map_err(|e| format!("chunk_kb parameter: {e}"))?;
-    let chunk = chunk_kb.trim().parse::<usize>().map_err(|e| format!("chunk_kb {chunk_kb:?}: {e}"))? << 10;
+    // The chunk size queues are made with.
+    let chunk = crate::param::chunk_bytes()?;
     let len = 4 * chunk;
     let buf = map(Backing::Anonymous, len, None, false)?;
     let rw = WARPQ_ACCESS_READ | WARPQ_ACCESS_WRITE;

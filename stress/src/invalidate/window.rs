@@ -34,7 +34,7 @@ use super::PAGE;
 /// default).
 const REGION: usize = 64 << 20;
 /// The first buffer, larger than that default (`max_region_mb` raised for
-/// the check): 64 chunks of 4 MiB.
+/// the check).
 const BIG: usize = 256 << 20;
 /// How long the stream runs.
 const STREAM: Duration = Duration::from_secs(6);
@@ -196,12 +196,13 @@ fn stream(dev: &Device, sizes: &[usize], t0: Instant) -> Result<(String, Duratio
     }
     Ok((
         format!(
-            "{registered_mib} MiB registered (one buffer of {} MiB in 4 MiB chunks, {} of 64 MiB in 2 MiB chunks) \
+            "{registered_mib} MiB registered (one buffer of {} MiB, {} of 64 MiB, in chunks of {} KiB) \
              over a {share} MiB share: {commands} commands ({copies} COPYs) \
              in {batches} batches of 8 in {:.1} s, every byte verified; {evictions} chunks evicted by the stream \
              ({evicted_by_register} by the REGISTERs); {} MiB mapped at the end",
             sizes[0] >> 20,
             sizes.len() - 1,
+            crate::param::chunk_bytes()? >> 10,
             started.elapsed().as_secs_f64(),
             mapped >> 20
         ),
