@@ -155,8 +155,9 @@ impl DmaMapping {
 }
 
 impl Mapping for DmaMapping {
-    /// A region's chunk states: up to 64 of about 80 bytes, a `kmalloc`
-    /// of at most 8 KiB per REGISTER.
+    /// A region's chunks (state and flags): about 100 bytes each, up to
+    /// 65 536 (`MAX_CHUNKS`), so up to about 6 MiB per REGISTER, vmalloc'd
+    /// past what `kmalloc` gives.
     type Chunks = KVVec<Chunk<DmaMapping>>;
 
     fn page_count(&self) -> u64 {

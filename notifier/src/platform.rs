@@ -62,8 +62,9 @@ pub trait Mapping: Sized {
     /// REGISTER before it takes `L` (the core allocates nothing), at least
     /// [`chunk_count_for`](super::region::chunk_count_for) chunks long,
     /// every one [`Chunk::new`]; the table owns it while
-    /// the region is registered and drops it (with `L` held: a `kfree`,
-    /// which never waits for reclaim) when the region goes.
+    /// the region is registered and drops it (with `L` held: a `kvfree`,
+    /// which allocates nothing and never waits for reclaim) when the
+    /// region goes.
     type Chunks: DerefMut<Target = [Chunk<Self>]>;
 
     /// Number of pages pinned by this mapping (for the reports and counters).

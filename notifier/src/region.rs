@@ -141,7 +141,7 @@ impl Access {
 
 /// Chunks per region at most: a region longer than `MAX_CHUNKS` chunks of
 /// the preferred size gets larger chunks ([`chunk_shift_for`]). It bounds
-/// what one registration allocates for its chunks (about 3 MiB at most in
+/// what one registration allocates for its chunks (about 6 MiB at most in
 /// the driver), not a table: a region of 4 GiB still has chunks of 64 KiB.
 pub const MAX_CHUNKS: usize = 1 << 16;
 
@@ -290,8 +290,9 @@ pub struct Chunk<M> {
     state: ChunkState<M>,
     flags: AtomicU32,
     /// The reservation epoch the chunk was last reserved in (0: never; see
-    /// the module docs).
-    reserved: AtomicU32,
+    /// the module docs). 64 bits: a reservation left behind must not come
+    /// back when the epoch wraps.
+    reserved: AtomicU64,
 }
 
 /// A command waits for the chunk (it is unmapped).
@@ -309,7 +310,7 @@ impl<M> Chunk<M> {
     /// An unmapped chunk with no flag set: what a registration hands in
     /// ([`Mapping::Chunks`]).
     pub fn new() -> Self {
-        Self { state: ChunkState::Unmapped, flags: AtomicU32::new(0), reserved: AtomicU32::new(0) }
+        Self { state: ChunkState::Unmapped, flags: AtomicU32::new(0), reserved: AtomicU64::new(0) }
     }
 
     /// The chunk's state.
@@ -451,7 +452,8 @@ pub enum XlateFault {
     /// The region is registered but its notifier is not armed yet.
     NotMapped,
     /// A chunk the access needs is unmapped: the command waits for a
-    /// rebuild of the chunks in `wanted` (see [`EngineGuard::request_rebuild`]).
+    /// rebuild of the unmapped chunks of `touched` (see
+    /// [`EngineGuard::request_rebuild`]).
     ///
     /// [`EngineGuard::request_rebuild`]: super::context::EngineGuard::request_rebuild
     NeedsRebuild {
@@ -609,10 +611,17 @@ pub struct RegionTable<M: Mapping, const N: usize> {
     any_reserved: AtomicBool,
     /// The reservation epoch: a chunk is reserved while its reservation
     /// holds this value (never 0; see the module docs).
-    epoch: AtomicU32,
+    epoch: AtomicU64,
     /// Per slot: how many of its region's chunks are wanted (see the module
     /// docs).
     wanting: [AtomicU32; N],
+    /// Per slot: no chunk below this one is wanted, so the search for
+    /// wanted chunks starts here. `want_chunk` lowers it; clearing the
+    /// wanted flag of the chunk it names moves it up by one, which only
+    /// happens with the gate drained (no `want_chunk` meanwhile). Without
+    /// it, mapping a region of `n` chunks in order would read `n * n / 2`
+    /// flags.
+    want_hint: [AtomicU32; N],
     /// The clock hand: the slot (high 32 bits) and chunk (low 32 bits) it
     /// looks at next (only moved under `L`).
     hand: AtomicU64,
@@ -644,8 +653,9 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
             order: UnsafeCell::new(Order { len: 0, slots: [0; N] }),
             mapped: UnsafeCell::new(0),
             any_reserved: AtomicBool::new(false),
-            epoch: AtomicU32::new(1),
+            epoch: AtomicU64::new(1),
             wanting: core::array::from_fn(|_| AtomicU32::new(0)),
+            want_hint: core::array::from_fn(|_| AtomicU32::new(0)),
             hand: AtomicU64::new(0),
             resolved: AtomicU64::new(0),
         }
@@ -663,9 +673,11 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
         unsafe {
             let slots = core::ptr::addr_of_mut!((*slot).slots).cast::<UnsafeCell<Slot<M>>>();
             let wanting = core::ptr::addr_of_mut!((*slot).wanting).cast::<AtomicU32>();
+            let want_hint = core::ptr::addr_of_mut!((*slot).want_hint).cast::<AtomicU32>();
             for i in 0..N {
                 slots.add(i).write(UnsafeCell::new(Slot { generation: 1, entry: None }));
                 wanting.add(i).write(AtomicU32::new(0));
+                want_hint.add(i).write(AtomicU32::new(0));
             }
             // Not `[0; N]` through the stack: outside loom the cell is a
             // transparent wrapper, and an empty index is all zero.
@@ -675,7 +687,7 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
             core::ptr::addr_of_mut!((*slot).order).write(UnsafeCell::new(Order { len: 0, slots: [0; N] }));
             core::ptr::addr_of_mut!((*slot).mapped).write(UnsafeCell::new(0));
             core::ptr::addr_of_mut!((*slot).any_reserved).write(AtomicBool::new(false));
-            core::ptr::addr_of_mut!((*slot).epoch).write(AtomicU32::new(1));
+            core::ptr::addr_of_mut!((*slot).epoch).write(AtomicU64::new(1));
             core::ptr::addr_of_mut!((*slot).hand).write(AtomicU64::new(0));
             core::ptr::addr_of_mut!((*slot).resolved).write(AtomicU64::new(0));
         }
@@ -715,16 +727,21 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
         }
         let live = entry.live_chunks();
         let end = (touched.last as usize).saturating_add(1).min(live.len());
-        for chunk in live.get(touched.first as usize..end).unwrap_or(&[]) {
+        let first = touched.first as usize;
+        for (i, chunk) in live.iter().enumerate().take(end).skip(first) {
             if chunk.is_unmapped() {
-                self.want_chunk(touched.region.slot(), chunk);
+                self.want_chunk(touched.region.slot(), i, chunk);
             }
         }
     }
 
-    /// Marks `chunk` (unmapped, of the region in slot `slot`) wanted, and
-    /// counts it if it was not.
-    fn want_chunk(&self, slot: usize, chunk: &Chunk<M>) {
+    /// Marks chunk `index` (`chunk`, unmapped, of the region in slot
+    /// `slot`) wanted, and counts it if it was not; the slot's search hint
+    /// moves down to it.
+    fn want_chunk(&self, slot: usize, index: usize, chunk: &Chunk<M>) {
+        if let Some(hint) = self.want_hint.get(slot) {
+            hint.fetch_min(index as u32, Ordering::AcqRel);
+        }
         if chunk.set(WANTED) {
             if let Some(wanting) = self.wanting.get(slot) {
                 wanting.fetch_add(1, Ordering::AcqRel);
@@ -732,13 +749,19 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
         }
     }
 
-    /// Clears `flags` of `chunk` (of the region in slot `slot`), keeping
-    /// the slot's count of wanted chunks; returns those that were set.
-    fn clear_flags(&self, slot: usize, chunk: &Chunk<M>, flags: u32) -> u32 {
+    /// Clears `flags` of chunk `index` (`chunk`, of the region in slot
+    /// `slot`), keeping the slot's count of wanted chunks and its search
+    /// hint; returns those that were set. Clearing the wanted flag is a
+    /// write: only with `L` held and the gate drained.
+    fn clear_flags(&self, slot: usize, index: usize, chunk: &Chunk<M>, flags: u32) -> u32 {
         let was = chunk.clear(flags);
         if was & WANTED != 0 {
             if let Some(wanting) = self.wanting.get(slot) {
                 wanting.fetch_sub(1, Ordering::AcqRel);
+            }
+            if let Some(hint) = self.want_hint.get(slot) {
+                // Nothing below it was wanted, nor is it now.
+                let _ = hint.compare_exchange(index as u32, index as u32 + 1, Ordering::AcqRel, Ordering::Relaxed);
             }
         }
         was
@@ -775,8 +798,8 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
     /// Forgets everything about `chunk` (of the region in slot `slot`): its
     /// want, refusal, reservation and reference flag (it died or its region
     /// goes away). A claim stays: its claimant ends it.
-    fn forget(&self, slot: usize, chunk: &Chunk<M>) {
-        self.clear_flags(slot, chunk, WANTED | REFUSED | SHORT | USED);
+    fn forget(&self, slot: usize, index: usize, chunk: &Chunk<M>) {
+        self.clear_flags(slot, index, chunk, WANTED | REFUSED | SHORT | USED);
         self.unreserve(chunk);
     }
 
@@ -789,11 +812,8 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
         if !self.any_reserved.swap(false, Ordering::Relaxed) {
             return;
         }
-        let next = match self.epoch.load(Ordering::Relaxed).wrapping_add(1) {
-            0 => 1,
-            next => next,
-        };
-        self.epoch.store(next, Ordering::Relaxed);
+        // Never 0 (a chunk never reserved), and 64 bits never wrap.
+        self.epoch.store(self.epoch.load(Ordering::Relaxed).saturating_add(1), Ordering::Relaxed);
     }
 
     /// Whether a command waits for chunk `chunk` of `handle`.
@@ -1091,14 +1111,17 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
                 if entry.phase != Phase::Armed || !self.any_wanted_in(index) {
                     return None;
                 }
+                let from = self.want_hint[index].load(Ordering::Acquire) as usize;
                 entry
                     .live_chunks()
                     .iter()
-                    .position(|c| {
+                    .enumerate()
+                    .skip(from)
+                    .find(|(_, c)| {
                         let flags = c.flags.load(Ordering::Acquire);
                         flags & WANTED != 0 && flags & skip == 0 && c.is_unmapped()
                     })
-                    .map(|i| (entry.desc, i))
+                    .map(|(i, _)| (entry.desc, i))
             })
         }
     }
@@ -1155,7 +1178,6 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
         // A zero-length access still needs the chunk it names.
         let chunks = desc.chunks_in(va, end.max(va + 1));
         let touched = &entry.live_chunks()[chunks.clone()];
-        let slot = desc.handle.slot();
         let (mut waits, mut refused, mut short) = (false, false, false);
         for chunk in touched {
             match chunk.state {
@@ -1178,7 +1200,7 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
             // Both kinds at once: this command fails once for all of them.
             for chunk in touched {
                 if chunk.is_unmapped() {
-                    self.clear_flags(slot, chunk, REFUSED | SHORT);
+                    chunk.clear(REFUSED | SHORT);
                 }
                 self.unreserve(chunk);
             }
@@ -1288,6 +1310,7 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
             if let Some(desc) = inserted {
                 // Its chunks are pristine (checked above): none is wanted.
                 self.wanting[index].store(0, Ordering::Release);
+                self.want_hint[index].store(0, Ordering::Release);
                 // SAFETY: forwarded contract; the slot was just filled.
                 unsafe { self.order_insert(index, start) };
                 return Ok(desc);
@@ -1308,8 +1331,13 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
             self.with_entry_mut(handle, |entry| match entry.phase {
                 Phase::Pending => {
                     entry.phase = Phase::Armed;
-                    for chunk in entry.live_chunks() {
-                        self.want_chunk(handle.slot(), chunk);
+                    // An UNMAP while it was pending (its notifier is
+                    // inserted before the arm, without `L`) may have
+                    // killed chunks: a wanted chunk is always unmapped.
+                    for (i, chunk) in entry.live_chunks().iter().enumerate() {
+                        if chunk.is_unmapped() {
+                            self.want_chunk(handle.slot(), i, chunk);
+                        }
                     }
                     Ok(())
                 }
@@ -1348,6 +1376,7 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
         })?;
         // Its chunks go with it, flags and all.
         self.wanting[handle.slot()].store(0, Ordering::Release);
+        self.want_hint[handle.slot()].store(0, Ordering::Release);
         // SAFETY: forwarded contract.
         unsafe { self.order_remove(handle.slot()) };
         let mut entry = entry;
@@ -1386,7 +1415,7 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
                 let pages = mapping.page_count();
                 let published = &mut entry.chunks[chunk];
                 published.state = ChunkState::Mapped { seq, mapping };
-                self.clear_flags(handle.slot(), published, WANTED | REFUSED | SHORT);
+                self.clear_flags(handle.slot(), chunk, published, WANTED | REFUSED | SHORT);
                 // A fresh chunk gets a lap of the clock before it can go.
                 published.mark_used();
                 // Inside the `unsafe` block above (forwarded contract).
@@ -1437,7 +1466,7 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
                     };
                     if kill {
                         killed = true;
-                        self.forget(handle.slot(), &entry.chunks[i]);
+                        self.forget(handle.slot(), i, &entry.chunks[i]);
                     }
                     if let ChunkState::Mapped { mapping, .. } = core::mem::replace(&mut entry.chunks[i].state, next) {
                         pages = pages.saturating_add(mapping.page_count());
@@ -1505,7 +1534,11 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
             let Some(entry) = (unsafe { self.entry_at(index) }) else { continue };
             live += 1;
             let mut wanted = 0u32;
+            let hint = self.want_hint[index].load(Ordering::Acquire) as usize;
             for (i, chunk) in entry.live_chunks().iter().enumerate() {
+                if i < hint && chunk.has(WANTED) {
+                    return Err("a chunk below the slot's search hint is wanted");
+                }
                 if chunk.is_mapped() {
                     bytes += entry.desc.chunk_range(i).1;
                 }
@@ -1532,7 +1565,8 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
 
     /// Evicts one mapped chunk by the clock (see the module docs): Mapped →
     /// Unmapped, its mapping to `unmap`. A chunk a command waits for is
-    /// never taken. Two laps at most (the first may only clear reference
+    /// never taken. It stops after passing the slot it started in three
+    /// times (it may start inside it; the first lap may only clear reference
     /// bits); a reserved chunk is never taken either. Returns the bytes
     /// freed, `None` if nothing can go.
     ///
@@ -1616,7 +1650,7 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
         // SAFETY: forwarded contract (reads are covered by the writer's).
         if let Some(c) = unsafe { self.entry(handle) }.and_then(|entry| entry.live_chunks().get(chunk)) {
             c.set(flag);
-            self.clear_flags(handle.slot(), c, WANTED);
+            self.clear_flags(handle.slot(), chunk, c, WANTED);
         }
         self.note_resolved();
         true
@@ -1639,7 +1673,7 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
                 entry.phase = Phase::Dead;
                 let count = entry.desc.chunk_count();
                 for (i, chunk) in entry.chunks.iter_mut().take(count).enumerate() {
-                    self.forget(index, chunk);
+                    self.forget(index, i, chunk);
                     if let ChunkState::Mapped { mapping, .. } = core::mem::replace(&mut chunk.state, ChunkState::Dead) {
                         // SAFETY: forwarded contract.
                         unsafe { self.count_mapped(entry.desc.chunk_range(i).1, false) };

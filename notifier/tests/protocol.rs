@@ -833,6 +833,28 @@ fn a_region_of_a_thousand_chunks() {
     w.ctx.audit(&w.lock.lock()).unwrap();
 }
 
+/// An UNMAP between the notifier's insertion and the arm (the driver
+/// inserts it without `L`) kills chunks of the pending region; the arm
+/// then wants only the unmapped ones, so every wanted chunk is still
+/// unmapped and counted (the review of the per-chunk flags found the arm
+/// wanting the dead ones too).
+#[test]
+fn arm_after_an_unmap_wants_only_live_chunks() {
+    let w = World::new(0x1000, Policy::Strict);
+    let desc =
+        w.ctx.register(&mut w.lock.lock(), &w.p, &w.cfg, request(0x100000, 4 * CHUNK, Access::READ_WRITE)).unwrap();
+    let at = desc.start + CHUNK;
+    let _ = invalidate_range_with(&w, &desc, at, at + CHUNK, Event::Unmap, true);
+    w.ctx.arm(&mut w.lock.lock(), &w.p, &w.cfg, desc.handle).unwrap();
+    w.ctx.audit(&w.lock.lock()).unwrap();
+    let report = w.rebuild().unwrap();
+    assert_eq!(report.mapped, 3, "the three live chunks are mapped");
+    let info = w.ctx.region(&w.lock.lock(), desc.handle).unwrap();
+    assert_eq!((info.mapped_chunks, info.dead_chunks), (3, 1));
+    w.ctx.audit(&w.lock.lock()).unwrap();
+    assert_eq!(w.engine_touch(at, 8, Access::READ), Some(Err(XlateFault::Dead)));
+}
+
 /// After an invalidation of the whole region (fork's write-protect, say),
 /// the rebuild maps only the chunks commands need, not the region.
 #[test]
