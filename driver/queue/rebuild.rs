@@ -128,6 +128,31 @@ impl Queue {
         on
     }
 
+    /// A command asked for a rebuild (the engine set the queue stale): with
+    /// the rebuild worker on, the owner rebuilds in WAIT if it waits there
+    /// (woken here, as the worker would: its own CPU time, without the
+    /// worker's hop, one wakeup less per command that waits), else the
+    /// worker is queued. Says whether a rebuilder was told (otherwise the
+    /// caller zaps, so that the owner's next touch of the ring rebuilds).
+    pub(super) fn call_rebuilder(&self) -> bool {
+        // SAFETY: reads a module parameter; no precondition.
+        if !unsafe { shim::warpq_param_rebuild_worker() } {
+            return false;
+        }
+        // Store buffering with `OwnerWaiting::drop`, as in
+        // `rebuild_from_worker`: STALE was set before this fence; a WAIT
+        // leaving decrements, fences, then reads STALE. Either this sees
+        // it waiting (and wakes it), or it sees the queue stale as it
+        // leaves and queues the worker.
+        fence(Ordering::SeqCst);
+        if self.owner_waiting.load(Ordering::SeqCst) > 0 {
+            self.rebuild_kicks.fetch_add(1, Ordering::SeqCst);
+            self.wake_waiters();
+            return true;
+        }
+        self.schedule_rebuild()
+    }
+
     /// The rebuild worker: maps the chunks commands wait for, so that a
     /// process that only sleeps (in epoll, say) still progresses. Runs in a
     /// kernel worker: the pin and mirror paths take `mmget_not_zero` and the

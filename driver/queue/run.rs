@@ -182,9 +182,10 @@ impl Queue {
 
     /// Runs one command inside the gate (`guard`, left here). A command
     /// that needs an unmapped chunk asks for its rebuild and is not run:
-    /// the queue is stale until the rebuild worker maps the chunks, or
-    /// (worker off) the owner's next touch of the ring (zapped now) or
-    /// ioctl. A worker whose rebuild fails queues the zap itself.
+    /// the queue is stale until the owner's WAIT (woken here if it waits)
+    /// or the rebuild worker maps the chunks, or (worker off) the owner's
+    /// next touch of the ring (zapped now) or ioctl. A worker whose
+    /// rebuild fails queues the zap itself.
     pub(super) fn execute_one(
         &self,
         guard: EngineGuard<'_, DmaMapping, MAX_REGIONS, QueuePlatform<'_>>,
@@ -210,7 +211,7 @@ impl Queue {
                 if self.ctx.gate().is_stale() {
                     self.note_stale();
                 }
-                if !self.schedule_rebuild() {
+                if !self.call_rebuilder() {
                     platform.schedule_zap();
                 }
                 if exit == EngineExit::Abandoned {
