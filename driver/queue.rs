@@ -26,7 +26,7 @@
 //! | gate | `notifier/src/gate.rs`, not a lock | the engine, per command; L's holders pause it and wait for the engine to leave | Q only, to recover a stuck edu device (otherwise the engine takes no lock: it polls the edu device's busy flag together with the reset check) |
 //! | U | `DeviceCore::queues_by_user` (device.rs): queues per user, for `max_queues_per_user` | queue creation (before the queue is built, outside D and L) and a queue's drop | nothing (a `GFP_KERNEL` push at creation: no L or D is held there) |
 //! | P | `EnginePool::queues` (pool.rs): the device's queues, for its engine threads | a worker, to pick and claim a queue (released before it runs it); queue creation (outside D and L); `stop_engine` (in revocation under F, or the queue's drop) | nothing (a `GFP_KERNEL` push at creation) |
-//! | K | `Queue::set_aside`: the commands the engine set aside for a rebuild (`overtake.rs`) | the engine, around its batch (uncontended: one worker runs a queue at a time); `stop_engine`, to abort them | Q (inside the gate, as any command); released before the batch is published (E) |
+//! | K | `Queue::set_aside`: the commands the engine set aside for a rebuild (`overtake.rs`) | the engine, around its batch (uncontended: one worker runs a queue at a time); `stop_engine`, to abort them | Q (inside the gate, as any command); the wait queues' and pollers' spinlocks and the workqueue's (waking a WAIT, queuing the worker or the zap); released before the batch is published (E) |
 //! | E | `Queue::eventfd`: the queue's eventfd (a spinlock) | the engine, to signal a batch of completions; WARPQ_IOC_EVENTFD, to replace it | nothing but the eventfd's own wait-queue spinlock (`eventfd_signal`); a replaced eventfd is released after E is dropped |
 //! | Q | `DeviceCore::held` (device.rs): the quarantine of mappings a stuck edu transfer may reach | a teardown's `unmap_and_unpin` (under L), the engine's `recover_edu` (inside its gate), unbind | nothing; allocates only with GFP_NOWAIT; pages are released after it is dropped |
 //!
@@ -188,7 +188,8 @@ pub(crate) struct Queue {
     /// Rebuilds in progress (`Queue::rebuild_as`): revocation waits for
     /// them, so none maps or unmaps a chunk after the device is gone.
     rebuilds_running: AtomicU32,
-    /// Bumped by the worker each time it leaves a rebuild to a WAIT: the
+    /// Bumped by the engine or the worker each time it leaves a rebuild to
+    /// a WAIT: the
     /// WAIT's sleep ends on it (a WAIT asleep on an already stale queue
     /// would otherwise wait out its retry slice).
     rebuild_kicks: AtomicU32,
@@ -748,6 +749,11 @@ impl Queue {
                 self.wake_all();
                 break;
             }
+            // Read before this round's rebuild: a kick for a command that
+            // asks for a rebuild from here on (the engine's or the worker's)
+            // ends the sleep below at once, even if the queue looked stale
+            // for another chunk, rather than after a retry slice.
+            let kicks = self.rebuild_kicks.load(Ordering::SeqCst);
             match self.rebuild_if_stale() {
                 // Collisions with a stream of invalidations: retried below,
                 // after a short sleep.
@@ -762,10 +768,6 @@ impl Queue {
             // Still stale: sleep one slice, then try the rebuild again. Not
             // stale: sleep until ready, released, a new invalidation (which
             // the next round rebuilds) or the deadline.
-            // Read before `stale`: the worker's kick for a command that asks
-            // for a rebuild after this point wakes the sleep below even if
-            // the queue was already stale for another.
-            let kicks = self.rebuild_kicks.load(Ordering::SeqCst);
             let stale = self.ctx.gate().is_stale();
             let slice = if stale { left.min(stale_retry) } else { left };
             stale_retry = if stale { (stale_retry * 2).min(STALE_RETRY_MAX_NS) } else { STALE_RETRY_MIN_NS };

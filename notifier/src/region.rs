@@ -749,19 +749,29 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
         }
     }
 
-    /// Clears `flags` of chunk `index` (`chunk`, of the region in slot
-    /// `slot`), keeping the slot's count of wanted chunks and its search
-    /// hint; returns those that were set. Clearing the wanted flag is a
-    /// write: only with `L` held and the gate drained.
-    fn clear_flags(&self, slot: usize, index: usize, chunk: &Chunk<M>, flags: u32) -> u32 {
+    /// Clears `flags` of chunk `index` of `chunks` (the live chunks of the
+    /// region in slot `slot`), keeping the slot's count of wanted chunks
+    /// and its search hint; returns those that were set. Clearing the
+    /// wanted flag is a write: only with `L` held and the gate drained.
+    fn clear_flags(&self, slot: usize, chunks: &[Chunk<M>], index: usize, flags: u32) -> u32 {
+        let Some(chunk) = chunks.get(index) else { return 0 };
         let was = chunk.clear(flags);
         if was & WANTED != 0 {
             if let Some(wanting) = self.wanting.get(slot) {
                 wanting.fetch_sub(1, Ordering::AcqRel);
             }
             if let Some(hint) = self.want_hint.get(slot) {
-                // Nothing below it was wanted, nor is it now.
-                let _ = hint.compare_exchange(index as u32, index as u32 + 1, Ordering::AcqRel, Ordering::Relaxed);
+                // The gate is drained, so no `want_chunk` moves it
+                // meanwhile: up to the first chunk still wanted (the one it
+                // names, if that is still wanted: one read). Each chunk is
+                // passed once between two wants, whatever order the
+                // chunks are published, refused or killed in.
+                let from = hint.load(Ordering::Acquire) as usize;
+                if from <= index {
+                    let next =
+                        chunks.iter().skip(from).position(|c| c.has(WANTED)).map_or(chunks.len(), |at| from + at);
+                    hint.store(next as u32, Ordering::Release);
+                }
             }
         }
         was
@@ -798,9 +808,11 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
     /// Forgets everything about `chunk` (of the region in slot `slot`): its
     /// want, refusal, reservation and reference flag (it died or its region
     /// goes away). A claim stays: its claimant ends it.
-    fn forget(&self, slot: usize, index: usize, chunk: &Chunk<M>) {
-        self.clear_flags(slot, index, chunk, WANTED | REFUSED | SHORT | USED);
-        self.unreserve(chunk);
+    fn forget(&self, slot: usize, chunks: &[Chunk<M>], index: usize) {
+        self.clear_flags(slot, chunks, index, WANTED | REFUSED | SHORT | USED);
+        if let Some(chunk) = chunks.get(index) {
+            self.unreserve(chunk);
+        }
     }
 
     /// No command waits for a rebuild any more: no chunk stays reserved
@@ -1413,11 +1425,10 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
                 }
                 let mapping = mapping.take()?;
                 let pages = mapping.page_count();
-                let published = &mut entry.chunks[chunk];
-                published.state = ChunkState::Mapped { seq, mapping };
-                self.clear_flags(handle.slot(), chunk, published, WANTED | REFUSED | SHORT);
+                entry.chunks[chunk].state = ChunkState::Mapped { seq, mapping };
+                self.clear_flags(handle.slot(), entry.live_chunks(), chunk, WANTED | REFUSED | SHORT);
                 // A fresh chunk gets a lap of the clock before it can go.
-                published.mark_used();
+                entry.chunks[chunk].mark_used();
                 // Inside the `unsafe` block above (forwarded contract).
                 self.count_mapped(entry.desc.chunk_range(chunk).1, true);
                 Some(pages)
@@ -1466,7 +1477,7 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
                     };
                     if kill {
                         killed = true;
-                        self.forget(handle.slot(), i, &entry.chunks[i]);
+                        self.forget(handle.slot(), entry.live_chunks(), i);
                     }
                     if let ChunkState::Mapped { mapping, .. } = core::mem::replace(&mut entry.chunks[i].state, next) {
                         pages = pages.saturating_add(mapping.page_count());
@@ -1648,9 +1659,12 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
             Refusal::NoMemory => SHORT,
         };
         // SAFETY: forwarded contract (reads are covered by the writer's).
-        if let Some(c) = unsafe { self.entry(handle) }.and_then(|entry| entry.live_chunks().get(chunk)) {
-            c.set(flag);
-            self.clear_flags(handle.slot(), chunk, c, WANTED);
+        if let Some(entry) = unsafe { self.entry(handle) } {
+            let live = entry.live_chunks();
+            if let Some(c) = live.get(chunk) {
+                c.set(flag);
+                self.clear_flags(handle.slot(), live, chunk, WANTED);
+            }
         }
         self.note_resolved();
         true
@@ -1672,8 +1686,10 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
                 live = live.saturating_add(1);
                 entry.phase = Phase::Dead;
                 let count = entry.desc.chunk_count();
+                for i in 0..count {
+                    self.forget(index, entry.live_chunks(), i);
+                }
                 for (i, chunk) in entry.chunks.iter_mut().take(count).enumerate() {
-                    self.forget(index, i, chunk);
                     if let ChunkState::Mapped { mapping, .. } = core::mem::replace(&mut chunk.state, ChunkState::Dead) {
                         // SAFETY: forwarded contract.
                         unsafe { self.count_mapped(entry.desc.chunk_range(i).1, false) };
