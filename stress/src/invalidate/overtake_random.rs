@@ -171,6 +171,7 @@ pub fn overtake_random(dev: &Device, seconds: u64) -> Result<String, String> {
     Ok(format!(
         "{issued} commands ({unordered} UNORDERED) in {seconds} s with {drops} pages dropped: {overtakes} completed out \
          of submission order, none before an earlier command on its chunk or an UNORDERED-less one before its \
-         predecessors; 8 MiB equal to the sequential model"
+         predecessors; {} KiB ({CHUNKS} chunks) equal to the sequential model",
+        buf.len() >> 10
     ))
 }
