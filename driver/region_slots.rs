@@ -30,6 +30,10 @@ use crate::queue::Queue;
 /// lower it). The protocol core's region table has as many slots.
 pub(crate) const MAX_REGIONS: usize = 1024;
 
+// A rebuild reports its failures per slot in a `SlotSet`: it must hold
+// every slot, or a REGISTER could take another slot's failure for its own.
+const _: () = assert!(MAX_REGIONS <= crate::protocol::rebuild::SlotSet::CAPACITY);
+
 /// Slots per allocation (about 2.5 KiB, written in place).
 const SLOTS_PER_PAGE: usize = 16;
 const PAGES: usize = MAX_REGIONS / SLOTS_PER_PAGE;
