@@ -38,7 +38,7 @@
 
 use super::context::{Config, ContextLock, MmContext};
 use super::platform::{PinError, Platform};
-use super::region::{Refusal, RegionDesc, RegionHandle, MAX_CHUNKS};
+use super::region::{Refusal, RegionDesc, RegionHandle};
 
 /// A set of region slots: the first [`SlotSet::CAPACITY`] exactly (the
 /// driver's table has no more), later ones folded onto them.
@@ -232,9 +232,12 @@ where
 {
     let mut report = RebuildReport::default();
     // Each round resolves one chunk or spends one retry, but chunks can be
-    // invalidated (and wanted) again between rounds: bound the rounds too.
-    let rounds = N.saturating_mul(MAX_CHUNKS).saturating_add(2 * config.max_retries as usize).saturating_add(1);
-    for _ in 0..rounds {
+    // invalidated (and wanted) again between rounds: bound the rounds too,
+    // by twice the chunks registered when the first round looks (every
+    // chunk wanted, then each invalidated and wanted once more).
+    let mut rounds: Option<usize> = None;
+    let mut round = 0usize;
+    loop {
         let next = {
             let key = lock.lock();
             if !ctx.owns_key(&key) {
@@ -246,6 +249,15 @@ where
             }
             if ctx.is_released() {
                 return Err(RebuildError::Released);
+            }
+            let limit = *rounds.get_or_insert_with(|| {
+                // SAFETY: `key` proves `L` is held.
+                let chunks = unsafe { ctx.table().chunk_total() };
+                chunks.saturating_mul(2).saturating_add(2 * config.max_retries as usize).saturating_add(1)
+            });
+            round += 1;
+            if round > limit {
+                return Err(RebuildError::RetriesExhausted { retries: report.retries });
             }
             // SAFETY: `key` proves `L` is held.
             let next = unsafe {
@@ -297,7 +309,6 @@ where
             }
         }
     }
-    Err(RebuildError::RetriesExhausted { retries: report.retries })
 }
 
 /// With `L` held: evicts chunks until `need` more bytes fit in the

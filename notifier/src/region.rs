@@ -870,6 +870,23 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
         unsafe { self.order() }.len()
     }
 
+    /// How many chunks the registered regions have, together (one step per
+    /// region).
+    ///
+    /// # Safety
+    ///
+    /// As for reads: the caller holds `L` or is inside the gate.
+    pub(super) unsafe fn chunk_total(&self) -> usize {
+        // SAFETY: forwarded contract.
+        let order = unsafe { self.order() };
+        order
+            .iter()
+            // SAFETY: forwarded contract.
+            .filter_map(|&index| unsafe { self.entry_at(usize::from(index)) })
+            .map(|entry| entry.desc.chunk_count())
+            .sum()
+    }
+
     /// The live slots, sorted by their region's start.
     ///
     /// # Safety
