@@ -139,18 +139,25 @@ impl Queue {
         if !unsafe { shim::warpq_param_rebuild_worker() } {
             return false;
         }
-        // Store buffering with `OwnerWaiting::drop`, as in
-        // `rebuild_from_worker`: STALE was set before this fence; a WAIT
-        // leaving decrements, fences, then reads STALE. Either this sees
-        // it waiting (and wakes it), or it sees the queue stale as it
-        // leaves and queues the worker.
+        self.kick_waiting_owner() || self.schedule_rebuild()
+    }
+
+    /// If the owner waits in WAIT, leaves the rebuild to it: wakes it (it
+    /// rebuilds in its own time) and says so. The queue is stale (set
+    /// before the caller got here).
+    ///
+    /// Store buffering with `OwnerWaiting::drop`: STALE was set before
+    /// this fence; a WAIT leaving decrements, fences, then reads STALE.
+    /// Either this sees it waiting (and wakes it), or it sees the queue
+    /// stale as it leaves and queues the worker.
+    fn kick_waiting_owner(&self) -> bool {
         fence(Ordering::SeqCst);
-        if self.owner_waiting.load(Ordering::SeqCst) > 0 {
-            self.rebuild_kicks.fetch_add(1, Ordering::SeqCst);
-            self.wake_waiters();
-            return true;
+        if self.owner_waiting.load(Ordering::SeqCst) == 0 {
+            return false;
         }
-        self.schedule_rebuild()
+        self.rebuild_kicks.fetch_add(1, Ordering::SeqCst);
+        self.wake_waiters();
+        true
     }
 
     /// The rebuild worker: maps the chunks commands wait for, so that a
@@ -162,17 +169,10 @@ impl Queue {
         if !self.ctx.gate().is_stale() || self.ctx.is_released() || self.revoked.load(Ordering::SeqCst) {
             return;
         }
-        // The owner waits in WAIT, which rebuilds in its own time: wake it
-        // (the engine, which queued this worker, does not); it retries a
-        // stale queue every few ms, and queues this worker again when it
-        // leaves.
-        // Pairs with the fence in `OwnerWaiting::drop` (store buffering:
-        // the engine set STALE, then queued this worker; the WAIT leaving
-        // decrements, then reads STALE): one of the two sees the other.
-        fence(Ordering::SeqCst);
-        if self.owner_waiting.load(Ordering::SeqCst) > 0 {
-            self.rebuild_kicks.fetch_add(1, Ordering::SeqCst);
-            self.wake_waiters();
+        // An owner that went into WAIT after the engine queued this worker
+        // rebuilds in its own time (it retries a stale queue every few ms,
+        // and queues this worker again when it leaves).
+        if self.kick_waiting_owner() {
             return;
         }
         if !self.mm.has_users() {

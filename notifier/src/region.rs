@@ -313,11 +313,6 @@ impl<M> Chunk<M> {
         Self { state: ChunkState::Unmapped, flags: AtomicU32::new(0), reserved: AtomicU64::new(0) }
     }
 
-    /// The chunk's state.
-    pub fn state(&self) -> &ChunkState<M> {
-        &self.state
-    }
-
     fn is_unmapped(&self) -> bool {
         matches!(self.state, ChunkState::Unmapped)
     }
@@ -835,7 +830,17 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
     /// As for reads: the caller holds `L` or is inside the gate.
     pub(super) unsafe fn chunk_wanted(&self, handle: RegionHandle, chunk: usize) -> bool {
         // SAFETY: forwarded contract.
-        unsafe { self.entry(handle) }.and_then(|entry| entry.live_chunks().get(chunk)).is_some_and(|c| c.has(WANTED))
+        unsafe { self.chunk_of(handle, chunk) }.is_some_and(|c| c.has(WANTED))
+    }
+
+    /// Chunk `chunk` of the live region named by `handle`.
+    ///
+    /// # Safety
+    ///
+    /// As for reads, and the borrow must end before the next write.
+    unsafe fn chunk_of(&self, handle: RegionHandle, chunk: usize) -> Option<&Chunk<M>> {
+        // SAFETY: forwarded contract.
+        unsafe { self.entry(handle) }?.live_chunks().get(chunk)
     }
 }
 
@@ -1063,7 +1068,7 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
     /// As for reads, and the returned borrow must end before the next write.
     pub(super) unsafe fn mapping(&self, handle: RegionHandle, chunk: usize) -> Option<&M> {
         // SAFETY: forwarded contract.
-        match &unsafe { self.entry(handle) }?.live_chunks().get(chunk)?.state {
+        match &unsafe { self.chunk_of(handle, chunk) }?.state {
             ChunkState::Mapped { mapping, .. } => Some(mapping),
             _ => None,
         }
@@ -1163,7 +1168,7 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
     /// The caller holds `L`.
     pub(super) unsafe fn claim(&self, handle: RegionHandle, chunk: usize) {
         // SAFETY: `L` is held (this function's contract): reads are allowed.
-        if let Some(c) = unsafe { self.entry(handle) }.and_then(|entry| entry.live_chunks().get(chunk)) {
+        if let Some(c) = unsafe { self.chunk_of(handle, chunk) } {
             c.set(CLAIMED);
         }
     }
@@ -1176,7 +1181,7 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
     /// The caller holds `L`.
     pub(super) unsafe fn unclaim(&self, handle: RegionHandle, chunk: usize) {
         // SAFETY: `L` is held (this function's contract): reads are allowed.
-        if let Some(c) = unsafe { self.entry(handle) }.and_then(|entry| entry.live_chunks().get(chunk)) {
+        if let Some(c) = unsafe { self.chunk_of(handle, chunk) } {
             c.clear(CLAIMED);
         }
     }
@@ -1661,28 +1666,19 @@ impl<M: Mapping, const N: usize> RegionTable<M, N> {
     ///
     /// The caller holds `L` and the gate is paused and drained.
     pub(super) unsafe fn refuse(&self, handle: RegionHandle, chunk: usize, why: Refusal) -> bool {
-        // SAFETY: forwarded contract.
-        let unmapped = unsafe {
-            self.with_entry_mut(handle, |entry| {
-                entry.phase == Phase::Armed && entry.live_chunks().get(chunk).is_some_and(Chunk::is_unmapped)
-            })
-        };
-        // SAFETY: forwarded contract.
-        if !unmapped.unwrap_or(false) || !unsafe { self.chunk_wanted(handle, chunk) } {
+        // SAFETY: forwarded contract (reads are covered by the writer's).
+        let Some(entry) = (unsafe { self.entry(handle) }) else { return false };
+        let live = entry.live_chunks();
+        let waited_for =
+            entry.phase == Phase::Armed && live.get(chunk).is_some_and(|c| c.is_unmapped() && c.has(WANTED));
+        if !waited_for {
             return false;
         }
-        let flag = match why {
+        live[chunk].set(match why {
             Refusal::Gone => REFUSED,
             Refusal::NoMemory => SHORT,
-        };
-        // SAFETY: forwarded contract (reads are covered by the writer's).
-        if let Some(entry) = unsafe { self.entry(handle) } {
-            let live = entry.live_chunks();
-            if let Some(c) = live.get(chunk) {
-                c.set(flag);
-                self.clear_flags(handle.slot(), live, chunk, WANTED);
-            }
-        }
+        });
+        self.clear_flags(handle.slot(), live, chunk, WANTED);
         self.note_resolved();
         true
     }
